@@ -1,0 +1,420 @@
+"""The pipeline spec: one YAML file per use case, validated by one pydantic model.
+
+A spec says everything a pipeline needs that is not a secret: topics and record
+schema, storage layout, schedules, drift, annotation, training, registry, edge
+groups and rollout policy. Endpoints and credentials come from Airflow
+connections named here, never from the spec itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{1,39}$"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CRON_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@continuous"}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept '90s', '15m', '2h', '1d', '250ms' or a number of seconds as a timedelta."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    return value  # let pydantic's own timedelta parsing (ISO 8601) decide
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def parse_schedule(value: str) -> str | timedelta:
+    """A schedule is a cron expression, an Airflow preset or a duration such as '15m'."""
+    match = _DURATION.match(value)
+    if match:
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        return timedelta(seconds=seconds)
+    return value
+
+
+def _check_schedule(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if _DURATION.match(value) or value in _CRON_PRESETS:
+        return value
+    fields = value.split()
+    if len(fields) not in (5, 6) or not all(re.fullmatch(r"[\d*/,\-A-Za-z?LW#]+", f) for f in fields):
+        raise ValueError(f"'{value}' is neither a cron expression, a preset like @hourly nor a duration like 15m")
+    return value
+
+
+Schedule = Annotated[str | None, BeforeValidator(_check_schedule)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+FieldType = Literal["float", "int", "string", "bool", "timestamp"]
+FieldRole = Literal[
+    "feature",
+    "prediction",
+    "confidence",
+    "device_id",
+    "group_id",
+    "timestamp",
+    "record_id",
+    "model_version",
+    "config_version",
+    "image_ref",
+    "meta",
+]
+_SINGLE_ROLES = ("prediction", "confidence", "device_id", "group_id", "timestamp", "record_id", "model_version")
+_REQUIRED_ROLES = ("device_id", "group_id", "timestamp", "record_id")
+
+
+class FieldSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    type: FieldType
+    role: FieldRole = "feature"
+    nullable: bool = False
+    description: str = ""
+
+
+class TopicsSpec(_Strict):
+    """Kafka topic names are `<prefix>.<name>`; the prefix defaults to the pipeline name."""
+
+    prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    partitions: int = Field(default=6, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1, le=7)
+    ingest: list[Literal["telemetry", "health", "errors"]] = ["telemetry", "health", "errors"]
+
+
+class StorageSpec(_Strict):
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    prefix: str = Field(default="", pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$")
+
+
+class IngestSpec(_Strict):
+    schedule: Schedule = "15m"
+    max_records: int = Field(default=2_000_000, ge=1)
+    max_duration: Duration = timedelta(minutes=10)
+    batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    file_max_records: int = Field(default=250_000, ge=1)
+    max_record_bytes: int = Field(default=1_048_576, ge=64)
+
+
+class DriftSpec(_Strict):
+    schedule: Schedule = "1h"
+    columns: list[str] = Field(default_factory=list, description="feature columns to check; empty = all features")
+    method: Literal["auto", "ks", "psi", "wasserstein", "jensenshannon", "kl_div", "z"] = "auto"
+    threshold: float | None = Field(default=None, gt=0, description="per-column statistical threshold")
+    drift_share: float = Field(default=0.5, gt=0, le=1, description="share of drifted columns that is dataset drift")
+    window: Duration = timedelta(hours=1)
+    window_records: int | None = Field(default=None, ge=1)
+    min_rows: int = Field(default=200, ge=10)
+    sample_per_group: int = Field(default=20_000, ge=100)
+    per_group: bool = True
+    confidence_drop: float = Field(default=0.1, ge=0, le=1)
+
+
+SelectionStrategy = Literal["low_confidence", "disagreement", "diversity"]
+
+
+class AnnotationSpec(_Strict):
+    backend: Literal["label_studio"] = "label_studio"
+    labels: list[str] = Field(min_length=2)
+    batch_size: int = Field(default=200, ge=1, le=100_000)
+    strategy: list[SelectionStrategy] = ["low_confidence", "diversity"]
+    completion_ratio: float = Field(default=0.95, gt=0, le=1)
+    sla: Duration = timedelta(hours=24)
+    on_sla: Literal["export_partial", "fail"] = "export_partial"
+    poll_interval: Duration = timedelta(seconds=30)
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be unique")
+        return labels
+
+
+class EdgeLimits(_Strict):
+    max_model_mb: float = Field(default=50, gt=0)
+    max_latency_ms: float = Field(default=20, gt=0)
+    max_memory_mb: float = Field(default=256, gt=0)
+
+
+class TrainingSpec(_Strict):
+    estimator: Literal["random_forest", "gradient_boosting", "logistic_regression"] = "random_forest"
+    params: dict[str, Any] = Field(default_factory=dict)
+    search_space: dict[str, list[Any]] = Field(default_factory=dict)
+    search_budget: int = Field(default=10, ge=1, le=500)
+    metric: Literal["f1_macro", "accuracy", "balanced_accuracy"] = "f1_macro"
+    margin: float = Field(default=0.01, ge=0, le=1)
+    group_tolerance: float = Field(default=0.02, ge=0, le=1)
+    limits: EdgeLimits = EdgeLimits()
+
+
+class RegistrySpec(_Strict):
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class EdgeGroup(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,39}$")
+    selector: dict[str, str] = Field(default_factory=dict)
+    wave: int = Field(default=1, ge=0)
+    devices: int = Field(default=50, ge=0)
+    strategy: Literal["kafka", "kubernetes"] = "kafka"
+
+    @field_validator("selector")
+    @classmethod
+    def _label_syntax(cls, selector: dict[str, str]) -> dict[str, str]:
+        key_re = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+        value_re = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+        for key, value in selector.items():
+            if not key_re.match(key):
+                raise ValueError(f"selector key '{key}' is not a valid Kubernetes label key")
+            if not value_re.match(value):
+                raise ValueError(f"selector value '{value}' for '{key}' is not a valid Kubernetes label value")
+        return selector
+
+
+class HealthThresholds(_Strict):
+    min_applied_ratio: float = Field(default=0.95, ge=0, le=1)
+    max_error_rate: float = Field(default=0.02, ge=0, le=1)
+    max_offline_ratio: float = Field(default=0.1, ge=0, le=1)
+    min_mean_confidence: float = Field(default=0.5, ge=0, le=1)
+
+
+class Resources(_Strict):
+    cpu: str = Field(default="250m", pattern=r"^\d+(\.\d+)?m?$")
+    memory: str = Field(default="256Mi", pattern=r"^\d+(Ki|Mi|Gi)?$")
+
+
+class RolloutSpec(_Strict):
+    canary_groups: list[str] = Field(default_factory=list)
+    soak: Duration = timedelta(minutes=10)
+    thresholds: HealthThresholds = HealthThresholds()
+    max_failure_ratio: float = Field(default=0.05, ge=0, le=1)
+    max_unavailable: str = Field(default="10%", pattern=r"^\d+%?$")
+    approval_required: bool = False
+    launcher: Literal["kubernetes", "local"] = "local"
+    image: str = "edgeloop/bundle:latest"
+    namespace: str = Field(default="edge", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    service_account: str = "edgeloop-rollout"
+    kubernetes_conn_id: str = "kubernetes_default"
+    resources: Resources = Resources()
+    timeout: Duration = timedelta(minutes=30)
+
+
+class FleetHealthSpec(_Strict):
+    schedule: Schedule = "5m"
+    max_offline_ratio: float = Field(default=0.2, ge=0, le=1)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_version_skew: float = Field(default=0.1, ge=0, le=1)
+    stale_after: Duration = timedelta(minutes=5)
+
+
+class ConnectionsSpec(_Strict):
+    """Airflow connection ids. Endpoints and secrets live in the connections."""
+
+    kafka: str = "edgeloop_kafka"
+    s3: str = "edgeloop_s3"
+    mlflow: str = "edgeloop_mlflow"
+    label_studio: str = "edgeloop_label_studio"
+
+
+class PipelineSpec(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    owner: str = "edgeloop"
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_delay: Duration = timedelta(seconds=30)
+    connections: ConnectionsSpec = ConnectionsSpec()
+    topics: TopicsSpec = TopicsSpec()
+    schema_: list[FieldSpec] = Field(alias="schema", min_length=1)
+    storage: StorageSpec
+    ingest: IngestSpec = IngestSpec()
+    drift: DriftSpec = DriftSpec()
+    annotation: AnnotationSpec
+    training: TrainingSpec = TrainingSpec()
+    registry: RegistrySpec
+    groups: list[EdgeGroup] = Field(min_length=1)
+    rollout: RolloutSpec = RolloutSpec()
+    fleet_health: FleetHealthSpec = FleetHealthSpec()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PipelineSpec:
+        names = [f.name for f in self.schema_]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"schema: duplicate field names {duplicates}")
+        for role in _SINGLE_ROLES:
+            holders = [f.name for f in self.schema_ if f.role == role]
+            if len(holders) > 1:
+                raise ValueError(f"schema: role '{role}' is given to several fields {holders}")
+        missing = [r for r in _REQUIRED_ROLES if not any(f.role == r for f in self.schema_)]
+        if missing:
+            raise ValueError(f"schema: no field has the role(s) {missing}")
+        if not self.features:
+            raise ValueError("schema: at least one field must have the role 'feature'")
+        unknown = sorted(set(self.drift.columns) - set(self.features))
+        if unknown:
+            raise ValueError(f"drift.columns: {unknown} are not feature fields of the schema")
+        group_names = [g.name for g in self.groups]
+        if len(set(group_names)) != len(group_names):
+            raise ValueError("groups: group names must be unique")
+        unknown_canary = sorted(set(self.rollout.canary_groups) - set(group_names))
+        if unknown_canary:
+            raise ValueError(f"rollout.canary_groups: {unknown_canary} are not groups of this pipeline")
+        return self
+
+    # Derived names: one place for every name the stages share.
+    @property
+    def features(self) -> list[str]:
+        return [f.name for f in self.schema_ if f.role == "feature"]
+
+    def field_with_role(self, role: FieldRole) -> str | None:
+        return next((f.name for f in self.schema_ if f.role == role), None)
+
+    def topic(self, kind: str) -> str:
+        """Full topic name of one of telemetry, health, errors, control, device-state, alerts."""
+        return f"{self.topics.prefix or self.name}.{kind}"
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [self.topic(k) for k in ("telemetry", "health", "errors", "control", "device-state", "alerts")]
+
+    def storage_prefix(self, area: str) -> str:
+        """Key prefix of one storage area (raw, deadletter, curated, reports, annotations, rollouts)."""
+        base = f"{self.storage.prefix}/" if self.storage.prefix else ""
+        return f"{base}{area}/{self.name}"
+
+    def asset_uri(self, stage: str) -> str:
+        return f"s3://{self.storage.bucket}/{self.storage_prefix(stage)}"
+
+    @property
+    def canary_groups(self) -> list[EdgeGroup]:
+        return [g for g in self.groups if g.name in self.rollout.canary_groups]
+
+
+# --- loading -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpecError:
+    """One problem in one spec file: where (field path) and why."""
+
+    path: Path
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path.name}: {self.location}: {self.message}"
+
+
+class SpecInvalid(Exception):
+    def __init__(self, path: Path, errors: list[SpecError]):
+        self.path = path
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(root)"
+
+
+def errors_from_validation(path: Path, exc: ValidationError) -> list[SpecError]:
+    out = []
+    for err in exc.errors():
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        out.append(SpecError(path, _location(err["loc"]), message))
+    return out
+
+
+def parse_spec(text: str, path: Path = Path("<spec>")) -> PipelineSpec:
+    """Parse and validate spec text; raise SpecInvalid listing every error with its field path."""
+    try:
+        data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader, the C one when present
+    except yaml.YAMLError as exc:
+        raise SpecInvalid(path, [SpecError(path, "(yaml)", str(exc).replace("\n", " "))]) from exc
+    if not isinstance(data, dict):
+        raise SpecInvalid(path, [SpecError(path, "(root)", "a spec must be a YAML mapping")])
+    try:
+        spec = PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecInvalid(path, errors_from_validation(path, exc)) from exc
+    if path.suffix in (".yaml", ".yml") and path.stem != spec.name:
+        raise SpecInvalid(path, [SpecError(path, "name", f"'{spec.name}' must match the file name '{path.stem}'")])
+    return spec
+
+
+def load_spec(path: Path) -> PipelineSpec:
+    return parse_spec(path.read_text(encoding="utf-8"), path)
+
+
+def default_pipelines_dir() -> Path:
+    """`EDGELOOP_PIPELINES_DIR` when set (git-synced specs), else the specs shipped in the bundle."""
+    configured = os.environ.get("EDGELOOP_PIPELINES_DIR")
+    return Path(configured) if configured else Path(__file__).resolve().parent.parent / "pipelines"
+
+
+@dataclass
+class SpecSet:
+    specs: list[PipelineSpec]
+    errors: list[SpecError]
+
+
+def load_all(folder: Path | None = None) -> SpecSet:
+    """Load every `*.yaml` spec in a folder; a broken file is reported, never fatal to the others."""
+    folder = folder or default_pipelines_dir()
+    specs: list[PipelineSpec] = []
+    errors: list[SpecError] = []
+    seen: dict[str, Path] = {}
+    for path in sorted(folder.glob("*.y*ml")):
+        try:
+            spec = load_spec(path)
+        except SpecInvalid as exc:
+            errors.extend(exc.errors)
+            continue
+        except OSError as exc:
+            errors.append(SpecError(path, "(file)", str(exc)))
+            continue
+        if spec.name in seen:
+            errors.append(SpecError(path, "name", f"'{spec.name}' is already defined in {seen[spec.name].name}"))
+            continue
+        seen[spec.name] = path
+        specs.append(spec)
+    return SpecSet(specs, errors)
