@@ -71,9 +71,7 @@ class AlertTrigger(KafkaSharedStreamTrigger):
         poll_timeout: float = 1.0,
         dlq_topic: str | None = None,
     ) -> None:
-        super().__init__(
-            topics=topics, kafka_config_id=kafka_config_id, poll_timeout=poll_timeout, dlq_topic=dlq_topic
-        )
+        super().__init__(topics=topics, kafka_config_id=kafka_config_id, poll_timeout=poll_timeout, dlq_topic=dlq_topic)
         self.pipeline = pipeline
         self.kinds = sorted(kinds)
 

@@ -106,7 +106,7 @@ class TopicsSpec(_Strict):
     prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(default=6, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=7)
-    ingest: list[Literal["telemetry", "health", "errors"]] = ["telemetry", "health", "errors"]
+    ingest: list[Literal["telemetry", "health", "errors"]] = Field(min_length=1)
 
 
 class StorageSpec(_Strict):
@@ -251,7 +251,7 @@ class PipelineSpec(_Strict):
     retries: int = Field(default=2, ge=0, le=10)
     retry_delay: Duration = timedelta(seconds=30)
     connections: ConnectionsSpec = ConnectionsSpec()
-    topics: TopicsSpec = TopicsSpec()
+    topics: TopicsSpec
     schema_: list[FieldSpec] = Field(alias="schema", min_length=1)
     storage: StorageSpec
     ingest: IngestSpec = IngestSpec()

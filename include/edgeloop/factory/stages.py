@@ -29,16 +29,31 @@ START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 # --- assets: one place for the names that chain the stages ----------------------
 
 
+# Asset URIs use the `x-edgeloop://` scheme on purpose: an `s3://` URI (any non `x-` scheme) makes
+# Airflow load every provider's URI handlers, boto3 included, which costs more than the whole DAG file.
+# The real location travels in the asset's extra.
+
+
+def _asset(spec: PipelineSpec, stage: str, location: str, **kwargs: Any) -> Asset:
+    return Asset(
+        name=f"{spec.name}.{stage}",
+        uri=f"x-edgeloop://{spec.name}/{stage}",
+        group="edgeloop",
+        extra={"location": location},
+        **kwargs,
+    )
+
+
 def raw_asset(spec: PipelineSpec) -> Asset:
-    return Asset(name=f"{spec.name}.raw", uri=spec.asset_uri("raw"), group="edgeloop")
+    return _asset(spec, "raw", spec.asset_uri("raw"))
 
 
 def curated_asset(spec: PipelineSpec) -> Asset:
-    return Asset(name=f"{spec.name}.curated", uri=spec.asset_uri("curated"), group="edgeloop")
+    return _asset(spec, "curated", spec.asset_uri("curated"))
 
 
 def model_asset(spec: PipelineSpec) -> Asset:
-    return Asset(name=f"{spec.name}.model", uri=f"mlflow://models/{spec.registry.model_name}", group="edgeloop")
+    return _asset(spec, "model", f"models:/{spec.registry.model_name}")
 
 
 def _alert_watcher(spec: PipelineSpec, kind: str) -> AssetWatcher:
@@ -53,22 +68,12 @@ def _alert_watcher(spec: PipelineSpec, kind: str) -> AssetWatcher:
 
 def drift_asset(spec: PipelineSpec) -> Asset:
     """Drift alerts on Kafka, from the drift DAG or from anyone else, become events of this asset."""
-    return Asset(
-        name=f"{spec.name}.drift",
-        uri=f"kafka://{spec.topic('alerts')}/drift",
-        group="edgeloop",
-        watchers=[_alert_watcher(spec, "drift")],
-    )
+    return _asset(spec, "drift", f"kafka://{spec.topic('alerts')}", watchers=[_alert_watcher(spec, "drift")])
 
 
 def backlog_asset(spec: PipelineSpec) -> Asset:
     """A device group announcing buffered data (e.g. after reconnecting) starts an ingest run."""
-    return Asset(
-        name=f"{spec.name}.backlog",
-        uri=f"kafka://{spec.topic('alerts')}/backlog",
-        group="edgeloop",
-        watchers=[_alert_watcher(spec, "backlog")],
-    )
+    return _asset(spec, "backlog", f"kafka://{spec.topic('alerts')}", watchers=[_alert_watcher(spec, "backlog")])
 
 
 # --- common DAG settings -------------------------------------------------------------

@@ -1,0 +1,125 @@
+# edgeloop: `make demo` runs the loop on this machine, `make test` proves it.
+# Every target installs what it needs; nothing has to be set up by hand.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_VERSION ?= 3.11
+UV_VERSION     ?= 0.13.8
+STATE_DIR      ?= $(CURDIR)/.edgeloop
+VENV           := $(CURDIR)/.venv
+PY             := $(VENV)/bin/python
+LS_VENV        := $(STATE_DIR)/venvs/label-studio
+KAFKA_LIBS     := $(STATE_DIR)/kafka-libs
+APT_PACKAGES   := prometheus prometheus-pushgateway
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)
+export EDGELOOP_STATE_DIR := $(STATE_DIR)
+export AIRFLOW_HOME := $(STATE_DIR)/airflow
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+EDGELOOP := $(PY) -m edgeloop.cli
+PYTEST   := $(PY) -m pytest
+# pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
+run_pytest = $(PYTEST) $(1); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected for: $(1)" >&2; exit 1; fi; exit $$rc
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[1m%-20s\033[0m %s\n", $$1, $$2}'
+
+# --- install ---------------------------------------------------------------------------
+
+.PHONY: install
+install: $(VENV)/.installed $(LS_VENV)/.installed $(KAFKA_LIBS)/.installed system-packages ## install everything the stack and tests need
+
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(HOME)/.local/bin/uv
+endif
+
+$(UV):
+	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: requirements.txt pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON_VERSION) $(VENV)
+	$(UV) pip install --quiet --python $(PY) -r requirements.txt
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	touch $@
+
+$(LS_VENV)/.installed: devstack/label-studio/requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON_VERSION) $(LS_VENV)
+	$(UV) pip install --quiet --python $(LS_VENV)/bin/python -r devstack/label-studio/requirements.txt
+	touch $@
+
+$(KAFKA_LIBS)/.installed: devstack/kafka/pom.xml
+	rm -rf $(KAFKA_LIBS)
+	mvn --batch-mode --quiet -f devstack/kafka/pom.xml package -Dkafka.libs.dir=$(KAFKA_LIBS)
+	touch $@
+
+.PHONY: system-packages
+system-packages: ## Debian packages (Prometheus, Pushgateway) when missing
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+.PHONY: lock
+lock: | $(UV) ## re-resolve the pinned requirements (see README: upgrading)
+	$(UV) pip compile --quiet --upgrade requirements.in -o requirements.txt --python-version $(PYTHON_VERSION)
+	$(UV) pip compile --quiet --upgrade devstack/label-studio/requirements.in -o devstack/label-studio/requirements.txt --python-version $(PYTHON_VERSION)
+
+# --- the stack ----------------------------------------------------------------------------
+
+.PHONY: stack-up stack-down stack-status
+stack-up: install ## start Kafka, S3 (moto), MLflow, Label Studio, Prometheus and Airflow on loopback
+	$(EDGELOOP) stack up
+
+stack-down: ## stop every process the stack started
+	@if [ -x $(PY) ]; then $(EDGELOOP) stack down; else echo "nothing installed, nothing to stop"; fi
+
+stack-status: ## show the services of the stack
+	$(EDGELOOP) stack status
+
+.PHONY: demo
+demo: stack-up ## the main job: stack up, demo pipeline loaded, URLs and login printed
+	$(EDGELOOP) demo
+
+# --- quality ------------------------------------------------------------------------------
+
+.PHONY: lint
+lint: $(VENV)/.installed ## ruff (with Airflow AIR rules) and strict mypy
+	$(PY) -m ruff check include dags plugins tests benchmarks
+	$(PY) -m mypy
+
+.PHONY: test test-unit test-dags test-integration test-e2e
+test: install ## every tier: lint, unit, DAG policy, then integration and e2e on the real stack
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory test-unit test-dags
+	@started=0; if ! $(EDGELOOP) stack status >/dev/null 2>&1; then started=1; fi; \
+	$(EDGELOOP) stack up || { [ $$started = 1 ] && $(EDGELOOP) stack down; exit 1; }; \
+	$(MAKE) --no-print-directory test-integration test-e2e; rc=$$?; \
+	if [ $$started = 1 ]; then $(EDGELOOP) stack down; fi; exit $$rc
+
+test-unit: $(VENV)/.installed ## fast tests of pure logic
+	@$(call run_pytest,tests/unit -q)
+
+test-dags: $(VENV)/.installed ## DAG import, policy and parse-time guards
+	@$(call run_pytest,tests/dags -q)
+
+test-integration: install ## tests against the real services of the stack
+	@$(call run_pytest,tests/integration -q -m integration)
+
+test-e2e: install ## the real scheduler, dag-processor and triggerer end to end
+	@$(call run_pytest,tests/e2e -q -m e2e)
+
+# --- benchmarks (not part of make test) -----------------------------------------------------
+
+.PHONY: bench-parse
+bench-parse: $(VENV)/.installed ## DAG parse time per pipeline, and for 100 generated pipelines
+	$(PY) benchmarks/bench_parse.py
+
+.PHONY: clean
+clean: stack-down ## stop the stack and remove its state (keeps the virtualenvs and Kafka jars)
+	rm -rf $(STATE_DIR)/airflow $(STATE_DIR)/kafka $(STATE_DIR)/mlflow $(STATE_DIR)/label-studio \
+	  $(STATE_DIR)/prometheus $(STATE_DIR)/logs $(STATE_DIR)/pids $(STATE_DIR)/stack.env $(STATE_DIR)/secrets.json

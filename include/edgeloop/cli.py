@@ -1,0 +1,97 @@
+"""`edgeloop` command line: the local stack, pipeline specs and the stage jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _cmd_stack(args: argparse.Namespace) -> int:
+    from edgeloop.devstack import stack
+
+    if args.action == "up":
+        print("starting the edgeloop stack ...", flush=True)
+        stack.up(only=args.only or None)
+        _print_status(stack.status(), as_json=False)
+        return 0
+    if args.action == "down":
+        stopped = stack.down()
+        print(f"stopped: {', '.join(sorted(stopped)) or 'nothing was running'}")
+        return 0
+    statuses = stack.status()
+    _print_status(statuses, as_json=args.json)
+    return 0 if all(s.healthy for s in statuses) else 1
+
+
+def _print_status(statuses: Sequence[object], as_json: bool) -> None:
+    from dataclasses import asdict
+
+    rows = [asdict(s) for s in statuses]  # type: ignore[call-overload]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'service':<24} {'pid':>7}  {'state':<9} url")
+    for row in rows:
+        state = "healthy" if row["healthy"] else ("starting" if row["running"] else "stopped")
+        print(f"{row['name']:<24} {row['pid'] or '-':>7}  {state:<9} {row['url'] or ''}")
+
+
+def _cmd_spec_validate(args: argparse.Namespace) -> int:
+    from edgeloop.spec import SpecInvalid, load_spec
+
+    failures = 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            spec = load_spec(path)
+        except SpecInvalid as exc:
+            failures += 1
+            print(f"{path}: INVALID ({len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''})")
+            for error in exc.errors:
+                print(f"  {error.location}: {error.message}")
+            continue
+        except OSError as exc:
+            failures += 1
+            print(f"{path}: cannot read: {exc}")
+            continue
+        print(f"{path}: ok (pipeline '{spec.name}', {len(spec.groups)} groups, topics {spec.topic('*')})")
+    return 1 if failures else 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from edgeloop.demo import main as demo_main
+
+    return demo_main()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeloop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack_p = sub.add_parser("stack", help="the local stack on loopback (Kafka, S3, MLflow, Label Studio, Airflow)")
+    stack_p.add_argument("action", choices=["up", "down", "status"])
+    stack_p.add_argument("--only", nargs="*", help="start only these services (and what they need)")
+    stack_p.add_argument("--json", action="store_true", help="status as JSON")
+    stack_p.set_defaults(func=_cmd_stack)
+
+    demo_p = sub.add_parser("demo", help="load the demo pipeline into the running stack and print where to look")
+    demo_p.set_defaults(func=_cmd_demo)
+
+    spec_p = sub.add_parser("spec", help="pipeline specs")
+    spec_sub = spec_p.add_subparsers(dest="spec_command", required=True)
+    validate = spec_sub.add_parser("validate", help="validate spec files; every error with its field path")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(func=_cmd_spec_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Start, stop and inspect the local stack.
+
+`up` is idempotent: a service that is already running and healthy is left alone.
+Each started process gets its own session; its pid and kernel start time are kept
+in `<state>/pids/<service>.json`, so `down` stops exactly the processes `up`
+started, never a process that merely reused the pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeloop.devstack.config import REPO_ROOT, Secrets, StackConfig
+from edgeloop.devstack.services import Service, build_services, connection_env
+
+
+class StackError(RuntimeError):
+    """A service could not be started or did not become healthy."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    url: str | None
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # field 22 (starttime); the command name in field 2 may contain spaces, so split after ')'
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _pid_file(cfg: StackConfig, name: str) -> Path:
+    return cfg.state_dir / "pids" / f"{name}.json"
+
+
+def _recorded_pid(cfg: StackConfig, name: str) -> int | None:
+    """The pid of a process this stack started and that is still the same process, else None."""
+    path = _pid_file(cfg, name)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    ticks = _start_ticks(record["pid"])
+    if ticks is None or ticks != record["start_ticks"]:
+        return None
+    return int(record["pid"])
+
+
+def _launch(cfg: StackConfig, service: Service) -> int:
+    logs = cfg.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / f"{service.name}.log").open("ab") as log:
+        process = subprocess.Popen(
+            service.command,
+            env={**os.environ, **service.env},
+            cwd=cfg.state_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ticks = _start_ticks(process.pid)
+    pid_path = _pid_file(cfg, service.name)
+    pid_path.parent.mkdir(parents=True, exist_ok=True)
+    pid_path.write_text(json.dumps({"pid": process.pid, "start_ticks": ticks, "command": service.command[:2]}))
+    return process.pid
+
+
+def _wait_ready(cfg: StackConfig, service: Service, pid: int) -> None:
+    deadline = time.monotonic() + service.start_timeout
+    while time.monotonic() < deadline:
+        if service.ready():
+            return
+        if _recorded_pid(cfg, service.name) != pid:
+            tail = _log_tail(cfg, service.name)
+            raise StackError(f"{service.name} exited during start; last log lines:\n{tail}")
+        time.sleep(0.5)
+    tail = _log_tail(cfg, service.name)
+    raise StackError(f"{service.name} not healthy after {service.start_timeout:.0f}s; last log lines:\n{tail}")
+
+
+def _log_tail(cfg: StackConfig, name: str, lines: int = 15) -> str:
+    path = cfg.state_dir / "logs" / f"{name}.log"
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def write_env_file(cfg: StackConfig, sec: Secrets) -> Path:
+    """`<state>/stack.env`: the stack's endpoints and generated credentials, for shells and tests (mode 0600)."""
+    env = connection_env(cfg, sec)
+    env["AIRFLOW_ADMIN_PASSWORD"] = sec.airflow_admin_password
+    env["AIRFLOW_VIEWER_PASSWORD"] = sec.airflow_viewer_password
+    path = cfg.env_file
+    path.touch(mode=0o600)
+    path.write_text("".join(f"{k}='{v}'\n" for k, v in sorted(env.items())))
+    return path
+
+
+def up(cfg: StackConfig | None = None, only: list[str] | None = None, progress: bool = True) -> list[ServiceStatus]:
+    """Start every service (or those named in `only` and what they depend on) and wait until healthy."""
+    cfg = cfg or StackConfig.from_env()
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    sec = Secrets.load_or_create(cfg.secrets_file)
+    services = {s.name: s for s in build_services(cfg, sec)}
+    wanted = _with_dependencies(services, only) if only else list(services)
+    done = {name: threading.Event() for name in wanted}
+    failed: list[str] = []
+    started_at = time.monotonic()
+
+    def bring_up(name: str) -> None:
+        service = services[name]
+        for dep in service.depends_on:
+            done[dep].wait()
+            if dep in failed:
+                failed.append(name)
+                done[name].set()
+                return
+        try:
+            pid = _recorded_pid(cfg, name)
+            if pid is None:
+                if service.prepare:
+                    service.prepare()
+                pid = _launch(cfg, service)
+            _wait_ready(cfg, service, pid)
+            if service.after_ready:
+                service.after_ready()
+            if progress:
+                print(f"  {name:<24} ready   ({time.monotonic() - started_at:5.1f}s)  {service.url or ''}", flush=True)
+        except Exception as exc:
+            failed.append(name)
+            print(f"  {name:<24} FAILED: {exc}", flush=True)
+        finally:
+            done[name].set()
+
+    with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+        list(pool.map(bring_up, wanted))
+    write_env_file(cfg, sec)
+    if failed:
+        raise StackError(f"services not ready: {', '.join(failed)} (logs in {cfg.state_dir / 'logs'})")
+    return status(cfg)
+
+
+def _with_dependencies(services: dict[str, Service], names: list[str]) -> list[str]:
+    unknown = sorted(set(names) - set(services))
+    if unknown:
+        raise StackError(f"unknown services {unknown}; known: {sorted(services)}")
+    result: list[str] = []
+
+    def add(name: str) -> None:
+        for dep in services[name].depends_on:
+            add(dep)
+        if name not in result:
+            result.append(name)
+
+    for name in names:
+        add(name)
+    return result
+
+
+def _stop_pid(pid: int, grace: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+def down(cfg: StackConfig | None = None, grace: float = 20.0) -> list[str]:
+    """Stop the processes this stack started (their whole process groups); return the names stopped."""
+    cfg = cfg or StackConfig.from_env()
+    pid_dir = cfg.state_dir / "pids"
+    if not pid_dir.exists():
+        return []
+    names = [p.stem for p in pid_dir.glob("*.json")]
+    targets = {name: _recorded_pid(cfg, name) for name in names}
+    running = [pid for pid in targets.values() if pid]
+    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+        list(pool.map(lambda pid: _stop_pid(pid, grace), running))
+    for name in names:
+        _pid_file(cfg, name).unlink(missing_ok=True)
+    return [name for name, pid in targets.items() if pid]
+
+
+def status(cfg: StackConfig | None = None) -> list[ServiceStatus]:
+    cfg = cfg or StackConfig.from_env()
+    sec = Secrets.load_or_create(cfg.secrets_file)
+    result = []
+    for service in build_services(cfg, sec):
+        pid = _recorded_pid(cfg, service.name)
+        healthy = bool(pid) and service.ready()
+        result.append(ServiceStatus(service.name, pid, pid is not None, healthy, service.url))
+    return result
+
+
+def read_env_file(cfg: StackConfig | None = None) -> dict[str, str]:
+    cfg = cfg or StackConfig.from_env()
+    env = {}
+    for line in cfg.env_file.read_text().splitlines():
+        key, _, value = line.partition("=")
+        env[key] = value.strip("'")
+    return env
+
+
+__all__ = ["REPO_ROOT", "ServiceStatus", "StackError", "down", "read_env_file", "status", "up"]

@@ -1,0 +1,61 @@
+"""A small client for Airflow's REST API (v2), used by tests the way an operator would use it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+
+@dataclass
+class AirflowApi:
+    base_url: str
+    session: requests.Session
+
+    @classmethod
+    def login(cls, base_url: str, username: str, password: str) -> AirflowApi:
+        response = requests.post(
+            f"{base_url}/auth/token", json={"username": username, "password": password}, timeout=30
+        )
+        response.raise_for_status()
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+        return cls(base_url, session)
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.session.get(f"{self.base_url}/api/v2{path}", params=params, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        response = self.session.patch(f"{self.base_url}/api/v2{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        response = self.session.post(f"{self.base_url}/api/v2{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def wait_for_dags(self, dag_ids: set[str], timeout: float = 180) -> dict[str, Any]:
+        """Wait until the dag-processor has parsed and stored every DAG in `dag_ids`."""
+        deadline = time.monotonic() + timeout
+        found: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            found = {d["dag_id"]: d for d in self.get("/dags", limit=1000)["dags"]}
+            if dag_ids <= set(found):
+                return found
+            time.sleep(2)
+        raise AssertionError(f"DAGs not loaded after {timeout}s: {sorted(dag_ids - set(found))}")
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        run: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            run = self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(2)
+        raise AssertionError(f"{dag_id} run {run_id} still {run.get('state')} after {timeout}s")

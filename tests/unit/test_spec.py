@@ -1,0 +1,144 @@
+"""Pipeline specs: the demo spec is valid; broken specs fail with the field path and never block others."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeloop.cli import main as cli_main
+from edgeloop.spec import SpecInvalid, load_all, parse_schedule, parse_spec
+
+DEMO = Path(__file__).resolve().parents[2] / "include" / "pipelines" / "factory_maintenance.yaml"
+
+
+def demo_data() -> dict:
+    return yaml.safe_load(DEMO.read_text())
+
+
+def errors_of(data: dict) -> dict[str, str]:
+    with pytest.raises(SpecInvalid) as info:
+        parse_spec(yaml.safe_dump(data))
+    return {e.location: e.message for e in info.value.errors}
+
+
+def test_demo_spec_is_valid_and_names_its_parts() -> None:
+    spec = parse_spec(DEMO.read_text(), DEMO)
+    assert spec.name == "factory_maintenance"
+    assert spec.features == [
+        "vibration_rms",
+        "vibration_peak",
+        "temperature_c",
+        "motor_current_a",
+        "rpm",
+        "acoustic_db",
+    ]
+    assert spec.topic("telemetry") == "factory_maintenance.telemetry"
+    assert [g.name for g in spec.canary_groups] == ["line-canary"]
+    assert spec.annotation.labels == ["normal", "wear", "fault"]
+    assert spec.rollout.soak == timedelta(minutes=2)
+    assert spec.storage_prefix("raw") == "raw/factory_maintenance"
+
+
+def test_wrong_type_names_the_field_path() -> None:
+    data = demo_data()
+    data["annotation"]["batch_size"] = "two hundred"
+    errors = errors_of(data)
+    assert "annotation.batch_size" in errors
+    assert "integer" in errors["annotation.batch_size"]
+
+
+def test_unknown_field_is_rejected_with_its_path() -> None:
+    data = demo_data()
+    data["groups"][1]["colour"] = "blue"
+    assert errors_of(data) == {"groups[1].colour": "unknown field"}
+
+
+def test_missing_topics_section_and_empty_topic_list_are_errors() -> None:
+    data = demo_data()
+    del data["topics"]
+    assert errors_of(data) == {"topics": "required field is missing"}
+    data = demo_data()
+    data["topics"]["ingest"] = ["telemetry", "telemetri"]
+    assert "topics.ingest[1]" in errors_of(data)
+    data["topics"]["ingest"] = []
+    assert "topics.ingest" in errors_of(data)
+
+
+def test_every_error_is_reported_not_only_the_first() -> None:
+    data = demo_data()
+    data["name"] = "Bad Name!"
+    data["rollout"]["launcher"] = "ssh"
+    data["drift"]["window"] = "soon"
+    errors = errors_of(data)
+    assert {"name", "rollout.launcher", "drift.window"} <= set(errors)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["rollout"].update(canary_groups=["nowhere"]), "rollout.canary_groups"),
+        (lambda d: d["drift"].update(columns=["device_id"]), "drift.columns"),
+        (lambda d: d["groups"].append(dict(d["groups"][0])), "group names must be unique"),
+        (lambda d: d.update(schema=[f for f in d["schema"] if f.get("role") != "device_id"]), "device_id"),
+        (lambda d: d["ingest"].update(schedule="every tuesday"), "cron"),
+        (lambda d: d["groups"][0].update(selector={"bad key!": "x"}), "label key"),
+    ],
+)
+def test_cross_field_rules(change, message: str) -> None:
+    data = demo_data()
+    change(data)
+    errors = errors_of(data)
+    assert any(message in loc or message in msg for loc, msg in errors.items()), errors
+
+
+def test_yaml_syntax_error_is_a_spec_error() -> None:
+    with pytest.raises(SpecInvalid) as info:
+        parse_spec("name: [unclosed\n")
+    assert info.value.errors[0].location == "(yaml)"
+
+
+def test_file_name_must_match_pipeline_name(tmp_path: Path) -> None:
+    path = tmp_path / "other_name.yaml"
+    path.write_text(DEMO.read_text())
+    with pytest.raises(SpecInvalid, match="must match the file name"):
+        parse_spec(path.read_text(), path)
+
+
+def test_a_broken_spec_never_stops_the_others_from_loading(tmp_path: Path) -> None:
+    good = demo_data()
+    (tmp_path / "factory_maintenance.yaml").write_text(yaml.safe_dump(good))
+    second = demo_data() | {"name": "second_line"}
+    (tmp_path / "second_line.yaml").write_text(yaml.safe_dump(second))
+    broken = demo_data() | {"name": "broken_one", "surprise": 1}
+    (tmp_path / "broken_one.yaml").write_text(yaml.safe_dump(broken))
+    (tmp_path / "garbage.yaml").write_text(":::\n- [")
+    loaded = load_all(tmp_path)
+    assert sorted(s.name for s in loaded.specs) == ["factory_maintenance", "second_line"]
+    assert {(e.path.name, e.location) for e in loaded.errors} == {
+        ("broken_one.yaml", "surprise"),
+        ("garbage.yaml", "(yaml)"),
+    }
+
+
+def test_schedules_are_cron_presets_or_durations() -> None:
+    assert parse_schedule("15m") == timedelta(minutes=15)
+    assert parse_schedule("*/5 * * * *") == "*/5 * * * *"
+    assert parse_schedule("@hourly") == "@hourly"
+
+
+def test_cli_validate_prints_every_error_with_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = demo_data()
+    data["annotation"]["batch_size"] = "many"
+    data["unknown_block"] = {}
+    path = tmp_path / "factory_maintenance.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert cli_main(["spec", "validate", str(path), str(DEMO)]) == 1
+    out = capsys.readouterr().out
+    assert "INVALID (2 errors)" in out
+    assert "annotation.batch_size:" in out
+    assert "unknown_block: unknown field" in out
+    assert f"{DEMO}: ok" in out
+    assert cli_main(["spec", "validate", str(DEMO)]) == 0
