@@ -89,7 +89,7 @@ demo: stack-up ## the main job: stack up, demo pipeline loaded, URLs and login p
 
 .PHONY: lint
 lint: $(VENV)/.installed ## ruff (with Airflow AIR rules) and strict mypy
-	$(PY) -m ruff check include dags plugins tests benchmarks
+	$(PY) -m ruff check include dags plugins tests benchmarks monitoring
 	$(PY) -m mypy
 
 .PHONY: test test-unit test-dags test-integration test-e2e
@@ -118,6 +118,10 @@ test-e2e: install ## the real scheduler, dag-processor and triggerer end to end
 .PHONY: bench-parse
 bench-parse: $(VENV)/.installed ## DAG parse time per pipeline, and for 100 generated pipelines
 	$(PY) benchmarks/bench_parse.py
+
+.PHONY: dashboards
+dashboards: $(VENV)/.installed ## regenerate the Grafana dashboards (JSON) from monitoring/grafana/build_dashboards.py
+	$(PY) monitoring/grafana/build_dashboards.py
 
 .PHONY: clean
 clean: stack-down ## stop the stack and remove its state (keeps the virtualenvs and Kafka jars)
