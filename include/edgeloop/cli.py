@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo_p = sub.add_parser("demo", help="load the demo pipeline into the running stack and print where to look")
     demo_p.set_defaults(func=_cmd_demo)
 
+    from edgeloop.rollout.cli import add_parser as add_rollout_job
+
+    add_rollout_job(sub)
+
     spec_p = sub.add_parser("spec", help="pipeline specs")
     spec_sub = spec_p.add_subparsers(dest="spec_command", required=True)
     validate = spec_sub.add_parser("validate", help="validate spec files; every error with its field path")

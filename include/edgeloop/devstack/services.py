@@ -98,7 +98,7 @@ def connection_env(cfg: StackConfig, sec: Secrets) -> dict[str, str]:
         "EDGELOOP_AIRFLOW_URL": cfg.url(cfg.ports.airflow),
         "EDGELOOP_PROMETHEUS_URL": cfg.url(cfg.ports.prometheus),
         "EDGELOOP_PUSHGATEWAY_URL": cfg.url(cfg.ports.pushgateway),
-        "EDGELOOP_CONTROL_SIGNING_KEY": sec.control_signing_key,
+        "EDGELOOP_CONTROL_KEY": sec.control_signing_key,
         "EDGELOOP_STATE_DIR": str(cfg.state_dir),
         "EDGELOOP_PIPELINES_DIR": str(cfg.pipelines_dir),
     }

@@ -223,27 +223,126 @@ def build_train(spec: PipelineSpec) -> DAG:
 
 
 def build_rollout(spec: PipelineSpec) -> DAG:
+    from edgeloop.rollout.operators import RolloutGateOperator
+    from edgeloop.rollout.plan import spec_waves
+
     params = {
         "model_version": Param(None, type=["null", "string"], description="registry version; default: from the event"),
         "groups": Param([g.name for g in spec.groups], type="array"),
-        "skip_canary_reason": Param("", type="string", description="skipping the canary wave needs a reason"),
+        "skip_canary_reason": Param("", type="string", description="leaving out the canary wave needs a reason"),
     }
+    waves = spec_waves(spec)
     with _dag(spec, "rollout", [model_asset(spec)], params) as dag:
 
         @task
-        def plan_waves() -> list[dict[str, Any]]:
-            _not_built("rollout")
-            return []
+        def plan(**context: Any) -> dict[str, Any]:
+            from edgeloop.connections import PipelineClients
+            from edgeloop.rollout.steps import model_version_from_events, plan_step
 
-        @task
-        def run_wave(wave: dict[str, Any]) -> dict[str, Any]:
-            return _not_built("rollout")
+            clients = PipelineClients(spec)
+            run = context["dag_run"]
+            return plan_step(
+                spec,
+                clients.s3(),
+                clients.mlflow_uri(),
+                run.run_id,
+                context["params"],
+                model_version_from_events(context.get("triggering_asset_events")),
+                started_by=f"{run.run_type}",
+            )
 
-        @task
-        def promote(results: list[dict[str, Any]]) -> dict[str, Any]:
-            return _not_built("rollout")
+        def apply_task(index: int, name: str) -> Any:
+            @task(task_id=f"apply_{name}", trigger_rule="none_failed")
+            def apply(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
+                from airflow.exceptions import AirflowSkipException
 
-        promote(run_wave.expand(wave=plan_waves()))
+                from edgeloop.connections import PipelineClients
+                from edgeloop.rollout.steps import apply_step
+
+                wave = next((w for w in plan["waves"] if w["index"] == index), None)
+                if not wave or not wave["groups"]:
+                    raise AirflowSkipException(f"no group of wave {index} is in this rollout")
+                return apply_step(spec, PipelineClients(spec).s3(), plan, index, context)
+
+            return apply
+
+        planned = plan()
+        previous: Any = planned
+        gate_ids = []
+        apply_ids = []
+        for wave in waves:
+            if (
+                spec.rollout.approval_required
+                and not wave.canary
+                and not any("approve" in t for t in (dag.task_ids or []))
+            ):
+                from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+                approve_production = ApprovalOperator(
+                    task_id="approve_production",
+                    subject=f"{spec.name}: roll out to production?",
+                    body="Canary gate: {{ ti.xcom_pull(task_ids='gate_canary') | tojson }}",
+                    trigger_rule="none_failed",
+                )
+                previous >> approve_production
+                previous = approve_production
+            applied = apply_task(wave.index, wave.name)(planned)
+            gate = RolloutGateOperator(
+                task_id=f"gate_{wave.name}",
+                pipeline=spec.name,
+                wave_index=wave.index,
+                apply_task_id=f"apply_{wave.name}",
+                soak_seconds=spec.rollout.soak.total_seconds(),
+                trigger_rule="none_failed",
+            )
+            previous >> applied >> gate
+            previous = gate
+            gate_ids.append((wave.index, gate.task_id))
+            apply_ids.append((wave.index, f"apply_{wave.name}"))
+
+        def pulled(ti: Any, ids: list[tuple[int, str]]) -> dict[int, Any]:
+            return {index: ti.xcom_pull(task_ids=task_id) for index, task_id in ids}
+
+        @task(trigger_rule="all_done")
+        def promote(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from airflow.exceptions import AirflowSkipException
+
+            from edgeloop.connections import PipelineClients
+            from edgeloop.rollout.steps import all_gates_passed, promote_step, record_gate
+
+            clients = PipelineClients(spec)
+            gates = pulled(context["ti"], gate_ids)
+            for gate in gates.values():
+                if gate:
+                    record_gate(spec, clients.s3(), plan["rollout_id"], gate)
+            if not all_gates_passed(plan, gates):
+                raise AirflowSkipException("not every wave passed its gate: nothing to promote")
+            record = promote_step(spec, clients.s3(), clients.mlflow_uri(), plan, gates)
+            return {"rollout_id": plan["rollout_id"], "champion": record["champion"]}
+
+        @task(trigger_rule="all_done")
+        def rollback(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from airflow.exceptions import AirflowFailException, AirflowSkipException
+
+            from edgeloop.connections import PipelineClients
+            from edgeloop.rollout.steps import all_gates_passed, record_gate, rollback_step
+
+            clients = PipelineClients(spec)
+            gates = pulled(context["ti"], gate_ids)
+            if all_gates_passed(plan, gates):
+                raise AirflowSkipException("every wave passed its gate: nothing to roll back")
+            for gate in gates.values():
+                if gate:
+                    record_gate(spec, clients.s3(), plan["rollout_id"], gate)
+            record = rollback_step(
+                spec, clients.s3(), clients.kafka(), plan, pulled(context["ti"], apply_ids), gates, context
+            )
+            raise AirflowFailException(
+                f"rollout {plan['rollout_id']} rolled back groups {record['rolled_back_groups']} "
+                f"to version {record['previous_version']}: {'; '.join(record['reasons'])}"
+            )
+
+        previous >> [promote(planned), rollback(planned)]
     return dag
 
 

@@ -1,0 +1,55 @@
+"""`edgeloop rollout-job`: the unit of work of a rollout wave, run in a pod or as a local process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+XCOM_FILE = Path("/airflow/xcom/return.json")  # KubernetesPodOperator's xcom sidecar reads it
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    job = sub.add_parser("rollout-job", help="apply one model version to one edge group")
+    job.add_argument("--pipeline", required=True)
+    job.add_argument("--group", required=True)
+    job.add_argument("--model-version", required=True)
+    job.add_argument("--wave", type=int, required=True)
+    job.add_argument("--rollout-id", required=True)
+    job.add_argument("--rollback", action="store_true", help="restore this version (a rollback)")
+    job.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeloop.kafka import kafka_config_from_connection
+    from edgeloop.rollout.job import run_wave_job
+    from edgeloop.spec import default_pipelines_dir, load_spec
+
+    spec = load_spec(default_pipelines_dir() / f"{args.pipeline}.yaml")
+    key = os.environ.get("EDGELOOP_CONTROL_KEY")
+    if not key:
+        raise SystemExit("EDGELOOP_CONTROL_KEY is not set (a Kubernetes Secret or the environment provides it)")
+    result = run_wave_job(
+        spec,
+        kafka_config_from_connection(spec.connections.kafka),
+        key.encode(),
+        args.group,
+        args.model_version,
+        args.rollout_id,
+        rollback=args.rollback,
+    )
+    result["wave"] = args.wave
+    text = json.dumps(result, sort_keys=True, default=str)
+    if XCOM_FILE.parent.is_dir():
+        XCOM_FILE.write_text(text)
+    print(text)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgeloop")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))

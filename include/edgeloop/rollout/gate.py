@@ -1,0 +1,85 @@
+"""The health gate after each wave: device feedback against the spec's thresholds.
+
+During the soak the gate fails early on errors or failed applies; it passes only at
+the end of the soak, when enough devices report the new version, few are offline and
+confidence holds. A device that never reports the new version counts as failed then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgeloop.spec import HealthThresholds
+
+
+@dataclass(frozen=True)
+class GroupReading:
+    group: str
+    devices: int
+    applied: int
+    failed: int
+    offline_ratio: float
+    error_rate: float | None
+    mean_confidence: float | None
+
+    @property
+    def applied_ratio(self) -> float:
+        return self.applied / self.devices if self.devices else 0.0
+
+    @property
+    def failure_ratio(self) -> float:
+        return self.failed / self.devices if self.devices else 0.0
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    state: str  # "pass", "fail" or "wait"
+    reasons: list[str] = field(default_factory=list)
+    readings: list[GroupReading] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.state == "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "reasons": self.reasons,
+            "readings": [asdict(r) | {"applied_ratio": round(r.applied_ratio, 4)} for r in self.readings],
+        }
+
+
+def evaluate_gate(
+    readings: list[GroupReading],
+    thresholds: HealthThresholds,
+    max_failure_ratio: float,
+    soak_over: bool,
+) -> GateDecision:
+    """Decide pass / fail / wait from per-group readings (pure)."""
+    failures: list[str] = []
+    for r in readings:
+        if r.devices == 0:
+            failures.append(f"{r.group}: no device of the group is known to the fleet")
+            continue
+        if r.failure_ratio > max_failure_ratio:
+            failures.append(
+                f"{r.group}: {r.failed}/{r.devices} devices failed to apply (max ratio {max_failure_ratio})"
+            )
+        if r.error_rate is not None and r.error_rate > thresholds.max_error_rate:
+            failures.append(f"{r.group}: error rate {r.error_rate:.3f} > {thresholds.max_error_rate}")
+    if failures:
+        return GateDecision("fail", failures, readings)
+    if not soak_over:
+        return GateDecision("wait", [], readings)
+    for r in readings:
+        if r.applied_ratio < thresholds.min_applied_ratio:
+            failures.append(
+                f"{r.group}: {r.applied}/{r.devices} devices report the new version "
+                f"(ratio {r.applied_ratio:.3f} < {thresholds.min_applied_ratio})"
+            )
+        if r.offline_ratio > thresholds.max_offline_ratio:
+            failures.append(f"{r.group}: offline ratio {r.offline_ratio:.3f} > {thresholds.max_offline_ratio}")
+        if r.mean_confidence is not None and r.mean_confidence < thresholds.min_mean_confidence:
+            failures.append(f"{r.group}: mean confidence {r.mean_confidence:.3f} < {thresholds.min_mean_confidence}")
+    return GateDecision("fail" if failures else "pass", failures, readings)

@@ -1,0 +1,245 @@
+"""The rollout job: apply one model version to one edge group, and read back what the devices did.
+
+`edgeloop rollout-job` runs `run_wave_job` either in a pod (KubernetesPodOperator) or as a
+local process; the code is the same. Strategies per group:
+- `kafka`: publish a signed assignment on the `control` topic, wait for reported state;
+- `kubernetes`: patch the group's inference DaemonSet and wait for its rollout status.
+Both are idempotent: the assignment id and the patch are derived from the rollout id, the
+group and the version, so a retried job re-publishes the same assignment or re-applies the
+same patch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from edgeloop.rollout.gate import GroupReading
+from edgeloop.spec import EdgeGroup, PipelineSpec
+
+
+class RolloutJobError(RuntimeError):
+    """The job could not apply the version to the group."""
+
+
+def rollout_id_for(pipeline: str, run_id: str) -> str:
+    """A short stable id for one rollout (one DAG run): retries of the run share it."""
+    return "ro-" + hashlib.sha256(f"{pipeline}/{run_id}".encode()).hexdigest()[:12]
+
+
+def assignment_id_for(rollout_id: str, group: str, model_version: str, rollback: bool = False) -> str:
+    return f"{rollout_id}.{group}.{'rb' if rollback else 'v'}{model_version}"
+
+
+def group_of(spec: PipelineSpec, name: str) -> EdgeGroup:
+    for group in spec.groups:
+        if group.name == name:
+            return group
+    raise RolloutJobError(f"group: {name!r} is not a group of {spec.name}")
+
+
+def run_kafka_wave(
+    spec: PipelineSpec,
+    kafka_config: Mapping[str, Any],
+    control_key: bytes,
+    group: str,
+    model_version: str,
+    assignment_id: str,
+    *,
+    timeout_s: float,
+    poll_s: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Publish the assignment for a group and wait until its devices report it, fail it, or time runs out."""
+    from edgeloop.fleet.control import apply_progress, push_assignment
+
+    assignment = push_assignment(
+        spec,
+        kafka_config,
+        control_key,
+        group=group,
+        model_version=model_version,
+        issuer="rollout",
+        assignment_id=assignment_id,
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        progress = apply_progress(spec, kafka_config, assignment, timeout=30)
+        settled = progress.devices > 0 and not progress.pending
+        too_many_failed = progress.devices and len(progress.failed) / progress.devices > spec.rollout.max_failure_ratio
+        if settled or too_many_failed or time.monotonic() >= deadline:
+            return {"strategy": "kafka", "assignment": assignment.to_dict(), "progress": progress.to_dict()}
+        sleep(poll_s)
+
+
+def daemonset_name(spec: PipelineSpec, group: str) -> str:
+    return f"{spec.name.replace('_', '-')}-inference-{group}"[:63].rstrip("-")
+
+
+def daemonset_patch(spec: PipelineSpec, group: str, model_version: str, image: str) -> dict[str, Any]:
+    """Strategic-merge patch of a group's inference DaemonSet: image, model URI, rolling-update budget."""
+    model_uri = f"models:/{spec.registry.model_name}/{model_version}"
+    return {
+        "metadata": {"annotations": {"edgeloop.dev/model-version": model_version}},
+        "spec": {
+            "updateStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": spec.rollout.max_unavailable},
+            },
+            "template": {
+                "metadata": {
+                    "annotations": {"edgeloop.dev/model-version": model_version},
+                },
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "inference",
+                            "image": image,
+                            "env": [{"name": "EDGELOOP_MODEL_URI", "value": model_uri}],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def run_kubernetes_wave(
+    spec: PipelineSpec,
+    group: str,
+    model_version: str,
+    *,
+    image: str,
+    timeout_s: float,
+    apps_api: Any | None = None,
+    poll_s: float = 2.0,
+) -> dict[str, Any]:
+    """Patch the group's DaemonSet and follow its rollout until every scheduled pod is updated and ready."""
+    if apps_api is None:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        apps_api = client.AppsV1Api()
+    name = daemonset_name(spec, group)
+    namespace = spec.rollout.namespace
+    apps_api.patch_namespaced_daemon_set(name, namespace, daemonset_patch(spec, group, model_version, image))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ds = apps_api.read_namespaced_daemon_set_status(name, namespace)
+        status = ds.status
+        wanted = status.desired_number_scheduled or 0
+        done = (
+            (status.observed_generation or 0) >= (ds.metadata.generation or 0)
+            and (status.updated_number_scheduled or 0) >= wanted
+            and (status.number_available or 0) >= wanted
+        )
+        result = {
+            "strategy": "kubernetes",
+            "daemonset": f"{namespace}/{name}",
+            "desired": wanted,
+            "updated": status.updated_number_scheduled or 0,
+            "available": status.number_available or 0,
+        }
+        if done:
+            return result | {"complete": True}
+        if time.monotonic() >= deadline:
+            return result | {"complete": False}
+        time.sleep(poll_s)
+
+
+def read_group_readings(
+    spec: PipelineSpec,
+    kafka_config: Mapping[str, Any],
+    groups: list[str],
+    model_version: str,
+    assignment_ids: Mapping[str, str],
+    window_s: float,
+) -> list[GroupReading]:
+    """What the devices of each group report: applied version, failures, offline, errors, confidence."""
+    from edgeloop.fleet.control import read_device_states
+    from edgeloop.fleet.health import fleet_status
+
+    states = read_device_states(spec, kafka_config, timeout=30)
+    status = fleet_status(spec, kafka_config, window_s=max(window_s, 5.0), timeout=30)
+    readings = []
+    for group in groups:
+        members = states.in_group(group)
+        applied = sum(1 for s in members if s.reported.get("model_version") == model_version)
+        failed = sum(
+            1
+            for s in members
+            if s.reported.get("assignment_id") == assignment_ids.get(group) and s.reported.get("status") == "failed"
+        )
+        health = status.group(group)
+        readings.append(
+            GroupReading(
+                group=group,
+                devices=len(members),
+                applied=applied,
+                failed=failed,
+                offline_ratio=health.offline_ratio,
+                error_rate=health.error_rate,
+                mean_confidence=health.mean_confidence,
+            )
+        )
+    return readings
+
+
+def run_wave_job(
+    spec: PipelineSpec,
+    kafka_config: Mapping[str, Any],
+    control_key: bytes,
+    group: str,
+    model_version: str,
+    rollout_id: str,
+    *,
+    rollback: bool = False,
+) -> dict[str, Any]:
+    """One group, one version: the unit of work of a rollout wave (and of a rollback)."""
+    edge_group = group_of(spec, group)
+    timeout_s = spec.rollout.timeout.total_seconds()
+    started = time.time()
+    if edge_group.strategy == "kubernetes":
+        result = run_kubernetes_wave(spec, group, model_version, image=spec.rollout.image, timeout_s=timeout_s)
+    else:
+        result = run_kafka_wave(
+            spec,
+            kafka_config,
+            control_key,
+            group,
+            model_version,
+            assignment_id_for(rollout_id, group, model_version, rollback),
+            timeout_s=timeout_s,
+        )
+    return {
+        "group": group,
+        "model_version": model_version,
+        "rollback": rollback,
+        "started_at": started,
+        "duration_s": round(time.time() - started, 2),
+        **result,
+    }
+
+
+# --- registry: the champion alias moves only once the fleet runs the version --------------------
+
+
+def champion_version(tracking_uri: str, model_name: str) -> str | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(model_name, "champion").version)
+    except MlflowException:
+        return None
+
+
+def move_champion(tracking_uri: str, model_name: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(model_name, "champion", version)

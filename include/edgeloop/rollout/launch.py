@@ -1,0 +1,48 @@
+"""Run a wave's jobs with the spec's launcher: a KubernetesPodOperator pod or a local process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from edgeloop.rollout.job import RolloutJobError
+from edgeloop.rollout.pods import job_arguments, rollout_pod_operator
+from edgeloop.spec import PipelineSpec
+
+
+def run_local_job(
+    spec: PipelineSpec, group: str, model_version: str, wave: int, rollout_id: str, rollback: bool = False
+) -> dict[str, Any]:
+    """The same `edgeloop rollout-job` a pod would run, as a child process of the task."""
+    args = [sys.executable, "-m", "edgeloop.cli", *job_arguments(spec, group, model_version, wave, rollout_id)]
+    if rollback:
+        args.append("--rollback")
+    timeout = spec.rollout.timeout.total_seconds() + 120
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=dict(os.environ), check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).splitlines()[-12:])
+        raise RolloutJobError(f"rollout job for group {group!r} exited {done.returncode}:\n{tail}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RolloutJobError(f"rollout job for group {group!r} printed no result")
+    return dict(json.loads(lines[-1]))
+
+
+def launch_group(
+    spec: PipelineSpec,
+    group: str,
+    model_version: str,
+    wave: int,
+    rollout_id: str,
+    context: Any,
+    rollback: bool = False,
+) -> dict[str, Any]:
+    if spec.rollout.launcher == "kubernetes":
+        operator = rollout_pod_operator(spec, group, model_version, wave, rollout_id)
+        if rollback:
+            operator.arguments = [*operator.arguments, "--rollback"]
+        return dict(operator.execute(context) or {})
+    return run_local_job(spec, group, model_version, wave, rollout_id, rollback)

@@ -1,0 +1,47 @@
+"""The deferrable health gate as an operator: defers to RolloutGateTrigger for the soak."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+
+class RolloutGateOperator(BaseOperator):
+    """Wait out the soak of one wave in the triggerer; fail the task (and so the rollout) on a failed gate."""
+
+    def __init__(self, *, pipeline: str, wave_index: int, apply_task_id: str, soak_seconds: float, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.wave_index = wave_index
+        self.apply_task_id = apply_task_id
+        self.soak_seconds = soak_seconds
+
+    def execute(self, context: Any) -> Any:
+        from airflow.exceptions import AirflowSkipException
+
+        from edgeloop.rollout.trigger import RolloutGateTrigger
+
+        applied = context["ti"].xcom_pull(task_ids=self.apply_task_id)
+        if not applied or not applied.get("groups"):
+            raise AirflowSkipException(f"wave {self.wave_index} applied nothing in this rollout")
+        trigger = RolloutGateTrigger(
+            pipeline=self.pipeline,
+            groups=list(applied["groups"]),
+            model_version=str(applied["model_version"]),
+            assignment_ids=dict(applied.get("assignment_ids", {})),
+            started_at=float(applied["applied_at"]),
+            soak_seconds=self.soak_seconds,
+            poll_seconds=min(5.0, max(1.0, self.soak_seconds / 10)),
+        )
+        self.defer(trigger=trigger, method_name="execute_complete")
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        from airflow.exceptions import AirflowFailException
+
+        result = {"wave": self.wave_index, "decided_at": time.time(), **event}
+        if event.get("state") != "pass":
+            context["ti"].xcom_push(key="return_value", value=result)
+            raise AirflowFailException(f"health gate of wave {self.wave_index} failed: {'; '.join(event['reasons'])}")
+        return result

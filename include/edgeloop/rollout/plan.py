@@ -1,0 +1,69 @@
+"""Which groups go in which wave: canary groups first, then the rest by their `wave` number."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgeloop.spec import PipelineSpec
+
+
+class RolloutPlanError(ValueError):
+    """The requested rollout cannot start; nothing has been changed on any device."""
+
+
+@dataclass(frozen=True)
+class Wave:
+    index: int
+    groups: tuple[str, ...]
+    canary: bool
+
+    @property
+    def name(self) -> str:
+        return "canary" if self.canary else f"wave_{self.index}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def spec_waves(spec: PipelineSpec) -> list[Wave]:
+    """The waves of a full rollout, as the DAG is shaped: canary wave (if any), then by `wave` number."""
+    canary = tuple(g.name for g in spec.groups if g.name in spec.rollout.canary_groups)
+    rest = [g for g in spec.groups if g.name not in canary]
+    waves = [Wave(0, canary, canary=True)] if canary else []
+    for number in sorted({g.wave for g in rest}):
+        waves.append(Wave(len(waves), tuple(g.name for g in rest if g.wave == number), canary=False))
+    return waves
+
+
+def plan_rollout(
+    spec: PipelineSpec,
+    model_version: str | None,
+    groups: Sequence[str] | None = None,
+    skip_canary_reason: str = "",
+) -> list[Wave]:
+    """The waves of one rollout, restricted to `groups`; raise RolloutPlanError before any change.
+
+    Leaving out a canary group while rolling out to production groups needs a reason.
+    """
+    if not model_version or not str(model_version).isdigit():
+        raise RolloutPlanError(f"model_version: {model_version!r} is not a registry version number")
+    known = [g.name for g in spec.groups]
+    wanted = list(groups) if groups else known
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise RolloutPlanError(f"groups: {unknown} are not groups of {spec.name} (known: {known})")
+    waves = []
+    for wave in spec_waves(spec):
+        kept = tuple(g for g in wave.groups if g in wanted)
+        waves.append(Wave(wave.index, kept, wave.canary))
+    skipped_canary = [g for w in waves if w.canary for g in spec.rollout.canary_groups if g not in w.groups]
+    production = [g for w in waves if not w.canary for g in w.groups]
+    if skipped_canary and production and not skip_canary_reason.strip():
+        raise RolloutPlanError(
+            f"canary group(s) {skipped_canary} left out of a rollout to {production}: give skip_canary_reason"
+        )
+    if not any(w.groups for w in waves):
+        raise RolloutPlanError("no group left to roll out to")
+    return waves

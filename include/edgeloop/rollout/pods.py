@@ -1,0 +1,87 @@
+"""The pod that runs one wave's rollout job on Kubernetes (KubernetesPodOperator).
+
+Built inside the task at run time, so that parsing the DAG never imports the Kubernetes
+client. Secrets reach the pod only as references to Kubernetes Secrets; the rendered pod
+holds no secret value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeloop.spec import PipelineSpec
+
+# Kubernetes Secrets the job reads, as (env var, secret name, key). Created by the platform
+# team (helm-values/), never by edgeloop.
+JOB_SECRETS = (
+    ("EDGELOOP_CONTROL_KEY", "edgeloop-control", "signing-key"),
+    ("AIRFLOW_CONN_EDGELOOP_KAFKA", "edgeloop-connections", "kafka"),
+)
+
+
+def job_arguments(spec: PipelineSpec, group: str, model_version: str, wave: int, rollout_id: str) -> list[str]:
+    return [
+        "rollout-job",
+        "--pipeline",
+        spec.name,
+        "--group",
+        group,
+        "--model-version",
+        model_version,
+        "--wave",
+        str(wave),
+        "--rollout-id",
+        rollout_id,
+    ]
+
+
+def rollout_pod_operator(
+    spec: PipelineSpec, group: str, model_version: str, wave: int, rollout_id: str, task_id: str = "rollout_job"
+) -> Any:
+    """A KubernetesPodOperator for one group's job: non-root, read-only root filesystem, no escalation."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.providers.cncf.kubernetes.secret import Secret
+    from kubernetes.client import models as k8s
+
+    rollout = spec.rollout
+    resources = k8s.V1ResourceRequirements(
+        requests={"cpu": rollout.resources.cpu, "memory": rollout.resources.memory},
+        limits={"cpu": rollout.resources.cpu, "memory": rollout.resources.memory},
+    )
+    security = k8s.V1SecurityContext(
+        run_as_non_root=True,
+        run_as_user=50000,
+        read_only_root_filesystem=True,
+        allow_privilege_escalation=False,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+    )
+    return KubernetesPodOperator(
+        task_id=task_id,
+        kubernetes_conn_id=rollout.kubernetes_conn_id,
+        namespace=rollout.namespace,
+        name=f"{spec.name.replace('_', '-')}-rollout-{group}",
+        image=rollout.image,
+        cmds=["edgeloop"],
+        arguments=job_arguments(spec, group, model_version, wave, rollout_id),
+        labels={"app.kubernetes.io/name": "edgeloop-rollout", "edgeloop.dev/pipeline": spec.name.replace("_", "-")},
+        service_account_name=rollout.service_account,
+        container_resources=resources,
+        container_security_context=security,
+        security_context=k8s.V1PodSecurityContext(run_as_non_root=True, fs_group=0),
+        secrets=[Secret("env", env, name, key) for env, name, key in JOB_SECRETS],
+        env_vars={"PYTHONPATH": "/opt/airflow/include", "EDGELOOP_PIPELINES_DIR": "/opt/airflow/include/pipelines"},
+        volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
+        volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],  # noqa: S108 - the pod's own emptyDir
+        do_xcom_push=True,
+        get_logs=True,
+        on_finish_action="delete_succeeded_pod",
+        startup_timeout_seconds=300,
+    )
+
+
+def render_pod(operator: Any) -> dict[str, Any]:
+    """The pod manifest the operator would create, built offline (no API server needed)."""
+    from kubernetes.client import ApiClient
+
+    pod = operator.build_pod_request_obj(dry_run=True)
+    return dict(ApiClient().sanitize_for_serialization(pod))

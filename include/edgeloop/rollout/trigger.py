@@ -1,0 +1,85 @@
+"""The deferrable health gate: polls device feedback during the soak without holding a worker slot."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class RolloutGateTrigger(BaseTrigger):
+    """Fire once the gate of a wave is decided: `fail` as soon as feedback crosses a threshold,
+    `pass` or `fail` when the soak is over."""
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        groups: list[str],
+        model_version: str,
+        assignment_ids: dict[str, str],
+        started_at: float,
+        soak_seconds: float,
+        poll_seconds: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.groups = groups
+        self.model_version = model_version
+        self.assignment_ids = assignment_ids
+        self.started_at = started_at
+        self.soak_seconds = soak_seconds
+        self.poll_seconds = poll_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "pipeline": self.pipeline,
+                "groups": self.groups,
+                "model_version": self.model_version,
+                "assignment_ids": self.assignment_ids,
+                "started_at": self.started_at,
+                "soak_seconds": self.soak_seconds,
+                "poll_seconds": self.poll_seconds,
+            },
+        )
+
+    def _check(self, spec: Any, kafka_config: dict[str, Any]) -> dict[str, Any]:
+        from edgeloop.rollout.gate import evaluate_gate
+        from edgeloop.rollout.job import read_group_readings
+
+        elapsed = time.time() - self.started_at
+        readings = read_group_readings(
+            spec, kafka_config, self.groups, self.model_version, self.assignment_ids, window_s=elapsed
+        )
+        decision = evaluate_gate(
+            readings, spec.rollout.thresholds, spec.rollout.max_failure_ratio, soak_over=elapsed >= self.soak_seconds
+        )
+        return decision.to_dict() | {"elapsed_s": round(elapsed, 1)}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow.sdk import BaseHook
+
+        from edgeloop.spec import default_pipelines_dir, load_spec
+
+        spec = load_spec(default_pipelines_dir() / f"{self.pipeline}.yaml")
+        connection = await BaseHook.aget_connection(spec.connections.kafka)
+        kafka_config = dict(connection.extra_dejson)
+        while True:
+            try:
+                decision = await asyncio.to_thread(self._check, spec, kafka_config)
+            except Exception as exc:  # a broken read is retried until the soak ends, then reported
+                if time.time() - self.started_at >= self.soak_seconds + 60:
+                    yield TriggerEvent({"state": "fail", "reasons": [f"gate could not read feedback: {exc}"]})
+                    return
+                self.log.warning("gate check failed, retrying: %s", exc)
+                await asyncio.sleep(self.poll_seconds)
+                continue
+            if decision["state"] != "wait":
+                yield TriggerEvent(decision)
+                return
+            await asyncio.sleep(self.poll_seconds)
