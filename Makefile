@@ -119,6 +119,10 @@ test-e2e: install ## the real scheduler, dag-processor and triggerer end to end
 bench-parse: $(VENV)/.installed ## DAG parse time per pipeline, and for 100 generated pipelines
 	$(PY) benchmarks/bench_parse.py
 
+.PHONY: bench-fleet
+bench-fleet: stack-up ## 10,000 simulated devices for 60 s: msg/s, CPU, RSS, config push time
+	$(PY) benchmarks/bench_fleet.py
+
 .PHONY: dashboards
 dashboards: $(VENV)/.installed ## regenerate the Grafana dashboards (JSON) from monitoring/grafana/build_dashboards.py
 	$(PY) monitoring/grafana/build_dashboards.py

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_p = sub.add_parser("demo", help="load the demo pipeline into the running stack and print where to look")
     demo_p.set_defaults(func=_cmd_demo)
 
+    # `edgeloop fleet ...` is dispatched to edgeloop.fleet.cli before parsing (see main); listed here for --help.
+    sub.add_parser("fleet", help="the edge fleet: simulate, status, push, health, ensure-topics")
+
     from edgeloop.rollout.cli import add_parser as add_rollout_job
 
     add_rollout_job(sub)
@@ -93,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fleet"]:
+        from edgeloop.fleet.cli import main as fleet_main
+
+        return fleet_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -1,0 +1,208 @@
+"""Control plane helpers: publish assignments, read the device twin, check what is applied.
+
+`push_assignment` publishes one signed assignment on `<prefix>.control` (key = the
+target, e.g. `group:plant-north`). Devices record it as their desired state in
+`<prefix>.device-state` at once, apply it when online, and report the applied
+versions there and in their heartbeats. `apply_progress` reads device-state and
+says how many devices of the target report the assignment's versions; the config
+push DAG and the rollout gate poll it (in a deferrable wait, not a sleeping worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from edgeloop.fleet.messages import (
+    Assignment,
+    BadDeviceState,
+    DeviceState,
+    Target,
+    new_assignment,
+    parse_device_state,
+)
+from edgeloop.fleet.topics import TopicMissing, producer_config, read_topic
+from edgeloop.spec import PipelineSpec
+
+
+class PublishError(RuntimeError):
+    """A message was not acknowledged by Kafka; the message names the topic."""
+
+
+def publish_messages(
+    kafka_config: Mapping[str, Any], topic: str, items: Sequence[tuple[bytes | None, bytes | None]]
+) -> None:
+    """Produce (key, value) pairs and wait for every acknowledgement; raise PublishError otherwise."""
+    producer = Producer({**producer_config(kafka_config), "enable.idempotence": True})
+    failures: list[str] = []
+
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    for key, value in items:
+        producer.produce(topic, value, key, on_delivery=delivered)
+    remaining = producer.flush(30.0)
+    if remaining or failures:
+        raise PublishError(f"topic {topic}: {remaining} messages undelivered, failures: {failures[:3]}")
+
+
+def push_assignment(
+    spec: PipelineSpec,
+    kafka_config: Mapping[str, Any],
+    control_key: bytes,
+    *,
+    group: str | None = None,
+    device: str | None = None,
+    model_version: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    config_version: str | None = None,
+    issuer: str = "edgeloop",
+    assignment_id: str | None = None,
+) -> Assignment:
+    """Publish a signed assignment to one group, one device, or (neither given) all devices.
+
+    Re-publishing with the same `assignment_id` is harmless: devices apply an id once.
+    Raise ValueError naming a bad argument, PublishError if Kafka does not acknowledge.
+    """
+    if group is not None and device is not None:
+        raise ValueError("give a group or a device, not both")
+    if group is not None and group not in {g.name for g in spec.groups}:
+        raise ValueError(f"group: {group!r} is not a group of {spec.name}")
+    target = Target("group", group) if group else Target("device", device) if device else Target("all")
+    assignment = new_assignment(
+        target,
+        model_version=model_version,
+        config=config,
+        config_version=config_version,
+        issuer=issuer,
+        assignment_id=assignment_id,
+    )
+    publish_assignment(spec, kafka_config, control_key, assignment)
+    return assignment
+
+
+def publish_assignment(
+    spec: PipelineSpec, kafka_config: Mapping[str, Any], control_key: bytes, assignment: Assignment
+) -> None:
+    """Publish an already built assignment (signed with `control_key`)."""
+    message = (assignment.target.key.encode(), assignment.to_wire(control_key))
+    publish_messages(kafka_config, spec.topic("control"), [message])
+
+
+def publish_raw_control(spec: PipelineSpec, kafka_config: Mapping[str, Any], values: Iterable[bytes | None]) -> None:
+    """Publish raw control messages as they are (for tests and fault drills of the control plane)."""
+    publish_messages(kafka_config, spec.topic("control"), [(b"raw", v) for v in values])
+
+
+@dataclass
+class DeviceStates:
+    """The device-state topic read to its end: latest record per device, and what was unreadable."""
+
+    devices: dict[str, DeviceState] = field(default_factory=dict)
+    bad_records: list[str] = field(default_factory=list)
+
+    def in_group(self, group: str) -> list[DeviceState]:
+        return [s for s in self.devices.values() if s.group_id == group]
+
+
+def read_device_states(spec: PipelineSpec, kafka_config: Mapping[str, Any], *, timeout: float = 60.0) -> DeviceStates:
+    """Every device's latest desired and reported state (tombstones remove a device)."""
+    latest: dict[bytes, tuple[int, bytes | None]] = {}
+    try:
+        for record in read_topic(kafka_config, spec.topic("device-state"), timeout=timeout):
+            if record.key is not None:
+                latest[record.key] = (record.offset, record.value)
+    except TopicMissing:
+        return DeviceStates()
+    states = DeviceStates()
+    for key, (offset, value) in latest.items():
+        if value is None:
+            continue
+        try:
+            state = parse_device_state(key, value)
+        except BadDeviceState as exc:
+            states.bad_records.append(f"{exc} (offset {offset})")
+            continue
+        states.devices[state.device_id] = state
+    return states
+
+
+def forget_devices(spec: PipelineSpec, kafka_config: Mapping[str, Any], device_ids: Iterable[str]) -> None:
+    """Decommission devices: tombstones in device-state, so status and health stop counting them."""
+    publish_messages(kafka_config, spec.topic("device-state"), [(d.encode(), None) for d in device_ids])
+
+
+@dataclass
+class ApplyProgress:
+    """How far one assignment got on the devices it addresses."""
+
+    assignment_id: str
+    target: str
+    devices: int
+    applied: list[str]
+    failed: dict[str, str]
+    pending: list[str]
+
+    @property
+    def applied_ratio(self) -> float:
+        return len(self.applied) / self.devices if self.devices else 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.devices > 0 and not self.pending and not self.failed
+
+    def to_dict(self, max_ids: int = 50) -> dict[str, Any]:
+        out = asdict(self)
+        out["applied"] = len(self.applied)
+        out["failed"] = dict(list(self.failed.items())[:max_ids])
+        out["failed_count"] = len(self.failed)
+        out["pending"] = self.pending[:max_ids]
+        out["pending_count"] = len(self.pending)
+        out["applied_ratio"] = round(self.applied_ratio, 4)
+        return out
+
+
+def assignment_progress(assignment: Assignment, states: DeviceStates) -> ApplyProgress:
+    """Which addressed devices report the assignment's versions, failed it, or have not yet (pure)."""
+    applied: list[str] = []
+    failed: dict[str, str] = {}
+    pending: list[str] = []
+    for state in sorted(states.devices.values(), key=lambda s: s.device_id):
+        if not assignment.target.matches(state.device_id, state.group_id):
+            continue
+        reported = state.reported
+        model_ok = assignment.model_version is None or reported.get("model_version") == assignment.model_version
+        config_ok = assignment.config_version is None or reported.get("config_version") == assignment.config_version
+        if model_ok and config_ok:
+            applied.append(state.device_id)
+        elif reported.get("assignment_id") == assignment.id and reported.get("status") == "failed":
+            failed[state.device_id] = str(reported.get("reason") or "failed")
+        else:
+            pending.append(state.device_id)
+    total = len(applied) + len(failed) + len(pending)
+    return ApplyProgress(assignment.id, assignment.target.key, total, applied, failed, pending)
+
+
+def apply_progress(
+    spec: PipelineSpec, kafka_config: Mapping[str, Any], assignment: Assignment, *, timeout: float = 60.0
+) -> ApplyProgress:
+    """Read device-state and report how many addressed devices applied `assignment`."""
+    return assignment_progress(assignment, read_device_states(spec, kafka_config, timeout=timeout))
+
+
+def assignment_from_dict(data: Mapping[str, Any]) -> Assignment:
+    """Rebuild an Assignment from `Assignment.to_dict()` (e.g. passed through XCom)."""
+    target = data["target"]
+    return Assignment(
+        id=data["id"],
+        target=Target(target["kind"], target.get("id")),
+        issued_at=data["issued_at"],
+        issuer=data["issuer"],
+        model_version=data.get("model_version"),
+        config=data.get("config"),
+        config_version=data.get("config_version"),
+    )

@@ -1,0 +1,490 @@
+"""Fleet status and fleet health: per-group tables from device-state, heartbeats and error reports.
+
+Definitions (all per group, at time `now`):
+
+- devices: devices registered in device-state (tombstoned devices are gone).
+- online / offline / stale: by the Kafka timestamp of a device's last heartbeat:
+  online if within 3 heartbeat intervals, stale if older than `stale_after` (or
+  not seen in the lookback of 2 x stale_after), offline in between.
+- error rate: from the heartbeat counters (`records`, `errors`, cumulative since the
+  device started) over the window: sum of error increases / (records + errors
+  increases); counter resets (restarts) are handled like Prometheus counters.
+- version skew: share of online devices whose reported model or config version
+  differs from the desired one although the assignment is older than `skew_grace_s`.
+- newly stale devices: devices whose last heartbeat is older than `stale_after`
+  but still inside the lookback: they went silent recently and stayed silent.
+- unknown devices: ids in heartbeats or error reports that device-state does not
+  know (or with a group the spec does not have); counted, a sample listed.
+
+A group is unhealthy when offline ratio > max_offline_ratio, error rate >
+max_error_rate (with at least 20 inferences in the window), version skew >
+max_version_skew, or it has newly stale devices. Each unhealthy group gets one
+alert (kind "device", see edgeloop.events) naming every failed check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from edgeloop.fleet.control import DeviceStates, publish_messages, read_device_states
+from edgeloop.fleet.messages import device_message, iso_ms, parse_iso
+from edgeloop.fleet.topics import TopicMissing, TopicRecord, read_topic
+from edgeloop.spec import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+MIN_INFERENCES = 20
+ONLINE_INTERVALS = 3.0
+REASON_ORDER = ("offline_ratio", "error_rate", "version_skew", "stale_devices")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    device_id: str
+    group_id: str
+    seen_ms: int
+    interval_s: float
+    records: int
+    errors: int
+    uptime_s: float
+    model_version: str | None
+    confidence_mean: float | None
+
+
+class BadFeedback(ValueError):
+    """A heartbeat or error report that cannot be read; the message names the field."""
+
+
+def parse_heartbeat(record: TopicRecord) -> Heartbeat:
+    body = device_message(record.value, f"health[{record.partition}@{record.offset}]", BadFeedback)
+    try:
+        return Heartbeat(
+            device_id=body["device_id"],
+            group_id=body["group_id"],
+            seen_ms=record.timestamp_ms,
+            interval_s=float(body.get("interval_s") or 10.0),
+            records=int(body.get("records") or 0),
+            errors=int(body.get("errors") or 0),
+            uptime_s=float(body.get("uptime_s") or 0.0),
+            model_version=body.get("model_version"),
+            confidence_mean=None if body.get("confidence_mean") is None else float(body["confidence_mean"]),
+        )
+    except (TypeError, ValueError) as exc:
+        raise BadFeedback(f"health offset {record.offset}: {exc}") from exc
+
+
+@dataclass
+class GroupStatus:
+    group: str
+    devices: int = 0
+    online: int = 0
+    offline: int = 0
+    stale: int = 0
+    desired_models: dict[str, int] = field(default_factory=dict)
+    reported_models: dict[str, int] = field(default_factory=dict)
+    desired_configs: dict[str, int] = field(default_factory=dict)
+    reported_configs: dict[str, int] = field(default_factory=dict)
+    in_sync: int = 0
+    skewed: int = 0
+    records: int = 0
+    errors: int = 0
+    error_reports: dict[str, int] = field(default_factory=dict)
+    mean_confidence: float | None = None
+    last_seen: str | None = None
+    newly_stale: list[str] = field(default_factory=list)
+
+    @property
+    def offline_ratio(self) -> float:
+        return (self.offline + self.stale) / self.devices if self.devices else 0.0
+
+    @property
+    def error_rate(self) -> float | None:
+        total = self.records + self.errors
+        return self.errors / total if total else None
+
+    @property
+    def version_skew(self) -> float:
+        return self.skewed / self.online if self.online else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["offline_ratio"] = round(self.offline_ratio, 4)
+        out["error_rate"] = None if self.error_rate is None else round(self.error_rate, 4)
+        out["version_skew"] = round(self.version_skew, 4)
+        return out
+
+
+@dataclass
+class FleetStatus:
+    pipeline: str
+    generated_at: str
+    window_s: float
+    groups: list[GroupStatus]
+    unknown_devices: int = 0
+    unknown_device_ids: list[str] = field(default_factory=list)
+    bad_feedback: int = 0
+    bad_state_records: int = 0
+
+    def group(self, name: str) -> GroupStatus:
+        for group in self.groups:
+            if group.group == name:
+                return group
+        raise KeyError(f"group {name!r} is not in the fleet status of {self.pipeline}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "generated_at": self.generated_at,
+            "window_s": self.window_s,
+            "groups": [g.to_dict() for g in self.groups],
+            "unknown_devices": self.unknown_devices,
+            "unknown_device_ids": self.unknown_device_ids,
+            "bad_feedback": self.bad_feedback,
+            "bad_state_records": self.bad_state_records,
+        }
+
+
+def _delta(first: int, last: int) -> int:
+    return last if last < first else last - first  # a counter that went down was reset
+
+
+def summarize_fleet(
+    spec: PipelineSpec,
+    states: DeviceStates,
+    heartbeats: Iterable[TopicRecord],
+    errors: Iterable[TopicRecord],
+    *,
+    now_ms: int,
+    window_s: float,
+    stale_after_s: float,
+    skew_grace_s: float = 60.0,
+) -> FleetStatus:
+    """The per-group fleet status from already read topic records (pure: no Kafka here)."""
+    group_names = [g.name for g in spec.groups]
+    window_start = now_ms - int(window_s * 1000)
+    unknown: set[str] = set()
+    bad_feedback = 0
+    beats: dict[str, list[Heartbeat]] = {}
+    for record in heartbeats:
+        try:
+            beat = parse_heartbeat(record)
+        except BadFeedback as exc:
+            bad_feedback += 1
+            log.debug("%s", exc)
+            continue
+        if beat.seen_ms > now_ms:
+            continue
+        known = states.devices.get(beat.device_id)
+        if known is None or beat.group_id not in group_names:
+            unknown.add(beat.device_id)
+            continue
+        beats.setdefault(beat.device_id, []).append(beat)
+    error_kinds: dict[str, Counter[str]] = {g: Counter() for g in group_names}
+    for record in errors:
+        if not window_start <= record.timestamp_ms <= now_ms:
+            continue
+        try:
+            body = json.loads(record.value or b"")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            bad_feedback += 1
+            continue
+        if not isinstance(body, dict) or not isinstance(body.get("device_id"), str):
+            bad_feedback += 1
+            continue
+        state = states.devices.get(body["device_id"])
+        if state is None or state.group_id not in error_kinds:
+            unknown.add(body["device_id"])
+            continue
+        error_kinds[state.group_id][str(body.get("kind"))] += 1
+
+    groups = {name: GroupStatus(name) for name in group_names}
+    confidences: dict[str, list[float]] = {name: [] for name in group_names}
+    last_seen: dict[str, int] = {}
+    for state in states.devices.values():
+        status = groups.get(state.group_id)
+        if status is None:
+            continue
+        status.devices += 1
+        desired_model = state.desired.get("model_version")
+        desired_config = state.desired.get("config_version")
+        reported_model = state.reported.get("model_version")
+        reported_config = state.reported.get("config_version")
+        for table, value in (
+            (status.desired_models, desired_model),
+            (status.reported_models, reported_model),
+            (status.desired_configs, desired_config),
+            (status.reported_configs, reported_config),
+        ):
+            if value is not None:
+                table[str(value)] = table.get(str(value), 0) + 1
+        status.in_sync += int(state.in_sync)
+        device_beats = sorted(beats.get(state.device_id, []), key=lambda b: b.seen_ms)
+        if not device_beats:
+            status.stale += 1
+            continue
+        last = device_beats[-1]
+        last_seen[state.group_id] = max(last_seen.get(state.group_id, 0), last.seen_ms)
+        age_s = (now_ms - last.seen_ms) / 1000
+        if age_s > stale_after_s:
+            status.stale += 1
+            status.newly_stale.append(state.device_id)
+        elif age_s > ONLINE_INTERVALS * last.interval_s:
+            status.offline += 1
+        else:
+            status.online += 1
+            desired_at = state.desired.get("updated_at")
+            old_enough = True
+            if isinstance(desired_at, str):
+                try:
+                    old_enough = now_ms / 1000 - parse_iso(desired_at) > skew_grace_s
+                except ValueError:
+                    old_enough = True
+            if not state.in_sync and old_enough:
+                status.skewed += 1
+        in_window = [b for b in device_beats if b.seen_ms >= window_start]
+        if in_window:
+            before = [b for b in device_beats if b.seen_ms < window_start]
+            final = in_window[-1]
+            if before:
+                status.records += _delta(before[-1].records, final.records)
+                status.errors += _delta(before[-1].errors, final.errors)
+            elif final.uptime_s * 1000 <= final.seen_ms - window_start + 1000:
+                status.records += final.records  # started inside the window: count from zero
+                status.errors += final.errors
+            else:
+                status.records += _delta(in_window[0].records, final.records)
+                status.errors += _delta(in_window[0].errors, final.errors)
+            confidences[state.group_id].extend(b.confidence_mean for b in in_window if b.confidence_mean is not None)
+    for name, status in groups.items():
+        status.error_reports = dict(sorted(error_kinds[name].items()))
+        values = confidences[name]
+        status.mean_confidence = round(sum(values) / len(values), 4) if values else None
+        status.last_seen = iso_ms(last_seen[name] / 1000) if name in last_seen else None
+        status.newly_stale.sort()
+    return FleetStatus(
+        pipeline=spec.name,
+        generated_at=iso_ms(now_ms / 1000),
+        window_s=window_s,
+        groups=list(groups.values()),
+        unknown_devices=len(unknown),
+        unknown_device_ids=sorted(unknown)[:20],
+        bad_feedback=bad_feedback,
+        bad_state_records=len(states.bad_records),
+    )
+
+
+def fleet_status(
+    spec: PipelineSpec,
+    kafka_config: Mapping[str, Any],
+    *,
+    now: float | None = None,
+    window_s: float | None = None,
+    stale_after_s: float | None = None,
+    skew_grace_s: float = 60.0,
+    timeout: float = 120.0,
+) -> FleetStatus:
+    """Read device-state, heartbeats and error reports from Kafka; return the per-group status.
+
+    Defaults come from `spec.fleet_health` (window = stale_after); heartbeats are read
+    back 2 x stale_after so that newly stale devices are seen.
+    """
+    stale_after = stale_after_s if stale_after_s is not None else spec.fleet_health.stale_after.total_seconds()
+    window = window_s if window_s is not None else stale_after
+    now_ms = int((now if now is not None else time.time()) * 1000)
+    lookback_ms = now_ms - int(max(window, 2 * stale_after) * 1000)
+    states = read_device_states(spec, kafka_config, timeout=timeout)
+    heartbeats = _read_or_empty(kafka_config, spec.topic("health"), lookback_ms, timeout)
+    errors = _read_or_empty(kafka_config, spec.topic("errors"), now_ms - int(window * 1000), timeout)
+    return summarize_fleet(
+        spec,
+        states,
+        heartbeats,
+        errors,
+        now_ms=now_ms,
+        window_s=window,
+        stale_after_s=stale_after,
+        skew_grace_s=skew_grace_s,
+    )
+
+
+def _read_or_empty(kafka_config: Mapping[str, Any], topic: str, since_ms: int, timeout: float) -> list[TopicRecord]:
+    try:
+        return list(read_topic(kafka_config, topic, since_ms=since_ms, timeout=timeout))
+    except TopicMissing:
+        return []
+
+
+# --- health decisions and alerts -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    name: str
+    value: float
+    threshold: float
+    ok: bool
+
+
+def group_checks(spec: PipelineSpec, status: GroupStatus) -> list[HealthCheck]:
+    """The fleet-health checks of one group against `spec.fleet_health` (pure)."""
+    limits = spec.fleet_health
+    if status.devices == 0:
+        return []
+    checks = [
+        HealthCheck(
+            "offline_ratio",
+            status.offline_ratio,
+            limits.max_offline_ratio,
+            status.offline_ratio <= limits.max_offline_ratio,
+        ),
+        HealthCheck(
+            "version_skew", status.version_skew, limits.max_version_skew, status.version_skew <= limits.max_version_skew
+        ),
+        HealthCheck("stale_devices", float(len(status.newly_stale)), 0.0, not status.newly_stale),
+    ]
+    rate = status.error_rate
+    if rate is not None and status.records + status.errors >= MIN_INFERENCES:
+        checks.append(HealthCheck("error_rate", rate, limits.max_error_rate, rate <= limits.max_error_rate))
+    return sorted(checks, key=lambda c: REASON_ORDER.index(c.name))
+
+
+def device_alerts(spec: PipelineSpec, status: FleetStatus) -> list[dict[str, Any]]:
+    """One `device` alert per unhealthy group, in the format of edgeloop.events (pure)."""
+    alerts = []
+    for group in status.groups:
+        failed = [c for c in group_checks(spec, group) if not c.ok]
+        if not failed:
+            continue
+        summary = "; ".join(f"{c.name} {c.value:.4g} > {c.threshold:.4g}" for c in failed)
+        alerts.append(
+            {
+                "kind": "device",
+                "pipeline": spec.name,
+                "id": f"device:{spec.name}:{group.group}:{status.generated_at}",
+                "at": status.generated_at,
+                "group": group.group,
+                "reason": failed[0].name,
+                "reasons": [c.name for c in failed],
+                "summary": f"group {group.group}: {summary}",
+                "readings": {
+                    "devices": group.devices,
+                    "online": group.online,
+                    "offline": group.offline,
+                    "stale": group.stale,
+                    "offline_ratio": round(group.offline_ratio, 4),
+                    "error_rate": None if group.error_rate is None else round(group.error_rate, 4),
+                    "records": group.records,
+                    "errors": group.errors,
+                    "error_reports": group.error_reports,
+                    "version_skew": round(group.version_skew, 4),
+                    "reported_models": group.reported_models,
+                    "desired_models": group.desired_models,
+                    "newly_stale": group.newly_stale[:20],
+                    "mean_confidence": group.mean_confidence,
+                },
+                "thresholds": {
+                    "max_offline_ratio": spec.fleet_health.max_offline_ratio,
+                    "max_error_rate": spec.fleet_health.max_error_rate,
+                    "max_version_skew": spec.fleet_health.max_version_skew,
+                    "stale_after_s": spec.fleet_health.stale_after.total_seconds(),
+                },
+                "window_s": status.window_s,
+            }
+        )
+    return alerts
+
+
+def publish_alerts(spec: PipelineSpec, kafka_config: Mapping[str, Any], alerts: Sequence[Mapping[str, Any]]) -> int:
+    """Publish alerts on `<prefix>.alerts` (key = group); return how many."""
+    if alerts:
+        publish_messages(
+            kafka_config,
+            spec.topic("alerts"),
+            [(str(a.get("group", "")).encode(), json.dumps(a, sort_keys=True).encode()) for a in alerts],
+        )
+    return len(alerts)
+
+
+def health_report_key(spec: PipelineSpec, generated_at: str) -> str:
+    """Object key of a fleet-health report: one per evaluation time, so a re-run overwrites it."""
+    moment = datetime.fromtimestamp(parse_iso(generated_at), UTC)
+    return f"{spec.storage_prefix('reports')}/fleet/dt={moment:%Y-%m-%d}/fleet-health-{moment:%H%M%S}.json"
+
+
+def write_health_report(
+    s3_client: Any, spec: PipelineSpec, status: FleetStatus, alerts: Sequence[Mapping[str, Any]]
+) -> str:
+    """Write the status and alerts as JSON to object storage; return the key."""
+    key = health_report_key(spec, status.generated_at)
+    body = json.dumps({"status": status.to_dict(), "alerts": list(alerts)}, indent=2, sort_keys=True).encode()
+    s3_client.put_object(Bucket=spec.storage.bucket, Key=key, Body=body, ContentType="application/json")
+    return key
+
+
+def run_fleet_health(
+    spec: PipelineSpec,
+    kafka_config: Mapping[str, Any],
+    *,
+    s3_client: Any | None = None,
+    now: float | None = None,
+    publish: bool = True,
+) -> dict[str, Any]:
+    """The fleet-health task: status, alerts published, report written; a small summary dict."""
+    status = fleet_status(spec, kafka_config, now=now)
+    alerts = device_alerts(spec, status)
+    published = publish_alerts(spec, kafka_config, alerts) if publish else 0
+    key = write_health_report(s3_client, spec, status, alerts) if s3_client is not None else None
+    return {
+        "pipeline": spec.name,
+        "generated_at": status.generated_at,
+        "groups": {
+            g.group: {"devices": g.devices, "online": g.online, "error_rate": g.error_rate} for g in status.groups
+        },
+        "alerts": [{"group": a["group"], "reasons": a["reasons"]} for a in alerts],
+        "published": published,
+        "unknown_devices": status.unknown_devices,
+        "report_key": key,
+    }
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def _versions(table: Mapping[str, int]) -> str:
+    if not table:
+        return "-"
+    return ",".join(f"{v}x{n}" for v, n in sorted(table.items(), key=lambda item: (-item[1], item[0])))
+
+
+def render_status_text(status: FleetStatus) -> str:
+    """A fixed-width table, one row per group, for `edgeloop fleet status`."""
+    header = (
+        f"{'group':<16} {'devices':>7} {'online':>6} {'offline':>7} {'stale':>5}  "
+        f"{'model desired -> reported':<30} {'in sync':>9} {'err rate':>8} {'conf':>5}  last seen"
+    )
+    lines = [f"fleet {status.pipeline} at {status.generated_at} (window {status.window_s:.0f}s)", header]
+    for g in status.groups:
+        models = f"{_versions(g.desired_models)} -> {_versions(g.reported_models)}"
+        rate = "-" if g.error_rate is None else f"{g.error_rate:.2%}"
+        conf = "-" if g.mean_confidence is None else f"{g.mean_confidence:.2f}"
+        lines.append(
+            f"{g.group:<16} {g.devices:>7} {g.online:>6} {g.offline:>7} {g.stale:>5}  {models:<30} "
+            f"{f'{g.in_sync}/{g.devices}':>9} {rate:>8} {conf:>5}  {g.last_seen or '-'}"
+        )
+    if status.unknown_devices or status.bad_feedback or status.bad_state_records:
+        lines.append(
+            f"unknown devices in feedback: {status.unknown_devices} {status.unknown_device_ids[:5]}; "
+            f"unreadable feedback: {status.bad_feedback}; unreadable device-state records: {status.bad_state_records}"
+        )
+    return "\n".join(lines)
+
+
+def render_status_json(status: FleetStatus) -> str:
+    return json.dumps(status.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,359 @@
+"""Wire formats of the fleet topics: control assignments, device config, device-state records.
+
+Control messages (`<prefix>.control`, JSON, one partition so every device sees
+them in one order) carry an assignment: a model version and/or a config, addressed
+to one device, one group or all devices, with an id. They are authorised with an
+HMAC-SHA256 over the canonical JSON of the message (sorted keys, no spaces, the
+`signature` field left out), keyed with a shared secret that publishers and devices
+get from the environment (`EDGELOOP_CONTROL_KEY`) or an Airflow connection. A
+device rejects, with an error report and without crashing, every message that is
+not valid JSON, not signed with the key, or not a well-formed assignment.
+
+Example::
+
+    {"type": "assignment", "id": "asg-1f2e", "issued_at": "2026-01-01T00:00:00.000Z",
+     "issuer": "rollout", "target": {"kind": "group", "id": "plant-north"},
+     "model_version": "3", "config": {"telemetry_interval_s": 2},
+     "config_version": "cfg-0c9d2a41b7e3", "signature": "hmac-sha256:5be1..."}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+CONTROL_KEY_ENV = "EDGELOOP_CONTROL_KEY"
+SIGNATURE_PREFIX = "hmac-sha256:"
+BASELINE_VERSION = "0"
+
+TargetKind = Literal["device", "group", "all"]
+TARGET_KINDS: tuple[TargetKind, ...] = ("device", "group", "all")
+ErrorKind = Literal["model_load", "inference", "bad_config", "bad_control"]
+ERROR_KINDS: tuple[ErrorKind, ...] = ("model_load", "inference", "bad_config", "bad_control")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_VERSION_RE = re.compile(r"^\d{1,9}$")
+_ASSIGNMENT_FIELDS = {
+    "type",
+    "id",
+    "issued_at",
+    "issuer",
+    "target",
+    "model_version",
+    "config",
+    "config_version",
+    "signature",
+}
+
+# Device configuration keys a device understands, with their allowed ranges.
+DEVICE_CONFIG_RANGES: dict[str, tuple[float, float]] = {
+    "telemetry_interval_s": (0.05, 3600.0),
+    "heartbeat_interval_s": (0.2, 3600.0),
+    "confidence_threshold": (0.0, 1.0),
+}
+
+
+def iso_ms(epoch_s: float) -> str:
+    """An epoch time as ISO 8601 UTC with milliseconds, e.g. 2026-01-01T00:00:00.123Z."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> float:
+    """Epoch seconds of an ISO 8601 timestamp (a trailing Z means UTC; naive means UTC)."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+class ControlRejected(ValueError):
+    """A control message a device must not apply; `reason` says why, ids are best effort."""
+
+    def __init__(self, reason: str, *, control_id: str | None = None, target: Target | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.control_id = control_id
+        self.target = target
+
+
+class BadConfig(ValueError):
+    """A device configuration that a device cannot apply; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who an assignment is for: one device, one group, or every device (`id` is None)."""
+
+    kind: TargetKind
+    id: str | None = None
+
+    def matches(self, device_id: str, group_id: str) -> bool:
+        if self.kind == "all":
+            return True
+        if self.kind == "group":
+            return self.id == group_id
+        return self.id == device_id
+
+    @property
+    def key(self) -> str:
+        return "all" if self.kind == "all" else f"{self.kind}:{self.id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind} if self.kind == "all" else {"kind": self.kind, "id": self.id}
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A desired model version and/or config for the devices a target addresses."""
+
+    id: str
+    target: Target
+    issued_at: str
+    issuer: str
+    model_version: str | None = None
+    config: Mapping[str, Any] | None = None
+    config_version: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": "assignment",
+            "id": self.id,
+            "issued_at": self.issued_at,
+            "issuer": self.issuer,
+            "target": self.target.to_dict(),
+        }
+        if self.model_version is not None:
+            body["model_version"] = self.model_version
+        if self.config is not None:
+            body["config"] = dict(self.config)
+            body["config_version"] = self.config_version
+        return body
+
+    def to_wire(self, key: bytes) -> bytes:
+        """The signed JSON message for the control topic."""
+        body = self.payload()
+        body["signature"] = sign(body, key)
+        return json.dumps(body, sort_keys=True).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.payload()
+
+
+def config_version_of(config: Mapping[str, Any]) -> str:
+    """A content hash of a config, so that the same config always has the same version."""
+    return "cfg-" + hashlib.sha256(_canonical(dict(config))).hexdigest()[:12]
+
+
+def new_assignment(
+    target: Target,
+    *,
+    model_version: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    config_version: str | None = None,
+    issuer: str = "edgeloop",
+    assignment_id: str | None = None,
+    issued_at: float | None = None,
+) -> Assignment:
+    """Build an assignment; raise ValueError naming the field that is wrong."""
+    if model_version is None and config is None:
+        raise ValueError("an assignment needs a model_version, a config or both")
+    if model_version is not None and not _VERSION_RE.match(model_version):
+        raise ValueError(f"model_version: {model_version!r} is not a registry version number")
+    if config is not None:
+        validate_device_config(config)
+    if target.kind != "all" and not target.id:
+        raise ValueError(f"target: a {target.kind} target needs an id")
+    ident = assignment_id or f"asg-{uuid.uuid4().hex[:16]}"
+    if not _ID_RE.match(ident):
+        raise ValueError(f"assignment_id: {ident!r} must match {_ID_RE.pattern}")
+    return Assignment(
+        id=ident,
+        target=target,
+        issued_at=iso_ms(issued_at if issued_at is not None else datetime.now(UTC).timestamp()),
+        issuer=issuer,
+        model_version=model_version,
+        config=dict(config) if config is not None else None,
+        config_version=(config_version or config_version_of(config)) if config is not None else None,
+    )
+
+
+def _canonical(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign(body: Mapping[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 of the canonical JSON of `body` without its `signature` field."""
+    unsigned = {k: v for k, v in body.items() if k != "signature"}
+    return SIGNATURE_PREFIX + hmac.new(key, _canonical(unsigned), hashlib.sha256).hexdigest()
+
+
+def _target_of(raw: Any, groups: Collection[str]) -> Target:
+    if not isinstance(raw, dict):
+        raise ControlRejected("target: missing or not an object")
+    kind = raw.get("kind")
+    if kind not in TARGET_KINDS:
+        raise ControlRejected(f"target.kind: {kind!r} is not one of {list(TARGET_KINDS)}")
+    if set(raw) - {"kind", "id"}:
+        raise ControlRejected(f"target: unknown fields {sorted(set(raw) - {'kind', 'id'})}")
+    if kind == "all":
+        return Target("all")
+    ident = raw.get("id")
+    if not isinstance(ident, str) or not ident:
+        raise ControlRejected(f"target.id: a {kind} target needs a non-empty string id")
+    if kind == "group" and ident not in groups:
+        raise ControlRejected(f"target.id: group {ident!r} is not a group of this pipeline")
+    return Target(kind, ident)
+
+
+def parse_assignment(value: bytes | None, key: bytes, groups: Collection[str]) -> Assignment:
+    """Decode, authenticate and validate one control message; raise ControlRejected naming the problem.
+
+    The target and id are read before the signature is checked only so that the
+    rejection can name them; nothing of an unauthenticated message is applied.
+    """
+    if value is None:
+        raise ControlRejected("empty message (tombstone)")
+    try:
+        body = json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ControlRejected(f"not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ControlRejected("not a JSON object")
+    control_id = body.get("id") if isinstance(body.get("id"), str) else None
+    try:
+        target: Target | None = _target_of(body.get("target"), groups)
+    except ControlRejected:
+        target = None
+    signature = body.get("signature")
+    if not isinstance(signature, str) or not signature:
+        raise ControlRejected("signature: missing (unsigned message)", control_id=control_id, target=target)
+    if not hmac.compare_digest(signature, sign(body, key)):
+        raise ControlRejected("signature: does not match the control key", control_id=control_id, target=target)
+    try:
+        return _assignment_from(body, groups)
+    except ControlRejected as exc:
+        raise ControlRejected(exc.reason, control_id=control_id, target=target) from None
+
+
+def _assignment_from(body: dict[str, Any], groups: Collection[str]) -> Assignment:
+    unknown = sorted(set(body) - _ASSIGNMENT_FIELDS)
+    if unknown:
+        raise ControlRejected(f"unknown fields {unknown}")
+    if body.get("type") != "assignment":
+        raise ControlRejected(f"type: {body.get('type')!r} is not 'assignment'")
+    ident = body.get("id")
+    if not isinstance(ident, str) or not _ID_RE.match(ident):
+        raise ControlRejected(f"id: {ident!r} must be a string matching {_ID_RE.pattern}")
+    target = _target_of(body.get("target"), groups)
+    issued_at = body.get("issued_at")
+    try:
+        parse_iso(issued_at) if isinstance(issued_at, str) else None
+    except ValueError:
+        issued_at = None
+    if not isinstance(issued_at, str):
+        raise ControlRejected("issued_at: missing or not an ISO 8601 timestamp")
+    issuer = body.get("issuer")
+    if not isinstance(issuer, str) or not issuer:
+        raise ControlRejected("issuer: missing or not a string")
+    model_version = body.get("model_version")
+    if model_version is not None and (not isinstance(model_version, str) or not _VERSION_RE.match(model_version)):
+        raise ControlRejected(f"model_version: {model_version!r} is not a registry version number string")
+    config = body.get("config")
+    config_version = body.get("config_version")
+    if config is not None:
+        if not isinstance(config, dict):
+            raise ControlRejected("config: not an object")
+        if not isinstance(config_version, str) or not _ID_RE.match(config_version):
+            raise ControlRejected("config_version: required with a config, a string matching " + _ID_RE.pattern)
+    elif config_version is not None:
+        raise ControlRejected("config_version: given without a config")
+    if model_version is None and config is None:
+        raise ControlRejected("an assignment needs a model_version, a config or both")
+    return Assignment(ident, target, issued_at, issuer, model_version, config, config_version)
+
+
+def validate_device_config(config: Mapping[str, Any]) -> dict[str, float]:
+    """The settings a device applies from a config; raise BadConfig naming the key that is wrong."""
+    out: dict[str, float] = {}
+    for name, value in config.items():
+        if name not in DEVICE_CONFIG_RANGES:
+            raise BadConfig(f"config.{name}: unknown setting (known: {sorted(DEVICE_CONFIG_RANGES)})")
+        low, high = DEVICE_CONFIG_RANGES[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise BadConfig(f"config.{name}: {value!r} is not a number")
+        if not low <= value <= high:
+            raise BadConfig(f"config.{name}: {value} is outside [{low}, {high}]")
+        out[name] = float(value)
+    return out
+
+
+# --- device-state (the twin) ---------------------------------------------------------
+
+
+@dataclass
+class DeviceState:
+    """One device's twin: what the control plane wants (desired) and what the device reports."""
+
+    device_id: str
+    group_id: str
+    desired: dict[str, Any] = field(default_factory=dict)
+    reported: dict[str, Any] = field(default_factory=dict)
+    updated_at: str | None = None
+
+    def to_wire(self) -> bytes:
+        return json.dumps(
+            {
+                "device_id": self.device_id,
+                "group_id": self.group_id,
+                "desired": self.desired,
+                "reported": self.reported,
+                "updated_at": self.updated_at,
+            }
+        ).encode()
+
+    @property
+    def in_sync(self) -> bool:
+        """The device reports the model and config versions it is asked to run."""
+        for name in ("model_version", "config_version"):
+            wanted = self.desired.get(name)
+            if wanted is not None and self.reported.get(name) != wanted:
+                return False
+        return True
+
+
+class BadDeviceState(ValueError):
+    """A device-state record that cannot be read; the message names the key and the field."""
+
+
+def device_message(value: bytes | None, where: str, error: type[ValueError]) -> dict[str, Any]:
+    """Decode a JSON object that names a device and its group; raise `error` naming `where` and the field."""
+    try:
+        body = json.loads(value or b"")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{where}: not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise error(f"{where}: not a JSON object")
+    for name in ("device_id", "group_id"):
+        if not isinstance(body.get(name), str):
+            raise error(f"{where}.{name}: missing or not a string")
+    return body
+
+
+def parse_device_state(key: bytes | None, value: bytes) -> DeviceState:
+    device_id = key.decode("utf-8", "replace") if key else "<no key>"
+    body = device_message(value, f"device-state[{device_id}]", BadDeviceState)
+    if body["device_id"] != device_id:
+        raise BadDeviceState(f"device-state[{device_id}].device_id: {body['device_id']!r} differs from the key")
+    desired = body.get("desired") or {}
+    reported = body.get("reported") or {}
+    if not isinstance(desired, dict) or not isinstance(reported, dict):
+        raise BadDeviceState(f"device-state[{device_id}]: desired and reported must be objects")
+    return DeviceState(device_id, body["group_id"], desired, reported, body.get("updated_at"))

@@ -1,0 +1,276 @@
+"""Models that simulated devices run: a provider interface, loaders, fault injection.
+
+A model version is a registry version number as a string. Version "0" is the
+built-in baseline rule model, so a fleet runs before the first training: it looks
+only at the vibration level (ISO 10816 zones) for the demo profile, or at the
+nearest class centre of the generic profile. Any other version is loaded from the
+MLflow registry (`models:/<name>/<version>`, an sklearn model with predict_proba)
+and cached per version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from edgeloop.fleet.messages import BASELINE_VERSION
+from edgeloop.fleet.sensors import SensorProfile
+
+log = logging.getLogger(__name__)
+
+ModelFault = Literal["crash", "bad", "load_error"]
+MODEL_FAULTS: tuple[ModelFault, ...] = ("crash", "bad", "load_error")
+
+
+class ModelLoadError(RuntimeError):
+    """A model version could not be loaded; the message names the version and the cause."""
+
+
+class InferenceError(RuntimeError):
+    """A model raised while predicting."""
+
+
+class EdgeModel(Protocol):
+    """What a device needs from a model: class probabilities for rows of spec features."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def labels(self) -> Sequence[str]: ...
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray: ...
+
+
+class ModelProvider(Protocol):
+    """Loads model versions (cached per version) and names the version new devices start with."""
+
+    def load(self, version: str) -> EdgeModel: ...
+
+    def default_version(self) -> str: ...
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True), dtype=np.float64)
+
+
+@dataclass
+class BaselineRuleModel:
+    """The built-in rule model (version "0").
+
+    Demo profile: the class whose typical RMS vibration level is nearest (in log
+    units) to the reading, a rule a maintenance engineer would write from ISO 10816.
+    Generic profile: the nearest class centre over standardised features.
+    """
+
+    profile: SensorProfile
+    version: str = BASELINE_VERSION
+
+    @property
+    def labels(self) -> Sequence[str]:
+        return self.profile.labels
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        if self.profile.crest_of is not None:
+            rms = self.profile.crest_of[1]
+            centres = self.profile.means[:, rms]
+            level = np.log(np.maximum(features[:, rms], 1e-6))[:, None]
+            return _softmax(-6.0 * (level - centres[None, :]) ** 2)
+        scale = self.profile.stds.mean(axis=0)
+        distances = (((features[:, None, :] - self.profile.means[None, :, :]) / scale) ** 2).mean(axis=2)
+        return _softmax(-2.0 * distances)
+
+
+@dataclass
+class SklearnEdgeModel:
+    """An sklearn classifier (or pipeline) with predict_proba; columns matched by feature name."""
+
+    version: str
+    estimator: Any
+    features: Sequence[str]
+
+    def __post_init__(self) -> None:
+        if not hasattr(self.estimator, "predict_proba"):
+            raise ModelLoadError(f"model version {self.version}: {type(self.estimator).__name__} has no predict_proba")
+        self.labels: Sequence[str] = [str(c) for c in getattr(self.estimator, "classes_", [])]
+        if not self.labels:
+            raise ModelLoadError(f"model version {self.version}: the estimator has no classes_ (not fitted?)")
+        names = getattr(self.estimator, "feature_names_in_", None)
+        self._columns: list[str] | None = None
+        if names is not None:
+            unknown = sorted(set(map(str, names)) - set(self.features))
+            if unknown:
+                raise ModelLoadError(f"model version {self.version}: expects features {unknown} not in the spec")
+            self._columns = [str(n) for n in names]
+            self._index = [list(self.features).index(n) for n in self._columns]
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        if self._columns is not None:
+            import pandas as pd
+
+            frame = pd.DataFrame(features[:, self._index], columns=self._columns)
+            return np.asarray(self.estimator.predict_proba(frame), dtype=np.float64)
+        return np.asarray(self.estimator.predict_proba(features), dtype=np.float64)
+
+
+@dataclass
+class _FaultyModel:
+    """A wrapper that answers like the model it wraps, apart from its predictions."""
+
+    inner: EdgeModel
+
+    @property
+    def version(self) -> str:
+        return self.inner.version
+
+    @property
+    def labels(self) -> Sequence[str]:
+        return self.inner.labels
+
+
+class CrashingModel(_FaultyModel):
+    """Fault injection: a model version that raises on every prediction."""
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        raise InferenceError(f"model version {self.version}: injected crash (segmentation fault in inference)")
+
+
+class BadModel(_FaultyModel):
+    """Fault injection: a model version that predicts the wrong class with low confidence."""
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        proba = self.inner.predict_proba(features)
+        uniform = np.full_like(proba, 1.0 / proba.shape[1])
+        return 0.2 * np.roll(proba, 1, axis=1) + 0.8 * uniform
+
+
+class CachedModelProvider:
+    """A provider from a loader function: each version is loaded once and kept.
+
+    `faults` maps versions to injected faults: "load_error" (loading fails),
+    "crash" (every prediction raises), "bad" (wrong, unconfident predictions).
+    Version "0" is always the baseline rule model. Safe to call from several threads.
+    """
+
+    def __init__(
+        self,
+        profile: SensorProfile,
+        loader: Callable[[str], EdgeModel] | None = None,
+        *,
+        default: Callable[[], str] | None = None,
+        faults: Mapping[str, ModelFault] | None = None,
+    ) -> None:
+        self.profile = profile
+        self._loader = loader
+        self._default = default
+        self._faults = dict(faults or {})
+        self._cache: dict[str, EdgeModel] = {}
+        self._lock = threading.Lock()
+        unknown = sorted(set(self._faults.values()) - set(MODEL_FAULTS))
+        if unknown:
+            raise ValueError(f"faults: {unknown} are not faults, expected {list(MODEL_FAULTS)}")
+
+    def default_version(self) -> str:
+        return self._default() if self._default is not None else BASELINE_VERSION
+
+    def load(self, version: str) -> EdgeModel:
+        with self._lock:
+            cached = self._cache.get(version)
+        if cached is not None:
+            return cached
+        fault = self._faults.get(version)
+        if fault == "load_error":
+            raise ModelLoadError(f"model version {version}: injected load failure (corrupt artifact)")
+        if version == BASELINE_VERSION:
+            model: EdgeModel = BaselineRuleModel(self.profile)
+        elif self._loader is None:
+            raise ModelLoadError(f"model version {version}: no registry configured (only the baseline '0' exists)")
+        else:
+            model = self._loader(version)
+        if fault == "crash":
+            model = CrashingModel(model)
+        elif fault == "bad":
+            model = BadModel(model)
+        with self._lock:
+            self._cache[version] = model
+        return model
+
+
+def mlflow_loader(
+    model_name: str, features: Sequence[str], tracking_uri: str | None = None
+) -> Callable[[str], EdgeModel]:
+    """A loader for `models:/<model_name>/<version>` (sklearn flavour) from an MLflow registry."""
+
+    def load(version: str) -> EdgeModel:
+        import mlflow.sklearn
+        from mlflow.exceptions import MlflowException
+
+        uri = f"models:/{model_name}/{version}"
+        try:
+            if tracking_uri:
+                import mlflow
+
+                mlflow.set_tracking_uri(tracking_uri)
+            estimator = mlflow.sklearn.load_model(uri)
+        except (MlflowException, OSError) as exc:
+            raise ModelLoadError(f"model version {version}: cannot load {uri}: {exc}") from exc
+        return SklearnEdgeModel(version, estimator, features)
+
+    return load
+
+
+def mlflow_champion(model_name: str, tracking_uri: str | None = None, alias: str = "champion") -> Callable[[], str]:
+    """The version the registry alias points at, or the baseline "0" when nothing is registered yet."""
+
+    def default() -> str:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            return str(MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(model_name, alias).version)
+        except MlflowException as exc:
+            log.info("no %s alias for model %s (%s): devices start on the baseline", alias, model_name, exc)
+            return BASELINE_VERSION
+
+    return default
+
+
+def mlflow_provider(
+    model_name: str,
+    profile: SensorProfile,
+    tracking_uri: str | None = None,
+    *,
+    faults: Mapping[str, ModelFault] | None = None,
+) -> CachedModelProvider:
+    """Models from an MLflow registry; new devices start on the `champion` alias (or the baseline)."""
+    return CachedModelProvider(
+        profile,
+        mlflow_loader(model_name, profile.features, tracking_uri),
+        default=mlflow_champion(model_name, tracking_uri),
+        faults=faults,
+    )
+
+
+def baseline_provider(
+    profile: SensorProfile,
+    *,
+    faults: Mapping[str, ModelFault] | None = None,
+    every_version: bool = False,
+) -> CachedModelProvider:
+    """The baseline rule model without a registry.
+
+    Version "0" is the baseline; any other version fails to load, unless
+    `every_version` is set: then every version is a copy of the rule model (for
+    simulations and benchmarks of the control plane without a registry).
+    """
+
+    def rule_model(version: str) -> EdgeModel:
+        return BaselineRuleModel(profile, version=version)
+
+    return CachedModelProvider(profile, rule_model if every_version else None, faults=faults)

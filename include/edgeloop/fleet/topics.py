@@ -1,0 +1,282 @@
+"""The pipeline's Kafka topics: create them (`ensure_topics`) and read a bounded slice of one.
+
+Topic layout per pipeline (`<prefix>` = `spec.topics.prefix` or the pipeline name):
+
+| topic | partitions | cleanup | notes |
+|---|---|---|---|
+| `.telemetry`, `.health`, `.errors`, `.alerts` | spec.topics.partitions | delete | key = device (alerts: group) |
+| `<prefix>.control` | 1 | delete | one partition: every device sees assignments in one total order |
+| `<prefix>.device-state` | spec.topics.partitions | compact | key = device id, desired and reported state |
+| `<prefix>.ground-truth` | 1 | delete | simulator only: hidden true labels, read by simulated annotators |
+
+Readers here never join a consumer group and never commit: they assign partitions,
+read from a start (beginning or a time) up to the high watermark seen when they
+started, and stop. They are for status and health checks, not for ingestion.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Generator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported without __all__
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
+
+from edgeloop.spec import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+_LEADER_ERRORS = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+GROUND_TRUTH = "ground-truth"
+PIPELINE_TOPIC_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts")
+_COMPACTED = {
+    "cleanup.policy": "compact",
+    "min.cleanable.dirty.ratio": "0.1",
+    "segment.ms": "3600000",
+    "delete.retention.ms": "86400000",
+}
+
+
+class TopicMissing(LookupError):
+    """A topic that a reader needs does not exist."""
+
+
+class TopicReadTimeout(TimeoutError):
+    """A bounded read did not reach the end of its slice in time."""
+
+
+class TopicSetupError(RuntimeError):
+    """Creating or configuring a topic failed; the message names the topic."""
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str]
+
+
+def topic_plan(spec: PipelineSpec, *, ground_truth: bool = True) -> list[TopicPlan]:
+    """The topics a pipeline needs, with partitions and configs (see the module docstring)."""
+    replication = spec.topics.replication_factor
+    plans = []
+    for kind in PIPELINE_TOPIC_KINDS:
+        partitions = 1 if kind == "control" else spec.topics.partitions
+        config = _COMPACTED if kind == "device-state" else {}
+        plans.append(TopicPlan(spec.topic(kind), partitions, replication, config))
+    if ground_truth:
+        plans.append(TopicPlan(spec.topic(GROUND_TRUTH), 1, replication, {}))
+    return plans
+
+
+def ensure_topics(
+    spec: PipelineSpec, admin_config: Mapping[str, Any], *, ground_truth: bool = True, timeout: float = 30.0
+) -> dict[str, str]:
+    """Create the pipeline's topics if missing; make sure device-state is compacted.
+
+    Idempotent. Returns topic name -> "created" | "exists" | "compacted" (an existing
+    device-state topic that was not compacted and has been switched to compaction).
+    """
+    admin = AdminClient(dict(admin_config))
+    plans = topic_plan(spec, ground_truth=ground_truth)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    result: dict[str, str] = {p.name: "exists" for p in plans if p.name in existing}
+    missing = [p for p in plans if p.name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(p.name, p.partitions, p.replication_factor, config=dict(p.config)) for p in missing],
+            operation_timeout=timeout,
+            request_timeout=timeout,
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout=timeout)
+                result[name] = "created"
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    result[name] = "exists"
+                else:
+                    raise TopicSetupError(f"topic {name}: creation failed: {exc}") from exc
+    _wait_for_leaders(admin, [p.name for p in missing], timeout)
+    state_topic = spec.topic("device-state")
+    if result.get(state_topic) == "exists" and not _is_compacted(admin, state_topic, timeout):
+        _make_compacted(admin, state_topic, timeout)
+        result[state_topic] = "compacted"
+    return result
+
+
+def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
+    """New topics are usable once every partition has a leader; wait for that."""
+    deadline = time.monotonic() + timeout
+    waiting = set(topics)
+    while waiting:
+        metadata = admin.list_topics(timeout=timeout).topics
+        for name in list(waiting):
+            topic = metadata.get(name)
+            if topic is not None and topic.partitions and all(p.leader >= 0 for p in topic.partitions.values()):
+                waiting.discard(name)
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise TopicSetupError(f"topics {sorted(waiting)}: partitions without a leader after {timeout}s")
+        time.sleep(0.2)
+
+
+def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+    """Low and high watermark, retrying while a new topic's partition has no leader yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            retriable = exc.args and exc.args[0].code() in _LEADER_ERRORS
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _is_compacted(admin: AdminClient, topic: str, timeout: float) -> bool:
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
+    policy = configs.get("cleanup.policy")
+    return policy is not None and "compact" in str(policy.value)
+
+
+def _make_compacted(admin: AdminClient, topic: str, timeout: float) -> None:
+    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in _COMPACTED.items()]
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+    try:
+        admin.incremental_alter_configs([resource])[resource].result(timeout=timeout)
+    except KafkaException as exc:
+        raise TopicSetupError(f"topic {topic}: could not switch to cleanup.policy=compact: {exc}") from exc
+    log.warning("topic %s was not compacted; switched it to cleanup.policy=compact", topic)
+
+
+# --- bounded readers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+def reader_config(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A consumer config for group-less, commit-less reads built from a client config."""
+    config = {k: v for k, v in kafka_config.items() if not k.startswith(("group.", "enable.auto"))}
+    config.update(
+        {
+            "group.id": f"edgeloop-reader-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    return config
+
+
+def producer_config(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A producer config from a client config (consumer-only settings left out)."""
+    return {k: v for k, v in kafka_config.items() if not k.startswith(("group.", "enable.auto", "auto.offset"))}
+
+
+def topic_partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
+    """The partition numbers of a topic; raise TopicMissing if it does not exist."""
+    metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise TopicMissing(f"topic {topic} does not exist")
+    return sorted(metadata.partitions)
+
+
+def read_assigned(
+    consumer: Consumer,
+    topic: str,
+    starts: Mapping[int, int],
+    ends: Mapping[int, int],
+    *,
+    deadline: float,
+    batch: int = 5000,
+) -> Generator[TopicRecord, None, None]:
+    """Yield records of `topic` from each partition's start offset up to (not including) its end offset.
+
+    Stop iterating whenever you have enough; raise TopicReadTimeout at `deadline` (monotonic time).
+    """
+    remaining = {p for p in starts if starts[p] < ends[p]}
+    if not remaining:
+        return
+    consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(remaining)])
+    try:
+        while remaining:
+            if time.monotonic() > deadline:
+                unfinished = sorted(remaining)
+                raise TopicReadTimeout(f"topic {topic}: partitions {unfinished} not read to their end in time")
+            for message in consumer.consume(num_messages=batch, timeout=0.5):
+                partition = message.partition()
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(partition)
+                        continue
+                    raise KafkaException(error)
+                offset = message.offset() or 0
+                if partition not in remaining or offset >= ends[partition]:
+                    remaining.discard(partition)
+                    continue
+                if offset >= ends[partition] - 1:
+                    remaining.discard(partition)
+                yield TopicRecord(partition, offset, message.timestamp()[1], message.key(), message.value())
+    finally:
+        consumer.unassign()
+
+
+def read_topic(
+    kafka_config: Mapping[str, Any],
+    topic: str,
+    *,
+    since_ms: int | None = None,
+    timeout: float = 60.0,
+    batch: int = 5000,
+) -> Iterator[TopicRecord]:
+    """Yield a topic's records from the beginning (or from `since_ms`) to its current end.
+
+    The end is the high watermark of each partition when the read starts, so a busy
+    topic still ends. Raise TopicMissing if the topic does not exist and
+    TopicReadTimeout if the end is not reached within `timeout` seconds.
+    """
+    consumer = Consumer(reader_config(kafka_config))
+    deadline = time.monotonic() + timeout
+    try:
+        starts: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        for partition in topic_partitions(consumer, topic, min(timeout, 10.0)):
+            starts[partition], ends[partition] = watermarks(consumer, TopicPartition(topic, partition), timeout)
+        if since_ms is not None:
+            wanted = [TopicPartition(topic, p, since_ms) for p in starts]
+            for tp in consumer.offsets_for_times(wanted, timeout=timeout):
+                # no record at or after since_ms (offset -1): nothing to read in that partition
+                starts[tp.partition] = tp.offset if tp.offset >= 0 else ends[tp.partition]
+        yield from read_assigned(consumer, topic, starts, ends, deadline=deadline, batch=batch)
+    finally:
+        consumer.close()

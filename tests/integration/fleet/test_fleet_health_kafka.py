@@ -1,0 +1,50 @@
+"""Fleet health on a real Kafka: one alert for the group whose model crashes, none for the others."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fleet_testkit import eventually, records, running_fleet
+
+from edgeloop.events import parse_alert
+from edgeloop.fleet.control import apply_progress, publish_messages, push_assignment
+from edgeloop.fleet.health import fleet_status, run_fleet_health
+from edgeloop.spec import PipelineSpec
+
+pytestmark = pytest.mark.integration
+
+
+def test_exactly_one_alert_for_the_group_pushed_over_its_error_rate(
+    spec: PipelineSpec, kafka_config: dict[str, Any], control_key: bytes, s3_client: Any
+) -> None:
+    with running_fleet(spec, kafka_config, control_key, faults={"9": "crash"}):
+        crash = push_assignment(spec, kafka_config, control_key, group="plant-south", model_version="9")
+        eventually(lambda: apply_progress(spec, kafka_config, crash).complete, what="the crashing version is applied")
+        eventually(
+            lambda: (fleet_status(spec, kafka_config).group("plant-south").errors or 0) >= 30,
+            what="inference errors reported in heartbeats",
+        )
+        # feedback from a device nobody registered
+        ghost = {"device_id": "ghost-0001", "group_id": "plant-south", "records": 1, "errors": 0}
+        publish_messages(kafka_config, spec.topic("health"), [(b"ghost-0001", json.dumps(ghost).encode())])
+        summary = run_fleet_health(spec, kafka_config, s3_client=s3_client)
+
+    assert summary["alerts"] == [{"group": "plant-south", "reasons": ["error_rate"]}]
+    assert summary["unknown_devices"] == 1
+    published = [parse_alert(r.value) for r in records(kafka_config, spec.topic("alerts"))]
+    assert len(published) == 1
+    alert = published[0]
+    assert (alert["kind"], alert["pipeline"], alert["group"], alert["reason"]) == (
+        "device",
+        spec.name,
+        "plant-south",
+        "error_rate",
+    )
+    assert alert["readings"]["error_rate"] > spec.fleet_health.max_error_rate
+    assert alert["readings"]["error_reports"]["inference"] >= 30
+    report = json.loads(s3_client.get_object(Bucket=spec.storage.bucket, Key=summary["report_key"])["Body"].read())
+    assert report["alerts"] == published
+    groups = {g["group"]: g for g in report["status"]["groups"]}
+    assert groups["plant-north"]["error_rate"] == 0.0 and groups["line-canary"]["online"] == 3
