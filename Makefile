@@ -123,6 +123,10 @@ bench-parse: $(VENV)/.installed ## DAG parse time per pipeline, and for 100 gene
 bench-fleet: stack-up ## 10,000 simulated devices for 60 s: msg/s, CPU, RSS, config push time
 	$(PY) benchmarks/bench_fleet.py
 
+.PHONY: bench-annotate
+bench-annotate: stack-up ## select and open a 1,000-task batch from 1,000,000 records; export 1,000 annotations
+	$(PY) benchmarks/bench_annotate.py
+
 .PHONY: dashboards
 dashboards: $(VENV)/.installed ## regenerate the Grafana dashboards (JSON) from monitoring/grafana/build_dashboards.py
 	$(PY) monitoring/grafana/build_dashboards.py

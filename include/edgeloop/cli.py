@@ -83,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     # `edgeloop fleet ...` is dispatched to edgeloop.fleet.cli before parsing (see main); listed here for --help.
     sub.add_parser("fleet", help="the edge fleet: simulate, status, push, health, ensure-topics")
 
+    from edgeloop.annotation.cli import add_parser as add_annotate_bot
     from edgeloop.rollout.cli import add_parser as add_rollout_job
 
     add_rollout_job(sub)
+    add_annotate_bot(sub)
 
     spec_p = sub.add_parser("spec", help="pipeline specs")
     spec_sub = spec_p.add_subparsers(dest="spec_command", required=True)

@@ -13,15 +13,6 @@ from edgeloop.kafka import kafka_config_from_connection
 from edgeloop.spec import PipelineSpec
 
 
-@dataclass(frozen=True)
-class LabelStudioEndpoint:
-    url: str
-    token: str
-
-    def __repr__(self) -> str:  # never print the token
-        return f"LabelStudioEndpoint(url={self.url!r}, token=***)"
-
-
 def s3_client(conn_id: str) -> Any:
     """A boto3 S3 client from an Airflow AWS connection (endpoint_url in the extra for MinIO or moto)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -47,15 +38,6 @@ def mlflow_tracking_uri(conn_id: str) -> str:
     return _base_url(BaseHook.get_connection(conn_id), conn_id, "the MLflow tracking URL")
 
 
-def label_studio_endpoint(conn_id: str) -> LabelStudioEndpoint:
-    from airflow.sdk import BaseHook
-
-    conn = BaseHook.get_connection(conn_id)
-    if not conn.password:
-        raise ValueError(f"Airflow connection '{conn_id}': password (the Label Studio API token) is empty")
-    return LabelStudioEndpoint(url=_base_url(conn, conn_id, "the Label Studio URL"), token=conn.password)
-
-
 @dataclass(frozen=True)
 class PipelineClients:
     """Everything a stage task of one pipeline may need, resolved from the spec's connection ids."""
@@ -71,5 +53,11 @@ class PipelineClients:
     def mlflow_uri(self) -> str:
         return mlflow_tracking_uri(self.spec.connections.mlflow)
 
-    def label_studio(self) -> LabelStudioEndpoint:
-        return label_studio_endpoint(self.spec.connections.label_studio)
+    def annotation_backend(self) -> Any:
+        """The annotation backend of the spec (Label Studio), from its Airflow connection."""
+        from airflow.sdk import BaseHook
+
+        from edgeloop.annotation.label_studio import LabelStudioBackend, settings_from_connection
+
+        conn = BaseHook.get_connection(self.spec.connections.label_studio)
+        return LabelStudioBackend.connect(settings_from_connection(conn))

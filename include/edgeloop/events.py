@@ -3,7 +3,8 @@
 Every message on `<prefix>.alerts` is one JSON object with at least `kind` and
 `pipeline`. Kinds: `backlog` (a device group has buffered data: ingest now),
 `drift` (a drift check or anything else saw drift: annotate and retrain),
-`device` (fleet health), `rollout` (a gate failed). The triggerer runs one shared
+`device` (fleet health), `rollout` (a gate failed), `annotation` (a batch missed its SLA),
+`model` (a challenger was rejected). The triggerer runs one shared
 Kafka consumer per alerts topic (`KafkaSharedStreamTrigger`); each asset watcher
 filters the kinds it cares about, so a drift alert published by a device, an
 operator or another system starts the same flow as one from the drift DAG.
@@ -23,7 +24,7 @@ from airflow.triggers.base import TriggerEvent
 
 log = logging.getLogger(__name__)
 
-ALERT_KINDS = ("backlog", "drift", "device", "rollout")
+ALERT_KINDS = ("backlog", "drift", "device", "rollout", "annotation", "model")
 
 
 class AlertError(ValueError):
