@@ -11,7 +11,7 @@ VENV           := $(CURDIR)/.venv
 PY             := $(VENV)/bin/python
 LS_VENV        := $(STATE_DIR)/venvs/label-studio
 KAFKA_LIBS     := $(STATE_DIR)/kafka-libs
-APT_PACKAGES   := prometheus prometheus-pushgateway
+APT_PACKAGES   := prometheus prometheus-pushgateway chromium
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)
 export EDGELOOP_STATE_DIR := $(STATE_DIR)
 export AIRFLOW_HOME := $(STATE_DIR)/airflow
@@ -126,6 +126,10 @@ bench-fleet: stack-up ## 10,000 simulated devices for 60 s: msg/s, CPU, RSS, con
 .PHONY: bench-annotate
 bench-annotate: stack-up ## select and open a 1,000-task batch from 1,000,000 records; export 1,000 annotations
 	$(PY) benchmarks/bench_annotate.py
+
+.PHONY: bench-generator
+bench-generator: stack-up ## Pipelines page and API with 100 pipelines
+	$(PY) benchmarks/bench_generator.py
 
 .PHONY: dashboards
 dashboards: $(VENV)/.installed ## regenerate the Grafana dashboards (JSON) from monitoring/grafana/build_dashboards.py

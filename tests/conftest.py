@@ -22,6 +22,7 @@ STACK_VARS = (
     "EDGELOOP_AIRFLOW_URL",
     "EDGELOOP_PROMETHEUS_URL",
     "EDGELOOP_PUSHGATEWAY_URL",
+    "EDGELOOP_EXPORTER_URL",
     "EDGELOOP_CONTROL_KEY",
     "AIRFLOW_ADMIN_PASSWORD",
     "AIRFLOW_VIEWER_PASSWORD",
@@ -79,6 +80,6 @@ def kafka_config(stack_env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def airflow_api(stack_env: dict[str, str]) -> Any:
     """A requests session logged in to the Airflow REST API as admin (token login)."""
-    from tests.helpers.airflow_api import AirflowApi
+    from edgeloop.airflow_api import AirflowApi
 
     return AirflowApi.login(stack_env["EDGELOOP_AIRFLOW_URL"], "admin", stack_env["AIRFLOW_ADMIN_PASSWORD"])

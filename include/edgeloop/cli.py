@@ -94,11 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate = spec_sub.add_parser("validate", help="validate spec files; every error with its field path")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=_cmd_spec_validate)
+    # `edgeloop spec new ...` is dispatched to edgeloop.generator.cli before parsing (see main).
+    spec_sub.add_parser("new", help="propose a spec from a Kafka topic and a template")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["spec", "new"]:
+        from edgeloop.generator.cli import spec_new
+
+        return spec_new(argv[2:])
     if argv[:1] == ["fleet"]:
         from edgeloop.fleet.cli import main as fleet_main
 

@@ -1,76 +1,347 @@
-"""`edgeloop demo`: load the demo pipeline into the running stack and show where to look."""
+"""`edgeloop demo`: the closed loop on the local stack, driven only through Airflow, Kafka and the registry.
+
+1. the demo pipeline's DAGs are unpaused, the fleet simulator and the annotate bot start;
+2. the first model is trained on seed data and rolled out (one manual `__train` run);
+3. after a clean period, drift is injected into one production group (SIGUSR1 to the simulator);
+4. from there nobody steps in: ingest -> drift alert -> annotate -> train -> rollout, chained by
+   assets and Kafka alerts, until every device runs the new champion.
+The terminal shows each stage's runs as they happen and ends with a summary.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-import requests
-
+from edgeloop.airflow_api import AirflowApi
 from edgeloop.devstack.config import StackConfig
-from edgeloop.devstack.stack import read_env_file
-from edgeloop.spec import load_all
+from edgeloop.devstack.stack import process_pid, read_env_file, start_process
+from edgeloop.spec import PipelineSpec, load_all
+
+STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health")
+LOOP_STAGES = ("drift", "annotate", "train", "rollout")
 
 
 class DemoError(RuntimeError):
-    """The stack is not in a state the demo can use."""
+    """The stack is not in a state the demo can use, or a stage failed."""
 
 
-def airflow_token(base_url: str, username: str, password: str) -> str:
-    response = requests.post(f"{base_url}/auth/token", json={"username": username, "password": password}, timeout=30)
-    if response.status_code not in (200, 201):
-        raise DemoError(f"Airflow login as '{username}' failed: HTTP {response.status_code}")
-    return str(response.json()["access_token"])
+@dataclass
+class DemoSettings:
+    pipeline: str = "factory_maintenance"
+    devices: int = 300
+    drift_group: str = "plant-north"
+    drift: tuple[str, ...] = (
+        "vibration_rms:offset=2.5",
+        "vibration_peak:offset=6.0",
+        "temperature_c:offset=9.0",
+        "acoustic_db:offset=5.0",
+    )
+    clean_seconds: float = 60.0
+    first_model_timeout: float = 900.0
+    loop_timeout: float = 1500.0
+    faults: tuple[str, ...] = ()
+    bot_noise: float = 0.02
 
-
-def wait_for_dags(base_url: str, headers: dict[str, str], dag_ids: set[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    missing = dag_ids
-    while time.monotonic() < deadline:
-        listed = requests.get(f"{base_url}/api/v2/dags", params={"limit": 1000}, headers=headers, timeout=30)
-        listed.raise_for_status()
-        missing = dag_ids - {d["dag_id"] for d in listed.json()["dags"]}
-        if not missing:
-            return
-        time.sleep(2)
-    raise DemoError(f"the dag-processor has not loaded {sorted(missing)} after {timeout:.0f}s")
-
-
-def load_demo(cfg: StackConfig | None = None, timeout: float = 180) -> dict[str, Any]:
-    """Wait for the demo pipelines' DAGs, unpause them, and return what to show the user."""
-    cfg = cfg or StackConfig.from_env()
-    env = read_env_file(cfg)
-    base = env["EDGELOOP_AIRFLOW_URL"]
-    headers = {"Authorization": f"Bearer {airflow_token(base, 'admin', env['AIRFLOW_ADMIN_PASSWORD'])}"}
-    specs = load_all(cfg.pipelines_dir).specs
-    from edgeloop.factory import STAGES
-
-    dag_ids = {f"{spec.name}__{stage}" for spec in specs for stage in STAGES}
-    wait_for_dags(base, headers, dag_ids, timeout)
-    for dag_id in sorted(dag_ids):
-        response = requests.patch(
-            f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=headers, timeout=30
+    @classmethod
+    def from_env(cls) -> DemoSettings:
+        return cls(
+            devices=int(os.environ.get("EDGELOOP_DEMO_DEVICES", "300")),
+            clean_seconds=float(os.environ.get("EDGELOOP_DEMO_CLEAN_SECONDS", "60")),
         )
-        response.raise_for_status()
-    return {"pipelines": [s.name for s in specs], "dags": sorted(dag_ids), "env": env}
 
 
-def main() -> int:
-    cfg = StackConfig.from_env()
-    loaded = load_demo(cfg)
-    env = loaded["env"]
+@dataclass
+class Timeline:
+    started: float = field(default_factory=time.monotonic)
+    events: list[tuple[float, str]] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def mark(self, text: str) -> None:
+        elapsed = time.monotonic() - self.started
+        self.events.append((elapsed, text))
+        print(f"  [{_clock(elapsed)}] {text}", flush=True)
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
+
+
+def api_for(env: dict[str, str]) -> AirflowApi:
+    return AirflowApi.login(env["EDGELOOP_AIRFLOW_URL"], "admin", env["AIRFLOW_ADMIN_PASSWORD"])
+
+
+def load_pipelines(api: AirflowApi, specs: list[PipelineSpec], timeout: float = 240) -> list[str]:
+    """Wait until the dag-processor has the pipelines' DAGs, and unpause them."""
+    from edgeloop.factory import STAGES as ALL_STAGES
+
+    dag_ids = {f"{spec.name}__{stage}" for spec in specs for stage in ALL_STAGES}
+    api.wait_for_dags(dag_ids, timeout=timeout)
+    for dag_id in sorted(dag_ids):
+        api.patch(f"/dags/{dag_id}", {"is_paused": False})
+    return sorted(dag_ids)
+
+
+def start_fleet(cfg: StackConfig, spec: PipelineSpec, settings: DemoSettings, env: dict[str, str]) -> int:
+    command = [
+        sys.executable,
+        "-m",
+        "edgeloop.cli",
+        "fleet",
+        "simulate",
+        "--pipeline",
+        spec.name,
+        "--devices",
+        str(settings.devices),
+    ]
+    for drift in settings.drift:
+        command += ["--drift-on-signal", f"{settings.drift_group}:{drift}"]
+    for fault in settings.faults:
+        command += ["--fault", fault]
+    return start_process("fleet-simulator", command, env=env, cfg=cfg)
+
+
+def start_bot(cfg: StackConfig, spec: PipelineSpec, settings: DemoSettings, env: dict[str, str]) -> int:
+    command = [sys.executable, "-m", "edgeloop.cli", "annotate-bot", "--pipeline", spec.name, "--follow"]
+    command += ["--noise", str(settings.bot_noise), "--interval", "5"]
+    return start_process("annotate-bot", command, env=env, cfg=cfg)
+
+
+def champion(env: dict[str, str], spec: PipelineSpec) -> str | None:
+    from edgeloop.rollout.job import champion_version
+
+    return champion_version(env["MLFLOW_TRACKING_URI"], spec.registry.model_name)
+
+
+def fleet_versions(env: dict[str, str], spec: PipelineSpec) -> dict[str, dict[str, int]]:
+    """Reported model versions per group, from the device twin on Kafka."""
+    from edgeloop.fleet.control import read_device_states
+
+    states = read_device_states(spec, {"bootstrap.servers": env["EDGELOOP_KAFKA_BOOTSTRAP"]}, timeout=30)
+    versions: dict[str, dict[str, int]] = {}
+    for state in states.devices.values():
+        reported = str(state.reported.get("model_version"))
+        group = versions.setdefault(state.group_id, {})
+        group[reported] = group.get(reported, 0) + 1
+    return versions
+
+
+def all_devices_on(versions: dict[str, dict[str, int]], version: str, expected: int) -> bool:
+    on = sum(counts.get(version, 0) for counts in versions.values())
+    total = sum(sum(counts.values()) for counts in versions.values())
+    return total >= expected and on == total
+
+
+class StageWatcher:
+    """Prints each new DAG run and each state change of the pipeline's stages."""
+
+    def __init__(self, api: AirflowApi, spec: PipelineSpec, timeline: Timeline) -> None:
+        self.api = api
+        self.spec = spec
+        self.timeline = timeline
+        self.seen: dict[tuple[str, str], str] = {}
+        self.known: set[tuple[str, str]] = set()
+
+    def baseline(self) -> None:
+        for stage in STAGES:
+            for run in self.api.runs(f"{self.spec.name}__{stage}", limit=100):
+                self.known.add((stage, run["dag_run_id"]))
+
+    def poll(self) -> list[tuple[str, dict[str, Any]]]:
+        changes = []
+        for stage in STAGES:
+            for run in reversed(self.api.runs(f"{self.spec.name}__{stage}", limit=10)):
+                key = (stage, run["dag_run_id"])
+                if key in self.known:
+                    continue
+                if self.seen.get(key) != run["state"]:
+                    self.seen[key] = run["state"]
+                    why = {"asset_triggered": "asset event", "scheduled": "schedule", "manual": "manual"}.get(
+                        run["run_type"], run["run_type"]
+                    )
+                    self.timeline.mark(f"{stage:<12} {run['state']:<8} ({why}) {run['dag_run_id']}")
+                    changes.append((stage, run))
+        return changes
+
+    def latest(self, stage: str, state: str = "success") -> dict[str, Any] | None:
+        for run in self.api.runs(f"{self.spec.name}__{stage}", limit=20):
+            if (stage, run["dag_run_id"]) not in self.known and run["state"] == state:
+                return run
+        return None
+
+
+def xcom(api: AirflowApi, dag_id: str, run_id: str, task_id: str) -> Any:
+    try:
+        entry = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+    except Exception:
+        return None
+    return entry.get("value")
+
+
+def wait_until(check: Any, timeout: float, what: str, watcher: StageWatcher, every: float = 3.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        watcher.poll()
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def bootstrap_first_model(
+    api: AirflowApi, env: dict[str, str], spec: PipelineSpec, watcher: StageWatcher, settings: DemoSettings
+) -> str:
+    """With no champion yet: one manual training run on seed data; its rollout makes it the fleet's model."""
+    current = champion(env, spec)
+    if current is None:
+        run_id = f"demo_first_model_{int(time.time())}"
+        api.trigger(f"{spec.name}__train", run_id, note="demo: first model, trained on seed data")
+        watcher.timeline.mark(f"train        triggered by the demo: first model ({run_id})")
+    version = wait_until(lambda: champion(env, spec), settings.first_model_timeout, "a champion model", watcher)
+    wait_until(
+        lambda: all_devices_on(fleet_versions(env, spec), str(version), settings.devices),
+        settings.first_model_timeout,
+        f"every device on version {version}",
+        watcher,
+    )
+    return str(version)
+
+
+def run_loop(
+    api: AirflowApi,
+    env: dict[str, str],
+    spec: PipelineSpec,
+    watcher: StageWatcher,
+    settings: DemoSettings,
+    cfg: StackConfig,
+) -> dict[str, Any]:
+    first = bootstrap_first_model(api, env, spec, watcher, settings)
+    timeline = watcher.timeline
+    timeline.facts["first_champion"] = first
+    timeline.mark(f"every device runs version {first}; clean data for {settings.clean_seconds:.0f}s")
+    end_clean = time.monotonic() + settings.clean_seconds
+    while time.monotonic() < end_clean:
+        watcher.poll()
+        time.sleep(3)
+    watcher.baseline()
+    pid = process_pid("fleet-simulator", cfg)
+    if pid is None:
+        raise DemoError("the fleet simulator is not running")
+    os.kill(pid, signal.SIGUSR1)
+    injected = time.monotonic()
+    timeline.facts["drift_injected_at"] = time.strftime("%H:%M:%S")
+    timeline.mark(f"drift injected into {settings.drift_group}: {', '.join(d.split(':')[0] for d in settings.drift)}")
+
+    def new_champion() -> str | None:
+        now = champion(env, spec)
+        return now if now is not None and now != first else None
+
+    version = wait_until(new_champion, settings.loop_timeout, "a new champion", watcher)
+    wait_until(
+        lambda: all_devices_on(fleet_versions(env, spec), str(version), settings.devices),
+        300,
+        f"every device on version {version}",
+        watcher,
+    )
+    loop_seconds = time.monotonic() - injected
+    timeline.mark(f"loop closed: every device runs version {version}")
+    return collect_summary(api, spec, watcher, first, str(version), loop_seconds)
+
+
+def collect_summary(
+    api: AirflowApi, spec: PipelineSpec, watcher: StageWatcher, first: str, version: str, loop_seconds: float
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {"first_champion": first, "champion_now": version, "loop_seconds": loop_seconds}
+    summary.update(watcher.timeline.facts)
+    drift = watcher.latest("drift")
+    if drift:
+        result = xcom(api, f"{spec.name}__drift", drift["dag_run_id"], "publish_alerts") or {}
+        summary["drift_run"] = drift["dag_run_id"]
+        summary["alert"] = result.get("alert_ids") or result.get("alerts")
+        summary["drift_report"] = result.get("report_key")
+    annotate = watcher.latest("annotate")
+    if annotate:
+        selection = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "select_batch") or {}
+        exported = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "export_dataset") or {}
+        summary["batch"] = selection.get("batch_id")
+        summary["batch_group"] = selection.get("groups")
+        summary["curated_version"] = exported.get("version")
+    train = watcher.latest("train")
+    if train:
+        gate = xcom(api, f"{spec.name}__train", train["dag_run_id"], "evaluation_gate") or {}
+        summary["trained_version"] = gate.get("model_version")
+        summary["gate_decision"] = gate.get("decision")
+    rollout = watcher.latest("rollout")
+    if rollout:
+        promoted = xcom(api, f"{spec.name}__rollout", rollout["dag_run_id"], "promote") or {}
+        summary["rollout_id"] = promoted.get("rollout_id")
+        summary["rollout_waves"] = [
+            (xcom(api, f"{spec.name}__rollout", rollout["dag_run_id"], f"gate_{name}") or {}).get("state")
+            for name in ("canary", "wave_1")
+        ]
+    return summary
+
+
+def print_summary(summary: dict[str, Any], env: dict[str, str], cfg: StackConfig) -> None:
     print()
-    print(f"edgeloop demo: pipelines {', '.join(loaded['pipelines'])} loaded, {len(loaded['dags'])} DAGs unpaused")
+    print("edgeloop demo: summary")
+    rows = [
+        ("drift injected at", summary.get("drift_injected_at")),
+        ("drift alert", summary.get("alert")),
+        ("annotation batch", f"{summary.get('batch')} (group {summary.get('batch_group')})"),
+        ("curated version", summary.get("curated_version")),
+        ("trained version", summary.get("trained_version")),
+        ("gate decision", summary.get("gate_decision")),
+        ("rollout waves", summary.get("rollout_waves")),
+        ("champion", f"{summary.get('first_champion')} -> {summary.get('champion_now')}"),
+        ("loop time", f"{summary.get('loop_seconds', 0):.0f} s from drift injection to every device"),
+    ]
+    for name, value in rows:
+        print(f"  {name:<20} {value}")
+    print_urls(env, cfg, summary.get("drift_report"))
+
+
+def print_urls(env: dict[str, str], cfg: StackConfig, drift_report: str | None = None) -> None:
     print()
     print(f"  Airflow UI     {env['EDGELOOP_AIRFLOW_URL']}   login: admin (viewer: viewer)")
-    print(f"                 passwords: cat {cfg.state_dir / 'airflow' / 'passwords.json'}")
+    print(f"                 passwords: {cfg.state_dir / 'airflow' / 'passwords.json'}")
     print(f"  MLflow UI      {env['MLFLOW_TRACKING_URI']}")
     print(f"  Label Studio   {env['EDGELOOP_LABEL_STUDIO_URL']}   login: admin@edgeloop.local")
     print(f"                 password: label_studio_password in {cfg.secrets_file}")
+    if drift_report:
+        print(f"  drift report   {env['EDGELOOP_AIRFLOW_URL']}/edgeloop/reports/{drift_report}")
     print(f"  Prometheus     {env['EDGELOOP_PROMETHEUS_URL']}")
     print(f"  S3 (moto)      {env['EDGELOOP_S3_ENDPOINT']}   bucket: {env['EDGELOOP_BUCKET']}")
     print(f"  Kafka          {env['EDGELOOP_KAFKA_BOOTSTRAP']}")
     print()
     print(f"  environment for your shell: set -a; . {cfg.env_file}; set +a")
     print("  stop everything: make stack-down")
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = StackConfig.from_env()
+    env = read_env_file(cfg)
+    settings = DemoSettings.from_env()
+    specs = load_all(cfg.pipelines_dir).specs
+    spec = next((s for s in specs if s.name == settings.pipeline), None)
+    if spec is None:
+        raise DemoError(f"the demo pipeline '{settings.pipeline}' is not in {cfg.pipelines_dir}")
+    child_env = {**env, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    api = api_for(env)
+    timeline = Timeline()
+    print("edgeloop demo: the closed loop on the local stack (Ctrl-C leaves it running; make stack-down ends it)")
+    dags = load_pipelines(api, specs)
+    timeline.mark(f"{len(dags)} DAGs loaded and unpaused")
+    start_fleet(cfg, spec, settings, child_env)
+    start_bot(cfg, spec, settings, child_env)
+    timeline.mark(f"fleet simulator started: {settings.devices} devices in {len(spec.groups)} groups; annotate bot on")
+    watcher = StageWatcher(api, spec, timeline)
+    watcher.baseline()
+    summary = run_loop(api, env, spec, watcher, settings, cfg)
+    print_summary(summary, env, cfg)
     return 0

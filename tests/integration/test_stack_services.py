@@ -128,3 +128,13 @@ def test_prometheus_scrapes_the_pushgateway(stack_env: dict[str, str]) -> None:
     jobs = {t["labels"]["job"]: t for t in targets["data"]["activeTargets"]}
     assert {"prometheus", "pushgateway"} <= set(jobs)
     assert requests.get(f"{stack_env['EDGELOOP_PUSHGATEWAY_URL']}/-/ready", timeout=10).status_code == 200
+
+
+def test_exporter_serves_bounded_state_metrics(stack_env: dict[str, str]) -> None:
+    from edgeloop.metrics import unbounded_label_problems
+    from edgeloop.spec import load_all
+
+    text = requests.get(f"{stack_env['EDGELOOP_EXPORTER_URL']}/metrics", timeout=60).text
+    assert 'edgeloop_exporter_reader_up{reader="factory_maintenance.fleet"} 1.0' in text
+    assert 'edgeloop_spec_limit{limit="fleet_max_offline_ratio",pipeline="factory_maintenance"}' in text
+    assert unbounded_label_problems(text, load_all().specs) == []

@@ -31,6 +31,7 @@ class Ports:
     airflow: int = field(default_factory=lambda: _port("AIRFLOW", 18080))
     prometheus: int = field(default_factory=lambda: _port("PROMETHEUS", 19090))
     pushgateway: int = field(default_factory=lambda: _port("PUSHGATEWAY", 19091))
+    exporter: int = field(default_factory=lambda: _port("EXPORTER", 19100))
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,7 @@ def connection_env(cfg: StackConfig, sec: Secrets) -> dict[str, str]:
         "EDGELOOP_AIRFLOW_URL": cfg.url(cfg.ports.airflow),
         "EDGELOOP_PROMETHEUS_URL": cfg.url(cfg.ports.prometheus),
         "EDGELOOP_PUSHGATEWAY_URL": cfg.url(cfg.ports.pushgateway),
+        "EDGELOOP_EXPORTER_URL": cfg.url(cfg.ports.exporter),
         "EDGELOOP_CONTROL_KEY": sec.control_signing_key,
         "EDGELOOP_STATE_DIR": str(cfg.state_dir),
         "EDGELOOP_PIPELINES_DIR": str(cfg.pipelines_dir),
@@ -259,8 +260,7 @@ def write_prometheus_config(cfg: StackConfig) -> Path:
             },
             {
                 "job_name": "edgeloop-exporter",
-                "metrics_path": "/edgeloop/metrics",
-                "static_configs": [{"targets": [f"{cfg.host}:{cfg.ports.airflow}"]}],
+                "static_configs": [{"targets": [f"{cfg.host}:{cfg.ports.exporter}"]}],
             },
         ],
     }
@@ -419,6 +419,17 @@ def build_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
             prepare=lambda: _discard(write_prometheus_config(cfg)),
             ready=lambda: http_ok(f"{cfg.url(cfg.ports.prometheus)}/-/ready"),
             url=cfg.url(cfg.ports.prometheus),
+        ),
+        Service(
+            name="exporter",
+            command=[str(cfg.python), "-m", "edgeloop.exporter", "--host", cfg.host, "--port", str(cfg.ports.exporter)],
+            env={
+                "PYTHONPATH": af_env["PYTHONPATH"],
+                **{k: v for k, v in connection_env(cfg, sec).items() if not k.startswith("AIRFLOW_CONN_")},
+            },
+            depends_on=("kafka", "mlflow"),
+            ready=lambda: http_ok(f"{cfg.url(cfg.ports.exporter)}/metrics"),
+            url=f"{cfg.url(cfg.ports.exporter)}/metrics",
         ),
         Service(
             name="airflow-api-server",

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeloop.devstack.config import REPO_ROOT, Secrets, StackConfig
+from edgeloop.devstack.config import Secrets, StackConfig
 from edgeloop.devstack.services import Service, build_services, connection_env
 
 
@@ -226,4 +226,29 @@ def read_env_file(cfg: StackConfig | None = None) -> dict[str, str]:
     return env
 
 
-__all__ = ["REPO_ROOT", "ServiceStatus", "StackError", "down", "read_env_file", "status", "up"]
+def start_process(
+    name: str, command: list[str], env: dict[str, str] | None = None, cfg: StackConfig | None = None
+) -> int:
+    """Start a helper process of the stack (the demo's simulator or annotate bot), tracked like a service.
+
+    Idempotent: a process of that name that is still running is left alone. `down` stops it.
+    """
+    cfg = cfg or StackConfig.from_env()
+    pid = _recorded_pid(cfg, name)
+    if pid is not None:
+        return pid
+    return _launch(cfg, Service(name=name, command=command, ready=lambda: True, env=env or {}))
+
+
+def stop_process(name: str, cfg: StackConfig | None = None, grace: float = 20.0) -> bool:
+    cfg = cfg or StackConfig.from_env()
+    pid = _recorded_pid(cfg, name)
+    if pid is None:
+        return False
+    _stop_pid(pid, grace)
+    _pid_file(cfg, name).unlink(missing_ok=True)
+    return True
+
+
+def process_pid(name: str, cfg: StackConfig | None = None) -> int | None:
+    return _recorded_pid(cfg or StackConfig.from_env(), name)

@@ -16,6 +16,7 @@ from airflow.sdk import (
     AssetWatcher,
     CronTriggerTimetable,
     DeltaTriggerTimetable,
+    Metadata,
     Param,
     task,
 )
@@ -114,6 +115,25 @@ def _dag(spec: PipelineSpec, stage: str, schedule: Any, params: dict[str, Param]
     )
 
 
+def push_metrics(spec: PipelineSpec, context: Any, fill: Any, **grouping: str) -> None:
+    """Push one task's metrics to the Pushgateway; a gateway that is down costs a warning, not the task."""
+    import logging
+    import os
+
+    from edgeloop.metrics import BatchMetrics, MetricsPushError, grouping_key, push_batch_metrics
+
+    gateway = os.environ.get("EDGELOOP_PUSHGATEWAY_URL")
+    if not gateway:
+        return
+    batch = BatchMetrics(spec)
+    fill(batch)
+    ti = context["ti"]
+    try:
+        push_batch_metrics(batch, gateway, grouping_key(spec, ti.dag_id, ti.task_id, **grouping))
+    except MetricsPushError as exc:
+        logging.getLogger(__name__).warning("metrics not pushed: %s", exc)
+
+
 def _not_built(stage: str) -> dict[str, Any]:
     """Stages that have no logic yet end as skipped with a reason, never as a fake success."""
     from airflow.exceptions import AirflowSkipException
@@ -141,12 +161,33 @@ def build_ingest(spec: PipelineSpec) -> DAG:
             return list(topics)
 
         @task(map_index_template="{{ task.op_kwargs['topic'] }}")
-        def ingest_topic(topic: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-            return _not_built("ingest")
+        def ingest_topic(topic: str, **context: Any) -> dict[str, Any]:
+            from edgeloop.connections import PipelineClients
+            from edgeloop.ingest import ingest_topic as move_records
+            from edgeloop.ingest.metrics import record_ingest_metrics
 
-        @task(outlets=[raw_asset(spec)], trigger_rule="all_done")
-        def publish(results: list[dict[str, Any]]) -> dict[str, Any]:
-            return _not_built("ingest")
+            clients = PipelineClients(spec)
+            result = move_records(
+                spec,
+                topic,
+                consumer_config=clients.kafka(),
+                s3=clients.s3(),
+                max_records=int(context["params"].get("max_records") or spec.ingest.max_records),
+            )
+            push_metrics(spec, context, lambda batch: record_ingest_metrics(batch, result), topic=topic)
+            return result
+
+        @task(outlets=[raw_asset(spec)])
+        def publish(results: list[dict[str, Any]]) -> Any:
+            from airflow.exceptions import AirflowSkipException
+
+            from edgeloop.ingest.events import raw_event_extra
+
+            extra = raw_event_extra(results)
+            if not extra["records"]:
+                raise AirflowSkipException("no new records: no raw asset event")
+            yield Metadata(raw_asset(spec), extra=extra)
+            return extra
 
         publish(ingest_topic.expand(topic=plan()))
     return dag
@@ -169,30 +210,80 @@ def build_drift(spec: PipelineSpec) -> DAG:
 
 
 def build_annotate(spec: PipelineSpec) -> DAG:
+    from edgeloop.annotation.sensor import AnnotationBatchSensor
+
     params = {
         "group": Param(None, type=["null", "string"], enum=[None, *[g.name for g in spec.groups]]),
         "size": Param(spec.annotation.batch_size, type="integer", minimum=1),
     }
-    with _dag(spec, "annotate", [drift_asset(spec)], params) as dag:
+    drift = drift_asset(spec)
+    with _dag(spec, "annotate", [drift], params) as dag:
 
         @task
-        def select_batch() -> dict[str, Any]:
-            return _not_built("annotate")
+        def select_batch(**context: Any) -> dict[str, Any]:
+            from datetime import UTC, datetime
+
+            from airflow.exceptions import AirflowSkipException
+
+            from edgeloop.annotation.selection import EmptySelection, select_batch, selection_request
+            from edgeloop.connections import PipelineClients
+
+            events = (context.get("triggering_asset_events") or {}).get(drift) or []
+            alert = (events[-1].extra or {}).get("payload") if events else None
+            request = selection_request(
+                spec,
+                now=datetime.now(UTC),
+                alert=alert,
+                group=context["params"].get("group"),
+                size=context["params"].get("size"),
+                run_id=context["dag_run"].run_id,
+            )
+            try:
+                return select_batch(spec, PipelineClients(spec).s3(), request)
+            except EmptySelection as exc:
+                raise AirflowSkipException(exc.reason) from exc
 
         @task
         def open_batch(selection: dict[str, Any]) -> dict[str, Any]:
-            return _not_built("annotate")
+            from edgeloop.annotation.batch import open_batch as open_in_backend
+            from edgeloop.connections import PipelineClients
 
-        @task
-        def wait_for_labels(batch: dict[str, Any]) -> dict[str, Any]:
-            return _not_built("annotate")
+            clients = PipelineClients(spec)
+            return open_in_backend(spec, clients.s3(), clients.annotation_backend(), selection["batch_id"])
 
         @task(outlets=[curated_asset(spec)])
-        def export_dataset(batch: dict[str, Any]) -> dict[str, Any]:
-            return _not_built("annotate")
+        def export_dataset(waited: dict[str, Any], **context: Any) -> Any:
+            from airflow.exceptions import AirflowSkipException
 
-        export_dataset(wait_for_labels(open_batch(select_batch())))
+            from edgeloop.annotation.export import NothingToExport, export_dataset
+            from edgeloop.connections import PipelineClients
+
+            clients = PipelineClients(spec)
+            try:
+                result = export_dataset(
+                    spec, clients.s3(), clients.annotation_backend(), waited["batch_id"], partial=waited["partial"]
+                )
+            except NothingToExport as exc:
+                raise AirflowSkipException(str(exc)) from exc
+            push_metrics(spec, context, lambda batch: record_annotation_metrics(batch, waited, result))
+            yield Metadata(
+                curated_asset(spec),
+                extra={k: result[k] for k in ("version", "uri", "rows", "batch_id", "label_distribution")},
+            )
+            return result
+
+        opened = open_batch(select_batch())
+        waited = AnnotationBatchSensor.for_spec(spec, batch=opened)
+        export_dataset(waited.output)
     return dag
+
+
+def record_annotation_metrics(batch: Any, waited: dict[str, Any], result: dict[str, Any]) -> None:
+    progress = waited.get("progress") or {}
+    batch.set("edgeloop_annotation_batch_tasks", progress.get("expected", 0), group="_all")
+    batch.set("edgeloop_annotation_labelled_ratio", progress.get("ratio", 0.0), group="_all")
+    batch.set("edgeloop_annotation_export_records", result.get("rows", 0), group="_all")
+    batch.mark_success("annotate")
 
 
 def build_train(spec: PipelineSpec) -> DAG:
@@ -350,32 +441,73 @@ def build_fleet_health(spec: PipelineSpec) -> DAG:
     with _dag(spec, "fleet_health", timetable(spec.fleet_health.schedule or "5m")) as dag:
 
         @task
-        def compute_health() -> dict[str, Any]:
-            return _not_built("fleet_health")
+        def compute_health(**context: Any) -> dict[str, Any]:
+            from edgeloop.connections import PipelineClients
+            from edgeloop.fleet.health import device_alerts, fleet_status, write_health_report
+
+            clients = PipelineClients(spec)
+            status = fleet_status(spec, clients.kafka())
+            alerts = device_alerts(spec, status)
+            key = write_health_report(clients.s3(), spec, status, alerts)
+            push_metrics(spec, context, lambda batch: record_fleet_metrics(batch, status))
+            return {"report_key": key, "alerts": alerts, "groups": len(status.groups)}
 
         @task
         def publish_device_alerts(report: dict[str, Any]) -> dict[str, Any]:
-            return _not_built("fleet_health")
+            from edgeloop.connections import PipelineClients
+            from edgeloop.fleet.health import publish_alerts
+
+            published = publish_alerts(spec, PipelineClients(spec).kafka(), report["alerts"])
+            return {"alerts_published": published, "report_key": report["report_key"]}
 
         publish_device_alerts(compute_health())
     return dag
 
 
+def record_fleet_metrics(batch: Any, status: Any) -> None:
+    """Per-group fleet gauges come from the exporter; the DAG records that it ran."""
+    batch.mark_success("fleet_health")
+
+
 def build_config_push(spec: PipelineSpec) -> DAG:
+    from edgeloop.fleet.waiting import WaitForAssignmentOperator
+
     params = {
         "group": Param(spec.groups[0].name, type="string", enum=[g.name for g in spec.groups]),
         "config": Param({}, type="object", description="configuration to assign to the group"),
+        "model_version": Param(None, type=["null", "string"], description="optional model version to assign"),
         "timeout_seconds": Param(600, type="integer", minimum=10),
     }
     with _dag(spec, "config_push", None, params) as dag:
 
         @task
-        def publish_assignment() -> dict[str, Any]:
-            return _not_built("config_push")
+        def publish_assignment(**context: Any) -> dict[str, Any]:
+            import hashlib
+            import os
+            import time
 
-        @task
-        def wait_until_applied(assignment: dict[str, Any]) -> dict[str, Any]:
-            return _not_built("config_push")
+            from edgeloop.connections import PipelineClients
+            from edgeloop.fleet.control import push_assignment
 
-        wait_until_applied(publish_assignment())
+            params = context["params"]
+            key = os.environ.get("EDGELOOP_CONTROL_KEY")
+            if not key:
+                raise RuntimeError("EDGELOOP_CONTROL_KEY is not set: assignments cannot be signed")
+            run_hash = hashlib.sha256(context["dag_run"].run_id.encode()).hexdigest()[:16]
+            assignment = push_assignment(
+                spec,
+                PipelineClients(spec).kafka(),
+                key.encode(),
+                group=params["group"],
+                config=params.get("config") or None,
+                model_version=params.get("model_version") or None,
+                issuer="config_push",
+                assignment_id=f"push-{run_hash}",
+            )
+            return {"assignment": assignment.to_dict(), "pushed_at": time.time()}
+
+        pushed = publish_assignment()
+        pushed >> WaitForAssignmentOperator(
+            task_id="wait_until_applied", pipeline=spec.name, push_task_id="publish_assignment"
+        )
     return dag

@@ -154,6 +154,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    on_signal = [parse_drift(d) for d in args.drift_on_signal]
+    if on_signal:
+        signal.signal(signal.SIGUSR1, lambda *_: simulator.inject_drift(on_signal))
     print(f"simulating {simulator.n} devices of {spec.name} ({', '.join(simulator.groups)}); Ctrl-C stops", flush=True)
     stats = simulator.run(args.duration, stop)
     print(json.dumps(stats.to_dict(), indent=2))
@@ -246,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--model-version", help="start version (default: the champion alias, else the baseline 0)")
     sim.add_argument("--drift", action="append", default=[], help="GROUP:FEATURE[:offset=X][:gain=Y][@120s|@5000r]")
+    sim.add_argument(
+        "--drift-on-signal",
+        action="append",
+        default=[],
+        help="GROUP:FEATURE[:offset=X][:gain=Y] started when the simulator receives SIGUSR1",
+    )
     sim.add_argument("--fault", action="append", default=[], help="VERSION=crash|bad|load_error")
     sim.add_argument("--bad-records", type=float, default=0.0, help="share of malformed telemetry records")
     sim.add_argument("--outage", action="append", default=[], help="GROUP|all[:RATIO]@START+DURATION (seconds)")

@@ -240,7 +240,8 @@ class FleetSimulator:
         self.load_failures: dict[str, str] = {}
         self.loading: dict[str, Future[EdgeModel]] = {}
         self.stats = SimulationStats(devices=n)
-        self.commands: queue.SimpleQueue[tuple[str, list[str]]] = queue.SimpleQueue()
+        self.commands: queue.SimpleQueue[tuple[str, list[Any]]] = queue.SimpleQueue()
+        self.injected_drift: list[DriftInjection] = []
         self.outage_done: set[int] = set()
         self.outage_devices: dict[int, np.ndarray] = {}
         self.telemetry_topic = spec.topic("telemetry")
@@ -340,6 +341,10 @@ class FleetSimulator:
 
     # --- commands from other threads (tests, CLI signals) -----------------------------
 
+    def inject_drift(self, injections: Sequence[DriftInjection]) -> None:
+        """Start drift injections now (e.g. on SIGUSR1 in the demo), in addition to the configured ones."""
+        self.commands.put(("drift", list(injections)))
+
     def set_offline(self, device_ids: Sequence[str]) -> None:
         self.commands.put(("offline", list(device_ids)))
 
@@ -409,6 +414,10 @@ class FleetSimulator:
                 command, device_ids = self.commands.get_nowait()
             except queue.Empty:
                 return
+            if command == "drift":
+                self.injected_drift.extend(device_ids)
+                log.info("fleet simulator: drift injected now: %s", device_ids)
+                continue
             unknown = [d for d in device_ids if d not in self.index_of]
             if unknown:
                 log.warning("fleet simulator: %s for unknown devices %s ignored", command, unknown[:5])
@@ -751,7 +760,7 @@ class FleetSimulator:
         readings = profile.sample(states, self.bias[due], self.group_offsets[groups], self.rng)
         elapsed = now - self.t0
         for g in np.unique(groups).tolist():
-            active = [d for d in self.options.drift if d.group == self.groups[g]]
+            active = [d for d in (*self.options.drift, *self.injected_drift) if d.group == self.groups[g]]
             active = [d for d in active if d.active(elapsed, int(self.group_records[g]))]
             if active:
                 rows = groups == g
