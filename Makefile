@@ -119,6 +119,13 @@ test-e2e: install ## the real scheduler, dag-processor and triggerer end to end
 bench-parse: $(VENV)/.installed ## DAG parse time per pipeline, and for 100 generated pipelines
 	$(PY) benchmarks/bench_parse.py
 
+.PHONY: bench-ingest soak-ingest
+bench-ingest: stack-up ## 1,000,000 records: raw consume loop vs ConsumeFromTopicOperator vs edgeloop ingest
+	$(PY) benchmarks/bench_ingest.py
+
+soak-ingest: stack-up ## ingest killed with SIGKILL at 1000 points; prints lost and duplicated records
+	$(PY) benchmarks/soak_ingest.py --kills 1000
+
 .PHONY: bench-fleet
 bench-fleet: stack-up ## 10,000 simulated devices for 60 s: msg/s, CPU, RSS, config push time
 	$(PY) benchmarks/bench_fleet.py

@@ -1,0 +1,317 @@
+"""Decode Kafka message values into Arrow rows of the spec's schema, or into dead-letter reasons.
+
+A batch is parsed by Arrow's JSON reader in one call (C++, no Python per field). When
+Arrow refuses a batch, it is split in halves until the bad records are isolated; a
+single record Arrow refuses (and any record with a line break, which the newline-
+delimited fast path cannot carry) goes through a Python validator that either accepts
+it or names exactly what is wrong. Whether a record is accepted depends on its own
+bytes only, never on the batch it arrived in, so re-running a flush gives the same rows.
+
+Rules: a value must be one UTF-8 JSON object; fields of the schema are checked by type
+(`int` takes integer literals only, `float` takes any finite number, `timestamp` takes an
+ISO 8601 string, naive meaning UTC, or epoch seconds, or epoch milliseconds when the
+number is 1e11 or more); a missing or null field is allowed only when the field is
+nullable; fields not in the schema are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from edgeloop.spec import FieldSpec, PipelineSpec
+
+BadKind = Literal["empty", "oversized", "undecodable", "invalid_json", "schema"]
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+_INT64 = (-(2**63), 2**63 - 1)
+_EPOCH_MS_FROM = 1e11  # numbers this large are epoch milliseconds (1e11 s would be the year 5138)
+
+
+class BadRecord(NamedTuple):
+    position: int  # position in the decoded batch
+    kind: BadKind
+    reason: str
+
+
+class Decoded(NamedTuple):
+    table: pa.Table  # the schema's columns, good rows in input order
+    indices: pa.Array  # int64: position in the batch of each row of `table`
+    bad: list[BadRecord]
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """What the decoder needs from a spec: fields, their Arrow types and the size limit."""
+
+    fields: tuple[FieldSpec, ...]
+    max_record_bytes: int
+
+    @property
+    def arrow(self) -> pa.Schema:
+        """The stored schema: not-null where the spec says so."""
+        return pa.schema([pa.field(f.name, ARROW_TYPES[f.type], nullable=f.nullable) for f in self.fields])
+
+    @property
+    def parsed(self) -> pa.Schema:
+        """The schema of decoded tables (all nullable: Arrow's JSON reader does not mark not-null)."""
+        return pa.schema([pa.field(f.name, ARROW_TYPES[f.type]) for f in self.fields])
+
+
+def int64_array(values: Sequence[int] | np.ndarray) -> pa.Array:
+    """An Arrow int64 array from ints, built from a numpy buffer (pa.array would import pandas)."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+def record_schema(spec: PipelineSpec) -> RecordSchema:
+    return RecordSchema(fields=tuple(spec.schema_), max_record_bytes=spec.ingest.max_record_bytes)
+
+
+def decode_records(values: Sequence[bytes | None], schema: RecordSchema) -> Decoded:
+    """Split message values into good rows (an Arrow table) and bad records with reasons."""
+    bad: list[BadRecord] = []
+    fast: list[int] = []
+    slow: list[int] = []
+    limit = schema.max_record_bytes
+    arrow_schema = schema.parsed
+    pieces: list[tuple[pa.Array, pa.Table]] = []
+    joined = _join_if_all_plain(values, limit)
+    if joined is not None:  # the common case, checked in C: no per-record Python loop
+        _parse_fast(
+            values,
+            indices=list(range(len(values))),
+            schema=schema,
+            arrow_schema=arrow_schema,
+            pieces=pieces,
+            slow=slow,
+            joined=joined,
+        )
+        return _assemble(values, schema, arrow_schema, pieces, slow, bad)
+    for i, value in enumerate(values):
+        if not value:
+            bad.append(BadRecord(i, "empty", "empty: the message has no value"))
+        elif len(value) > limit:
+            bad.append(BadRecord(i, "oversized", f"oversized: {len(value)} bytes, more than max_record_bytes {limit}"))
+        elif b"\n" in value or b"\r" in value:
+            slow.append(i)
+        else:
+            fast.append(i)
+
+    _parse_fast(values, indices=fast, schema=schema, arrow_schema=arrow_schema, pieces=pieces, slow=slow)
+    return _assemble(values, schema, arrow_schema, pieces, slow, bad)
+
+
+def _join_if_all_plain(values: Sequence[bytes | None], limit: int) -> bytes | None:
+    """The values joined by newlines when none is empty, oversized or has a line break; else None."""
+    if not values or None in values or b"" in values or max(map(len, values)) > limit:  # type: ignore[arg-type]
+        return None
+    joined = b"\n".join(values)  # type: ignore[arg-type]
+    if joined.count(b"\n") != len(values) - 1 or b"\r" in joined:
+        return None
+    return joined
+
+
+def _assemble(
+    values: Sequence[bytes | None],
+    schema: RecordSchema,
+    arrow_schema: pa.Schema,
+    pieces: list[tuple[pa.Array, pa.Table]],
+    slow: list[int],
+    bad: list[BadRecord],
+) -> Decoded:
+    if slow:
+        rows: list[dict[str, Any]] = []
+        accepted: list[int] = []
+        for i in sorted(slow):
+            result = validate_record(values[i] or b"", schema)
+            if isinstance(result, BadRecord):
+                bad.append(result._replace(position=i))
+            else:
+                rows.append(result)
+                accepted.append(i)
+        if rows:
+            pieces.append((int64_array(accepted), pa.Table.from_pylist(rows, schema=arrow_schema)))
+
+    bad.sort()
+    if not pieces:
+        return Decoded(arrow_schema.empty_table(), int64_array([]), bad)
+    if len(pieces) == 1:
+        return Decoded(pieces[0][1], pieces[0][0], bad)
+    indices = pa.concat_arrays([p[0] for p in pieces])
+    table = pa.concat_tables([p[1] for p in pieces])
+    order = pc.sort_indices(indices)
+    return Decoded(table.take(order), indices.take(order), bad)
+
+
+def _read_json(data: bytes, arrow_schema: pa.Schema, block_size: int) -> pa.Table | None:
+    try:
+        return pj.read_json(
+            pa.py_buffer(data),
+            read_options=pj.ReadOptions(use_threads=True, block_size=block_size),
+            parse_options=pj.ParseOptions(explicit_schema=arrow_schema, unexpected_field_behavior="ignore"),
+        )
+    except (pa.ArrowException, ValueError):  # ValueError: invalid UTF-8 comes out as UnicodeDecodeError
+        return None
+
+
+def _parse_fast(
+    values: Sequence[bytes | None],
+    *,
+    indices: list[int],
+    schema: RecordSchema,
+    arrow_schema: pa.Schema,
+    pieces: list[tuple[pa.Array, pa.Table]],
+    slow: list[int],
+    joined: bytes | None = None,
+) -> None:
+    """Parse `indices` with Arrow; bisect refused chunks; send single refused records to `slow`."""
+    block_size = max(1 << 20, 2 * schema.max_record_bytes + 2)
+    stack = [indices]
+    while stack:
+        chunk = stack.pop()
+        if not chunk:
+            continue
+        if joined is not None:  # `values` already joined: the first chunk is all of them
+            data, joined = joined, None
+        else:
+            data = b"\n".join([values[i] or b"" for i in chunk])
+        table = _read_json(data, arrow_schema, block_size)
+        if table is None or table.num_rows != len(chunk):
+            if len(chunk) == 1:
+                slow.append(chunk[0])
+            else:
+                middle = len(chunk) // 2
+                stack.append(chunk[middle:])
+                stack.append(chunk[:middle])  # popped first: pieces stay in input order
+            continue
+        chunk_indices = int64_array(chunk)
+        violations = _violations(table, schema)
+        if violations is not None:
+            # Arrow parsed these but they break a rule it does not check; the validator names which.
+            slow.extend(chunk_indices.filter(violations).to_pylist())
+            keep = pc.invert(violations)
+            table, chunk_indices = table.filter(keep), chunk_indices.filter(keep)
+        pieces.append((chunk_indices, table))
+
+
+def _violations(table: pa.Table, schema: RecordSchema) -> pa.Array | None:
+    """Rows with a null in a non-nullable field or a NaN/infinite float; None when there are none."""
+    masks = []
+    for field in schema.fields:
+        column = table.column(field.name)
+        if not field.nullable and column.null_count:
+            masks.append(pc.is_null(column))
+        if field.type == "float":
+            not_finite = pc.and_kleene(pc.invert(pc.is_finite(column)), pc.is_valid(column))
+            if pc.any(not_finite).as_py():
+                masks.append(not_finite)
+    if not masks:
+        return None
+    combined = masks[0]
+    for mask in masks[1:]:
+        combined = pc.or_(combined, mask)
+    return combined.combine_chunks() if isinstance(combined, pa.ChunkedArray) else combined
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _timestamp(value: Any) -> datetime | str:
+    """A UTC datetime, or what is wrong with the value."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return f"{_shown(value)} is not an ISO 8601 timestamp"
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = value / 1000 if abs(value) >= _EPOCH_MS_FROM else value
+        try:
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return f"{_shown(value)} is out of range for an epoch timestamp"
+    return f"expected an ISO 8601 string or epoch number, got {_json_type(value)} {_shown(value)}"
+
+
+def _field_value(field: FieldSpec, value: Any) -> tuple[Any, str | None]:
+    """The value converted for Arrow, or an error message about it."""
+    kind = field.type
+    if kind == "string":
+        return (value, None) if isinstance(value, str) else (None, f"expected string, got {_json_type(value)}")
+    if kind == "bool":
+        return (value, None) if isinstance(value, bool) else (None, f"expected boolean, got {_json_type(value)}")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            if _INT64[0] <= value <= _INT64[1]:
+                return value, None
+            return None, f"{value} does not fit in a 64-bit integer"
+        return None, f"expected integer, got {_json_type(value)} {_shown(value)}"
+    if kind == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+            return (number, None) if math.isfinite(number) else (None, f"{_shown(value)} is not a finite number")
+        return None, f"expected number, got {_json_type(value)} {_shown(value)}"
+    stamp = _timestamp(value)
+    return (stamp, None) if isinstance(stamp, datetime) else (None, stamp)
+
+
+def validate_record(value: bytes, schema: RecordSchema) -> dict[str, Any] | BadRecord:
+    """One record checked field by field: the row for Arrow, or a BadRecord saying what is wrong (index 0)."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return BadRecord(0, "undecodable", f"undecodable: not UTF-8 ({exc.reason} at byte {exc.start})")
+    try:
+        record = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        return BadRecord(0, "invalid_json", f"invalid JSON: {exc}")
+    if not isinstance(record, dict):
+        return BadRecord(0, "schema", f"schema: expected a JSON object, got {_json_type(record)}")
+    row: dict[str, Any] = {}
+    for field in schema.fields:
+        present = field.name in record
+        raw = record.get(field.name)
+        if raw is None:
+            if field.nullable:
+                row[field.name] = None
+                continue
+            state = "null" if present else "missing"
+            return BadRecord(0, "schema", f"schema: field '{field.name}' is {state} and not nullable")
+        converted, problem = _field_value(field, raw)
+        if problem:
+            return BadRecord(0, "schema", f"schema: field '{field.name}' ({field.type}): {problem}")
+        row[field.name] = converted
+    return row

@@ -1,0 +1,147 @@
+"""Decoding Kafka values into rows of the spec's schema, and naming what is wrong with the rest."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from edgeloop.ingest.decode import RecordSchema, decode_records, validate_record
+from edgeloop.spec import FieldSpec
+
+SCHEMA = RecordSchema(
+    fields=(
+        FieldSpec(name="record_id", type="string", role="record_id"),
+        FieldSpec(name="ts", type="timestamp", role="timestamp"),
+        FieldSpec(name="temperature_c", type="float"),
+        FieldSpec(name="count", type="int"),
+        FieldSpec(name="ok", type="bool"),
+        FieldSpec(name="note", type="string", role="meta", nullable=True),
+    ),
+    max_record_bytes=400,
+)
+
+
+def record(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "record_id": "r1",
+        "ts": "2026-01-01T10:15:00Z",
+        "temperature_c": 40.5,
+        "count": 3,
+        "ok": True,
+        "note": "x",
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+def encode(value: dict[str, object]) -> bytes:
+    return json.dumps(value).encode()
+
+
+def test_a_batch_of_good_records_becomes_one_table_in_input_order() -> None:
+    values = [encode(record(record_id=f"r{i}", extra_field=[1, 2])) for i in range(50)]
+    decoded = decode_records(values, SCHEMA)
+    assert decoded.bad == []
+    assert decoded.table.column("record_id").to_pylist() == [f"r{i}" for i in range(50)]
+    assert decoded.indices.to_pylist() == list(range(50))
+    assert decoded.table.column("ts")[0].as_py() == datetime(2026, 1, 1, 10, 15, tzinfo=UTC)
+    assert decoded.table.schema.names == ["record_id", "ts", "temperature_c", "count", "ok", "note"]
+
+
+BAD_CASES = [
+    (None, "empty", "no value"),
+    (b"", "empty", "no value"),
+    (b"{" + b" " * 500 + b"}", "oversized", "more than max_record_bytes 400"),
+    (b'{"record_id": "\xff\xfe"}', "undecodable", "not UTF-8"),
+    (b'{"record_id": "r1", "ts": ', "invalid_json", "invalid JSON"),
+    (b"   ", "invalid_json", "invalid JSON: Expecting value"),
+    (encode(record()).replace(b"40.5", b"NaN"), "invalid_json", "NaN is not valid JSON"),
+    (b'{"record_id": "a"} {"record_id": "b"}', "invalid_json", "Extra data"),
+    (b"[1, 2, 3]", "schema", "expected a JSON object, got array"),
+    (encode(record(temperature_c=_DROP)), "schema", "field 'temperature_c' is missing and not nullable"),
+    (encode(record(count=None)), "schema", "field 'count' is null and not nullable"),
+    (encode(record(temperature_c="hot")), "schema", "field 'temperature_c' (float): expected number, got string"),
+    (encode(record(count=2.5)), "schema", "field 'count' (int): expected integer, got number 2.5"),
+    (encode(record(count=True)), "schema", "field 'count' (int): expected integer, got boolean"),
+    (encode(record(count=2**64)), "schema", "does not fit in a 64-bit integer"),
+    (encode(record(ok="yes")), "schema", "field 'ok' (bool): expected boolean, got string"),
+    (encode(record(record_id=17)), "schema", "field 'record_id' (string): expected string, got number"),
+    (encode(record(ts="yesterday")), "schema", "field 'ts' (timestamp): \"yesterday\" is not an ISO 8601 timestamp"),
+    (encode(record(ts={"s": 1})), "schema", "field 'ts' (timestamp): expected an ISO 8601 string or epoch number"),
+]
+
+
+@pytest.mark.parametrize(("value", "kind", "reason"), BAD_CASES)
+def test_each_kind_of_bad_record_is_refused_with_a_reason(value: bytes | None, kind: str, reason: str) -> None:
+    good = encode(record())
+    decoded = decode_records([good, value, good], SCHEMA)
+    assert decoded.indices.to_pylist() == [0, 2], "good neighbours are kept"
+    assert [(b.position, b.kind) for b in decoded.bad] == [(1, kind)]
+    assert reason in decoded.bad[0].reason
+
+
+def test_a_nullable_field_may_be_missing_or_null() -> None:
+    decoded = decode_records([encode(record(note=_DROP)), encode(record(note=None))], SCHEMA)
+    assert decoded.bad == []
+    assert decoded.table.column("note").to_pylist() == [None, None]
+
+
+def test_records_with_line_breaks_are_validated_one_by_one_and_kept() -> None:
+    pretty = json.dumps(record(record_id="pretty"), indent=2).encode()
+    decoded = decode_records([encode(record(record_id="a")), pretty, encode(record(record_id="b"))], SCHEMA)
+    assert decoded.bad == []
+    assert decoded.table.column("record_id").to_pylist() == ["a", "pretty", "b"]
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        (1767262500, datetime(2026, 1, 1, 10, 15, tzinfo=UTC)),  # epoch seconds
+        (1767262500123, datetime(2026, 1, 1, 10, 15, 0, 123000, tzinfo=UTC)),  # epoch milliseconds
+        ("2026-01-01T12:15:00+02:00", datetime(2026, 1, 1, 10, 15, tzinfo=UTC)),
+        ("2026-01-01 10:15:00", datetime(2026, 1, 1, 10, 15, tzinfo=UTC)),  # naive means UTC
+    ],
+)
+def test_timestamps_in_the_accepted_forms_land_in_utc(ts: object, expected: datetime) -> None:
+    decoded = decode_records([encode(record(ts=ts))], SCHEMA)
+    assert decoded.bad == []
+    assert decoded.table.column("ts")[0].as_py() == expected
+
+
+def test_integers_are_accepted_for_float_fields() -> None:
+    decoded = decode_records([encode(record(temperature_c=41))], SCHEMA)
+    assert decoded.table.column("temperature_c").to_pylist() == [41.0]
+
+
+def test_the_verdict_on_a_record_does_not_depend_on_its_batch() -> None:
+    """A redo of a flush must give the same rows: decode each record alone and in one batch, compare."""
+    values: list[bytes | None] = []
+    for i in range(120):
+        case = BAD_CASES[i % len(BAD_CASES)][0] if i % 3 == 0 else encode(record(record_id=f"r{i}", count=i))
+        values.append(case)
+    together = decode_records(values, SCHEMA)
+    alone_rows, alone_bad = [], []
+    for i, value in enumerate(values):
+        one = decode_records([value], SCHEMA)
+        if one.table.num_rows:
+            alone_rows.append((i, one.table.to_pylist()[0]))
+        alone_bad.extend((i, b.kind, b.reason) for b in one.bad)
+    assert list(zip(together.indices.to_pylist(), together.table.to_pylist(), strict=True)) == alone_rows
+    assert [(b.position, b.kind, b.reason) for b in together.bad] == alone_bad
+
+
+def test_validate_record_converts_a_good_record() -> None:
+    row = validate_record(encode(record(ts=1767262500)), SCHEMA)
+    assert row == {
+        "record_id": "r1",
+        "ts": datetime(2026, 1, 1, 10, 15, tzinfo=UTC),
+        "temperature_c": 40.5,
+        "count": 3,
+        "ok": True,
+        "note": "x",
+    }
