@@ -116,21 +116,21 @@ def _dag(spec: PipelineSpec, stage: str, schedule: Any, params: dict[str, Param]
 
 
 def push_metrics(spec: PipelineSpec, context: Any, fill: Any, **grouping: str) -> None:
-    """Push one task's metrics to the Pushgateway; a gateway that is down costs a warning, not the task."""
+    """Push one task's metrics to the Pushgateway; any metrics problem costs a warning, not the task."""
     import logging
     import os
 
-    from edgeloop.metrics import BatchMetrics, MetricsPushError, grouping_key, push_batch_metrics
+    from edgeloop.metrics import BatchMetrics, grouping_key, push_batch_metrics
 
     gateway = os.environ.get("EDGELOOP_PUSHGATEWAY_URL")
     if not gateway:
         return
-    batch = BatchMetrics(spec)
-    fill(batch)
     ti = context["ti"]
     try:
+        batch = BatchMetrics(spec)
+        fill(batch)
         push_batch_metrics(batch, gateway, grouping_key(spec, ti.dag_id, ti.task_id, **grouping))
-    except MetricsPushError as exc:
+    except Exception as exc:  # the work is done and durable; a metrics problem must not fail or retry it
         logging.getLogger(__name__).warning("metrics not pushed: %s", exc)
 
 
@@ -174,7 +174,7 @@ def build_ingest(spec: PipelineSpec) -> DAG:
                 s3=clients.s3(),
                 max_records=int(context["params"].get("max_records") or spec.ingest.max_records),
             )
-            push_metrics(spec, context, lambda batch: record_ingest_metrics(batch, result), topic=topic)
+            push_metrics(spec, context, lambda batch: record_ingest_metrics(batch, result), topic=spec.topic(topic))
             return result
 
         @task(outlets=[raw_asset(spec)])
