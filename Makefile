@@ -126,6 +126,10 @@ bench-ingest: stack-up ## 1,000,000 records: raw consume loop vs ConsumeFromTopi
 soak-ingest: stack-up ## ingest killed with SIGKILL at 1000 points; prints lost and duplicated records
 	$(PY) benchmarks/soak_ingest.py --kills 1000
 
+.PHONY: bench-drift
+bench-drift: $(VENV)/.installed ## 1,000,000 rows x 20 columns: edgeloop drift check vs a plain Evidently DataDriftPreset
+	$(PY) benchmarks/bench_drift.py
+
 .PHONY: bench-fleet
 bench-fleet: stack-up ## 10,000 simulated devices for 60 s: msg/s, CPU, RSS, config push time
 	$(PY) benchmarks/bench_fleet.py

@@ -1,0 +1,14 @@
+"""Drift detection per edge group with Evidently.
+
+One module per concept; each is imported by the task that needs it (pandas and
+Evidently are heavy, DAG files never import this package at parse time):
+
+- `columns`: which record fields a drift check reads, from the spec's roles.
+- `window`: the current window (time or record count) read from `raw/` Parquet with partition pruning.
+- `sample`: bounded-memory stratified sampling and per-group counts while reading.
+- `reference`: the reference sample (champion training data or a named raw window).
+- `detect`: the Evidently runs for the fleet, each edge group and each model version.
+- `results`: the JSON summary and HTML reports under `reports/drift/<pipeline>/<run>/`.
+- `alerts`: pure functions for alert messages and the open-alert state (duplicate suppression).
+- `alert_state`: that state as one JSON object in S3, changed only with conditional puts.
+"""

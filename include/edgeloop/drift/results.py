@@ -1,0 +1,141 @@
+"""Drift results: a compact JSON summary and Evidently HTML reports per run.
+
+Layout: `reports/drift/<pipeline>/<run>/summary.json` and one HTML report per checked
+scope (`fleet.html`, `group=<name>.html`, `model_version=<v>.html`). Keys depend only on
+the pipeline, run and scope, so a re-run overwrites the same objects. The summary is
+written last: when it exists, the run's reports are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+from edgeloop.drift.detect import ColumnDrift, DriftCheck, ScopeResult
+from edgeloop.drift.sample import Stratum
+from edgeloop.drift.window import S3Client
+from edgeloop.spec import PipelineSpec
+
+SUMMARY_VERSION = 1
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+def drift_reports_prefix(spec: PipelineSpec) -> str:
+    """`reports/drift/<pipeline>` (under the spec's storage prefix)."""
+    return spec.storage_prefix("reports/drift")
+
+
+def safe_segment(text: str) -> str:
+    """A key segment from a run id or version: characters other than [A-Za-z0-9._=-] become '_'."""
+    cleaned = _UNSAFE.sub("_", text).strip("._")
+    if not cleaned:
+        raise ValueError(f"'{text}' has no character usable in an object key")
+    return cleaned
+
+
+def run_prefix(spec: PipelineSpec, run_id: str) -> str:
+    return f"{drift_reports_prefix(spec)}/{safe_segment(run_id)}"
+
+
+def summary_key(spec: PipelineSpec, run_id: str) -> str:
+    return f"{run_prefix(spec, run_id)}/summary.json"
+
+
+def report_key(spec: PipelineSpec, run_id: str, stratum: Stratum) -> str:
+    name = "fleet" if stratum.kind == "fleet" else f"{stratum.kind}={safe_segment(stratum.name)}"
+    return f"{run_prefix(spec, run_id)}/{name}.html"
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits)
+
+
+def _column(c: ColumnDrift) -> dict[str, Any]:
+    return {"score": _round(c.score), "method": c.method, "threshold": _round(c.threshold), "drifted": c.drifted}
+
+
+def scope_summary(scope: ScopeResult, report: str | None) -> dict[str, Any]:
+    """The compact JSON view of one scope."""
+    out: dict[str, Any] = {
+        "status": scope.status,
+        "rows": scope.rows,
+        "sample_size": {"current": scope.sample_size, "reference": scope.reference_size},
+        "reference_scope": scope.reference_scope or None,
+        "dataset_drift": scope.dataset_drift,
+        "drift_share": _round(scope.drift_share),
+        "drifted_columns": {c: _round(s) for c, s in sorted(scope.drifted_columns.items())},
+        "columns": {c.column: _column(c) for c in scope.columns},
+        "skipped_columns": dict(scope.skipped_columns),
+        "prediction_drift": _column(scope.prediction) if scope.prediction is not None else None,
+        "confidence": None,
+        "nonfinite": scope.nonfinite,
+        "health": scope.health,
+        "report_key": report,
+    }
+    if scope.confidence is not None:
+        out["confidence"] = {
+            "current_mean": _round(scope.confidence.current_mean),
+            "reference_mean": _round(scope.confidence.reference_mean),
+            "drop": _round(scope.confidence.drop),
+            "limit": scope.confidence.limit,
+            "dropped": scope.confidence.dropped,
+        }
+    return out
+
+
+def build_summary(
+    check: DriftCheck,
+    spec: PipelineSpec,
+    run_id: str,
+    *,
+    window: dict[str, Any],
+    reference: dict[str, Any],
+    created_at: datetime,
+) -> dict[str, Any]:
+    """The run's summary: overall (fleet) and per group / model version, with report keys."""
+    scopes: dict[str, dict[str, dict[str, Any]]] = {"group": {}, "model_version": {}}
+    overall: dict[str, Any] = {}
+    for scope in check.scopes:
+        key = report_key(spec, run_id, scope.stratum) if scope.snapshot is not None else None
+        view = scope_summary(scope, key)
+        if scope.stratum.kind == "fleet":
+            overall = view
+        else:
+            scopes[scope.stratum.kind][scope.stratum.name] = view
+    return {
+        "version": SUMMARY_VERSION,
+        "pipeline": spec.name,
+        "run_id": run_id,
+        "created_at": created_at.isoformat(),
+        "status": check.status,
+        "drifted_groups": check.drifted_groups,
+        "window": window,
+        "reference": reference,
+        "settings": check.settings,
+        "overall": overall,
+        "groups": scopes["group"],
+        "model_versions": scopes["model_version"],
+        "summary_key": summary_key(spec, run_id),
+    }
+
+
+def write_drift_results(
+    s3: S3Client, bucket: str, spec: PipelineSpec, check: DriftCheck, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """Write each scope's Evidently HTML report, then the summary; return the keys written."""
+    reports: dict[str, str] = {}
+    for scope in check.scopes:
+        if scope.snapshot is None:
+            continue
+        key = report_key(spec, summary["run_id"], scope.stratum)
+        html = scope.snapshot.get_html_str(as_iframe=False)
+        s3.put_object(Bucket=bucket, Key=key, Body=html.encode("utf-8"), ContentType="text/html; charset=utf-8")
+        reports[scope.stratum.label] = key
+    body = json.dumps(summary, indent=1, sort_keys=True, allow_nan=False).encode("utf-8")
+    s3.put_object(Bucket=bucket, Key=summary["summary_key"], Body=body, ContentType="application/json")
+    return {"summary_key": summary["summary_key"], "reports": reports}
