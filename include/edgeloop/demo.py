@@ -263,7 +263,8 @@ def collect_summary(
         result = xcom(api, f"{spec.name}__drift", drift["dag_run_id"], "publish_alerts") or {}
         summary["drift_run"] = drift["dag_run_id"]
         summary["alert"] = result.get("alert_ids") or result.get("alerts")
-        summary["drift_report"] = result.get("report_key")
+        links = result.get("report_links") or {}
+        summary["drift_report"] = next((v for k, v in links.items() if k != "fleet"), links.get("fleet"))
     annotate = watcher.latest("annotate")
     if annotate:
         selection = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "select_batch") or {}
@@ -314,7 +315,7 @@ def print_urls(env: dict[str, str], cfg: StackConfig, drift_report: str | None =
     print(f"  Label Studio   {env['EDGELOOP_LABEL_STUDIO_URL']}   login: admin@edgeloop.local")
     print(f"                 password: label_studio_password in {cfg.secrets_file}")
     if drift_report:
-        print(f"  drift report   {env['EDGELOOP_AIRFLOW_URL']}/edgeloop/reports/{drift_report}")
+        print(f"  drift report   {env['EDGELOOP_AIRFLOW_URL']}{drift_report}")
     print(f"  Prometheus     {env['EDGELOOP_PROMETHEUS_URL']}")
     print(f"  S3 (moto)      {env['EDGELOOP_S3_ENDPOINT']}   bucket: {env['EDGELOOP_BUCKET']}")
     print(f"  Kafka          {env['EDGELOOP_KAFKA_BOOTSTRAP']}")

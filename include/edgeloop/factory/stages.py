@@ -198,12 +198,52 @@ def build_drift(spec: PipelineSpec) -> DAG:
     with _dag(spec, "drift", schedule) as dag:
 
         @task
-        def check_drift() -> dict[str, Any]:
-            return _not_built("drift")
+        def check_drift(**context: Any) -> dict[str, Any]:
+            from airflow.exceptions import AirflowSkipException
+
+            from edgeloop.connections import PipelineClients
+            from edgeloop.drift.reference import champion_training_keys, read_reference_objects
+            from edgeloop.drift.run import run_drift_check, seed_for
+
+            clients = PipelineClients(spec)
+            s3, bucket, run = clients.s3(), spec.storage.bucket, context["dag_run"]
+            keys = champion_training_keys(clients.mlflow_uri(), spec.registry.model_name)
+            if not keys:
+                raise AirflowSkipException("skipped: no champion model yet, so no reference data to compare with")
+            reference = read_reference_objects(s3, bucket, keys, spec, seed=seed_for(run.run_id))
+            result = run_drift_check(s3, bucket, spec, run.run_id, run.run_after, reference=reference)
+            if str(result["status"]).startswith("skipped"):
+                raise AirflowSkipException(str(result["status"]))
+            return result
 
         @task
-        def publish_alerts(result: dict[str, Any]) -> dict[str, Any]:
-            return _not_built("drift")
+        def publish_alerts(result: dict[str, Any], **context: Any) -> dict[str, Any]:
+            import json
+
+            from edgeloop.connections import PipelineClients
+            from edgeloop.drift.alert_state import confirm_published
+            from edgeloop.drift.metrics import record_drift_metrics
+            from edgeloop.drift.publish import publish_drift_alerts
+
+            clients = PipelineClients(spec)
+            s3 = clients.s3()
+            ids = publish_drift_alerts(clients.kafka(), spec, result["publish"])
+            confirm_published(s3, spec.storage.bucket, spec, ids, context["dag_run"].run_after)
+            summary = json.loads(s3.get_object(Bucket=spec.storage.bucket, Key=result["summary_key"])["Body"].read())
+            push_metrics(
+                spec, context, lambda batch: (record_drift_metrics(batch, spec, summary), batch.mark_success("drift"))
+            )
+            return {
+                "alert_ids": ids,
+                "drifted_groups": result.get("drifted_groups"),
+                "summary_key": result["summary_key"],
+                "reports": result.get("reports") or {},
+                # open in the Airflow UI's host: the plugin serves reports behind the Airflow login
+                "report_links": {
+                    label: f"/edgeloop/generator/reports/{spec.name}/{'/'.join(key.split('/')[-2:])}"
+                    for label, key in (result.get("reports") or {}).items()
+                },
+            }
 
         publish_alerts(check_drift())
     return dag

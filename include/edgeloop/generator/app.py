@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import html
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -366,6 +367,29 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
     @app.get("/openapi.json", dependencies=read_deps, include_in_schema=False)
     def openapi(user: User) -> JSONResponse:
         return JSONResponse(app.openapi())
+
+    @app.get("/reports/{name}/{run}/{report}", dependencies=read_deps, tags=["reports"], responses=_errors(404, 422))
+    def drift_report(name: str, run: str, report: str, user: User) -> Response:
+        """An Evidently drift report (HTML) or a drift summary (JSON) of one drift run, from object storage."""
+        from edgeloop.connections import s3_client
+        from edgeloop.drift.results import drift_reports_prefix
+        from edgeloop.spec import SpecInvalid, load_spec
+
+        if not re.fullmatch(NAME_PATTERN, name) or not re.fullmatch(r"[A-Za-z0-9._=-]{1,200}", run):
+            raise _problem(422, "pipeline or run name has characters that are not allowed")
+        if not re.fullmatch(r"[A-Za-z0-9._=-]{1,120}\.(html|json)", report):
+            raise _problem(422, "a report is an .html or .json file name")
+        try:
+            spec = load_spec(folder / f"{name}.yaml")
+        except (OSError, SpecInvalid) as exc:
+            raise _problem(404, f"no valid pipeline '{name}'") from exc
+        key = f"{drift_reports_prefix(spec)}/{run}/{report}"
+        try:
+            body = s3_client(spec.connections.s3).get_object(Bucket=spec.storage.bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            raise _problem(404, f"no report at s3://{spec.storage.bucket}/{key}") from exc
+        media = "text/html; charset=utf-8" if report.endswith(".html") else "application/json"
+        return Response(body, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -73,7 +73,10 @@ WRITE_ROUTES = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), READ_ROUTES + WRITE_ROUTES)
+REPORT_ROUTE = ("GET", "/reports/factory_maintenance/scheduled__x/group=plant-north.html", None)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [*READ_ROUTES, *WRITE_ROUTES, REPORT_ROUTE])
 def test_every_route_needs_a_logged_in_user(client: TestClient, method: str, path: str, body: Any) -> None:
     assert client.request(method, path, json=body).status_code == 401
     bad_token = client.request(method, path, json=body, headers={"X-Test-User": "mallory"})
@@ -91,6 +94,18 @@ def test_a_viewer_cannot_change_anything(client: TestClient, tmp_path: Path, met
     response = client.request(method, path, json=body, headers=VIEWER)
     assert response.status_code == 403
     assert sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/reports/Bad-Name/run/fleet.html",
+        "/reports/factory_maintenance/run/fleet.exe",
+        "/reports/factory_maintenance/run%2F..%2F..%2Fsecrets/fleet.html",
+    ],
+)
+def test_report_paths_are_checked_before_storage_is_touched(client: TestClient, path: str) -> None:
+    assert client.get(path, headers=VIEWER).status_code in (404, 422)
 
 
 def test_the_page_asks_a_browser_without_login_to_log_in(client: TestClient) -> None:
@@ -407,6 +422,7 @@ def test_the_openapi_schema_documents_every_operation(client: TestClient) -> Non
         "/api/render",
         "/api/topics",
         "/api/topics/sample",
+        "/reports/{name}/{run}/{report}",
     }
     assert set(schema["paths"]["/api/pipelines/{name}"]) == {"get", "put", "delete"}
     assert {"Draft", "CreateRequest", "UpdateRequest", "ErrorBody"} <= set(schema["components"]["schemas"])
