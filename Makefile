@@ -130,6 +130,10 @@ soak-ingest: stack-up ## ingest killed with SIGKILL at 1000 points; prints lost 
 bench-drift: $(VENV)/.installed ## 1,000,000 rows x 20 columns: edgeloop drift check vs a plain Evidently DataDriftPreset
 	$(PY) benchmarks/bench_drift.py
 
+.PHONY: bench-train
+bench-train: stack-up ## log-and-register vs MLflow defaults; 100,000 records with a 20-trial search
+	$(PY) benchmarks/bench_train.py
+
 .PHONY: bench-fleet
 bench-fleet: stack-up ## 10,000 simulated devices for 60 s: msg/s, CPU, RSS, config push time
 	$(PY) benchmarks/bench_fleet.py

@@ -112,9 +112,11 @@ def start_bot(cfg: StackConfig, spec: PipelineSpec, settings: DemoSettings, env:
 
 
 def champion(env: dict[str, str], spec: PipelineSpec) -> str | None:
-    from edgeloop.rollout.job import champion_version
+    from edgeloop.registry.aliases import alias_version
+    from edgeloop.training.tracking import mlflow_client
 
-    return champion_version(env["MLFLOW_TRACKING_URI"], spec.registry.model_name)
+    current = alias_version(mlflow_client(env["MLFLOW_TRACKING_URI"]), spec.registry.model_name, "champion")
+    return str(current.version) if current is not None else None
 
 
 def fleet_versions(env: dict[str, str], spec: PipelineSpec) -> dict[str, dict[str, int]]:
@@ -275,7 +277,7 @@ def collect_summary(
     train = watcher.latest("train")
     if train:
         gate = xcom(api, f"{spec.name}__train", train["dag_run_id"], "evaluation_gate") or {}
-        summary["trained_version"] = gate.get("model_version")
+        summary["trained_version"] = gate.get("version")
         summary["gate_decision"] = gate.get("decision")
     rollout = watcher.latest("rollout")
     if rollout:

@@ -129,6 +129,11 @@ def airflow_env(cfg: StackConfig, sec: Secrets) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__METRICS__STATSD_ON": "False",
+        # fail fast and clearly when MLflow is down (its defaults retry for minutes)
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": os.environ.get(
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "True"
         ),

@@ -134,31 +134,3 @@ def read_reference_window(
     )
     details = {k: v for k, v in window.describe().items() if k != "corrupt_objects"}
     return ReferenceSample(source="window", sample=window.sample, details=details, corrupt=list(window.corrupt))
-
-
-def champion_training_keys(tracking_uri: str, model_name: str) -> list[str]:
-    """S3 keys of the champion's training split, found through its MLflow run's dataset lineage.
-
-    Empty when there is no champion yet (the drift check then has no reference and is skipped).
-    """
-    import json
-
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        version = client.get_model_version_by_alias(model_name, "champion")
-    except MlflowException:
-        return []
-    if not version.run_id:
-        return []
-    keys = []
-    inputs = client.get_run(version.run_id).inputs
-    for dataset_input in inputs.dataset_inputs if inputs else []:
-        context = {tag.key: tag.value for tag in dataset_input.tags}.get("mlflow.data.context")
-        if context != "training" or not dataset_input.dataset.name.endswith("/train"):
-            continue
-        uri = str(json.loads(dataset_input.dataset.source)["uri"])
-        keys.append(uri.split("/", 3)[3])
-    return keys

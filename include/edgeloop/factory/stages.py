@@ -202,15 +202,19 @@ def build_drift(spec: PipelineSpec) -> DAG:
             from airflow.exceptions import AirflowSkipException
 
             from edgeloop.connections import PipelineClients
-            from edgeloop.drift.reference import champion_training_keys, read_reference_objects
+            from edgeloop.drift.reference import read_reference_objects
             from edgeloop.drift.run import run_drift_check, seed_for
+            from edgeloop.registry.aliases import champion_training_data
+            from edgeloop.training.tracking import mlflow_client
 
             clients = PipelineClients(spec)
             s3, bucket, run = clients.s3(), spec.storage.bucket, context["dag_run"]
-            keys = champion_training_keys(clients.mlflow_uri(), spec.registry.model_name)
-            if not keys:
+            training = champion_training_data(mlflow_client(clients.mlflow_uri()), spec)
+            if training is None:
                 raise AirflowSkipException("skipped: no champion model yet, so no reference data to compare with")
-            reference = read_reference_objects(s3, bucket, keys, spec, seed=seed_for(run.run_id))
+            reference = read_reference_objects(
+                s3, training["bucket"], [training["train_key"]], spec, seed=seed_for(run.run_id)
+            )
             result = run_drift_check(s3, bucket, spec, run.run_id, run.run_after, reference=reference)
             if str(result["status"]).startswith("skipped"):
                 raise AirflowSkipException(str(result["status"]))
@@ -331,26 +335,77 @@ def build_train(spec: PipelineSpec) -> DAG:
         "dataset_version": Param(None, type=["null", "string"], description="curated version; default: newest"),
         "search_budget": Param(spec.training.search_budget, type="integer", minimum=1, maximum=500),
     }
-    with _dag(spec, "train", [curated_asset(spec)], params) as dag:
+    curated = curated_asset(spec)
+    with _dag(spec, "train", [curated], params) as dag:
 
         @task
-        def build_dataset() -> dict[str, Any]:
-            return _not_built("train")
+        def build_dataset(**context: Any) -> dict[str, Any]:
+            from edgeloop.connections import PipelineClients
+            from edgeloop.training.dataset import build_dataset as assemble
+
+            events = (context.get("triggering_asset_events") or {}).get(curated) or []
+            version = context["params"].get("dataset_version") or (
+                (events[-1].extra or {}).get("version") if events else None
+            )
+            return assemble(PipelineClients(spec).s3(), spec, version)
 
         @task
-        def train_model(dataset: dict[str, Any]) -> dict[str, Any]:
-            return _not_built("train")
+        def train_model(dataset: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from edgeloop.connections import PipelineClients
+            from edgeloop.training.tracking import mlflow_client
+            from edgeloop.training.train import train_model as fit
+
+            clients = PipelineClients(spec)
+            budget = int(context["params"].get("search_budget") or spec.training.search_budget)
+            trained = fit(mlflow_client(clients.mlflow_uri()), clients.s3(), spec, dataset, search_budget=budget)
+            push_metrics(spec, context, lambda batch: record_training_metrics(batch, trained))
+            return trained
 
         @task
-        def register_challenger(run: dict[str, Any]) -> dict[str, Any]:
-            return _not_built("train")
+        def register_challenger(trained: dict[str, Any]) -> dict[str, Any]:
+            from edgeloop.connections import PipelineClients
+            from edgeloop.registry.register import register_challenger as register
+            from edgeloop.training.tracking import mlflow_client
+
+            return register(mlflow_client(PipelineClients(spec).mlflow_uri()), spec, trained)
+
+        @task
+        def evaluation_gate(registered: dict[str, Any]) -> dict[str, Any]:
+            from edgeloop.connections import PipelineClients
+            from edgeloop.fleet.health import publish_alerts
+            from edgeloop.registry.gate import evaluation_gate as judge
+            from edgeloop.training.tracking import mlflow_client
+
+            clients = PipelineClients(spec)
+            decision = judge(mlflow_client(clients.mlflow_uri()), clients.s3(), spec, registered)
+            if decision.get("alert"):
+                publish_alerts(spec, clients.kafka(), [decision["alert"]])
+            return decision
 
         @task(outlets=[model_asset(spec)])
-        def evaluation_gate(version: dict[str, Any]) -> dict[str, Any]:
-            return _not_built("train")
+        def announce_model(decision: dict[str, Any]) -> Any:
+            from airflow.exceptions import AirflowSkipException
 
-        evaluation_gate(register_challenger(train_model(build_dataset())))
+            from edgeloop.registry.gate import model_asset_extra
+
+            if not decision.get("promote"):
+                raise AirflowSkipException(f"no rollout: {decision.get('reason')}")
+            extra = model_asset_extra(decision)
+            yield Metadata(model_asset(spec), extra=extra)
+            return extra
+
+        announce_model(evaluation_gate(register_challenger(train_model(build_dataset()))))
     return dag
+
+
+def record_training_metrics(batch: Any, trained: dict[str, Any]) -> None:
+    edge = trained.get("edge") or {}
+    batch.set("edgeloop_training_trials", len(trained.get("trials") or []))
+    if trained.get("eval_score") is not None:
+        batch.set("edgeloop_training_best_score", float(trained["eval_score"]), metric=str(trained.get("metric")))
+    if edge.get("model_mb") is not None:
+        batch.set("edgeloop_training_model_size_bytes", float(edge["model_mb"]) * 1024 * 1024)
+    batch.mark_success("train")
 
 
 def build_rollout(spec: PipelineSpec) -> DAG:

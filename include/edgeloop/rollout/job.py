@@ -224,22 +224,3 @@ def run_wave_job(
         "duration_s": round(time.time() - started, 2),
         **result,
     }
-
-
-# --- registry: the champion alias moves only once the fleet runs the version --------------------
-
-
-def champion_version(tracking_uri: str, model_name: str) -> str | None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(model_name, "champion").version)
-    except MlflowException:
-        return None
-
-
-def move_champion(tracking_uri: str, model_name: str, version: str) -> None:
-    from mlflow import MlflowClient
-
-    MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(model_name, "champion", version)

@@ -37,16 +37,24 @@ def plan_step(
     event_version: str | None,
     started_by: str,
 ) -> dict[str, Any]:
-    from edgeloop.rollout.job import champion_version
+    from edgeloop.fleet.messages import BASELINE_VERSION
+    from edgeloop.registry.aliases import alias_version
+    from edgeloop.training.tracking import mlflow_client
 
     version = str(params.get("model_version") or event_version or "")
     waves = plan_rollout(spec, version, params.get("groups") or None, str(params.get("skip_canary_reason") or ""))
     _check_version_exists(tracking_uri, spec.registry.model_name, version)
     rollout_id = rollout_id_for(spec.name, run_id)
+    current = alias_version(mlflow_client(tracking_uri), spec.registry.model_name, "champion")
+    champion_at_plan = str(current.version) if current is not None else None
+    # What devices go back to on a rollback: the champion, or the on-device baseline when the version
+    # being rolled out is the first model (the gate made it champion before any device ran it).
+    previous = champion_at_plan if champion_at_plan not in (None, version) else BASELINE_VERSION
     plan = {
         "rollout_id": rollout_id,
         "model_version": version,
-        "previous_version": champion_version(tracking_uri, spec.registry.model_name),
+        "champion_at_plan": champion_at_plan,
+        "previous_version": previous,
         "waves": [w.to_dict() for w in waves],
         "started_by": started_by,
         "skip_canary_reason": params.get("skip_canary_reason") or None,
@@ -112,9 +120,12 @@ def all_gates_passed(plan: Mapping[str, Any], gates: Mapping[int, Mapping[str, A
 def promote_step(
     spec: PipelineSpec, s3: Any, tracking_uri: str, plan: Mapping[str, Any], gates: Mapping[int, Any]
 ) -> dict[str, Any]:
-    from edgeloop.rollout.job import move_champion
+    from edgeloop.registry.aliases import set_champion
+    from edgeloop.training.tracking import mlflow_client
 
-    move_champion(tracking_uri, spec.registry.model_name, plan["model_version"])
+    set_champion(
+        mlflow_client(tracking_uri), spec, plan["model_version"], expected_current=plan.get("champion_at_plan")
+    )
     summary = {
         "outcome": "promoted",
         "model_version": plan["model_version"],

@@ -1,0 +1,14 @@
+"""Retraining: curated datasets in, a tracked, edge-fit candidate model out.
+
+- `dataset`: assemble every curated version up to the triggering one plus the seed,
+  validate it against the spec, split it by time and device, store the split.
+- `seed`: the deterministic seed training set (replaceable by the fleet simulator's).
+- `estimators`: the spec's scikit-learn pipeline and the bounded search space.
+- `fitness`: edge fitness (model size, single-record latency, memory) against the spec's limits.
+- `evaluate`: the spec's metric overall and per edge group.
+- `tracking`: MLflow experiment, runs, dataset lineage and model logging with explicit requirements.
+- `train`: the bounded hyperparameter search with one nested MLflow run per trial.
+
+Importing this package is cheap: the modules import pandas, scikit-learn and MLflow
+themselves, so DAG files may import names from here at parse time.
+"""

@@ -1,0 +1,252 @@
+"""The retraining loop on the real MLflow server and S3: first model, drifted retrain, worse retrain.
+
+One pipeline for the module, in the order the loop runs: the seed model becomes champion;
+a curated version with drifted vibration sensors in plant-north trains a better challenger
+(20 racing registrations leave one version; the gate promotes it without moving champion);
+the rollout moves champion; a deliberately weak challenger is then rejected with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from training_testkit import (
+    artifact_text,
+    cleanup_pipeline,
+    drifted_batch,
+    small_spec,
+    unique_name,
+    write_curated,
+)
+
+from edgeloop.registry.aliases import CHALLENGER, CHAMPION, alias_version, champion_training_data, set_champion
+from edgeloop.registry.gate import evaluation_gate, model_asset_extra
+from edgeloop.registry.register import candidate_versions, register_challenger
+from edgeloop.spec import PipelineSpec
+from edgeloop.training.dataset import build_dataset, read_split
+from edgeloop.training.errors import RegistryError
+from edgeloop.training.tracking import TAG_CANDIDATE, TAG_RUN_KIND
+from edgeloop.training.tracking import mlflow_client as make_client
+from edgeloop.training.train import train_model
+
+pytestmark = pytest.mark.integration
+
+DRIFT_VERSION = "2026-01-03T00-00-00Z"
+
+
+def alias_of(client: Any, model_name: str, alias: str) -> str | None:
+    version = alias_version(client, model_name, alias)
+    return None if version is None else str(version.version)
+
+
+@pytest.fixture(scope="module")
+def spec(mlflow_client: Any, s3_client: Any) -> Iterator[PipelineSpec]:
+    spec = small_spec(unique_name("loop"))
+    yield spec
+    cleanup_pipeline(mlflow_client, s3_client, spec)
+
+
+@pytest.fixture(scope="module")
+def first_run(mlflow_client: Any, s3_client: Any, spec: PipelineSpec) -> dict[str, Any]:
+    dataset = build_dataset(s3_client, spec)
+    trained = train_model(mlflow_client, s3_client, spec, dataset)
+    registered = register_challenger(mlflow_client, spec, trained)
+    decision = evaluation_gate(mlflow_client, s3_client, spec, registered)
+    return {"dataset": dataset, "trained": trained, "registered": registered, "decision": decision}
+
+
+@pytest.fixture(scope="module")
+def drift_run(
+    first_run: dict[str, Any], mlflow_client: Any, s3_client: Any, stack_env: dict[str, str], spec: PipelineSpec
+) -> dict[str, Any]:
+    write_curated(s3_client, spec, DRIFT_VERSION, drifted_batch(spec))
+    dataset = build_dataset(s3_client, spec)
+    trained = train_model(mlflow_client, s3_client, spec, dataset)
+
+    # 20 workers register the same candidate at the same moment, each with its own client.
+    barrier, results, errors = threading.Barrier(20), [], []
+
+    def register() -> None:
+        client = make_client(stack_env["MLFLOW_TRACKING_URI"])
+        barrier.wait()
+        try:
+            results.append(register_challenger(client, spec, trained))
+        except Exception as exc:  # collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    decision = evaluation_gate(mlflow_client, s3_client, spec, results[0]) if results else {}
+    return {"dataset": dataset, "trained": trained, "results": results, "errors": errors, "decision": decision}
+
+
+@pytest.fixture(scope="module")
+def worse_run(drift_run: dict[str, Any], mlflow_client: Any, s3_client: Any, spec: PipelineSpec) -> dict[str, Any]:
+    # The rollout has put the drift model on the fleet: it becomes champion.
+    moved = set_champion(mlflow_client, spec, drift_run["decision"]["version"], expected_current="1")
+    weak = spec.model_copy(
+        update={
+            "training": spec.training.model_copy(
+                update={"estimator": "logistic_regression", "params": {"C": 1e-5}, "search_space": {}}
+            )
+        }
+    )
+    trained = train_model(mlflow_client, s3_client, weak, drift_run["dataset"])
+    registered = register_challenger(mlflow_client, weak, trained)
+    decision = evaluation_gate(mlflow_client, s3_client, weak, registered)
+    return {"moved": moved, "trained": trained, "registered": registered, "decision": decision}
+
+
+def test_training_logs_trials_lineage_metrics_and_model(mlflow_client: Any, first_run: dict[str, Any]) -> None:
+    trained, dataset = first_run["trained"], first_run["dataset"]
+    run = mlflow_client.get_run(trained["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[TAG_RUN_KIND] == "training"
+    assert run.data.tags["edgeloop.code_version"] == trained["code_version"].strip()
+    assert run.data.tags["edgeloop.dataset_version"] == "seed"
+    assert {"eval_f1_macro", "val_f1_macro", "edge_model_mb", "edge_latency_ms", "edge_memory_mb"} <= set(
+        run.data.metrics
+    )
+    assert run.data.params["eval_groups"] == ",".join(dataset["eval_groups"])
+
+    trials = mlflow_client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+    )
+    trial_runs = [t for t in trials if t.data.tags.get(TAG_RUN_KIND) == "trial"]
+    assert len(trial_runs) == 2
+    assert all("val_f1_macro" in t.data.metrics and "n_estimators" in t.data.params for t in trial_runs)
+
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    seed_input = inputs[f"{dataset['pipeline']}/curated/seed"]
+    assert json.loads(seed_input.dataset.source)["uri"] == f"s3://{dataset['bucket']}/{dataset['sources'][0]['key']}"
+    assert seed_input.dataset.digest == dataset["sources"][0]["digest"][:32]
+    contexts = {d.dataset.name: d.tags[0].value for d in run.inputs.dataset_inputs}
+    assert contexts[f"{dataset['pipeline']}/seed/eval"] == "evaluation"
+
+    model = mlflow_client.get_logged_model(trained["model_id"])
+    assert str(model.status) in ("READY", "LoggedModelStatus.READY")
+    artifacts = {a.path for a in mlflow_client.list_logged_model_artifacts(trained["model_id"])}
+    assert {"MLmodel", "model.pkl", "requirements.txt", "input_example.json"} <= artifacts
+    requirements = artifact_text(mlflow_client, f"{model.artifact_location}/requirements.txt").split()
+    assert any(r.startswith("scikit-learn==") for r in requirements)
+    description = artifact_text(mlflow_client, f"{model.artifact_location}/MLmodel")
+    assert "signature:" in description and "vibration_rms" in description
+
+
+def test_first_model_on_seed_data_becomes_champion(
+    mlflow_client: Any, spec: PipelineSpec, first_run: dict[str, Any]
+) -> None:
+    decision, registered = first_run["decision"], first_run["registered"]
+    assert registered["version"] == "1" and registered["created"]
+    assert decision["first_run"] and decision["champion_set"] and decision["promote"]
+    assert first_run["trained"]["edge"]["ok"]
+    name = spec.registry.model_name
+    assert alias_of(mlflow_client, name, CHAMPION) == "1"
+    assert alias_of(mlflow_client, name, CHALLENGER) == "1"
+    reference = champion_training_data(mlflow_client, spec)
+    assert reference is not None and reference["train_key"] == first_run["dataset"]["train_key"]
+
+
+def test_retried_tasks_create_no_new_run_or_version(
+    mlflow_client: Any, s3_client: Any, spec: PipelineSpec, first_run: dict[str, Any]
+) -> None:
+    again = train_model(mlflow_client, s3_client, spec, build_dataset(s3_client, spec, "seed"))
+    assert again["reused"] and again["run_id"] == first_run["trained"]["run_id"]
+    registered = register_challenger(mlflow_client, spec, again)
+    assert registered["version"] == "1" and not registered["created"]
+    versions = mlflow_client.search_model_versions(f"name = '{spec.registry.model_name}'")
+    assert [v.version for v in versions] == ["1"]
+    decision = evaluation_gate(mlflow_client, s3_client, spec, registered)
+    assert decision["promote"] and decision["first_run"]  # the retried first gate says the same
+
+
+def test_a_leftover_duplicate_version_is_removed_by_the_next_registration(
+    mlflow_client: Any, spec: PipelineSpec, first_run: dict[str, Any]
+) -> None:
+    # A registration that crashed after creating its version and before cleaning up leaves a duplicate.
+    name = spec.registry.model_name
+    original = mlflow_client.get_model_version(name, "1")
+    duplicate = mlflow_client.create_model_version(
+        name,
+        source=original.source,
+        run_id=original.run_id,
+        tags=original.tags,
+        model_id=original.tags["edgeloop.model_id"],
+    )
+    assert len(candidate_versions(mlflow_client, name, original.tags[TAG_CANDIDATE])) == 2
+    registered = register_challenger(mlflow_client, spec, first_run["trained"])
+    assert registered["version"] == "1" and not registered["created"]
+    live = candidate_versions(mlflow_client, name, original.tags[TAG_CANDIDATE])
+    assert [v.version for v in live] == ["1"]
+    assert duplicate.version != "1"
+
+
+def test_twenty_concurrent_registrations_leave_one_version(
+    mlflow_client: Any, spec: PipelineSpec, drift_run: dict[str, Any]
+) -> None:
+    assert drift_run["errors"] == []
+    results = drift_run["results"]
+    assert len(results) == 20
+    versions = {r["version"] for r in results}
+    assert len(versions) == 1
+    live = candidate_versions(mlflow_client, spec.registry.model_name, drift_run["trained"]["candidate"])
+    assert [v.version for v in live] == list(versions)
+    assert sum(r["created"] for r in results) == 1
+    removed = sorted({v for r in results for v in r["removed"]}, key=int)
+    print(f"20 racing registrations: winner {versions}, duplicates created and removed: {removed}")
+    assert alias_of(mlflow_client, spec.registry.model_name, CHALLENGER) in versions
+
+
+def test_drifted_data_trains_a_better_challenger_that_is_promoted_without_moving_champion(
+    mlflow_client: Any, s3_client: Any, spec: PipelineSpec, drift_run: dict[str, Any]
+) -> None:
+    dataset, decision = drift_run["dataset"], drift_run["decision"]
+    assert dataset["dataset_version"] == DRIFT_VERSION
+    assert [s["version"] for s in dataset["sources"]] == ["seed", DRIFT_VERSION]
+    evaluation = read_split(s3_client, dataset, "eval")
+    assert set(evaluation["group_id"]) == {"plant-north"}  # the drifted group's recent data
+    assert (
+        evaluation["ts"].min() >= read_split(s3_client, dataset, "train").query("group_id == 'plant-north'")["ts"].min()
+    )
+
+    assert decision["decision"] == "promote" and decision["promote"] and not decision["first_run"]
+    assert decision["champion_version"] == "1" and decision["alert"] is None
+    challenger, champion = decision["challenger"]["score"], decision["champion"]["score"]
+    assert challenger >= champion + spec.training.margin
+    # The gate's challenger score is the training run's held-out score: same model, same records.
+    assert challenger == pytest.approx(drift_run["trained"]["eval_score"])
+    assert alias_of(mlflow_client, spec.registry.model_name, CHAMPION) == "1"
+    extra = model_asset_extra(decision)
+    assert extra["version"] == decision["version"] and extra["model_uri"].endswith(f"/{decision['version']}")
+    tags = mlflow_client.get_model_version(spec.registry.model_name, decision["version"]).tags
+    assert tags["edgeloop.gate.decision"] == "promote"
+
+
+def test_worse_challenger_is_rejected_with_its_reason(
+    mlflow_client: Any, spec: PipelineSpec, drift_run: dict[str, Any], worse_run: dict[str, Any]
+) -> None:
+    assert worse_run["moved"]["changed"] and worse_run["moved"]["previous_version"] == "1"
+    name = spec.registry.model_name
+    champion = drift_run["decision"]["version"]
+    assert alias_of(mlflow_client, name, CHAMPION) == champion
+    with pytest.raises(RegistryError, match="champion is version"):
+        set_champion(mlflow_client, spec, "1", expected_current="1")
+
+    decision = worse_run["decision"]
+    assert decision["decision"] == "reject" and not decision["promote"]
+    assert decision["champion_version"] == champion
+    assert decision["challenger"]["score"] < decision["champion"]["score"] + spec.training.margin
+    assert "does not beat the champion" in decision["reason"]
+    tags = mlflow_client.get_model_version(name, decision["version"]).tags
+    assert tags["edgeloop.gate.decision"] == "reject"
+    assert "does not beat the champion" in tags["edgeloop.gate.reason"]
+    alert = decision["alert"]
+    assert alert["kind"] == "model" and alert["pipeline"] == spec.name and alert["version"] == decision["version"]
+    assert alias_of(mlflow_client, name, CHAMPION) == champion
