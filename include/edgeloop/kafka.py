@@ -17,6 +17,28 @@ def kafka_config_from_connection(conn_id: str) -> dict[str, Any]:
     return config
 
 
+def kafka_config_for_job(conn_id: str) -> dict[str, Any]:
+    """Kafka config for a job outside an Airflow task (a pod or a child process), without Airflow's DB.
+
+    `EDGELOOP_KAFKA_CONFIG` (JSON, set by the task that launches a local job) first, then the
+    connection as an `AIRFLOW_CONN_<ID>` JSON variable (how a pod gets it from a Kubernetes Secret),
+    then Airflow's own connection lookup.
+    """
+    import json
+    import os
+
+    if os.environ.get("EDGELOOP_KAFKA_CONFIG"):
+        return dict(json.loads(os.environ["EDGELOOP_KAFKA_CONFIG"]))
+    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "")
+    if raw.lstrip().startswith("{"):
+        extra = json.loads(raw).get("extra") or {}
+        config = dict(json.loads(extra) if isinstance(extra, str) else extra)
+        if "bootstrap.servers" not in config:
+            raise ValueError(f"AIRFLOW_CONN_{conn_id.upper()}: extra has no 'bootstrap.servers'")
+        return config
+    return kafka_config_from_connection(conn_id)
+
+
 def client_config(config: dict[str, Any]) -> dict[str, Any]:
     """Only what every client accepts: drop consumer-only keys for producers and admins."""
     consumer_only = {"group.id", "enable.auto.commit", "auto.offset.reset", "enable.partition.eof"}

@@ -38,7 +38,7 @@ def test_demo_spec_is_valid_and_names_its_parts() -> None:
     assert spec.topic("telemetry") == "factory_maintenance.telemetry"
     assert [g.name for g in spec.canary_groups] == ["line-canary"]
     assert spec.annotation.labels == ["normal", "wear", "fault"]
-    assert spec.rollout.soak == timedelta(minutes=2)
+    assert spec.rollout.soak == timedelta(seconds=60)
     assert spec.storage_prefix("raw") == "raw/factory_maintenance"
 
 

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgeloop.kafka import kafka_config_from_connection
+    from edgeloop.kafka import kafka_config_for_job
     from edgeloop.rollout.job import run_wave_job
     from edgeloop.spec import default_pipelines_dir, load_spec
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("EDGELOOP_CONTROL_KEY is not set (a Kubernetes Secret or the environment provides it)")
     result = run_wave_job(
         spec,
-        kafka_config_from_connection(spec.connections.kafka),
+        kafka_config_for_job(spec.connections.kafka),
         key.encode(),
         args.group,
         args.model_version,

@@ -20,8 +20,12 @@ def run_local_job(
     args = [sys.executable, "-m", "edgeloop.cli", *job_arguments(spec, group, model_version, wave, rollout_id)]
     if rollback:
         args.append("--rollback")
+    from edgeloop.connections import PipelineClients
+
     timeout = spec.rollout.timeout.total_seconds() + 120
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=dict(os.environ), check=False)
+    # the child needs no Airflow: it gets the Kafka config resolved here (never logged)
+    env = {**os.environ, "EDGELOOP_KAFKA_CONFIG": json.dumps(PipelineClients(spec).kafka())}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).splitlines()[-12:])
         raise RolloutJobError(f"rollout job for group {group!r} exited {done.returncode}:\n{tail}")

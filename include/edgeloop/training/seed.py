@@ -36,7 +36,7 @@ def _spec_seed(spec: PipelineSpec, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
-def make_seed_frame(spec: PipelineSpec, records: int = 3000, seed: int = 0) -> pd.DataFrame:
+def make_seed_frame(spec: PipelineSpec, records: int = 12000, seed: int = 0) -> pd.DataFrame:
     """A deterministic labelled seed dataset for `spec` with `records` rows over all its groups."""
     import pandas as pd
 
@@ -50,7 +50,7 @@ def make_seed_frame(spec: PipelineSpec, records: int = 3000, seed: int = 0) -> p
     classes = rng.choice(len(labels), size=records, p=profile.steady_state())
     # A few devices per group, each with its own calibration bias and its group's site offset,
     # drawn from the same sensor profile the fleet simulator uses (so clean groups do not drift).
-    devices = [(g.name, f"{g.name}-seed-{i:02d}") for g in spec.groups for i in range(max(1, min(g.devices, 6)))]
+    devices = [(g.name, f"{g.name}-seed-{i:02d}") for g in spec.groups for i in range(max(1, min(g.devices, 40)))]
     device_index = rng.integers(0, len(devices), size=records)
     bias = profile.device_bias(len(devices), rng)
     offsets = np.stack([profile.group_offsets[devices[i][0]] for i in device_index])

@@ -1,0 +1,139 @@
+"""The closed loop through the real api-server, scheduler, dag-processor and triggerer.
+
+Story 1: drift injected into plant-north only -> one drift alert -> one annotation batch from plant-north
+-> a new curated version -> a new model version that passes the gate -> canary, then production rollout
+-> every simulated device reports the new version -> `champion` moved -> the audit record is complete.
+Story 2: a deliberately bad model stops at the canary gate and the canary devices are rolled back.
+
+Everything is driven the way an operator would: Airflow's REST API (token login), Kafka, S3 and MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from edgeloop.demo import (
+    DemoSettings,
+    StageWatcher,
+    Timeline,
+    all_devices_on,
+    champion,
+    fleet_versions,
+    load_pipelines,
+    run_loop,
+    start_bot,
+    start_fleet,
+)
+from edgeloop.devstack.config import StackConfig
+from edgeloop.devstack.stack import read_env_file, stop_process
+from edgeloop.spec import load_all
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]
+
+PIPELINE = "factory_maintenance"
+DEVICES = 150
+
+
+@pytest.fixture(scope="module")
+def loop_env(stack_env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    cfg = StackConfig.from_env()
+    env = read_env_file(cfg)
+    spec = next(s for s in load_all(cfg.pipelines_dir).specs if s.name == PIPELINE)
+    yield {"cfg": cfg, "env": env, "spec": spec}
+    stop_process("fleet-simulator", cfg)
+    stop_process("annotate-bot", cfg)
+
+
+def audit_record(s3: Any, bucket: str, spec: Any, rollout_id: str) -> dict[str, Any]:
+    from edgeloop.rollout.audit import audit_key
+
+    return dict(json.loads(s3.get_object(Bucket=bucket, Key=audit_key(spec, rollout_id))["Body"].read()))
+
+
+def test_drift_in_one_group_ends_in_a_better_model_on_every_device(
+    airflow_api: Any, loop_env: dict[str, Any], s3_client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, env, spec = loop_env["cfg"], loop_env["env"], loop_env["spec"]
+    settings = DemoSettings(devices=DEVICES, clean_seconds=45)
+    load_pipelines(airflow_api, [spec])
+    child_env = {**env}
+    start_fleet(cfg, spec, settings, child_env)
+    start_bot(cfg, spec, settings, child_env)
+    timeline = Timeline()
+    watcher = StageWatcher(airflow_api, spec, timeline)
+    watcher.baseline()
+    with capsys.disabled():
+        summary = run_loop(airflow_api, env, spec, watcher, settings, cfg)
+        print(
+            f"\n  closed loop: drift injection to every device on the new champion in {summary['loop_seconds']:.0f} s"
+        )
+
+    # one alert, one batch, from the drifted group only
+    assert summary["batch_group"] == ["plant-north"]
+    assert summary["curated_version"]
+    assert summary["gate_decision"] == "promote"
+    assert summary["trained_version"] == summary["champion_now"] != summary["first_champion"]
+    assert summary["rollout_waves"] == ["pass", "pass"]
+    versions = fleet_versions(env, spec)
+    assert all_devices_on(versions, summary["champion_now"], DEVICES), versions
+    record = audit_record(s3_client, spec.storage.bucket, spec, summary["rollout_id"])
+    assert record["outcome"] == "promoted"
+    steps = [step["step"] for step in record["steps"]]
+    assert steps[0] == "plan" and steps[-1] == "promote"
+    assert {"apply-wave-0", "gate-wave-0", "apply-wave-1", "gate-wave-1"} <= set(steps)
+    loop_env["good_version"] = summary["champion_now"]
+
+
+def test_a_bad_model_stops_at_the_canary_and_is_rolled_back(
+    airflow_api: Any, loop_env: dict[str, Any], s3_client: Any
+) -> None:
+    from mlflow import MlflowClient
+
+    cfg, env, spec = loop_env["cfg"], loop_env["env"], loop_env["spec"]
+    good = loop_env.get("good_version") or champion(env, spec)
+    assert good, "story 1 must leave a champion"
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    source = client.get_model_version(spec.registry.model_name, good)
+    bad = client.create_model_version(
+        spec.registry.model_name, source.source, run_id=source.run_id, tags={"e2e": "deliberately bad"}
+    ).version
+    # the simulated devices crash on this version (restarted with the fault; their twin state survives)
+    stop_process("fleet-simulator", cfg)
+    start_fleet(cfg, spec, DemoSettings(devices=DEVICES, faults=(f"{bad}=crash",)), {**env})
+    time.sleep(10)
+
+    run_id = f"manual__e2e_bad_model_{bad}"
+    airflow_api.trigger(f"{PIPELINE}__rollout", run_id, conf={"model_version": str(bad)}, note="e2e: a bad model")
+    run = airflow_api.wait_for_run(f"{PIPELINE}__rollout", run_id, timeout=900)
+    assert run["state"] == "failed"
+    tis = {
+        t["task_id"]: t["state"]
+        for t in airflow_api.get(f"/dags/{PIPELINE}__rollout/dagRuns/{run_id}/taskInstances")["task_instances"]
+    }
+    assert tis["gate_canary"] == "failed"
+    assert tis["apply_wave_1"] in ("upstream_failed", "skipped")
+    assert tis["promote"] == "skipped"
+    assert tis["rollback"] == "failed"  # it rolls back, then fails the run on purpose
+
+    assert champion(env, spec) == good
+    deadline = time.monotonic() + 120
+    versions: dict[str, dict[str, int]] = {}
+    while time.monotonic() < deadline:
+        versions = fleet_versions(env, spec)
+        if versions.get("line-canary", {}).get(str(good)) == sum(versions.get("line-canary", {}).values()):
+            break
+        time.sleep(3)
+    assert set(versions["line-canary"]) == {str(good)}, versions
+    for production in ("plant-north", "plant-south"):
+        assert str(bad) not in versions[production], versions
+
+    plan = airflow_api.get(f"/dags/{PIPELINE}__rollout/dagRuns/{run_id}/taskInstances/plan/xcomEntries/return_value")
+    record = audit_record(s3_client, spec.storage.bucket, spec, plan["value"]["rollout_id"])
+    assert record["outcome"] == "rolled_back"
+    assert record["rolled_back_groups"] == ["line-canary"]
+    assert any("error rate" in reason or "failed" in reason for reason in record["reasons"])
