@@ -260,13 +260,19 @@ def collect_summary(
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {"first_champion": first, "champion_now": version, "loop_seconds": loop_seconds}
     summary.update(watcher.timeline.facts)
-    drift = watcher.latest("drift")
-    if drift:
+    for drift in api.runs(f"{spec.name}__drift", limit=50):
+        if (("drift", drift["dag_run_id"]) in watcher.known) or drift["state"] != "success":
+            continue
         result = xcom(api, f"{spec.name}__drift", drift["dag_run_id"], "publish_alerts") or {}
+        if not result.get("alert_ids"):
+            continue  # the run that raised the alert; later runs update it instead of raising another
         summary["drift_run"] = drift["dag_run_id"]
-        summary["alert"] = result.get("alert_ids") or result.get("alerts")
+        summary["alert"] = result["alert_ids"]
+        groups = result.get("drifted_groups") or []
         links = result.get("report_links") or {}
-        summary["drift_report"] = next((v for k, v in links.items() if k != "fleet"), links.get("fleet"))
+        summary["drift_report"] = next(
+            (v for k, v in links.items() if any(str(g) in k for g in groups)), links.get("fleet")
+        )
     annotate = watcher.latest("annotate")
     if annotate:
         selection = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "select_batch") or {}
