@@ -137,3 +137,24 @@ def test_a_bad_model_stops_at_the_canary_and_is_rolled_back(
     assert record["outcome"] == "rolled_back"
     assert record["rolled_back_groups"] == ["line-canary"]
     assert any("error rate" in reason or "failed" in reason for reason in record["reasons"])
+
+
+def test_a_config_push_waits_in_the_triggerer_until_the_group_applied_it(
+    airflow_api: Any, loop_env: dict[str, Any]
+) -> None:
+    cfg, env, spec = loop_env["cfg"], loop_env["env"], loop_env["spec"]
+    load_pipelines(airflow_api, [spec])
+    start_fleet(cfg, spec, DemoSettings(devices=DEVICES), {**env})  # no-op when it is already running
+    run_id = f"manual__e2e_config_push_{int(time.time())}"
+    config = {"telemetry_interval_s": 1.0, "confidence_threshold": 0.4}
+    airflow_api.trigger(
+        f"{PIPELINE}__config_push", run_id, conf={"group": "line-canary", "config": config, "timeout_seconds": 300}
+    )
+    run = airflow_api.wait_for_run(f"{PIPELINE}__config_push", run_id, timeout=420)
+    assert run["state"] == "success"
+    dag = f"{PIPELINE}__config_push"
+    waited = airflow_api.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances/wait_until_applied/xcomEntries/return_value")
+    progress = waited["value"]
+    assert progress["devices"] > 0
+    assert progress["applied"] == progress["devices"]
+    assert progress["failed_count"] == 0 and progress["pending_count"] == 0

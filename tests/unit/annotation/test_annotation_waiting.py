@@ -153,7 +153,11 @@ def test_sensor_defers_to_the_trigger_with_the_spec_settings() -> None:
         sensor.execute({"ti": ti})
     trig = deferred.value.trigger
     assert isinstance(trig, BatchCompletionTrigger)
-    assert (trig.conn_id, trig.completion_ratio, trig.poll_interval) == ("edgeloop_label_studio", 0.95, 15.0)
+    assert (trig.conn_id, trig.completion_ratio, trig.poll_interval) == (
+        "edgeloop_label_studio",
+        0.95,
+        spec.annotation.poll_interval.total_seconds(),
+    )
     assert (trig.batch_id, trig.expected, trig.deadline) == ("b1", 200, deadline.isoformat())
     assert deferred.value.method_name == "execute_complete"
     assert timedelta(minutes=69) < deferred.value.timeout <= timedelta(minutes=70)

@@ -28,7 +28,7 @@ def test_a_window_ending_inside_an_hour_includes_that_hour() -> None:
 def test_window_bounds_follow_the_spec(demo_spec: PipelineSpec) -> None:
     now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     bounds = window_bounds(demo_spec, now)
-    assert bounds == WindowBounds(end=now, start=now - timedelta(minutes=30))  # the demo spec's 30m
+    assert bounds == WindowBounds(end=now, start=now - demo_spec.drift.window)  # the spec's window
 
     by_count = demo_spec.model_copy(update={"drift": demo_spec.drift.model_copy(update={"window_records": 5000})})
     assert window_bounds(by_count, now) == WindowBounds(end=now, records=5000)

@@ -332,10 +332,10 @@ def test_the_spec_is_saved_even_when_kafka_is_down(client: TestClient, kafka: Fa
 
 def test_an_edit_shows_its_diff_and_is_saved_with_its_version(client: TestClient, tmp_path: Path) -> None:
     current = client.get("/api/pipelines/factory_maintenance", headers=ADMIN).json()
-    text = current["text"].replace("soak: 2m", "soak: 5m")
+    text = current["text"].replace("soak: 60s", "soak: 5m")
     preview = client.post("/api/pipelines/factory_maintenance/diff", json={"text": text}, headers=VIEWER).json()
     assert [line for line in preview["diff"].splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")] == [
-        "-  soak: 2m",
+        "-  soak: 60s",
         "+  soak: 5m",
     ]
     assert preview["valid"] and preview["version"] == current["version"]
@@ -348,7 +348,7 @@ def test_an_edit_shows_its_diff_and_is_saved_with_its_version(client: TestClient
 
 def test_the_second_of_two_concurrent_edits_is_refused(client: TestClient, tmp_path: Path) -> None:
     opened = client.get("/api/pipelines/factory_maintenance", headers=ADMIN).json()
-    alice = opened["text"].replace("soak: 2m", "soak: 5m")
+    alice = opened["text"].replace("soak: 60s", "soak: 5m")
     bob = opened["text"].replace("owner: reliability-team", "owner: bob")
     first = client.put(
         "/api/pipelines/factory_maintenance", json={"text": alice, "version": opened["version"]}, headers=ADMIN
