@@ -34,6 +34,8 @@ def unique_spec(bucket: str, *, prefix: str = "anntest", **annotation: Any) -> P
     data["topics"]["prefix"] = f"{prefix}_{run}"
     data["storage"] = {"bucket": bucket, "prefix": f"itest-annotation/{run}"}
     data["annotation"] = {**data["annotation"], **annotation}
+    # the tests' raw records span half an hour: select over a window that holds them all
+    data["drift"] = {**data["drift"], "window": 1800}
     return PipelineSpec.model_validate(data)
 
 
