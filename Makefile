@@ -146,6 +146,22 @@ bench-annotate: stack-up ## select and open a 1,000-task batch from 1,000,000 re
 bench-generator: stack-up ## Pipelines page and API with 100 pipelines
 	$(PY) benchmarks/bench_generator.py
 
+.PHONY: k8s-build k8s-up k8s-down test-k8s bench-k8s-rollout
+k8s-build: ## build kube-apiserver, controller-manager, scheduler, etcd, kubectl and kwok from Go modules (cached)
+	bash devstack/k8s/build.sh $(STATE_DIR)
+
+k8s-up: $(VENV)/.installed k8s-build ## a real Kubernetes control plane on loopback with KWOK edge nodes
+	$(PY) -m edgeloop.devstack.k8s up
+
+k8s-down: ## stop the Kubernetes control plane
+	$(PY) -m edgeloop.devstack.k8s down
+
+test-k8s: $(VENV)/.installed k8s-build ## the rollout against the real API server (KWOK nodes)
+	@$(call run_pytest,tests/k8s -q -m k8s)
+
+bench-k8s-rollout: $(VENV)/.installed k8s-build ## 1,000 KWOK edge nodes: edgeloop's rollout vs kubectl rollout
+	$(PY) benchmarks/bench_k8s_rollout.py
+
 .PHONY: dashboards
 dashboards: $(VENV)/.installed ## regenerate the Grafana dashboards (JSON) from monitoring/grafana/build_dashboards.py
 	$(PY) monitoring/grafana/build_dashboards.py

@@ -78,6 +78,11 @@ def daemonset_name(spec: PipelineSpec, group: str) -> str:
     return f"{spec.name.replace('_', '-')}-inference-{group}"[:63].rstrip("-")
 
 
+def _int_or_percent(value: str) -> int | str:
+    """IntOrString as the API wants it: "25%" stays a string, "3" becomes the number 3."""
+    return int(value) if value.isdigit() else value
+
+
 def daemonset_patch(spec: PipelineSpec, group: str, model_version: str, image: str) -> dict[str, Any]:
     """Strategic-merge patch of a group's inference DaemonSet: image, model URI, rolling-update budget."""
     model_uri = f"models:/{spec.registry.model_name}/{model_version}"
@@ -86,7 +91,7 @@ def daemonset_patch(spec: PipelineSpec, group: str, model_version: str, image: s
         "spec": {
             "updateStrategy": {
                 "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": spec.rollout.max_unavailable},
+                "rollingUpdate": {"maxUnavailable": _int_or_percent(spec.rollout.max_unavailable)},
             },
             "template": {
                 "metadata": {
@@ -130,7 +135,7 @@ def run_kubernetes_wave(
     apps_api.patch_namespaced_daemon_set(name, namespace, daemonset_patch(spec, group, model_version, image))
     deadline = time.monotonic() + timeout_s
     while True:
-        ds = apps_api.read_namespaced_daemon_set_status(name, namespace)
+        ds = apps_api.read_namespaced_daemon_set(name, namespace)
         status = ds.status
         wanted = status.desired_number_scheduled or 0
         done = (

@@ -67,7 +67,10 @@ def rollout_pod_operator(
         service_account_name=rollout.service_account,
         container_resources=resources,
         container_security_context=security,
-        security_context=k8s.V1PodSecurityContext(run_as_non_root=True, fs_group=0),
+        xcom_sidecar_container_security_context=security,
+        security_context=k8s.V1PodSecurityContext(
+            run_as_non_root=True, fs_group=0, seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")
+        ),
         secrets=[Secret("env", env, name, key) for env, name, key in JOB_SECRETS],
         env_vars={"PYTHONPATH": "/opt/airflow/include", "EDGELOOP_PIPELINES_DIR": "/opt/airflow/include/pipelines"},
         volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
