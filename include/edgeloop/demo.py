@@ -169,10 +169,11 @@ class StageWatcher:
                     changes.append((stage, run))
         return changes
 
-    def latest(self, stage: str, state: str = "success") -> dict[str, Any] | None:
-        for run in self.api.runs(f"{self.spec.name}__{stage}", limit=20):
+    def first(self, stage: str, state: str = "success") -> dict[str, Any] | None:
+        """The first run of a stage since the drift was injected: the one the story is about."""
+        for run in reversed(self.api.runs(f"{self.spec.name}__{stage}", limit=50)):
             if (stage, run["dag_run_id"]) not in self.known and run["state"] == state:
-                return run
+                return dict(run)
         return None
 
 
@@ -260,12 +261,12 @@ def collect_summary(
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {"first_champion": first, "champion_now": version, "loop_seconds": loop_seconds}
     summary.update(watcher.timeline.facts)
-    for drift in api.runs(f"{spec.name}__drift", limit=50):
+    for drift in reversed(api.runs(f"{spec.name}__drift", limit=50)):
         if (("drift", drift["dag_run_id"]) in watcher.known) or drift["state"] != "success":
             continue
         result = xcom(api, f"{spec.name}__drift", drift["dag_run_id"], "publish_alerts") or {}
         if not result.get("alert_ids"):
-            continue  # the run that raised the alert; later runs update it instead of raising another
+            continue  # looking for the run that raised the first alert
         summary["drift_run"] = drift["dag_run_id"]
         summary["alert"] = result["alert_ids"]
         groups = result.get("drifted_groups") or []
@@ -273,19 +274,19 @@ def collect_summary(
         summary["drift_report"] = next(
             (v for k, v in links.items() if any(str(g) in k for g in groups)), links.get("fleet")
         )
-    annotate = watcher.latest("annotate")
+    annotate = watcher.first("annotate")
     if annotate:
         selection = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "select_batch") or {}
         exported = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "export_dataset") or {}
         summary["batch"] = selection.get("batch_id")
         summary["batch_group"] = selection.get("groups")
         summary["curated_version"] = exported.get("version")
-    train = watcher.latest("train")
+    train = watcher.first("train")
     if train:
         gate = xcom(api, f"{spec.name}__train", train["dag_run_id"], "evaluation_gate") or {}
         summary["trained_version"] = gate.get("version")
         summary["gate_decision"] = gate.get("decision")
-    rollout = watcher.latest("rollout")
+    rollout = watcher.first("rollout")
     if rollout:
         promoted = xcom(api, f"{spec.name}__rollout", rollout["dag_run_id"], "promote") or {}
         summary["rollout_id"] = promoted.get("rollout_id")

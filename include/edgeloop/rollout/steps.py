@@ -133,6 +133,19 @@ def promote_step(
         "champion": plan["model_version"],
         "finished_at": now_iso(),
     }
+    # the retrained model now runs everywhere: the drift alerts it answered are done
+    from datetime import UTC, datetime
+
+    from edgeloop.drift.alert_state import close_drift_alerts
+
+    summary["closed_drift_alerts"] = close_drift_alerts(
+        s3,
+        spec.storage.bucket,
+        spec,
+        datetime.now(UTC),
+        reason=f"champion {plan['model_version']} on every group",
+        groups=["*"],
+    )
     write_part(s3, spec, plan["rollout_id"], 90, "promote", summary)
     return assemble_audit(s3, spec, plan["rollout_id"], summary)
 
