@@ -113,6 +113,10 @@ test-integration: install ## tests against the real services of the stack
 test-e2e: install ## the real scheduler, dag-processor and triggerer end to end
 	@$(call run_pytest,tests/e2e -q -m e2e)
 
+.PHONY: test-loop
+test-loop: install ## the closed loop end to end (drift -> new champion on every device; bad model rolled back)
+	@$(call run_pytest,tests/e2e/test_closed_loop.py -q -m loop)
+
 # --- benchmarks (not part of make test) -----------------------------------------------------
 
 .PHONY: bench-parse

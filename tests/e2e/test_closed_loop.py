@@ -33,7 +33,8 @@ from edgeloop.devstack.config import StackConfig
 from edgeloop.devstack.stack import read_env_file, stop_process
 from edgeloop.spec import load_all
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]
+# The two stories run with `make test-loop` (about 15 minutes); the config push runs in the e2e tier.
+pytestmark = [pytest.mark.timeout(2700)]
 
 PIPELINE = "factory_maintenance"
 DEVICES = 150
@@ -55,6 +56,7 @@ def audit_record(s3: Any, bucket: str, spec: Any, rollout_id: str) -> dict[str, 
     return dict(json.loads(s3.get_object(Bucket=bucket, Key=audit_key(spec, rollout_id))["Body"].read()))
 
 
+@pytest.mark.loop
 def test_drift_in_one_group_ends_in_a_better_model_on_every_device(
     airflow_api: Any, loop_env: dict[str, Any], s3_client: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -89,6 +91,7 @@ def test_drift_in_one_group_ends_in_a_better_model_on_every_device(
     loop_env["good_version"] = summary["champion_now"]
 
 
+@pytest.mark.loop
 def test_a_bad_model_stops_at_the_canary_and_is_rolled_back(
     airflow_api: Any, loop_env: dict[str, Any], s3_client: Any
 ) -> None:
@@ -100,7 +103,11 @@ def test_a_bad_model_stops_at_the_canary_and_is_rolled_back(
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     source = client.get_model_version(spec.registry.model_name, good)
     bad = client.create_model_version(
-        spec.registry.model_name, source.source, run_id=source.run_id, tags={"e2e": "deliberately bad"}
+        spec.registry.model_name,
+        source.source,
+        run_id=source.run_id,
+        tags={"e2e": "deliberately bad"},
+        model_id=getattr(source, "model_id", None),
     ).version
     # the simulated devices crash on this version (restarted with the fault; their twin state survives)
     stop_process("fleet-simulator", cfg)
@@ -139,6 +146,7 @@ def test_a_bad_model_stops_at_the_canary_and_is_rolled_back(
     assert any("error rate" in reason or "failed" in reason for reason in record["reasons"])
 
 
+@pytest.mark.e2e
 def test_a_config_push_waits_in_the_triggerer_until_the_group_applied_it(
     airflow_api: Any, loop_env: dict[str, Any]
 ) -> None:
