@@ -134,13 +134,6 @@ def push_metrics(spec: PipelineSpec, context: Any, fill: Any, **grouping: str) -
         logging.getLogger(__name__).warning("metrics not pushed: %s", exc)
 
 
-def _not_built(stage: str) -> dict[str, Any]:
-    """Stages that have no logic yet end as skipped with a reason, never as a fake success."""
-    from airflow.exceptions import AirflowSkipException
-
-    raise AirflowSkipException(f"the {stage} stage is not built in this version of edgeloop")
-
-
 # --- builders -------------------------------------------------------------------------
 
 
