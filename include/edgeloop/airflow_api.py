@@ -24,20 +24,24 @@ class AirflowApi:
         session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
         return cls(base_url, session)
 
-    def get(self, path: str, **params: Any) -> Any:
-        response = self.session.get(f"{self.base_url}/api/v2{path}", params=params, timeout=30)
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One REST call; a 5xx (e.g. SQLite busy under load) is retried a few times before it counts."""
+        for attempt in range(5):
+            response = self.session.request(method, f"{self.base_url}/api/v2{path}", timeout=30, **kwargs)
+            if response.status_code < 500 or attempt == 4:
+                break
+            time.sleep(1 + attempt)
         response.raise_for_status()
         return response.json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, params=params)
 
     def patch(self, path: str, body: dict[str, Any]) -> Any:
-        response = self.session.patch(f"{self.base_url}/api/v2{path}", json=body, timeout=30)
-        response.raise_for_status()
-        return response.json()
+        return self._call("PATCH", path, json=body)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        response = self.session.post(f"{self.base_url}/api/v2{path}", json=body, timeout=30)
-        response.raise_for_status()
-        return response.json()
+        return self._call("POST", path, json=body)
 
     def wait_for_dags(self, dag_ids: set[str], timeout: float = 180) -> dict[str, Any]:
         """Wait until the dag-processor has parsed and stored every DAG in `dag_ids`."""
