@@ -21,6 +21,7 @@ from airflow.sdk import (
     task,
 )
 
+from edgeloop.drift.link import DriftReportLink, report_url
 from edgeloop.events import AlertTrigger
 from edgeloop.spec import PipelineSpec, parse_schedule
 
@@ -237,12 +238,14 @@ def build_drift(spec: PipelineSpec) -> DAG:
                 "reports": result.get("reports") or {},
                 # open in the Airflow UI's host: the plugin serves reports behind the Airflow login
                 "report_links": {
-                    label: f"/edgeloop/generator/reports/{spec.name}/{'/'.join(key.split('/')[-2:])}"
-                    for label, key in (result.get("reports") or {}).items()
+                    label: report_url(spec.name, key) for label, key in (result.get("reports") or {}).items()
                 },
             }
 
-        publish_alerts(check_drift())
+        checked = check_drift()
+        # the "Drift report" button of the task in the UI (a decorated task takes links this way)
+        checked.operator.operator_extra_links = (DriftReportLink(),)  # type: ignore[attr-defined]
+        publish_alerts(checked)
     return dag
 
 
@@ -487,6 +490,7 @@ def build_rollout(spec: PipelineSpec) -> DAG:
             from airflow.exceptions import AirflowSkipException
 
             from edgeloop.connections import PipelineClients
+            from edgeloop.rollout.metrics import record_rollout_metrics
             from edgeloop.rollout.steps import all_gates_passed, promote_step, record_gate
 
             clients = PipelineClients(spec)
@@ -497,6 +501,13 @@ def build_rollout(spec: PipelineSpec) -> DAG:
             if not all_gates_passed(plan, gates):
                 raise AirflowSkipException("not every wave passed its gate: nothing to promote")
             record = promote_step(spec, clients.s3(), clients.mlflow_uri(), plan, gates)
+            applies = pulled(context["ti"], apply_ids)
+
+            def fill(batch: Any) -> None:
+                record_rollout_metrics(batch, plan, applies, gates)
+                batch.mark_success("rollout")
+
+            push_metrics(spec, context, fill)
             return {"rollout_id": plan["rollout_id"], "champion": record["champion"]}
 
         @task(trigger_rule="all_done")
@@ -504,6 +515,7 @@ def build_rollout(spec: PipelineSpec) -> DAG:
             from airflow.exceptions import AirflowFailException, AirflowSkipException
 
             from edgeloop.connections import PipelineClients
+            from edgeloop.rollout.metrics import record_rollout_metrics
             from edgeloop.rollout.steps import all_gates_passed, record_gate, rollback_step
 
             clients = PipelineClients(spec)
@@ -513,9 +525,10 @@ def build_rollout(spec: PipelineSpec) -> DAG:
             for gate in gates.values():
                 if gate:
                     record_gate(spec, clients.s3(), plan["rollout_id"], gate)
-            record = rollback_step(
-                spec, clients.s3(), clients.kafka(), plan, pulled(context["ti"], apply_ids), gates, context
-            )
+            applies = pulled(context["ti"], apply_ids)
+            record = rollback_step(spec, clients.s3(), clients.kafka(), plan, applies, gates, context)
+            rolled_back = list(record["rolled_back_groups"])
+            push_metrics(spec, context, lambda batch: record_rollout_metrics(batch, plan, applies, gates, rolled_back))
             raise AirflowFailException(
                 f"rollout {plan['rollout_id']} rolled back groups {record['rolled_back_groups']} "
                 f"to version {record['previous_version']}: {'; '.join(record['reasons'])}"

@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from edgeloop.generator import charts as pipeline_charts
 from edgeloop.generator import discovery
 from edgeloop.generator import status as pipeline_status
 from edgeloop.generator.discovery import KafkaUnavailable, TopicInfo, UnknownTopic
@@ -60,6 +61,7 @@ from edgeloop.generator.store import (
     update_spec_file,
 )
 from edgeloop.generator.templates import TEMPLATES, TemplateId, get_template
+from edgeloop.metrics import query_range
 from edgeloop.spec import NAME_PATTERN, PipelineSpec, default_pipelines_dir
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ class GeneratorSettings:
     sample_limit: int = 50
     alert_window_s: float = 24 * 3600.0
     status_timeout_s: float = 3.0
+    prometheus_url: str | None = None
+    charts_timeout_s: float = 5.0
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> "GeneratorSettings":
@@ -92,6 +96,7 @@ class GeneratorSettings:
         return cls(
             pipelines_dir=Path(folder) if folder else default_pipelines_dir(),
             default_bucket=environ.get("EDGELOOP_BUCKET", "edgeloop"),
+            prometheus_url=environ.get("EDGELOOP_PROMETHEUS_URL") or None,
         )
 
 
@@ -149,6 +154,7 @@ class Sources:
     champions: Callable[[str, Iterable[str]], dict[str, str | None]] = pipeline_status.champion_versions
     ensure_topics: Callable[[PipelineSpec, dict[str, Any]], list[str]] | None = None
     fleet: Callable[[PipelineSpec, dict[str, Any]], dict[str, Any]] | None = None
+    query_range: Callable[[str, str, float, float, float, float], list[dict[str, Any]]] = query_range
 
 
 def airflow_sources() -> Sources:
@@ -368,22 +374,50 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
     def openapi(user: User) -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @app.get("/reports/{name}/{run}/{report}", dependencies=read_deps, tags=["reports"], responses=_errors(404, 422))
-    def drift_report(name: str, run: str, report: str, user: User) -> Response:
-        """An Evidently drift report (HTML) or a drift summary (JSON) of one drift run, from object storage."""
-        from edgeloop.connections import s3_client
+    def _report_location(name: str, run: str) -> tuple[PipelineSpec, str]:
+        """The spec and the run's key prefix, after the names are checked (nothing touched before)."""
         from edgeloop.drift.results import drift_reports_prefix
         from edgeloop.spec import SpecInvalid, load_spec
 
         if not re.fullmatch(NAME_PATTERN, name) or not re.fullmatch(r"[A-Za-z0-9._=-]{1,200}", run):
             raise _problem(422, "pipeline or run name has characters that are not allowed")
-        if not re.fullmatch(r"[A-Za-z0-9._=-]{1,120}\.(html|json)", report):
-            raise _problem(422, "a report is an .html or .json file name")
         try:
             spec = load_spec(folder / f"{name}.yaml")
         except (OSError, SpecInvalid) as exc:
             raise _problem(404, f"no valid pipeline '{name}'") from exc
-        key = f"{drift_reports_prefix(spec)}/{run}/{report}"
+        return spec, f"{drift_reports_prefix(spec)}/{run}"
+
+    @app.get("/reports/{name}/{run}/", dependencies=read_deps, tags=["reports"], responses=_errors(404, 422))
+    def drift_run_reports(name: str, run: str, user: User) -> HTMLResponse:
+        """The index of one drift run: its status, drifted groups and links to every report it wrote."""
+        import json
+
+        from edgeloop.connections import s3_client
+
+        spec, prefix = _report_location(name, run)
+        s3 = s3_client(spec.connections.s3)
+        listing = s3.list_objects_v2(Bucket=spec.storage.bucket, Prefix=f"{prefix}/")
+        files = sorted(obj["Key"].rsplit("/", 1)[-1] for obj in listing.get("Contents", []))
+        if not files:
+            raise _problem(404, f"no reports under s3://{spec.storage.bucket}/{prefix}/")
+        summary: dict[str, Any] = {}
+        if "summary.json" in files:
+            body = s3.get_object(Bucket=spec.storage.bucket, Key=f"{prefix}/summary.json")["Body"].read()
+            with contextlib.suppress(ValueError):
+                summary = json.loads(body)
+        return HTMLResponse(
+            render_report_index(name, run, files, summary), headers={"Content-Security-Policy": PAGE_CSP}
+        )
+
+    @app.get("/reports/{name}/{run}/{report}", dependencies=read_deps, tags=["reports"], responses=_errors(404, 422))
+    def drift_report(name: str, run: str, report: str, user: User) -> Response:
+        """An Evidently drift report (HTML) or a drift summary (JSON) of one drift run, from object storage."""
+        from edgeloop.connections import s3_client
+
+        if not re.fullmatch(r"[A-Za-z0-9._=-]{1,120}\.(html|json)", report):
+            raise _problem(422, "a report is an .html or .json file name")
+        spec, prefix = _report_location(name, run)
+        key = f"{prefix}/{report}"
         try:
             body = s3_client(spec.connections.s3).get_object(Bucket=spec.storage.bucket, Key=key)["Body"].read()
         except Exception as exc:
@@ -513,6 +547,26 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
             return sources.fleet(result.spec, sources.kafka_config(result.spec.connections.kafka))
         except Exception as exc:  # Kafka down or the topic unreadable: say so
             raise _problem(503, f"fleet state of '{name}' unavailable: {exc}") from exc
+
+    @app.get("/api/pipelines/{name}/charts", dependencies=read_deps, tags=["pipelines"], responses=_errors(404, 409))
+    def charts(
+        name: PipelineName,
+        user: User,
+        hours: Annotated[int, Query(ge=1, le=168, description="time range: the last `hours` hours")] = 6,
+    ) -> dict[str, Any]:
+        """Drift per group, rollout progress by wave and model versions per group over time, from Prometheus.
+
+        Without a reachable Prometheus the answer is still 200: `available` is false and `message` says why.
+        """
+        result = check(_read(folder, name))
+        if result.spec is None:
+            raise _problem(409, f"pipeline '{name}' has spec errors: fix them first", errors=result.error_dicts())
+        url = settings.prometheus_url
+
+        def ask(expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+            return sources.query_range(url or "", expr, start, end, step, settings.charts_timeout_s)
+
+        return pipeline_charts.chart_data(result.spec, ask if url else None, end=time.time(), hours=hours)
 
     @app.post("/api/pipelines/{name}/diff", dependencies=read_deps, tags=["edit"], responses=_errors(404, 422))
     def diff(name: PipelineName, body: DiffRequest, user: User) -> dict[str, Any]:
@@ -740,3 +794,35 @@ __all__ = [
     "build_plugin_app",
     "create_app",
 ]
+
+
+def render_report_index(pipeline: str, run: str, files: Sequence[str], summary: Mapping[str, Any]) -> str:
+    """A plain HTML page listing one drift run's reports, the drifted ones first, with the run's status."""
+    groups: Mapping[str, Any] = summary.get("groups") or {}
+    drifted = set(summary.get("drifted_groups") or [])
+
+    def row(file: str) -> tuple[int, str]:
+        label = file.rsplit(".", 1)[0]
+        group = label.split("=", 1)[1] if label.startswith("group=") else None
+        view: Mapping[str, Any] = (groups.get(group) if group else summary.get("overall")) or {}
+        state = "drifted" if group in drifted or view.get("dataset_drift") else ""
+        share, columns = view.get("drift_share"), ", ".join(sorted(view.get("drifted_columns") or {}))
+        detail = f"share {share:.2f}" if isinstance(share, int | float) else ""
+        detail += f"; columns: {columns}" if columns else ""
+        cells = (
+            f'<td><a href="{html.escape(file)}">{html.escape(label)}</a></td>'
+            f"<td>{html.escape(state)}</td><td>{html.escape(detail)}</td>"
+        )
+        return (0 if state else 1), f"<tr>{cells}</tr>"
+
+    rows = "\n".join(r for _, r in sorted(row(f) for f in files))
+    status = html.escape(str(summary.get("status", "unknown")))
+    names = html.escape(", ".join(sorted(drifted)) or "none")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>Drift reports: {html.escape(pipeline)} / {html.escape(run)}</title></head><body>"
+        f"<h1>Drift reports of {html.escape(pipeline)}</h1><p>Run <code>{html.escape(run)}</code>: "
+        f"status <b>{status}</b>; drifted groups: <b>{names}</b></p>"
+        f"<table><thead><tr><th>report</th><th>drift</th><th></th></tr></thead><tbody>\n{rows}\n</tbody></table>"
+        "</body></html>"
+    )

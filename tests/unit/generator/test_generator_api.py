@@ -58,6 +58,7 @@ READ_ROUTES = [
     ("GET", "/api/status", None),
     ("GET", "/api/pipelines/factory_maintenance", None),
     ("GET", "/api/pipelines/factory_maintenance/fleet", None),
+    ("GET", "/api/pipelines/factory_maintenance/charts", None),
     ("POST", "/api/pipelines/factory_maintenance/diff", {"text": "name: x\n"}),
     ("POST", "/api/validate", {"text": "name: x\n"}),
     ("GET", "/api/topics", None),
@@ -73,10 +74,13 @@ WRITE_ROUTES = [
 ]
 
 
-REPORT_ROUTE = ("GET", "/reports/factory_maintenance/scheduled__x/group=plant-north.html", None)
+REPORT_ROUTES = [
+    ("GET", "/reports/factory_maintenance/scheduled__x/group=plant-north.html", None),
+    ("GET", "/reports/factory_maintenance/scheduled__x/", None),
+]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), [*READ_ROUTES, *WRITE_ROUTES, REPORT_ROUTE])
+@pytest.mark.parametrize(("method", "path", "body"), [*READ_ROUTES, *WRITE_ROUTES, *REPORT_ROUTES])
 def test_every_route_needs_a_logged_in_user(client: TestClient, method: str, path: str, body: Any) -> None:
     assert client.request(method, path, json=body).status_code == 401
     bad_token = client.request(method, path, json=body, headers={"X-Test-User": "mallory"})
@@ -102,6 +106,8 @@ def test_a_viewer_cannot_change_anything(client: TestClient, tmp_path: Path, met
         "/reports/Bad-Name/run/fleet.html",
         "/reports/factory_maintenance/run/fleet.exe",
         "/reports/factory_maintenance/run%2F..%2F..%2Fsecrets/fleet.html",
+        "/reports/Bad-Name/run/",
+        "/reports/factory_maintenance/run%20x/",
     ],
 )
 def test_report_paths_are_checked_before_storage_is_touched(client: TestClient, path: str) -> None:
@@ -417,12 +423,14 @@ def test_the_openapi_schema_documents_every_operation(client: TestClient) -> Non
         "/api/status",
         "/api/pipelines/{name}",
         "/api/pipelines/{name}/fleet",
+        "/api/pipelines/{name}/charts",
         "/api/pipelines/{name}/diff",
         "/api/validate",
         "/api/render",
         "/api/topics",
         "/api/topics/sample",
         "/reports/{name}/{run}/{report}",
+        "/reports/{name}/{run}/",
     }
     assert set(schema["paths"]["/api/pipelines/{name}"]) == {"get", "put", "delete"}
     assert {"Draft", "CreateRequest", "UpdateRequest", "ErrorBody"} <= set(schema["components"]["schemas"])

@@ -25,6 +25,7 @@ const state = {
   created: null,
   poller: null,
   deleteArmed: false,
+  charts: { name: null, hours: 6 }, // the pipeline whose charts are open
 };
 
 // --- helpers -------------------------------------------------------------------------------
@@ -157,6 +158,7 @@ function renderList() {
     if (p.valid) {
       const fleet = el("div", { class: "fleet small" });
       name.append(el("button", { type: "button", class: "link small", onclick: (e) => toggleFleet(p, fleet, e.target) }, "Groups and rollout ▸"), fleet);
+      name.append(el("button", { type: "button", class: "link small charts-toggle", onclick: (e) => toggleCharts(p.name, e.target) }, "Charts ▸"));
     }
     if (!p.valid) {
       name.append(
@@ -266,6 +268,228 @@ async function runIngest(name, button) {
   } finally {
     if (button) button.disabled = false;
   }
+}
+
+// --- charts: Prometheus series of one pipeline, drawn as inline SVG ---------------------------
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const PALETTE = ["#1a73e8", "#e8710a", "#1e8e3e", "#d01884", "#12b5cb", "#b06000", "#c5221f", "#5f6368"];
+const FIXED_COLORS = { _all: "#9334e6", champion: "#80868b" }; // the whole fleet and the registry's champion
+const CHART = { width: 560, height: 210, left: 48, right: 14, top: 14, bottom: 26 };
+const RANGES = [1, 6, 24, 168];
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined) continue;
+    if (key === "text") node.textContent = value;
+    else node.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) if (child) node.append(child);
+  return node;
+}
+
+function rangeLabel(hours) {
+  return hours % 24 === 0 ? `${hours / 24} d` : `${hours} h`;
+}
+
+function stepLabel(seconds) {
+  return seconds < 60 ? `${seconds} s` : seconds < 3600 ? `${Math.round(seconds / 60)} min` : `${Math.round(seconds / 3600)} h`;
+}
+
+function formatValue(value, unit) {
+  if (value === null || value === undefined) return "–";
+  if (unit === "ratio") return `${Math.round(value * 1000) / 10}%`;
+  if (unit === "version") return `v${Math.round(value)}`;
+  return Math.abs(value) >= 100 ? value.toFixed(0) : String(Number(value.toPrecision(3)));
+}
+
+// 3-6 round numbers between lo and hi (1, 2 or 5 times a power of ten apart)
+function niceTicks(lo, hi, count = 4) {
+  const raw = (hi - lo) / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw) || raw;
+  const ticks = [];
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
+  return ticks;
+}
+
+function timeTicks(start, end) {
+  const spans = [300, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400];
+  const span = spans.find((s) => (end - start) / s <= 6) || 86400 * Math.ceil((end - start) / 86400 / 6);
+  const offset = new Date(start * 1000).getTimezoneOffset() * 60; // ticks on round local times
+  const ticks = [];
+  for (let t = Math.ceil((start - offset) / span) * span + offset; t <= end; t += span) ticks.push(t);
+  return ticks;
+}
+
+function timeLabel(t, rangeSeconds) {
+  const date = new Date(t * 1000);
+  if (rangeSeconds > 2 * 86400) return date.toLocaleDateString([], { month: "short", day: "numeric" });
+  return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+// A group keeps its color on every chart: its place in the spec picks it.
+function seriesColor(series, groups, index) {
+  const group = (series.labels || {}).group;
+  if (group in FIXED_COLORS) return FIXED_COLORS[group];
+  const at = groups.indexOf(group);
+  return PALETTE[(at >= 0 ? at : index) % PALETTE.length];
+}
+
+function yRange(chart) {
+  const values = chart.series.flatMap((s) => s.points.map((p) => p[1]));
+  if (chart.threshold) values.push(chart.threshold.value);
+  let lo = Math.min(...values);
+  let hi = Math.max(...values);
+  if (chart.unit === "version") return [Math.floor(lo) - 0.5, Math.ceil(hi) + 0.5];
+  if (chart.y_min !== null) lo = Math.min(lo, chart.y_min);
+  if (chart.y_max !== null) hi = Math.max(hi, chart.y_max);
+  else hi = hi > 0 ? hi * 1.1 : hi + 1;
+  if (hi <= lo) hi = lo + 1;
+  return [lo, hi];
+}
+
+// One SVG line chart; `legend` is the list whose values follow the pointer.
+function drawChart(chart, data, legend, groups) {
+  const { width, height, left, right, top, bottom } = CHART;
+  const [lo, hi] = yRange(chart);
+  const x = (t) => left + ((t - data.start) / (data.end - data.start)) * (width - left - right);
+  const y = (v) => height - bottom - ((v - lo) / (hi - lo)) * (height - top - bottom);
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart-svg", role: "img", "aria-label": chart.title });
+  root.append(svg("title", { text: chart.title }));
+  const yTicks = chart.unit === "version"
+    ? Array.from({ length: Math.round(hi - lo) }, (_, i) => Math.ceil(lo) + i).filter((v, i, all) => all.length <= 6 || i % Math.ceil(all.length / 6) === 0)
+    : niceTicks(lo, hi);
+  for (const v of yTicks) {
+    root.append(svg("line", { x1: left, x2: width - right, y1: y(v), y2: y(v), class: "grid-line" }));
+    root.append(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis-label", text: formatValue(v, chart.unit) }));
+  }
+  for (const t of timeTicks(data.start, data.end)) {
+    root.append(svg("line", { x1: x(t), x2: x(t), y1: height - bottom, y2: height - bottom + 4, class: "axis-line" }));
+    root.append(svg("text", { x: x(t), y: height - 8, "text-anchor": "middle", class: "axis-label", text: timeLabel(t, data.end - data.start) }));
+  }
+  root.append(svg("line", { x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, class: "axis-line" }));
+  if (chart.threshold) {
+    const ty = y(chart.threshold.value);
+    root.append(svg("line", { x1: left, x2: width - right, y1: ty, y2: ty, class: "threshold" }));
+    root.append(svg("text", { x: width - right - 2, y: ty - 4, "text-anchor": "end", class: "threshold-label", text: chart.threshold.label }));
+  }
+  const gap = data.step * 2.5;
+  chart.series.forEach((series, i) => {
+    const color = seriesColor(series, groups, i);
+    let d = "";
+    let previous = null;
+    for (const [t, v] of series.points) {
+      const px = x(t).toFixed(1);
+      const py = y(v).toFixed(1);
+      if (!previous || t - previous[0] > gap) d += `M${px} ${py}`;
+      else if (chart.steps) d += `H${px}V${py}`;
+      else d += `L${px} ${py}`;
+      previous = [t, v];
+    }
+    const champion = (series.labels || {}).group === "champion";
+    const path = svg("path", { d, class: champion ? "series champion" : "series", stroke: color, "data-series": series.name });
+    path.append(svg("title", { text: series.name }));
+    root.append(path);
+    const [lastT, lastV] = series.points[series.points.length - 1];
+    root.append(svg("circle", { cx: x(lastT), cy: y(lastV), r: 3, fill: color }));
+  });
+  const cursor = svg("line", { x1: 0, x2: 0, y1: top, y2: height - bottom, class: "cursor", visibility: "hidden" });
+  const overlay = svg("rect", { x: left, y: top, width: width - left - right, height: height - top - bottom, class: "overlay" });
+  root.append(cursor, overlay);
+  const showAt = (t) => {
+    for (const [i, series] of chart.series.entries()) {
+      let best = null;
+      for (const point of series.points) if (point[0] <= t + data.step / 2) best = point;
+      const value = best && t - best[0] <= gap ? best[1] : null;
+      legend.children[i].querySelector(".value").textContent = formatValue(value, chart.unit);
+    }
+  };
+  const showLast = () => {
+    chart.series.forEach((series, i) => {
+      legend.children[i].querySelector(".value").textContent = formatValue(series.points[series.points.length - 1][1], chart.unit);
+    });
+  };
+  overlay.addEventListener("pointermove", (event) => {
+    const box = root.getBoundingClientRect();
+    const px = ((event.clientX - box.left) / box.width) * width;
+    const t = data.start + ((px - left) / (width - left - right)) * (data.end - data.start);
+    cursor.setAttribute("x1", px);
+    cursor.setAttribute("x2", px);
+    cursor.setAttribute("visibility", "visible");
+    showAt(t);
+  });
+  overlay.addEventListener("pointerleave", () => {
+    cursor.setAttribute("visibility", "hidden");
+    showLast();
+  });
+  chart.series.forEach((series, i) => {
+    const swatch = svg("svg", { width: 12, height: 12, viewBox: "0 0 12 12", "aria-hidden": "true" }, svg("rect", { x: 0, y: 4, width: 12, height: 4, rx: 1, fill: seriesColor(series, groups, i) }));
+    legend.append(el("li", { "data-series": series.name }, swatch, ` ${series.name} `, el("span", { class: "value" }, "")));
+  });
+  showLast();
+  return root;
+}
+
+function chartCard(chart, data, groups) {
+  const card = el(
+    "figure",
+    { class: "chart", "data-chart": chart.id },
+    el("figcaption", {}, el("strong", {}, chart.title), el("div", { class: "muted small" }, chart.description))
+  );
+  if (chart.error) {
+    card.append(el("p", { class: "error small" }, `Not available: ${chart.error}`));
+  } else if (!chart.series.length) {
+    card.append(el("p", { class: "muted small empty-chart" }, `No data in the last ${rangeLabel(data.hours)} yet.`));
+  } else {
+    const legend = el("ul", { class: "chart-legend small" });
+    card.append(drawChart(chart, data, legend, groups), legend);
+  }
+  return card;
+}
+
+async function loadCharts(name, box) {
+  const status = el("span", { class: "muted small charts-status" }, "Loading charts…");
+  const ranges = el(
+    "span",
+    { class: "ranges" },
+    RANGES.map((hours) =>
+      el("button", { type: "button", class: `small${hours === state.charts.hours ? " chosen" : ""}`, "aria-pressed": String(hours === state.charts.hours), onclick: () => { state.charts.hours = hours; loadCharts(name, box); } }, rangeLabel(hours))
+    )
+  );
+  clear(box).append(el("div", { class: "charts-head" }, el("strong", {}, `${name} over the last`), ranges, status));
+  let data;
+  try {
+    data = await api(`api/pipelines/${encodeURIComponent(name)}/charts?hours=${state.charts.hours}`);
+  } catch (error) {
+    status.textContent = `Charts unavailable: ${error.message}`;
+    return;
+  }
+  if (state.charts.name !== name) return; // closed or switched while loading
+  if (!data.available) {
+    status.textContent = data.message;
+    status.classList.add("charts-unavailable");
+    return;
+  }
+  status.textContent = `from Prometheus, one point every ${stepLabel(data.step)}`;
+  const pipeline = state.pipelines.find((p) => p.name === name);
+  const groups = pipeline && pipeline.groups ? pipeline.groups.map((g) => g.name) : [];
+  box.append(el("div", { class: "charts-grid" }, data.charts.map((chart) => chartCard(chart, data, groups))));
+}
+
+function toggleCharts(name, button) {
+  const open = document.querySelector("tr.charts-row");
+  const wasOpen = open && open.dataset.chartsFor === name;
+  if (open) open.remove();
+  for (const other of document.querySelectorAll("button.charts-toggle")) other.textContent = "Charts ▸";
+  state.charts.name = wasOpen ? null : name;
+  if (wasOpen) return;
+  const row = button.closest("tr");
+  const cell = el("td", { colspan: row.cells.length, class: "charts" });
+  row.after(el("tr", { class: "charts-row", "data-charts-for": name }, cell));
+  button.textContent = "Charts ▾";
+  loadCharts(name, cell);
 }
 
 // --- the wizard ----------------------------------------------------------------------------
