@@ -93,13 +93,14 @@ lint: $(VENV)/.installed ## ruff (with Airflow AIR rules) and strict mypy
 	$(PY) -m mypy
 
 .PHONY: test test-unit test-dags test-integration test-e2e
-test: install ## every tier: lint, unit, DAG policy, then integration and e2e on the real stack
+test: install ## every tier: lint, unit, DAG policy; integration, e2e and the closed loop on the real stack; Kubernetes
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-unit test-dags
 	@started=0; if ! $(EDGELOOP) stack status >/dev/null 2>&1; then started=1; fi; \
 	$(EDGELOOP) stack up || { [ $$started = 1 ] && $(EDGELOOP) stack down; exit 1; }; \
-	$(MAKE) --no-print-directory test-integration test-e2e; rc=$$?; \
+	$(MAKE) --no-print-directory test-integration test-e2e test-loop; rc=$$?; \
 	if [ $$started = 1 ]; then $(EDGELOOP) stack down; fi; exit $$rc
+	$(MAKE) --no-print-directory test-k8s
 
 test-unit: $(VENV)/.installed ## fast tests of pure logic
 	@$(call run_pytest,tests/unit -q)
@@ -149,6 +150,10 @@ bench-annotate: stack-up ## select and open a 1,000-task batch from 1,000,000 re
 .PHONY: bench-generator
 bench-generator: stack-up ## Pipelines page and API with 100 pipelines
 	$(PY) benchmarks/bench_generator.py
+
+.PHONY: bench-loop
+bench-loop: stack-up ## the closed loop's time and each stage's share; alert -> DAG run latency over 20 alerts
+	$(PY) benchmarks/bench_loop.py
 
 .PHONY: k8s-build k8s-up k8s-down test-k8s bench-k8s-rollout
 k8s-build: ## build kube-apiserver, controller-manager, scheduler, etcd, kubectl and kwok from Go modules (cached)

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from edgeloop.airflow_api import AirflowApi
@@ -86,7 +87,23 @@ def load_pipelines(api: AirflowApi, specs: list[PipelineSpec], timeout: float = 
     return sorted(dag_ids)
 
 
+def forget_other_devices(env: dict[str, str], spec: PipelineSpec, devices: int) -> list[str]:
+    """Remove the twins of devices this fleet does not run (left by an earlier, larger simulated fleet)."""
+    from edgeloop.fleet.control import forget_devices, read_device_states
+    from edgeloop.fleet.simulator import simulated_device_ids
+
+    kafka = {"bootstrap.servers": env["EDGELOOP_KAFKA_BOOTSTRAP"]}
+    ours = simulated_device_ids(spec, devices)
+    stale = sorted(set(read_device_states(spec, kafka, timeout=30).devices) - ours)
+    if stale:
+        forget_devices(spec, kafka, stale)
+    return stale
+
+
 def start_fleet(cfg: StackConfig, spec: PipelineSpec, settings: DemoSettings, env: dict[str, str]) -> int:
+    """Start the fleet simulator (a no-op when it runs); twins of devices it does not have are forgotten first."""
+    if process_pid("fleet-simulator", cfg) is None:
+        forget_other_devices(env, spec, settings.devices)
     command = [
         sys.executable,
         "-m",
@@ -238,6 +255,7 @@ def run_loop(
     os.kill(pid, signal.SIGUSR1)
     injected = time.monotonic()
     timeline.facts["drift_injected_at"] = time.strftime("%H:%M:%S")
+    timeline.facts["drift_injected_utc"] = datetime.now(UTC).isoformat()
     timeline.mark(f"drift injected into {settings.drift_group}: {', '.join(d.split(':')[0] for d in settings.drift)}")
 
     def new_champion() -> str | None:
@@ -261,6 +279,7 @@ def collect_summary(
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {"first_champion": first, "champion_now": version, "loop_seconds": loop_seconds}
     summary.update(watcher.timeline.facts)
+    ends: dict[str, str | None] = {}
     for drift in reversed(api.runs(f"{spec.name}__drift", limit=50)):
         if (("drift", drift["dag_run_id"]) in watcher.known) or drift["state"] != "success":
             continue
@@ -268,6 +287,7 @@ def collect_summary(
         if not result.get("alert_ids"):
             continue  # looking for the run that raised the first alert
         summary["drift_run"] = drift["dag_run_id"]
+        ends["detection"] = drift.get("end_date")
         summary["alert"] = result["alert_ids"]
         groups = result.get("drifted_groups") or []
         links = result.get("report_links") or {}
@@ -278,6 +298,10 @@ def collect_summary(
     if annotate:
         selection = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "select_batch") or {}
         exported = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "export_dataset") or {}
+        opened = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "open_batch") or {}
+        summary["annotate_run"] = annotate["dag_run_id"]
+        ends["annotation"] = annotate.get("end_date")
+        summary["batch_url"] = opened.get("url")
         summary["batch"] = selection.get("batch_id")
         summary["batch_group"] = selection.get("groups")
         summary["curated_version"] = exported.get("version")
@@ -285,16 +309,42 @@ def collect_summary(
     if train:
         gate = xcom(api, f"{spec.name}__train", train["dag_run_id"], "evaluation_gate") or {}
         summary["trained_version"] = gate.get("version")
+        ends["training"] = train.get("end_date")
         summary["gate_decision"] = gate.get("decision")
     rollout = watcher.first("rollout")
     if rollout:
         promoted = xcom(api, f"{spec.name}__rollout", rollout["dag_run_id"], "promote") or {}
         summary["rollout_id"] = promoted.get("rollout_id")
+        ends["rollout"] = rollout.get("end_date")
         summary["rollout_waves"] = [
             (xcom(api, f"{spec.name}__rollout", rollout["dag_run_id"], f"gate_{name}") or {}).get("state")
             for name in ("canary", "wave_1")
         ]
+    summary["stage_seconds"] = stage_seconds(summary.get("drift_injected_utc"), ends, loop_seconds)
     return summary
+
+
+def stage_seconds(injected_utc: str | None, ends: dict[str, str | None], loop_seconds: float) -> dict[str, float]:
+    """Each stage's share of the loop, from the end times of its runs (seconds since the drift was injected).
+
+    detection: injection -> the drift run that raised the alert ended (ingest lag and drift schedule included);
+    annotation, training, rollout: from the previous stage's end to this one's (hand-offs included);
+    fleet: from the promotion to the last device reporting the new version.
+    """
+    if not injected_utc:
+        return {}
+    start = datetime.fromisoformat(injected_utc)
+    out: dict[str, float] = {}
+    previous = 0.0
+    for stage in ("detection", "annotation", "training", "rollout"):
+        end = ends.get(stage)
+        if not end:
+            return out
+        at = (datetime.fromisoformat(end.replace("Z", "+00:00")) - start).total_seconds()
+        out[stage] = round(at - previous, 1)
+        previous = at
+    out["fleet"] = round(max(0.0, loop_seconds - previous), 1)
+    return out
 
 
 def print_summary(summary: dict[str, Any], env: dict[str, str], cfg: StackConfig) -> None:
@@ -310,13 +360,16 @@ def print_summary(summary: dict[str, Any], env: dict[str, str], cfg: StackConfig
         ("rollout waves", summary.get("rollout_waves")),
         ("champion", f"{summary.get('first_champion')} -> {summary.get('champion_now')}"),
         ("loop time", f"{summary.get('loop_seconds', 0):.0f} s from drift injection to every device"),
+        ("stage shares", ", ".join(f"{k} {v:.0f} s" for k, v in (summary.get("stage_seconds") or {}).items())),
     ]
     for name, value in rows:
         print(f"  {name:<20} {value}")
-    print_urls(env, cfg, summary.get("drift_report"))
+    print_urls(env, cfg, summary.get("drift_report"), summary.get("batch_url"))
 
 
-def print_urls(env: dict[str, str], cfg: StackConfig, drift_report: str | None = None) -> None:
+def print_urls(
+    env: dict[str, str], cfg: StackConfig, drift_report: str | None = None, batch_url: str | None = None
+) -> None:
     print()
     print(f"  Airflow UI     {env['EDGELOOP_AIRFLOW_URL']}   login: admin (viewer: viewer)")
     print(f"                 passwords: {cfg.state_dir / 'airflow' / 'passwords.json'}")
@@ -325,6 +378,8 @@ def print_urls(env: dict[str, str], cfg: StackConfig, drift_report: str | None =
     print(f"                 password: label_studio_password in {cfg.secrets_file}")
     if drift_report:
         print(f"  drift report   {env['EDGELOOP_AIRFLOW_URL']}{drift_report}")
+    if batch_url:
+        print(f"  label batch    {batch_url}   (also the 'Label Studio batch' link of the wait_for_labels task)")
     print(f"  Prometheus     {env['EDGELOOP_PROMETHEUS_URL']}")
     print(f"  S3 (moto)      {env['EDGELOOP_S3_ENDPOINT']}   bucket: {env['EDGELOOP_BUCKET']}")
     print(f"  Kafka          {env['EDGELOOP_KAFKA_BOOTSTRAP']}")

@@ -11,11 +11,14 @@ Everything is driven the way an operator would: Airflow's REST API (token login)
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.helpers.browser import ARTIFACTS, README_IMAGES, airflow_login, chromium
 
 from edgeloop.demo import (
     DemoSettings,
@@ -28,6 +31,7 @@ from edgeloop.demo import (
     run_loop,
     start_bot,
     start_fleet,
+    xcom,
 )
 from edgeloop.devstack.config import StackConfig
 from edgeloop.devstack.stack import read_env_file, stop_process
@@ -54,6 +58,22 @@ def audit_record(s3: Any, bucket: str, spec: Any, rollout_id: str) -> dict[str, 
     from edgeloop.rollout.audit import audit_key
 
     return dict(json.loads(s3.get_object(Bucket=bucket, Key=audit_key(spec, rollout_id))["Body"].read()))
+
+
+def loop_runs(api: Any, spec: Any) -> dict[str, Any]:
+    """The newest drift run that raised an alert and the newest finished annotate run, from the REST API."""
+    found: dict[str, Any] = {}
+    for run in api.runs(f"{spec.name}__drift", limit=50):
+        published = xcom(api, f"{spec.name}__drift", run["dag_run_id"], "publish_alerts") or {}
+        if published.get("alert_ids"):
+            found["drift_run"] = run["dag_run_id"]
+            break
+    for run in api.runs(f"{spec.name}__annotate", limit=20):
+        if run["state"] == "success":
+            opened = xcom(api, f"{spec.name}__annotate", run["dag_run_id"], "open_batch") or {}
+            found.update(annotate_run=run["dag_run_id"], batch_url=opened.get("url"), batch=opened.get("batch_id"))
+            break
+    return found
 
 
 @pytest.mark.loop
@@ -89,6 +109,62 @@ def test_drift_in_one_group_ends_in_a_better_model_on_every_device(
     assert steps[0] == "plan" and steps[-1] == "promote"
     assert {"apply-wave-0", "gate-wave-0", "apply-wave-1", "gate-wave-1"} <= set(steps)
     loop_env["good_version"] = summary["champion_now"]
+    loop_env["summary"] = summary
+
+
+@pytest.mark.loop
+def test_the_airflow_ui_shows_the_loop_and_opens_its_drift_report_and_label_studio_batch(
+    stack_env: dict[str, str], airflow_api: Any, loop_env: dict[str, Any]
+) -> None:
+    """In headless Chromium, as the read-only `viewer`: the demo DAGs with their runs, then the extra links."""
+    from playwright.sync_api import expect
+
+    summary = loop_env.get("summary") or loop_runs(airflow_api, loop_env["spec"])
+    assert summary.get("drift_run") and summary.get("annotate_run") and summary.get("batch_url"), summary
+    base = stack_env["EDGELOOP_AIRFLOW_URL"]
+    with chromium() as browser:
+        page = airflow_login(browser, base, "viewer", stack_env["AIRFLOW_VIEWER_PASSWORD"])
+        page.goto(f"{base}/dags")
+        page.get_by_placeholder(re.compile("search dags", re.IGNORECASE)).fill(PIPELINE)
+        for stage in ("ingest", "drift", "annotate", "train", "rollout"):
+            expect(page.get_by_role("link", name=f"{PIPELINE}__{stage}", exact=True)).to_be_visible()
+        page.screenshot(path=ARTIFACTS / "loop-dags.png")
+
+        page.goto(f"{base}/dags/{PIPELINE}__drift/runs/{summary['drift_run']}/tasks/check_drift/details")
+        report_link = page.get_by_role("link", name="Drift report")
+        expect(report_link).to_be_visible()
+        page.screenshot(path=ARTIFACTS / "loop-drift-task.png")
+        report_link.click()  # same origin: the plugin serves it behind the Airflow login
+        page.wait_for_url("**/edgeloop/generator/reports/**")
+        expect(page.locator("h1")).to_have_text(f"Drift reports of {PIPELINE}")
+        expect(page.locator("tbody tr", has_text="group=plant-north")).to_contain_text("drifted")
+        for clean in ("group=plant-south", "group=line-canary"):
+            expect(page.locator("tbody tr", has_text=clean)).not_to_contain_text("drifted")
+        page.screenshot(path=ARTIFACTS / "loop-drift-reports.png")
+        page.get_by_role("link", name="group=plant-north").click()
+        page.wait_for_url("**/group=plant-north.html")
+        expect(page.locator("body")).to_contain_text("Drift", timeout=60_000)  # Evidently's report renders
+        page.screenshot(path=ARTIFACTS / "loop-drift-report.png", full_page=False)
+
+        page.goto(f"{base}/dags/{PIPELINE}__annotate/runs/{summary['annotate_run']}/tasks/wait_for_labels/details")
+        batch_link = page.get_by_role("link", name="Label Studio batch")
+        expect(batch_link).to_have_attribute("href", summary["batch_url"])
+        page.screenshot(path=ARTIFACTS / "loop-annotate-task.png")
+
+        # the link opens the batch in Label Studio (its own login)
+        secrets = json.loads((loop_env["cfg"].secrets_file).read_text())
+        tool = page.context.new_page()
+        tool.goto(summary["batch_url"])
+        tool.locator("input[name=email]").fill("admin@edgeloop.local")
+        tool.locator("input[name=password]").fill(secrets["label_studio_password"])
+        tool.locator("input[name=password]").press("Enter")
+        tool.wait_for_url(re.compile(r".*/projects/\d+.*"))
+        tool.goto(summary["batch_url"])
+        expect(tool.get_by_text(str(summary["batch"])).first).to_be_visible(timeout=60_000)
+        tool.screenshot(path=ARTIFACTS / "loop-label-studio-batch.png")
+    README_IMAGES.mkdir(parents=True, exist_ok=True)
+    for name in ("loop-drift-task.png", "loop-drift-reports.png", "loop-annotate-task.png"):
+        shutil.copy(ARTIFACTS / name, README_IMAGES / name)
 
 
 @pytest.mark.loop

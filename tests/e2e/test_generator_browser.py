@@ -20,26 +20,13 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers.browser import ARTIFACTS, README_IMAGES, Clicks, airflow_login, chromium
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts"
-README_IMAGES = REPO / "docs" / "img"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CLICK_TARGET = 10
 STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
 
@@ -99,101 +86,78 @@ def _remove_pipeline(airflow_api: Any, name: str) -> None:
 
 
 def _login(browser: Any, base: str, user: str, password: str, click: Clicks | None = None) -> Any:
-    """A new browser context (no cookies: a user who never came here), logged in, on the Pipelines page."""
+    """Logged in to Airflow (a fresh browser context), on the Pipelines page."""
     click = click or Clicks()
-    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(f"{base}/")
-    page.locator("input[name=username]").fill(user)
-    page.locator("input[name=password]").fill(password)
-    click(page.get_by_role("button", name="Sign in"))
+    page = airflow_login(browser, base, user, password, click)
     click(page.get_by_role("link", name="Pipelines"))
     return page
-
-
-class Clicks:
-    """Clicks the user makes, counted."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, locator: Any, **kwargs: Any) -> None:
-        locator.click(**kwargs)
-        self.count += 1
 
 
 def test_a_new_user_creates_a_pipeline_from_a_topic_in_the_wizard(
     stack_env: dict[str, str], simulator_topic: str, airflow_api: Any
 ) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail("/usr/bin/chromium is missing: install Debian's `chromium` package (make system-packages)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base = stack_env["EDGELOOP_AIRFLOW_URL"]
     name = simulator_topic
-    ARTIFACTS.mkdir(exist_ok=True)
     click = Clicks()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            started = time.monotonic()
-            page = _login(browser, base, "admin", stack_env["AIRFLOW_ADMIN_PASSWORD"], click)
-            frame = page.frame_locator('iframe[title="Pipelines"]')
-            expect(frame.locator("tr[data-pipeline=factory_maintenance]")).to_be_visible()
+    with chromium() as browser:
+        started = time.monotonic()
+        page = _login(browser, base, "admin", stack_env["AIRFLOW_ADMIN_PASSWORD"], click)
+        frame = page.frame_locator('iframe[title="Pipelines"]')
+        expect(frame.locator("tr[data-pipeline=factory_maintenance]")).to_be_visible()
 
-            click(frame.get_by_role("button", name="New pipeline"))
-            click(frame.locator("[data-template=predictive_maintenance]"))
-            click(frame.locator(f'button[data-topic="{name}.telemetry"]'))
-            expect(frame.locator("#schema-title")).to_contain_text("30 of 30 sampled messages read")
-            expect(frame.locator("#pipeline-name")).to_have_value(name)
-            roles = {
-                field: frame.locator(f'tr[data-field="{field}"] [data-part=role]').input_value()
-                for field in ("record_id", "device_id", "group_id", "ts", "rpm", "prediction", "confidence")
-            }
-            assert roles == {
-                "record_id": "record_id",
-                "device_id": "device_id",
-                "group_id": "group_id",
-                "ts": "timestamp",
-                "rpm": "feature",
-                "prediction": "prediction",
-                "confidence": "confidence",
-            }
-            page.screenshot(path=ARTIFACTS / "generator-wizard-schema.png")
+        click(frame.get_by_role("button", name="New pipeline"))
+        click(frame.locator("[data-template=predictive_maintenance]"))
+        click(frame.locator(f'button[data-topic="{name}.telemetry"]'))
+        expect(frame.locator("#schema-title")).to_contain_text("30 of 30 sampled messages read")
+        expect(frame.locator("#pipeline-name")).to_have_value(name)
+        roles = {
+            field: frame.locator(f'tr[data-field="{field}"] [data-part=role]').input_value()
+            for field in ("record_id", "device_id", "group_id", "ts", "rpm", "prediction", "confidence")
+        }
+        assert roles == {
+            "record_id": "record_id",
+            "device_id": "device_id",
+            "group_id": "group_id",
+            "ts": "timestamp",
+            "rpm": "feature",
+            "prediction": "prediction",
+            "confidence": "confidence",
+        }
+        page.screenshot(path=ARTIFACTS / "generator-wizard-schema.png")
 
-            click(frame.get_by_role("button", name="Next"))
-            expect(frame.locator("#groups-source")).to_contain_text(f"fleet state topic {name}.device-state")
-            expect(frame.locator("#canary")).to_have_value("line-canary")
-            page.screenshot(path=ARTIFACTS / "generator-wizard-groups.png")
+        click(frame.get_by_role("button", name="Next"))
+        expect(frame.locator("#groups-source")).to_contain_text(f"fleet state topic {name}.device-state")
+        expect(frame.locator("#canary")).to_have_value("line-canary")
+        page.screenshot(path=ARTIFACTS / "generator-wizard-groups.png")
 
-            click(frame.get_by_role("button", name="Next"))
-            expect(frame.locator("#review-note")).to_contain_text("Valid.")
-            expect(frame.locator("#dag-preview li")).to_have_count(len(STAGES))
-            assert f"name: {name}\n" in frame.locator("#yaml").input_value()
-            page.screenshot(path=ARTIFACTS / "generator-wizard-review.png")
+        click(frame.get_by_role("button", name="Next"))
+        expect(frame.locator("#review-note")).to_contain_text("Valid.")
+        expect(frame.locator("#dag-preview li")).to_have_count(len(STAGES))
+        assert f"name: {name}\n" in frame.locator("#yaml").input_value()
+        page.screenshot(path=ARTIFACTS / "generator-wizard-review.png")
 
-            click(frame.get_by_role("button", name="Create"))
-            expect(frame.locator("#created-title")).to_have_text(f"Pipeline {name} created")
-            expect(frame.locator("#created-dags li.parsed")).to_have_count(len(STAGES), timeout=240_000)
-            created_at = time.monotonic() - started
-            page.screenshot(path=ARTIFACTS / "generator-created.png")
+        click(frame.get_by_role("button", name="Create"))
+        expect(frame.locator("#created-title")).to_have_text(f"Pipeline {name} created")
+        expect(frame.locator("#created-dags li.parsed")).to_have_count(len(STAGES), timeout=240_000)
+        created_at = time.monotonic() - started
+        page.screenshot(path=ARTIFACTS / "generator-created.png")
 
-            click(frame.get_by_role("button", name="Back to the list"))
-            row = frame.locator(f"tr[data-pipeline={name}]")
-            expect(row.locator("a.stage")).to_have_count(len(STAGES))
-            listed_at = time.monotonic() - started
-            expect(row.locator("td.champion")).not_to_have_text("…")  # alerts and champion loaded too
-            clicks_to_listed = click.count
-            page.screenshot(path=ARTIFACTS / "generator-page.png")
+        click(frame.get_by_role("button", name="Back to the list"))
+        row = frame.locator(f"tr[data-pipeline={name}]")
+        expect(row.locator("a.stage")).to_have_count(len(STAGES))
+        listed_at = time.monotonic() - started
+        expect(row.locator("td.champion")).not_to_have_text("…")  # alerts and champion loaded too
+        clicks_to_listed = click.count
+        page.screenshot(path=ARTIFACTS / "generator-page.png")
 
-            row.get_by_role("button", name="Run ingestion now").click()
-            expect(frame.locator("#notice")).to_contain_text("Ingestion started: ")
-            run_id = frame.locator("#notice").inner_text().split("Ingestion started: ", 1)[1].strip()
+        row.get_by_role("button", name="Run ingestion now").click()
+        expect(frame.locator("#notice")).to_contain_text("Ingestion started: ")
+        run_id = frame.locator("#notice").inner_text().split("Ingestion started: ", 1)[1].strip()
 
-            row.locator("a.stage", has_text="ingest").click()  # a stage opens its DAG in the Airflow UI itself
-            page.wait_for_url(f"{base}/dags/{name}__ingest**")
-        finally:
-            browser.close()
+        row.locator("a.stage", has_text="ingest").click()  # a stage opens its DAG in the Airflow UI itself
+        page.wait_for_url(f"{base}/dags/{name}__ingest**")
 
     print(
         f"\ngenerator wizard: {clicks_to_listed} clicks, DAGs parsed after {created_at:.1f}s, "
@@ -212,9 +176,7 @@ def test_a_new_user_creates_a_pipeline_from_a_topic_in_the_wizard(
 def test_an_edit_shows_its_diff_and_a_concurrent_change_is_refused_on_the_page(
     stack_env: dict[str, str], simulator_topic: str, airflow_api: Any
 ) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail("/usr/bin/chromium is missing: install Debian's `chromium` package (make system-packages)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base = stack_env["EDGELOOP_AIRFLOW_URL"]
     name = simulator_topic
@@ -223,48 +185,42 @@ def test_an_edit_shows_its_diff_and_a_concurrent_change_is_refused_on_the_page(
     draft = session.get(f"{api}/topics/sample", params={"topic": f"{name}.telemetry"}, timeout=60).json()["draft"]
     created = session.post(f"{api}/pipelines", json={"draft": draft, "create_topics": False}, timeout=60)
     assert created.status_code == 201, created.text
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = _login(browser, base, "admin", stack_env["AIRFLOW_ADMIN_PASSWORD"])
-            frame = page.frame_locator('iframe[title="Pipelines"]')
-            row = frame.locator(f"tr[data-pipeline={name}]")
-            row.get_by_role("button", name="Groups and rollout").click()
-            expect(row.locator("tr[data-group=line-canary]")).to_contain_text("(canary)")
-            expect(row.locator("tr[data-group=line-canary] .sync")).to_contain_text("devices run the model")
-            row.get_by_role("button", name="Edit").click()
-            editor = frame.locator("#yaml")
-            expect(editor).to_have_value(re.compile(f"name: {name}\n"))
-            editor.fill(editor.input_value().replace("soak: 10m", "soak: 20m"))
-            frame.get_by_role("button", name="Show changes").click()
-            expect(frame.locator("#diff-view .del")).to_have_text("-  soak: 10m")
-            expect(frame.locator("#diff-view .add")).to_have_text("+  soak: 20m")
-            page.screenshot(path=ARTIFACTS / "generator-edit-diff.png")
+    with chromium() as browser:
+        page = _login(browser, base, "admin", stack_env["AIRFLOW_ADMIN_PASSWORD"])
+        frame = page.frame_locator('iframe[title="Pipelines"]')
+        row = frame.locator(f"tr[data-pipeline={name}]")
+        row.get_by_role("button", name="Groups and rollout").click()
+        expect(row.locator("tr[data-group=line-canary]")).to_contain_text("(canary)")
+        expect(row.locator("tr[data-group=line-canary] .sync")).to_contain_text("devices run the model")
+        row.get_by_role("button", name="Edit").click()
+        editor = frame.locator("#yaml")
+        expect(editor).to_have_value(re.compile(f"name: {name}\n"))
+        editor.fill(editor.input_value().replace("soak: 10m", "soak: 20m"))
+        frame.get_by_role("button", name="Show changes").click()
+        expect(frame.locator("#diff-view .del")).to_have_text("-  soak: 10m")
+        expect(frame.locator("#diff-view .add")).to_have_text("+  soak: 20m")
+        page.screenshot(path=ARTIFACTS / "generator-edit-diff.png")
 
-            current = session.get(f"{api}/pipelines/{name}", timeout=30).json()  # someone else saves first
-            theirs = current["text"].replace("owner: edgeloop", "owner: night-shift")
-            saved = session.put(
-                f"{api}/pipelines/{name}", json={"text": theirs, "version": current["version"]}, timeout=30
-            )
-            assert saved.status_code == 200
-            frame.get_by_role("button", name="Save").click()
-            expect(frame.locator("#notice")).to_contain_text("was changed by someone else since you opened it")
-            page.screenshot(path=ARTIFACTS / "generator-edit-conflict.png")
-            assert session.get(f"{api}/pipelines/{name}", timeout=30).json()["text"] == theirs
+        current = session.get(f"{api}/pipelines/{name}", timeout=30).json()  # someone else saves first
+        theirs = current["text"].replace("owner: edgeloop", "owner: night-shift")
+        saved = session.put(f"{api}/pipelines/{name}", json={"text": theirs, "version": current["version"]}, timeout=30)
+        assert saved.status_code == 200
+        frame.get_by_role("button", name="Save").click()
+        expect(frame.locator("#notice")).to_contain_text("was changed by someone else since you opened it")
+        page.screenshot(path=ARTIFACTS / "generator-edit-conflict.png")
+        assert session.get(f"{api}/pipelines/{name}", timeout=30).json()["text"] == theirs
 
-            frame.get_by_role("button", name="Reload the latest version").click()
-            expect(editor).to_have_value(re.compile("owner: night-shift"))
-            editor.fill(editor.input_value().replace("soak: 10m", "soak: 20m"))
-            frame.get_by_role("button", name="Save").click()
-            expect(frame.locator("#notice")).to_contain_text(f"Saved {name}")
-            final = session.get(f"{api}/pipelines/{name}", timeout=30).json()["text"]
-            assert "owner: night-shift" in final and "soak: 20m" in final
+        frame.get_by_role("button", name="Reload the latest version").click()
+        expect(editor).to_have_value(re.compile("owner: night-shift"))
+        editor.fill(editor.input_value().replace("soak: 10m", "soak: 20m"))
+        frame.get_by_role("button", name="Save").click()
+        expect(frame.locator("#notice")).to_contain_text(f"Saved {name}")
+        final = session.get(f"{api}/pipelines/{name}", timeout=30).json()["text"]
+        assert "owner: night-shift" in final and "soak: 20m" in final
 
-            viewer = _login(browser, base, "viewer", stack_env["AIRFLOW_VIEWER_PASSWORD"])
-            viewer_frame = viewer.frame_locator('iframe[title="Pipelines"]')
-            expect(viewer_frame.locator("#who")).to_have_text("viewer (read only)")
-            expect(viewer_frame.locator(f"tr[data-pipeline={name}]")).to_be_visible()
-            expect(viewer_frame.get_by_role("button", name="New pipeline")).to_be_hidden()
-            expect(viewer_frame.get_by_role("button", name="Edit")).to_have_count(0)
-        finally:
-            browser.close()
+        viewer = _login(browser, base, "viewer", stack_env["AIRFLOW_VIEWER_PASSWORD"])
+        viewer_frame = viewer.frame_locator('iframe[title="Pipelines"]')
+        expect(viewer_frame.locator("#who")).to_have_text("viewer (read only)")
+        expect(viewer_frame.locator(f"tr[data-pipeline={name}]")).to_be_visible()
+        expect(viewer_frame.get_by_role("button", name="New pipeline")).to_be_hidden()
+        expect(viewer_frame.get_by_role("button", name="Edit")).to_have_count(0)

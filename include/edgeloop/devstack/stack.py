@@ -133,6 +133,8 @@ def up(cfg: StackConfig | None = None, only: list[str] | None = None, progress: 
         try:
             pid = _recorded_pid(cfg, name)
             if pid is None:
+                if name == "s3":
+                    _forget_registry_without_artifacts(cfg)
                 if service.prepare:
                     service.prepare()
                 pid = _launch(cfg, service)
@@ -153,6 +155,15 @@ def up(cfg: StackConfig | None = None, only: list[str] | None = None, progress: 
     if failed:
         raise StackError(f"services not ready: {', '.join(failed)} (logs in {cfg.state_dir / 'logs'})")
     return status(cfg)
+
+
+def _forget_registry_without_artifacts(cfg: StackConfig) -> None:
+    """moto keeps objects in memory, so a new S3 process starts empty; the MLflow registry whose
+    model artifacts and training data were in it would point at nothing, so it starts empty too."""
+    db = cfg.state_dir / "mlflow" / "mlflow.db"
+    if db.exists() and _recorded_pid(cfg, "mlflow") is None:
+        db.unlink()
+        print("  mlflow registry reset: its artifacts were in the previous, in-memory S3", flush=True)
 
 
 def _with_dependencies(services: dict[str, Service], names: list[str]) -> list[str]:

@@ -117,6 +117,16 @@ class SimulationStats:
         return {**asdict(self), "messages": self.messages}
 
 
+def device_id(prefix: str, group: str, index: int) -> str:
+    """A simulated device's id: stable across restarts, so a restarted fleet keeps its twins."""
+    return f"{prefix}{group}-{index:05d}"
+
+
+def simulated_device_ids(spec: PipelineSpec, total: int | None, prefix: str = "") -> set[str]:
+    """The ids a simulator with `total` devices (and this id prefix) runs."""
+    return {device_id(prefix, name, i) for name, count in allocate_devices(spec, total) for i in range(count)}
+
+
 def allocate_devices(spec: PipelineSpec, total: int | None) -> list[tuple[str, int]]:
     """Devices per group: the spec's counts, or `total` split in the same proportions."""
     counts = [(g.name, g.devices) for g in spec.groups]
@@ -198,7 +208,7 @@ class FleetSimulator:
         group_of: list[int] = []
         for name, count in allocate_devices(spec, opts.devices):
             index = groups.index(name)
-            self.device_ids.extend(f"{opts.id_prefix}{name}-{i:05d}" for i in range(count))
+            self.device_ids.extend(device_id(opts.id_prefix, name, i) for i in range(count))
             group_of.extend([index] * count)
         n = len(self.device_ids)
         self.n = n

@@ -48,14 +48,26 @@ def test_demo_profile_is_physical(spec: PipelineSpec) -> None:
     assert 0.55 < shares[0] < 0.8 and shares[2] > 0.05  # mostly healthy machines, some faults
 
 
-def test_machine_states_move_slowly_and_stay_valid(spec: PipelineSpec) -> None:
+def test_machine_states_move_gradually_and_stay_valid(spec: PipelineSpec) -> None:
     profile = sensor_profile(spec)
     rng = np.random.default_rng(3)
     states = profile.initial_states(2000, rng)
     after = profile.step_states(states, rng)
     assert set(np.unique(after)) <= {0, 1, 2}
-    assert 0 < (after != states).mean() < 0.02
+    assert 0.01 < (after != states).mean() < 0.06  # about 3 % of the machines change state per reading
     assert not ((states == 0) & (after == 2)).any()  # a healthy machine does not jump to fault
+
+
+def test_a_small_group_sees_the_steady_mix_within_one_drift_window(spec: PipelineSpec) -> None:
+    """Over 300 readings (5 minutes at 1 Hz) 20 machines spend close to the steady share in each state."""
+    profile = sensor_profile(spec)
+    rng = np.random.default_rng(11)
+    states = profile.initial_states(20, rng)
+    seen = np.zeros(3)
+    for _ in range(300):
+        states = profile.step_states(states, rng)
+        seen += np.bincount(states, minlength=3)
+    assert np.abs(seen / seen.sum() - profile.steady_state()).max() < 0.12
 
 
 def test_group_offsets_differ_between_plants(spec: PipelineSpec) -> None:
