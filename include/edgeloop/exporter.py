@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from edgeloop.metrics import Sample, StateReader, exporter_registry, serve_exporter
+from edgeloop.registry.aliases import TAG_CHAMPION_SINCE
 from edgeloop.spec import PipelineSpec, default_pipelines_dir, load_all
 
 log = logging.getLogger(__name__)
@@ -81,18 +82,52 @@ def registry_reader(spec: PipelineSpec, tracking_uri: str) -> StateReader:
             except MlflowException:
                 continue
             yield Sample(name, float(version.version), {"pipeline": spec.name})
+            if alias == "champion":
+                since = (version.tags or {}).get(TAG_CHAMPION_SINCE)
+                moved = float(since) if since else (version.last_updated_timestamp or 0) / 1000
+                yield Sample("edgeloop_registry_champion_updated_timestamp_seconds", moved, {"pipeline": spec.name})
 
     return read
+
+
+def drift_alerts_reader(spec: PipelineSpec, s3: Any) -> StateReader:
+    """Open drift alerts per group (0 for a group without one; `_all` for fleet-wide alerts)."""
+
+    def read() -> Iterable[Sample]:
+        from edgeloop.drift.alert_state import alert_state_key, load_alert_state
+        from edgeloop.drift.metrics import open_alerts_by_group
+        from edgeloop.metrics import OVERALL_GROUP
+
+        state, _ = load_alert_state(s3, spec.storage.bucket, alert_state_key(spec))
+        counts = open_alerts_by_group(state)
+        for group in [g.name for g in spec.groups]:
+            yield Sample("edgeloop_drift_alerts_open", counts.get(group, 0), {"pipeline": spec.name, "group": group})
+        fleet = sum(n for g, n in counts.items() if g not in {x.name for x in spec.groups})
+        yield Sample("edgeloop_drift_alerts_open", fleet, {"pipeline": spec.name, "group": OVERALL_GROUP})
+
+    return read
+
+
+def s3_from_env(env: Mapping[str, str]) -> Any:
+    """An S3 client for the endpoint and credentials in the environment (AWS defaults when no endpoint)."""
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=env.get("EDGELOOP_S3_ENDPOINT") or None, region_name=env.get("AWS_DEFAULT_REGION")
+    )
 
 
 def build_readers(specs: Sequence[PipelineSpec], env: Mapping[str, str]) -> dict[str, StateReader]:
     kafka = {"bootstrap.servers": env["EDGELOOP_KAFKA_BOOTSTRAP"]}
     readers: dict[str, StateReader] = {}
+    s3 = s3_from_env(env) if env.get("EDGELOOP_S3_ENDPOINT") or env.get("AWS_ACCESS_KEY_ID") else None
     for spec in specs:
         readers[f"{spec.name}.fleet"] = fleet_reader(spec, kafka)
         readers[f"{spec.name}.lag"] = lag_reader(spec, kafka)
         if env.get("MLFLOW_TRACKING_URI"):
             readers[f"{spec.name}.registry"] = registry_reader(spec, env["MLFLOW_TRACKING_URI"])
+        if s3 is not None:
+            readers[f"{spec.name}.drift_alerts"] = drift_alerts_reader(spec, s3)
     return readers
 
 

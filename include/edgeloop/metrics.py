@@ -48,7 +48,7 @@ Source = Literal["push", "exporter"]
 OVERALL_GROUP = "_all"
 """`group` value for the whole pipeline (group names start with a letter, so it cannot clash)."""
 
-GATE_DECISIONS = ("promote", "reject")
+GATE_DECISIONS = ("promote", "reject", "unchanged")
 DEADLETTER_REASONS = ("decode", "schema", "too_large", "other")
 """Why a record went to dead-letter: not decodable, does not match the schema, over max_record_bytes, other."""
 

@@ -217,6 +217,7 @@ def build_drift(spec: PipelineSpec) -> DAG:
         @task
         def publish_alerts(result: dict[str, Any], **context: Any) -> dict[str, Any]:
             import json
+            import time
 
             from edgeloop.connections import PipelineClients
             from edgeloop.drift.alert_state import confirm_published
@@ -228,9 +229,14 @@ def build_drift(spec: PipelineSpec) -> DAG:
             ids = publish_drift_alerts(clients.kafka(), spec, result["publish"])
             confirm_published(s3, spec.storage.bucket, spec, ids, context["dag_run"].run_after)
             summary = json.loads(s3.get_object(Bucket=spec.storage.bucket, Key=result["summary_key"])["Body"].read())
-            push_metrics(
-                spec, context, lambda batch: (record_drift_metrics(batch, spec, summary), batch.mark_success("drift"))
-            )
+
+            def fill(batch: Any) -> None:
+                record_drift_metrics(batch, spec, summary)
+                if ids:
+                    batch.set("edgeloop_drift_last_alert_timestamp_seconds", time.time())
+                batch.mark_success("drift")
+
+            push_metrics(spec, context, fill)
             return {
                 "alert_ids": ids,
                 "drifted_groups": result.get("drifted_groups"),
@@ -284,18 +290,22 @@ def build_annotate(spec: PipelineSpec) -> DAG:
                 raise AirflowSkipException(exc.reason) from exc
 
         @task
-        def open_batch(selection: dict[str, Any]) -> dict[str, Any]:
+        def open_batch(selection: dict[str, Any], **context: Any) -> dict[str, Any]:
             from edgeloop.annotation.batch import open_batch as open_in_backend
+            from edgeloop.annotation.metrics import record_opened_batch
             from edgeloop.connections import PipelineClients
 
             clients = PipelineClients(spec)
-            return open_in_backend(spec, clients.s3(), clients.annotation_backend(), selection["batch_id"])
+            opened = open_in_backend(spec, clients.s3(), clients.annotation_backend(), selection["batch_id"])
+            push_metrics(spec, context, lambda batch: record_opened_batch(batch, opened))
+            return opened
 
         @task(outlets=[curated_asset(spec)])
         def export_dataset(waited: dict[str, Any], **context: Any) -> Any:
             from airflow.exceptions import AirflowSkipException
 
             from edgeloop.annotation.export import NothingToExport, export_dataset
+            from edgeloop.annotation.metrics import record_exported_batch
             from edgeloop.connections import PipelineClients
 
             clients = PipelineClients(spec)
@@ -305,7 +315,12 @@ def build_annotate(spec: PipelineSpec) -> DAG:
                 )
             except NothingToExport as exc:
                 raise AirflowSkipException(str(exc)) from exc
-            push_metrics(spec, context, lambda batch: record_annotation_metrics(batch, waited, result))
+
+            def fill(batch: Any) -> None:
+                record_exported_batch(batch, waited, result)
+                batch.mark_success("annotate")
+
+            push_metrics(spec, context, fill)
             yield Metadata(
                 curated_asset(spec),
                 extra={k: result[k] for k in ("version", "uri", "rows", "batch_id", "label_distribution")},
@@ -316,14 +331,6 @@ def build_annotate(spec: PipelineSpec) -> DAG:
         waited = AnnotationBatchSensor.for_spec(spec, batch=opened)
         export_dataset(waited.output)
     return dag
-
-
-def record_annotation_metrics(batch: Any, waited: dict[str, Any], result: dict[str, Any]) -> None:
-    progress = waited.get("progress") or {}
-    batch.set("edgeloop_annotation_batch_tasks", progress.get("expected", 0), group="_all")
-    batch.set("edgeloop_annotation_labelled_ratio", progress.get("ratio", 0.0), group="_all")
-    batch.set("edgeloop_annotation_export_records", result.get("rows", 0), group="_all")
-    batch.mark_success("annotate")
 
 
 def build_train(spec: PipelineSpec) -> DAG:
@@ -348,6 +355,7 @@ def build_train(spec: PipelineSpec) -> DAG:
         @task
         def train_model(dataset: dict[str, Any], **context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
+            from edgeloop.training.metrics import record_training_metrics
             from edgeloop.training.tracking import mlflow_client
             from edgeloop.training.train import train_model as fit
 
@@ -366,16 +374,23 @@ def build_train(spec: PipelineSpec) -> DAG:
             return register(mlflow_client(PipelineClients(spec).mlflow_uri()), spec, trained)
 
         @task
-        def evaluation_gate(registered: dict[str, Any]) -> dict[str, Any]:
+        def evaluation_gate(registered: dict[str, Any], **context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
             from edgeloop.fleet.health import publish_alerts
             from edgeloop.registry.gate import evaluation_gate as judge
+            from edgeloop.training.metrics import record_gate_metrics
             from edgeloop.training.tracking import mlflow_client
 
             clients = PipelineClients(spec)
             decision = judge(mlflow_client(clients.mlflow_uri()), clients.s3(), spec, registered)
             if decision.get("alert"):
                 publish_alerts(spec, clients.kafka(), [decision["alert"]])
+
+            def fill(batch: Any) -> None:
+                record_gate_metrics(batch, decision)
+                batch.mark_success("train")
+
+            push_metrics(spec, context, fill)
             return decision
 
         @task(outlets=[model_asset(spec)])
@@ -392,16 +407,6 @@ def build_train(spec: PipelineSpec) -> DAG:
 
         announce_model(evaluation_gate(register_challenger(train_model(build_dataset()))))
     return dag
-
-
-def record_training_metrics(batch: Any, trained: dict[str, Any]) -> None:
-    edge = trained.get("edge") or {}
-    batch.set("edgeloop_training_trials", len(trained.get("trials") or []))
-    if trained.get("eval_score") is not None:
-        batch.set("edgeloop_training_best_score", float(trained["eval_score"]), metric=str(trained.get("metric")))
-    if edge.get("model_mb") is not None:
-        batch.set("edgeloop_training_model_size_bytes", float(edge["model_mb"]) * 1024 * 1024)
-    batch.mark_success("train")
 
 
 def build_rollout(spec: PipelineSpec) -> DAG:

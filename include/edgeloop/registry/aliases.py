@@ -9,6 +9,7 @@ makes the check-then-set safe in practice.
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from edgeloop.spec import PipelineSpec
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_PREVIOUS_CHAMPION = "edgeloop.previous_champion"
+TAG_CHAMPION_SINCE = "edgeloop.champion_since"  # Unix seconds at which the alias moved to this version
 _KEEP = object()
 
 
@@ -63,6 +65,7 @@ def set_champion(
             return {"model_name": name, "version": version, "previous_version": current_version, "changed": False}
         if current_version is not None:
             client.set_model_version_tag(name, str(target.version), TAG_PREVIOUS_CHAMPION, current_version)
+        client.set_model_version_tag(name, str(target.version), TAG_CHAMPION_SINCE, f"{time.time():.3f}")
         client.set_registered_model_alias(name, CHAMPION, version)
     return {"model_name": name, "version": version, "previous_version": current_version, "changed": True}
 
