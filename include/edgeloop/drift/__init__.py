@@ -6,7 +6,9 @@ Evidently are heavy, DAG files never import this package at parse time):
 - `columns`: which record fields a drift check reads, from the spec's roles.
 - `window`: the current window (time or record count) read from `raw/` Parquet with partition pruning.
 - `sample`: bounded-memory stratified sampling and per-group counts while reading.
-- `reference`: the reference sample (champion training data or a named raw window).
+- `reference`: the reference sample (`champion_reference`: per group the champion's training rows, or the
+  new normal of a group the champion was retrained for; before any model, a named raw window).
+- `lineage`: the curated versions in the champion's training data and the raw windows their batches came from.
 - `detect`: the Evidently runs for the fleet, each edge group and each model version.
 - `results`: the JSON summary and HTML reports under `reports/drift/<pipeline>/<run>/`.
 - `alerts`: pure functions for alert messages and the open-alert state (duplicate suppression).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -88,6 +89,23 @@ def scope_summary(scope: ScopeResult, report: str | None) -> dict[str, Any]:
     return out
 
 
+def reference_source(scope: ScopeResult, reference: Mapping[str, Any]) -> str | None:
+    """Which reference a scope was compared with, in words (`reference_scope` says which rows of it).
+
+    A group compared with its own reference rows names that group's source from the
+    reference's description (e.g. "curated v000001 post-change window"); the fleet, a
+    model version and a group compared with the whole fleet name the overall source.
+    """
+    if not scope.reference_scope:
+        return None
+    if scope.stratum.kind == "group" and scope.reference_scope == "group":
+        group = (reference.get("groups") or {}).get(scope.stratum.name) or {}
+        if group.get("source"):
+            return str(group["source"])
+    source = reference.get("source")
+    return str(source) if source else None
+
+
 def build_summary(
     check: DriftCheck,
     spec: PipelineSpec,
@@ -103,6 +121,7 @@ def build_summary(
     for scope in check.scopes:
         key = report_key(spec, run_id, scope.stratum) if scope.snapshot is not None else None
         view = scope_summary(scope, key)
+        view["reference_source"] = reference_source(scope, reference)
         if scope.stratum.kind == "fleet":
             overall = view
         else:

@@ -90,7 +90,7 @@ def timetable(schedule: str) -> CronTriggerTimetable | DeltaTriggerTimetable:
 
 _STAGE_DOCS = {
     "ingest": "Move device records from Kafka into object storage as Parquet, exactly once.",
-    "drift": "Check the recent window against the champion's training data with Evidently, per edge group.",
+    "drift": "Check the recent window per edge group with Evidently against what the champion was trained for.",
     "annotate": "Select the samples worth labelling, open a Label Studio batch, wait, export a curated dataset.",
     "train": "Retrain with a bounded hyperparameter search, register the challenger and run the evaluation gate.",
     "rollout": "Roll the new model out to edge groups in waves with health gates and automatic rollback.",
@@ -196,7 +196,7 @@ def build_drift(spec: PipelineSpec) -> DAG:
             from airflow.exceptions import AirflowSkipException
 
             from edgeloop.connections import PipelineClients
-            from edgeloop.drift.reference import read_reference_objects
+            from edgeloop.drift.reference import champion_reference
             from edgeloop.drift.run import run_drift_check, seed_for
             from edgeloop.registry.aliases import champion_training_data
             from edgeloop.training.tracking import mlflow_client
@@ -206,9 +206,7 @@ def build_drift(spec: PipelineSpec) -> DAG:
             training = champion_training_data(mlflow_client(clients.mlflow_uri()), spec)
             if training is None:
                 raise AirflowSkipException("skipped: no champion model yet, so no reference data to compare with")
-            reference = read_reference_objects(
-                s3, training["bucket"], [training["train_key"]], spec, seed=seed_for(run.run_id)
-            )
+            reference = champion_reference(s3, spec, training, seed=seed_for(run.run_id))
             result = run_drift_check(s3, bucket, spec, run.run_id, run.run_after, reference=reference)
             if str(result["status"]).startswith("skipped"):
                 raise AirflowSkipException(str(result["status"]))
