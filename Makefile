@@ -151,6 +151,10 @@ bench-annotate: stack-up ## select and open a 1,000-task batch from 1,000,000 re
 bench-generator: stack-up ## Pipelines page and API with 100 pipelines
 	$(PY) benchmarks/bench_generator.py
 
+.PHONY: bench-rollout
+bench-rollout: stack-up ## 10,000 simulated devices in 20 groups: gated waves vs naive pushes, failing canary
+	$(PY) benchmarks/bench_rollout.py
+
 .PHONY: bench-loop
 bench-loop: stack-up ## the closed loop's time and each stage's share; alert -> DAG run latency over 20 alerts
 	$(PY) benchmarks/bench_loop.py

@@ -218,6 +218,7 @@ class RolloutSpec(_Strict):
     max_failure_ratio: float = Field(default=0.05, ge=0, le=1)
     max_unavailable: str = Field(default="10%", pattern=r"^\d+%?$")
     approval_required: bool = False
+    approval_timeout: Duration = timedelta(hours=24)  # unanswered by then: rejected (the canary is rolled back)
     launcher: Literal["kubernetes", "local"] = "local"
     image: str = "edgeloop/bundle:latest"
     namespace: str = Field(default="edge", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

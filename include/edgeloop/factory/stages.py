@@ -467,6 +467,8 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                     task_id="approve_production",
                     subject=f"{spec.name}: roll out to production?",
                     body="Canary gate: {{ ti.xcom_pull(task_ids='gate_canary') | tojson }}",
+                    defaults=ApprovalOperator.REJECT,
+                    response_timeout=spec.rollout.approval_timeout,
                     trigger_rule="none_failed",
                 )
                 previous >> approve_production
@@ -488,6 +490,10 @@ def build_rollout(spec: PipelineSpec) -> DAG:
         def pulled(ti: Any, ids: list[tuple[int, str]]) -> dict[int, Any]:
             return {index: ti.xcom_pull(task_ids=task_id) for index, task_id in ids}
 
+        def approval(context: Any) -> Any:
+            """The human answer before the production waves (for the audit record), when the spec asks for one."""
+            return context["ti"].xcom_pull(task_ids="approve_production") if spec.rollout.approval_required else None
+
         @task(trigger_rule="all_done")
         def promote(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
             from airflow.exceptions import AirflowSkipException
@@ -503,7 +509,7 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                     record_gate(spec, clients.s3(), plan["rollout_id"], gate)
             if not all_gates_passed(plan, gates):
                 raise AirflowSkipException("not every wave passed its gate: nothing to promote")
-            record = promote_step(spec, clients.s3(), clients.mlflow_uri(), plan, gates)
+            record = promote_step(spec, clients.s3(), clients.mlflow_uri(), plan, gates, approval=approval(context))
             applies = pulled(context["ti"], apply_ids)
 
             def fill(batch: Any) -> None:
@@ -529,7 +535,9 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                 if gate:
                     record_gate(spec, clients.s3(), plan["rollout_id"], gate)
             applies = pulled(context["ti"], apply_ids)
-            record = rollback_step(spec, clients.s3(), clients.kafka(), plan, applies, gates, context)
+            record = rollback_step(
+                spec, clients.s3(), clients.kafka(), plan, applies, gates, context, approval=approval(context)
+            )
             rolled_back = list(record["rolled_back_groups"])
             push_metrics(spec, context, lambda batch: record_rollout_metrics(batch, plan, applies, gates, rolled_back))
             raise AirflowFailException(

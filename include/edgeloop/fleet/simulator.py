@@ -89,6 +89,7 @@ class SimulatorOptions:
     tick_s: float = 0.05
     ground_truth: bool = True
     create_topics: bool = True
+    hold_states: bool = False  # machine states stay as drawn at start (controlled experiments: gain ratios, tests)
 
 
 @dataclass
@@ -764,7 +765,8 @@ class FleetSimulator:
 
     def _emit_telemetry(self, due: np.ndarray, now: float) -> None:
         profile = self.profile
-        self.state[due] = profile.step_states(self.state[due], self.rng)
+        if not self.options.hold_states:
+            self.state[due] = profile.step_states(self.state[due], self.rng)
         states = self.state[due]
         groups = self.group_idx[due]
         readings = profile.sample(states, self.bias[due], self.group_offsets[groups], self.rng)

@@ -49,7 +49,7 @@ def run_kafka_wave(
     assignment_id: str,
     *,
     timeout_s: float,
-    poll_s: float = 2.0,
+    poll_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Publish the assignment for a group and wait until its devices report it, fail it, or time runs out."""
@@ -170,7 +170,18 @@ def read_group_readings(
     from edgeloop.fleet.health import fleet_status
 
     states = read_device_states(spec, kafka_config, timeout=30)
-    status = fleet_status(spec, kafka_config, window_s=max(window_s, 5.0), timeout=30)
+    # Device-state is read once per reading, only the wave's devices' feedback is parsed, and heartbeats
+    # only back to stale_after: a device silent for longer counts as offline either way, and the gate
+    # needs no list of newly stale devices.
+    status = fleet_status(
+        spec,
+        kafka_config,
+        window_s=max(window_s, 5.0),
+        timeout=30,
+        states=states,
+        lookback_s=spec.fleet_health.stale_after.total_seconds(),
+        groups=groups,
+    )
     readings = []
     for group in groups:
         members = states.in_group(group)

@@ -19,7 +19,7 @@ class RolloutGateOperator(BaseOperator):
         self.soak_seconds = soak_seconds
 
     def execute(self, context: Any) -> Any:
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from edgeloop.rollout.trigger import RolloutGateTrigger
 
@@ -38,7 +38,7 @@ class RolloutGateOperator(BaseOperator):
         self.defer(trigger=trigger, method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         result = {"wave": self.wave_index, "decided_at": time.time(), **event}
         if event.get("state") != "pass":

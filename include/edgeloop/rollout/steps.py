@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from edgeloop.rollout.audit import assemble_audit, now_iso, write_part
 from edgeloop.rollout.job import assignment_id_for, rollout_id_for
 from edgeloop.rollout.plan import plan_rollout
 from edgeloop.spec import PipelineSpec
+
+# Jobs of one wave that run at the same time (local processes or pods started by this task).
+PARALLEL_JOBS = 8
 
 
 class RolloutFailed(RuntimeError):
@@ -76,22 +80,47 @@ def _check_version_exists(tracking_uri: str, model_name: str, version: str) -> N
         raise RolloutPlanError(f"model_version: {model_name} version {version} is not in the registry") from exc
 
 
-def apply_step(spec: PipelineSpec, s3: Any, plan: Mapping[str, Any], wave_index: int, context: Any) -> dict[str, Any]:
+def launch_groups(
+    spec: PipelineSpec,
+    groups: Sequence[str],
+    model_version: str,
+    wave: int,
+    rollout_id: str,
+    context: Any,
+    rollback: bool = False,
+) -> list[dict[str, Any]]:
+    """One job per group, up to PARALLEL_JOBS at a time (the groups of a wave go together, like pods).
+
+    Every group's job is run even when another one fails; then the first failure is raised.
+    """
     from edgeloop.rollout.launch import launch_group
 
+    if not groups:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(groups), PARALLEL_JOBS), thread_name_prefix="rollout-job") as pool:
+        futures = [
+            pool.submit(launch_group, spec, group, model_version, wave, rollout_id, context, rollback)
+            for group in groups
+        ]
+    return [future.result() for future in futures]
+
+
+def apply_step(spec: PipelineSpec, s3: Any, plan: Mapping[str, Any], wave_index: int, context: Any) -> dict[str, Any]:
     wave = next(w for w in plan["waves"] if w["index"] == wave_index)
     version = plan["model_version"]
-    applied_at = time.time()
-    results = [launch_group(spec, group, version, wave_index, plan["rollout_id"], context) for group in wave["groups"]]
+    started_at = time.time()
+    results = launch_groups(spec, wave["groups"], version, wave_index, plan["rollout_id"], context)
     outcome = {
         "wave": wave_index,
         "groups": list(wave["groups"]),
         "model_version": version,
         "assignment_ids": {g: assignment_id_for(plan["rollout_id"], g, version) for g in wave["groups"]},
-        "applied_at": applied_at,
+        "started_at": started_at,
+        # the soak starts when the wave's jobs are done: every group's devices run the version from here
+        "applied_at": time.time(),
         "results": [_short(r) for r in results],
     }
-    write_part(s3, spec, plan["rollout_id"], 10 + 2 * wave_index, f"apply-wave-{wave_index}", outcome)
+    write_part(s3, spec, plan["rollout_id"], 10 + 3 * wave_index, f"apply-wave-{wave_index}", outcome)
     return outcome
 
 
@@ -109,7 +138,27 @@ def _short(result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def record_gate(spec: PipelineSpec, s3: Any, rollout_id: str, gate: Mapping[str, Any]) -> None:
-    write_part(s3, spec, rollout_id, 11 + 2 * int(gate["wave"]), f"gate-wave-{gate['wave']}", dict(gate))
+    write_part(s3, spec, rollout_id, 11 + 3 * int(gate["wave"]), f"gate-wave-{gate['wave']}", dict(gate))
+
+
+def record_approval(
+    spec: PipelineSpec, s3: Any, plan: Mapping[str, Any], approval: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The human answer before the production waves (the approval task's XCom) as an audit part; None if none."""
+    if not approval or not approval.get("chosen_options"):
+        return None
+    chosen = [str(option) for option in approval["chosen_options"]]
+    user = approval.get("responded_by_user") or {}
+    decision = {
+        "decision": "approved" if chosen == ["Approve"] else "rejected",
+        "chosen_options": chosen,
+        "responded_by": user.get("name") or user.get("id"),
+        "responded_at": str(approval.get("responded_at")),
+    }
+    production = [int(w["index"]) for w in plan["waves"] if not w["canary"]] or [0]
+    # just before the first production wave's apply part (10 + 3 x wave)
+    write_part(s3, spec, plan["rollout_id"], 9 + 3 * min(production), "approval", decision)
+    return decision
 
 
 def all_gates_passed(plan: Mapping[str, Any], gates: Mapping[int, Mapping[str, Any] | None]) -> bool:
@@ -118,8 +167,17 @@ def all_gates_passed(plan: Mapping[str, Any], gates: Mapping[int, Mapping[str, A
 
 
 def promote_step(
-    spec: PipelineSpec, s3: Any, tracking_uri: str, plan: Mapping[str, Any], gates: Mapping[int, Any]
+    spec: PipelineSpec,
+    s3: Any,
+    tracking_uri: str,
+    plan: Mapping[str, Any],
+    gates: Mapping[int, Any],
+    approval: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Move `champion` to the rolled-out version, close the drift alerts it answered, write the audit.
+
+    `approval`: the approval task's XCom when the spec asks for one (who approved, when).
+    """
     from edgeloop.registry.aliases import set_champion
     from edgeloop.training.tracking import mlflow_client
 
@@ -133,6 +191,9 @@ def promote_step(
         "champion": plan["model_version"],
         "finished_at": now_iso(),
     }
+    decision = record_approval(spec, s3, plan, approval)
+    if decision:
+        summary["approval"] = decision
     # the retrained model now runs everywhere: the drift alerts it answered are done
     from datetime import UTC, datetime
 
@@ -158,19 +219,26 @@ def rollback_step(
     applies: Mapping[int, Mapping[str, Any] | None],
     gates: Mapping[int, Mapping[str, Any] | None],
     context: Any,
+    approval: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Return every group this rollout touched to the previous champion, alert, and write the audit."""
+    """Return every group this rollout touched to the previous champion, alert, and write the audit.
+
+    `approval`: the approval task's XCom when the spec asks for one; a rejection is the reason then.
+    """
     from edgeloop.fleet.control import publish_messages
-    from edgeloop.rollout.launch import launch_group
 
     touched = [g for a in applies.values() if a for g in a["groups"]]
     previous = plan["previous_version"]
-    reasons = [r for g in gates.values() if g for r in g.get("reasons", [])] or ["a wave did not complete"]
+    reasons = [r for g in gates.values() if g for r in g.get("reasons", [])]
+    decision = record_approval(spec, s3, plan, approval)
+    if decision and decision["decision"] == "rejected":
+        who = decision["responded_by"] or "nobody before the approval timeout"
+        reasons.insert(0, f"production waves rejected at approval by {who}")
+    reasons = reasons or ["a wave did not complete"]
     restored = []
     if previous:
-        for group in touched:
-            result = launch_group(spec, group, previous, -1, plan["rollout_id"], context, rollback=True)
-            restored.append(_short(result))
+        results = launch_groups(spec, touched, previous, -1, plan["rollout_id"], context, rollback=True)
+        restored = [_short(result) for result in results]
     summary = {
         "outcome": "rolled_back",
         "model_version": plan["model_version"],
@@ -181,6 +249,8 @@ def rollback_step(
         "reasons": reasons,
         "finished_at": now_iso(),
     }
+    if decision:
+        summary["approval"] = decision
     write_part(s3, spec, plan["rollout_id"], 95, "rollback", summary)
     record = assemble_audit(s3, spec, plan["rollout_id"], summary)
     alert = {

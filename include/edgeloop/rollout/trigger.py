@@ -82,4 +82,11 @@ class RolloutGateTrigger(BaseTrigger):
             if decision["state"] != "wait":
                 yield TriggerEvent(decision)
                 return
-            await asyncio.sleep(self.poll_seconds)
+            await asyncio.sleep(self.next_check_in(time.time()))
+
+    def next_check_in(self, now: float) -> float:
+        """Seconds to the next check: the poll interval, or less, so that a check starts as the soak ends."""
+        soak_left = self.started_at + self.soak_seconds - now
+        if 0 < soak_left < self.poll_seconds:
+            return soak_left + 0.05  # just past the end: that check decides pass or fail
+        return self.poll_seconds
