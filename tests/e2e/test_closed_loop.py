@@ -91,8 +91,10 @@ def test_drift_in_one_group_ends_in_a_better_model_on_every_device(
     watcher.baseline()
     with capsys.disabled():
         summary = run_loop(airflow_api, env, spec, watcher, settings, cfg)
+        shares = ", ".join(f"{k} {v:.0f} s" for k, v in (summary.get("stage_seconds") or {}).items())
         print(
             f"\n  closed loop: drift injection to every device on the new champion in {summary['loop_seconds']:.0f} s"
+            f" ({shares})"
         )
 
     # one alert, one batch, from the drifted group only
@@ -183,7 +185,7 @@ def test_a_bad_model_stops_at_the_canary_and_is_rolled_back(
         source.source,
         run_id=source.run_id,
         tags={"e2e": "deliberately bad"},
-        model_id=getattr(source, "model_id", None),
+        model_id=getattr(source, "model_id", None) or str(source.source).removeprefix("models:/"),
     ).version
     # the simulated devices crash on this version (restarted with the fault; their twin state survives)
     stop_process("fleet-simulator", cfg)
