@@ -164,7 +164,12 @@ def wait_for_approval_request(p: Pipeline, run_id: str, timeout: float = 240) ->
             raise
         return detail if detail["task_instance"]["state"] == "awaiting_input" else None
 
-    return dict(wait_for(waiting, timeout, f"{APPROVAL_TASK} to await input in {run_id}"))
+    detail = dict(wait_for(waiting, timeout, f"{APPROVAL_TASK} to await input in {run_id}"))
+    # A person answers seconds later. An answer within the second between the task pausing and the
+    # scheduler booking its worker's exit re-queues the task first, and Airflow 3.3 then fails that try
+    # ("finished with state success, but the task instance's state is queued") and asks again.
+    time.sleep(5)
+    return detail
 
 
 def task_states(p: Pipeline, run_id: str) -> dict[str, str]:

@@ -461,13 +461,13 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                 and not wave.canary
                 and not any("approve" in t for t in (dag.task_ids or []))
             ):
-                from airflow.providers.standard.operators.hitl import ApprovalOperator
+                from edgeloop.rollout.approval import RolloutApprovalOperator
 
-                approve_production = ApprovalOperator(
+                approve_production = RolloutApprovalOperator(
                     task_id="approve_production",
                     subject=f"{spec.name}: roll out to production?",
                     body="Canary gate: {{ ti.xcom_pull(task_ids='gate_canary') | tojson }}",
-                    defaults=ApprovalOperator.REJECT,
+                    defaults=RolloutApprovalOperator.REJECT,
                     response_timeout=spec.rollout.approval_timeout,
                     trigger_rule="none_failed",
                 )
@@ -492,7 +492,9 @@ def build_rollout(spec: PipelineSpec) -> DAG:
 
         def approval(context: Any) -> Any:
             """The human answer before the production waves (for the audit record), when the spec asks for one."""
-            return context["ti"].xcom_pull(task_ids="approve_production") if spec.rollout.approval_required else None
+            if not spec.rollout.approval_required:
+                return None
+            return context["ti"].xcom_pull(task_ids="approve_production", key="answer")
 
         @task(trigger_rule="all_done")
         def promote(plan: dict[str, Any], **context: Any) -> dict[str, Any]:

@@ -77,3 +77,20 @@ def test_group_jobs_of_a_wave_run_together_and_the_first_failure_is_raised(monke
         steps.launch_groups(SPEC, groups, "3", 1, "ro-1", {})
     assert peak > 1, "the groups of a wave run at the same time"
     assert sorted(finished[2:]) == groups, "every group's job runs even when another fails"
+
+
+def test_the_approval_answer_is_json_safe_and_an_error_event_has_none() -> None:
+    from datetime import UTC, datetime
+
+    from edgeloop.rollout.approval import answer_of
+
+    at = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    event = {"chosen_options": ["Reject"], "responded_by_user": {"id": "1", "name": "admin"}, "responded_at": at}
+    answer = answer_of(event)
+    assert answer == {
+        "chosen_options": ["Reject"],
+        "responded_by_user": {"id": "1", "name": "admin"},
+        "responded_at": "2026-11-25T12:00:00+00:00",
+    }
+    assert json.loads(json.dumps(answer)) == answer
+    assert answer_of({"error": "boom", "error_type": "unknown"}) is None

@@ -1,0 +1,38 @@
+"""The approval before production waves: Airflow's HITL ApprovalOperator that keeps the answer in XCom.
+
+On "Reject" the ApprovalOperator skips its downstream tasks by raising inside `execute_complete`,
+so its return value never reaches XCom; the rollback task needs the answer for the audit record
+(who rejected, when). This subclass pushes the answer under `ANSWER_KEY` before deciding. Imported
+only by rollout DAGs whose spec asks for approval.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+ANSWER_KEY = "answer"
+
+
+def answer_of(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON-safe answer in a HITL trigger event; None for an error event (nothing was answered)."""
+    if "error" in event:
+        return None
+    responded_at: Any = event.get("responded_at")
+    return {
+        "chosen_options": list(event.get("chosen_options") or []),
+        "responded_by_user": event.get("responded_by_user"),
+        "responded_at": responded_at.isoformat() if isinstance(responded_at, datetime) else responded_at,
+    }
+
+
+class RolloutApprovalOperator(ApprovalOperator):
+    """ApprovalOperator whose answer (approve or reject, who, when) is always in XCom under `answer`."""
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        answer = answer_of(event)
+        if answer is not None:
+            context["ti"].xcom_push(key=ANSWER_KEY, value=answer)
+        return super().execute_complete(context=context, event=event)
