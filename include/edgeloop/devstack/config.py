@@ -17,21 +17,22 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
-def _port(name: str, default: int) -> int:
+def env_port(name: str, default: int) -> int:
+    """A port from `EDGELOOP_<name>_PORT`, else `default` (every service of the stacks is movable)."""
     return int(os.environ.get(f"EDGELOOP_{name}_PORT", default))
 
 
 @dataclass(frozen=True)
 class Ports:
-    kafka: int = field(default_factory=lambda: _port("KAFKA", 19092))
-    kafka_controller: int = field(default_factory=lambda: _port("KAFKA_CONTROLLER", 19093))
-    s3: int = field(default_factory=lambda: _port("S3", 19000))
-    mlflow: int = field(default_factory=lambda: _port("MLFLOW", 15000))
-    label_studio: int = field(default_factory=lambda: _port("LABEL_STUDIO", 18085))
-    airflow: int = field(default_factory=lambda: _port("AIRFLOW", 18080))
-    prometheus: int = field(default_factory=lambda: _port("PROMETHEUS", 19090))
-    pushgateway: int = field(default_factory=lambda: _port("PUSHGATEWAY", 19091))
-    exporter: int = field(default_factory=lambda: _port("EXPORTER", 19100))
+    kafka: int = field(default_factory=lambda: env_port("KAFKA", 19092))
+    kafka_controller: int = field(default_factory=lambda: env_port("KAFKA_CONTROLLER", 19093))
+    s3: int = field(default_factory=lambda: env_port("S3", 19000))
+    mlflow: int = field(default_factory=lambda: env_port("MLFLOW", 15000))
+    label_studio: int = field(default_factory=lambda: env_port("LABEL_STUDIO", 18085))
+    airflow: int = field(default_factory=lambda: env_port("AIRFLOW", 18080))
+    prometheus: int = field(default_factory=lambda: env_port("PROMETHEUS", 19090))
+    pushgateway: int = field(default_factory=lambda: env_port("PUSHGATEWAY", 19091))
+    exporter: int = field(default_factory=lambda: env_port("EXPORTER", 19100))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeloop.devstack.config import REPO_ROOT
+from edgeloop.devstack.config import REPO_ROOT, env_port
 from edgeloop.devstack.stack import _start_ticks
 
 K8S_SOURCE_DIR = REPO_ROOT / "devstack" / "k8s"
@@ -46,18 +46,14 @@ class K8sError(RuntimeError):
     """The local control plane could not be built, started or prepared."""
 
 
-def _port(name: str, default: int) -> int:
-    return int(os.environ.get(f"EDGELOOP_K8S_{name}_PORT", default))
-
-
 @dataclass(frozen=True)
 class K8sPorts:
-    apiserver: int = field(default_factory=lambda: _port("APISERVER", 16443))
-    etcd: int = field(default_factory=lambda: _port("ETCD", 12379))
-    etcd_peer: int = field(default_factory=lambda: _port("ETCD_PEER", 12380))
-    controller_manager: int = field(default_factory=lambda: _port("CONTROLLER_MANAGER", 16257))
-    scheduler: int = field(default_factory=lambda: _port("SCHEDULER", 16259))
-    kwok: int = field(default_factory=lambda: _port("KWOK", 16247))
+    apiserver: int = field(default_factory=lambda: env_port("K8S_APISERVER", 16443))
+    etcd: int = field(default_factory=lambda: env_port("K8S_ETCD", 12379))
+    etcd_peer: int = field(default_factory=lambda: env_port("K8S_ETCD_PEER", 12380))
+    controller_manager: int = field(default_factory=lambda: env_port("K8S_CONTROLLER_MANAGER", 16257))
+    scheduler: int = field(default_factory=lambda: env_port("K8S_SCHEDULER", 16259))
+    kwok: int = field(default_factory=lambda: env_port("K8S_KWOK", 16247))
 
     def shifted(self, offset: int) -> K8sPorts:
         """The same ports moved by `offset`, for a second control plane beside the first."""
