@@ -16,7 +16,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from edgeloop.fleet.messages import (
+from edgeloop.contract.artifact import ArtifactRef
+from edgeloop.contract.messages import (
     Assignment,
     BadDeviceState,
     DeviceState,
@@ -62,6 +63,7 @@ def push_assignment(
     config_version: str | None = None,
     issuer: str = "edgeloop",
     assignment_id: str | None = None,
+    artifact: ArtifactRef | None = None,
 ) -> Assignment:
     """Publish a signed assignment to one group, one device, or (neither given) all devices.
 
@@ -80,6 +82,7 @@ def push_assignment(
         config_version=config_version,
         issuer=issuer,
         assignment_id=assignment_id,
+        artifact=artifact,
     )
     publish_assignment(spec, kafka_config, control_key, assignment)
     return assignment
@@ -205,4 +208,5 @@ def assignment_from_dict(data: Mapping[str, Any]) -> Assignment:
         model_version=data.get("model_version"),
         config=data.get("config"),
         config_version=data.get("config_version"),
+        artifact=ArtifactRef.from_dict(data["artifact"]) if data.get("artifact") else None,
     )

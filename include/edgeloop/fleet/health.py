@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from edgeloop.contract.messages import device_message, iso_ms, parse_iso
 from edgeloop.fleet.control import DeviceStates, publish_messages, read_device_states
-from edgeloop.fleet.messages import device_message, iso_ms, parse_iso
 from edgeloop.fleet.topics import TopicMissing, TopicRecord, read_topic
 from edgeloop.spec import PipelineSpec
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from edgeloop.fleet.messages import BASELINE_VERSION
+from edgeloop.contract.messages import BASELINE_VERSION
 from edgeloop.fleet.sensors import SensorProfile
 
 log = logging.getLogger(__name__)

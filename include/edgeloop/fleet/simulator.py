@@ -40,8 +40,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from edgeloop.fleet import groundtruth
-from edgeloop.fleet.messages import (
+from edgeloop.contract.messages import (
     BASELINE_VERSION,
     Assignment,
     BadConfig,
@@ -52,6 +51,7 @@ from edgeloop.fleet.messages import (
     parse_device_state,
     validate_device_config,
 )
+from edgeloop.fleet import groundtruth
 from edgeloop.fleet.models import EdgeModel, ModelLoadError, ModelProvider
 from edgeloop.fleet.sensors import DriftInjection, SensorProfile, apply_drift, check_drift, sensor_profile
 from edgeloop.fleet.topics import GROUND_TRUTH, TopicMissing, ensure_topics, producer_config, read_topic, reader_config

@@ -153,7 +153,7 @@ def sample_messages(
 
 def device_state_groups(config: Mapping[str, Any], prefix: str, timeout: float = 10.0) -> dict[str, int] | None:
     """Group id -> devices from the fleet state topic `<prefix>.device-state`; None when it does not exist."""
-    from edgeloop.fleet.messages import BadDeviceState, parse_device_state
+    from edgeloop.contract.messages import BadDeviceState, parse_device_state
     from edgeloop.fleet.topics import TopicMissing, read_topic
 
     latest: dict[bytes, bytes | None] = {}

@@ -41,7 +41,7 @@ def plan_step(
     event_version: str | None,
     started_by: str,
 ) -> dict[str, Any]:
-    from edgeloop.fleet.messages import BASELINE_VERSION
+    from edgeloop.contract.messages import BASELINE_VERSION
     from edgeloop.registry.aliases import alias_version
     from edgeloop.training.tracking import mlflow_client
 

@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 from fleet_testkit import eventually, records, running_fleet
 
+from edgeloop.contract.messages import Assignment, Target, iso_ms, new_assignment, parse_iso, sign
 from edgeloop.events import parse_alert
 from edgeloop.fleet.control import (
     apply_progress,
@@ -22,7 +23,6 @@ from edgeloop.fleet.control import (
 )
 from edgeloop.fleet.groundtruth import generated_ms, true_labels
 from edgeloop.fleet.health import fleet_status
-from edgeloop.fleet.messages import Assignment, Target, iso_ms, new_assignment, parse_iso, sign
 from edgeloop.fleet.sensors import DriftInjection
 from edgeloop.fleet.simulator import Outage
 from edgeloop.fleet.topics import TopicRecord, ensure_topics

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from edgeloop.contract.messages import DeviceState, Target, iso_ms, new_assignment
 from edgeloop.events import parse_alert
 from edgeloop.fleet.control import DeviceStates, assignment_progress
 from edgeloop.fleet.health import (
@@ -18,7 +19,6 @@ from edgeloop.fleet.health import (
     render_status_text,
     summarize_fleet,
 )
-from edgeloop.fleet.messages import DeviceState, Target, iso_ms, new_assignment
 from edgeloop.fleet.topics import TopicRecord
 from edgeloop.spec import PipelineSpec, load_spec
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edgeloop.fleet.messages import (
+from edgeloop.contract.messages import (
     BadConfig,
     BadDeviceState,
     ControlRejected,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeloop.fleet.messages import BASELINE_VERSION
+from edgeloop.contract.messages import BASELINE_VERSION
 from edgeloop.fleet.models import (
     BaselineRuleModel,
     InferenceError,

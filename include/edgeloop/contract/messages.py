@@ -30,9 +30,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from edgeloop.contract.artifact import ArtifactRef, BadArtifactRef
+from edgeloop.contract.safejson import JsonRefused, loads_object
+
 CONTROL_KEY_ENV = "EDGELOOP_CONTROL_KEY"
 SIGNATURE_PREFIX = "hmac-sha256:"
 BASELINE_VERSION = "0"
+MAX_CONTROL_BYTES = 64 * 1024
+MAX_DEVICE_MESSAGE_BYTES = 64 * 1024
 
 TargetKind = Literal["device", "group", "all"]
 TARGET_KINDS: tuple[TargetKind, ...] = ("device", "group", "all")
@@ -50,6 +55,7 @@ _ASSIGNMENT_FIELDS = {
     "model_version",
     "config",
     "config_version",
+    "artifact",
     "signature",
 }
 
@@ -121,6 +127,7 @@ class Assignment:
     model_version: str | None = None
     config: Mapping[str, Any] | None = None
     config_version: str | None = None
+    artifact: ArtifactRef | None = None  # the ONNX file of model_version (none for the baseline "0")
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -132,6 +139,8 @@ class Assignment:
         }
         if self.model_version is not None:
             body["model_version"] = self.model_version
+        if self.artifact is not None:
+            body["artifact"] = self.artifact.to_dict()
         if self.config is not None:
             body["config"] = dict(self.config)
             body["config_version"] = self.config_version
@@ -161,8 +170,11 @@ def new_assignment(
     issuer: str = "edgeloop",
     assignment_id: str | None = None,
     issued_at: float | None = None,
+    artifact: ArtifactRef | None = None,
 ) -> Assignment:
     """Build an assignment; raise ValueError naming the field that is wrong."""
+    if artifact is not None and model_version is None:
+        raise ValueError("artifact: given without a model_version")
     if model_version is None and config is None:
         raise ValueError("an assignment needs a model_version, a config or both")
     if model_version is not None and not _VERSION_RE.match(model_version):
@@ -182,6 +194,7 @@ def new_assignment(
         model_version=model_version,
         config=dict(config) if config is not None else None,
         config_version=(config_version or config_version_of(config)) if config is not None else None,
+        artifact=artifact,
     )
 
 
@@ -222,11 +235,9 @@ def parse_assignment(value: bytes | None, key: bytes, groups: Collection[str]) -
     if value is None:
         raise ControlRejected("empty message (tombstone)")
     try:
-        body = json.loads(value.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ControlRejected(f"not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ControlRejected("not a JSON object")
+        body = loads_object(value, max_bytes=MAX_CONTROL_BYTES)
+    except JsonRefused as exc:
+        raise ControlRejected(str(exc)) from None
     control_id = body.get("id") if isinstance(body.get("id"), str) else None
     try:
         target: Target | None = _target_of(body.get("target"), groups)
@@ -277,7 +288,15 @@ def _assignment_from(body: dict[str, Any], groups: Collection[str]) -> Assignmen
         raise ControlRejected("config_version: given without a config")
     if model_version is None and config is None:
         raise ControlRejected("an assignment needs a model_version, a config or both")
-    return Assignment(ident, target, issued_at, issuer, model_version, config, config_version)
+    artifact = None
+    if body.get("artifact") is not None:
+        if model_version is None:
+            raise ControlRejected("artifact: given without a model_version")
+        try:
+            artifact = ArtifactRef.from_dict(body["artifact"])
+        except BadArtifactRef as exc:
+            raise ControlRejected(str(exc)) from None
+    return Assignment(ident, target, issued_at, issuer, model_version, config, config_version, artifact)
 
 
 def validate_device_config(config: Mapping[str, Any]) -> dict[str, float]:
@@ -336,11 +355,9 @@ class BadDeviceState(ValueError):
 def device_message(value: bytes | None, where: str, error: type[ValueError]) -> dict[str, Any]:
     """Decode a JSON object that names a device and its group; raise `error` naming `where` and the field."""
     try:
-        body = json.loads(value or b"")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise error(f"{where}: not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise error(f"{where}: not a JSON object")
+        body = loads_object(value, max_bytes=MAX_DEVICE_MESSAGE_BYTES)
+    except JsonRefused as exc:
+        raise error(f"{where}: {exc}") from None
     for name in ("device_id", "group_id"):
         if not isinstance(body.get(name), str):
             raise error(f"{where}.{name}: missing or not a string")

@@ -1,0 +1,82 @@
+"""Bounded JSON decoding for hostile input: size and nesting depth are checked before parsing.
+
+`json.loads` recurses once per nesting level, so a 100 KB value of nested brackets
+raises RecursionError deep inside the parser; a multi-megabyte value costs memory
+before any field is looked at. `loads_bounded` refuses both up front, with a linear
+scan that never recurses, and raises only `JsonRefused` (a ValueError) for any bad
+input, so callers catch one type.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DEFAULT_MAX_BYTES = 1 << 20
+DEFAULT_MAX_DEPTH = 32
+
+
+class JsonRefused(ValueError):
+    """Input that is not JSON, too large or too deeply nested; the message says which."""
+
+
+def nesting_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in `data`, ignoring brackets inside strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def loads_bounded(
+    data: bytes | bytearray | str | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> Any:
+    """Decode JSON from UTF-8 bytes (or text) after checking its size and nesting depth.
+
+    Raise JsonRefused naming the limit that was crossed or the decoding error; never
+    RecursionError, MemoryError or UnicodeDecodeError. NaN and Infinity are refused:
+    they are not JSON and no device field may carry them.
+    """
+    if data is None:
+        raise JsonRefused("empty message")
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if len(raw) > max_bytes:
+        raise JsonRefused(f"{len(raw)} bytes is more than the limit of {max_bytes}")
+    # Fast path: fewer opening brackets than the limit cannot nest deeper than it.
+    depth = 0 if raw.count(b"[") + raw.count(b"{") <= max_depth else nesting_depth(raw)
+    if depth > max_depth:
+        raise JsonRefused(f"nested {depth} levels deep, more than the limit of {max_depth}")
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise JsonRefused(f"not JSON: {exc}") from None
+
+
+def loads_object(data: bytes | bytearray | str | None, **limits: int) -> dict[str, Any]:
+    """`loads_bounded` for a message that must be a JSON object."""
+    body = loads_bounded(data, **limits)
+    if not isinstance(body, dict):
+        raise JsonRefused(f"not a JSON object but {type(body).__name__}")
+    return body
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
