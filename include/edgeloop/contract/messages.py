@@ -56,6 +56,7 @@ _ASSIGNMENT_FIELDS = {
     "config",
     "config_version",
     "artifact",
+    "pipeline",
     "signature",
 }
 
@@ -128,6 +129,7 @@ class Assignment:
     config: Mapping[str, Any] | None = None
     config_version: str | None = None
     artifact: ArtifactRef | None = None  # the ONNX file of model_version (none for the baseline "0")
+    pipeline: str | None = None  # the pipeline whose devices the order is for
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -141,6 +143,8 @@ class Assignment:
             body["model_version"] = self.model_version
         if self.artifact is not None:
             body["artifact"] = self.artifact.to_dict()
+        if self.pipeline is not None:
+            body["pipeline"] = self.pipeline
         if self.config is not None:
             body["config"] = dict(self.config)
             body["config_version"] = self.config_version
@@ -171,6 +175,7 @@ def new_assignment(
     assignment_id: str | None = None,
     issued_at: float | None = None,
     artifact: ArtifactRef | None = None,
+    pipeline: str | None = None,
 ) -> Assignment:
     """Build an assignment; raise ValueError naming the field that is wrong."""
     if artifact is not None and model_version is None:
@@ -195,6 +200,7 @@ def new_assignment(
         config=dict(config) if config is not None else None,
         config_version=(config_version or config_version_of(config)) if config is not None else None,
         artifact=artifact,
+        pipeline=pipeline,
     )
 
 
@@ -296,7 +302,10 @@ def _assignment_from(body: dict[str, Any], groups: Collection[str]) -> Assignmen
             artifact = ArtifactRef.from_dict(body["artifact"])
         except BadArtifactRef as exc:
             raise ControlRejected(str(exc)) from None
-    return Assignment(ident, target, issued_at, issuer, model_version, config, config_version, artifact)
+    pipeline = body.get("pipeline")
+    if pipeline is not None and (not isinstance(pipeline, str) or not _ID_RE.match(pipeline)):
+        raise ControlRejected(f"pipeline: {pipeline!r} is not a pipeline name")
+    return Assignment(ident, target, issued_at, issuer, model_version, config, config_version, artifact, pipeline)
 
 
 def validate_device_config(config: Mapping[str, Any]) -> dict[str, float]:

@@ -83,6 +83,7 @@ def push_assignment(
         issuer=issuer,
         assignment_id=assignment_id,
         artifact=artifact,
+        pipeline=spec.name,
     )
     publish_assignment(spec, kafka_config, control_key, assignment)
     return assignment
@@ -209,4 +210,5 @@ def assignment_from_dict(data: Mapping[str, Any]) -> Assignment:
         config=data.get("config"),
         config_version=data.get("config_version"),
         artifact=ArtifactRef.from_dict(data["artifact"]) if data.get("artifact") else None,
+        pipeline=data.get("pipeline"),
     )
