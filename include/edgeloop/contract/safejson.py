@@ -20,8 +20,13 @@ class JsonRefused(ValueError):
     """Input that is not JSON, too large or too deeply nested; the message says which."""
 
 
-def nesting_depth(data: bytes) -> int:
-    """The deepest nesting of arrays and objects in `data`, ignoring brackets inside strings."""
+def nesting_depth(data: bytes, stop_above: int | None = None) -> int:
+    """The deepest nesting of arrays and objects in `data`, ignoring brackets inside strings.
+
+    With `stop_above`, the scan ends as soon as the depth passes it (the result is then
+    `stop_above + 1`): a hostile value is refused after its first few bytes.
+    """
+    limit = len(data) + 1 if stop_above is None else stop_above
     depth = deepest = 0
     in_string = escaped = False
     for byte in data:
@@ -36,7 +41,10 @@ def nesting_depth(data: bytes) -> int:
             in_string = True
         elif byte in (0x5B, 0x7B):  # [ {
             depth += 1
-            deepest = max(deepest, depth)
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
         elif byte in (0x5D, 0x7D):  # ] }
             depth -= 1
     return deepest
@@ -59,15 +67,21 @@ def loads_bounded(
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     if len(raw) > max_bytes:
         raise JsonRefused(f"{len(raw)} bytes is more than the limit of {max_bytes}")
-    # Fast path: fewer opening brackets than the limit cannot nest deeper than it.
-    depth = 0 if raw.count(b"[") + raw.count(b"{") <= max_depth else nesting_depth(raw)
-    if depth > max_depth:
-        raise JsonRefused(f"nested {depth} levels deep, more than the limit of {max_depth}")
+    if too_deep(raw, max_depth):
+        raise JsonRefused(f"nested more than the limit of {max_depth} levels deep")
     try:
         text = raw.decode("utf-8")
         return json.loads(text, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise JsonRefused(f"not JSON: {exc}") from None
+
+
+def too_deep(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> bool:
+    """Whether arrays and objects in `data` nest deeper than `max_depth` (linear, never recursive)."""
+    # Fewer opening brackets than the limit cannot nest deeper than it: no scan.
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return False
+    return nesting_depth(data, stop_above=max_depth) > max_depth
 
 
 def loads_object(data: bytes | bytearray | str | None, **limits: int) -> dict[str, Any]:
@@ -79,4 +93,4 @@ def loads_object(data: bytes | bytearray | str | None, **limits: int) -> dict[st
 
 
 def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
+    raise ValueError(f"{name} is not valid JSON")

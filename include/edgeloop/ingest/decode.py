@@ -2,10 +2,15 @@
 
 A batch is parsed by Arrow's JSON reader in one call (C++, no Python per field). When
 Arrow refuses a batch, it is split in halves until the bad records are isolated; a
-single record Arrow refuses (and any record with a line break, which the newline-
-delimited fast path cannot carry) goes through a Python validator that either accepts
-it or names exactly what is wrong. Whether a record is accepted depends on its own
-bytes only, never on the batch it arrived in, so re-running a flush gives the same rows.
+single record Arrow refuses goes through a Python validator that either accepts it or
+names exactly what is wrong. Whether a record is accepted depends on its own bytes
+only, never on the batch it arrived in, so re-running a flush gives the same rows.
+
+Arrow's reader only ever sees lines that start with `{` and end with `}`, hold no line
+break and nest at most `MAX_DEPTH` deep; every other value goes to the Python validator.
+The reader crashes the process (SIGSEGV, pyarrow 25) on a buffer whose first value is
+`null`, and it reads a line such as `{...} null` or a blank line as a different number
+of rows than records, so one hostile message could stop a partition or shift rows.
 
 Rules: a value must be one UTF-8 JSON object; fields of the schema are checked by type
 (`int` takes integer literals only, `float` takes any finite number, `timestamp` takes an
@@ -28,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from edgeloop.contract.safejson import JsonRefused, loads_bounded, too_deep
 from edgeloop.spec import FieldSpec, PipelineSpec
 
 BadKind = Literal["empty", "oversized", "undecodable", "invalid_json", "schema"]
@@ -40,6 +46,8 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 }
 _INT64 = (-(2**63), 2**63 - 1)
 _EPOCH_MS_FROM = 1e11  # numbers this large are epoch milliseconds (1e11 s would be the year 5138)
+MAX_DEPTH = 32  # nesting of arrays and objects a record may have (schema fields are flat)
+_OPEN, _CLOSE = 0x7B, 0x7D
 
 
 class BadRecord(NamedTuple):
@@ -91,7 +99,7 @@ def decode_records(values: Sequence[bytes | None], schema: RecordSchema) -> Deco
     arrow_schema = schema.parsed
     pieces: list[tuple[pa.Array, pa.Table]] = []
     joined = _join_if_all_plain(values, limit)
-    if joined is not None:  # the common case, checked in C: no per-record Python loop
+    if joined is not None:  # the common case, checked in C and numpy: no per-record Python loop
         _parse_fast(
             values,
             indices=list(range(len(values))),
@@ -107,21 +115,42 @@ def decode_records(values: Sequence[bytes | None], schema: RecordSchema) -> Deco
             bad.append(BadRecord(i, "empty", "empty: the message has no value"))
         elif len(value) > limit:
             bad.append(BadRecord(i, "oversized", f"oversized: {len(value)} bytes, more than max_record_bytes {limit}"))
-        elif b"\n" in value or b"\r" in value:
-            slow.append(i)
-        else:
+        elif _arrow_safe(value):
             fast.append(i)
+        else:
+            slow.append(i)
 
     _parse_fast(values, indices=fast, schema=schema, arrow_schema=arrow_schema, pieces=pieces, slow=slow)
     return _assemble(values, schema, arrow_schema, pieces, slow, bad)
 
 
+def _arrow_safe(value: bytes) -> bool:
+    """Whether Arrow's reader may see this value: one line from `{` to `}`, nested at most MAX_DEPTH."""
+    return (
+        value[:1] == b"{"
+        and value[-1:] == b"}"
+        and b"\n" not in value
+        and b"\r" not in value
+        and not too_deep(value, MAX_DEPTH)
+    )
+
+
 def _join_if_all_plain(values: Sequence[bytes | None], limit: int) -> bytes | None:
-    """The values joined by newlines when none is empty, oversized or has a line break; else None."""
-    if not values or None in values or b"" in values or max(map(len, values)) > limit:  # type: ignore[arg-type]
+    """The values joined by newlines when every one is `_arrow_safe` and within the size limit; else None."""
+    if not values or None in values or b"" in values:
+        return None
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))  # type: ignore[arg-type]
+    if lengths.max() > limit:
         return None
     joined = b"\n".join(values)  # type: ignore[arg-type]
     if joined.count(b"\n") != len(values) - 1 or b"\r" in joined:
+        return None
+    data = np.frombuffer(joined, dtype=np.uint8)
+    lasts = np.cumsum(lengths + 1) - 2  # the byte before each line break (and the last byte)
+    if not ((data[lasts - lengths + 1] == _OPEN).all() and (data[lasts] == _CLOSE).all()):
+        return None
+    # Each line opens one object; only extra brackets beyond those can make a line nest deeper.
+    if joined.count(b"{") + joined.count(b"[") - len(values) >= MAX_DEPTH:
         return None
     return joined
 
@@ -228,10 +257,6 @@ def _violations(table: pa.Table, schema: RecordSchema) -> pa.Array | None:
     return combined.combine_chunks() if isinstance(combined, pa.ChunkedArray) else combined
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -291,13 +316,13 @@ def _field_value(field: FieldSpec, value: Any) -> tuple[Any, str | None]:
 def validate_record(value: bytes, schema: RecordSchema) -> dict[str, Any] | BadRecord:
     """One record checked field by field: the row for Arrow, or a BadRecord saying what is wrong (index 0)."""
     try:
-        text = value.decode("utf-8")
+        value.decode("utf-8")
     except UnicodeDecodeError as exc:
         return BadRecord(0, "undecodable", f"undecodable: not UTF-8 ({exc.reason} at byte {exc.start})")
     try:
-        record = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        return BadRecord(0, "invalid_json", f"invalid JSON: {exc}")
+        record = loads_bounded(value, max_bytes=schema.max_record_bytes, max_depth=MAX_DEPTH)
+    except JsonRefused as exc:
+        return BadRecord(0, "invalid_json", f"invalid JSON: {str(exc).removeprefix('not JSON: ')}")
     if not isinstance(record, dict):
         return BadRecord(0, "schema", f"schema: expected a JSON object, got {_json_type(record)}")
     row: dict[str, Any] = {}

@@ -63,6 +63,9 @@ BAD_CASES = [
     (encode(record()).replace(b"40.5", b"NaN"), "invalid_json", "NaN is not valid JSON"),
     (b'{"record_id": "a"} {"record_id": "b"}', "invalid_json", "Extra data"),
     (b"[1, 2, 3]", "schema", "expected a JSON object, got array"),
+    (b"null", "schema", "expected a JSON object, got null"),
+    (b'{"record_id": "a"} null', "invalid_json", "Extra data"),
+    (b'{"note": ' + b"[" * 40 + b"]" * 40 + b"}", "invalid_json", "nested more than the limit of 32 levels deep"),
     (encode(record(temperature_c=_DROP)), "schema", "field 'temperature_c' is missing and not nullable"),
     (encode(record(count=None)), "schema", "field 'count' is null and not nullable"),
     (encode(record(temperature_c="hot")), "schema", "field 'temperature_c' (float): expected number, got string"),
@@ -145,3 +148,39 @@ def test_validate_record_converts_a_good_record() -> None:
         "ok": True,
         "note": "x",
     }
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [b"null"],
+        [b"null", b"null"],
+        [b" null", encode(record())],
+        [b"null", encode(record()), encode(record())],
+        [encode(record()), b"null", encode(record())],
+    ],
+)
+def test_a_null_value_is_refused_without_reaching_arrows_reader(values: list[bytes]) -> None:
+    """Arrow's JSON reader crashes the process (SIGSEGV) on a buffer that starts with `null`."""
+    decoded = decode_records(values, SCHEMA)
+    nulls = [i for i, v in enumerate(values) if v.strip() == b"null"]
+    assert [b.position for b in decoded.bad] == nulls
+    assert all(b.reason == "schema: expected a JSON object, got null" for b in decoded.bad)
+    assert decoded.table.num_rows == len(values) - len(nulls)
+
+
+def test_a_value_holding_two_objects_never_lends_one_to_a_blank_neighbour() -> None:
+    """Arrow reads `{..}{..}` as two rows and a blank line as none: counts would match and rows shift."""
+    two = encode(record(record_id="a")) + encode(record(record_id="b"))
+    decoded = decode_records([two, b"  ", encode(record(record_id="c"))], SCHEMA)
+    assert decoded.table.column("record_id").to_pylist() == ["c"]
+    assert [(b.position, b.kind) for b in decoded.bad] == [(0, "invalid_json"), (1, "invalid_json")]
+
+
+def test_a_100_kb_nested_value_is_refused_quickly_and_its_neighbours_kept() -> None:
+    schema = RecordSchema(fields=SCHEMA.fields, max_record_bytes=1 << 20)
+    nested = b'{"note": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    decoded = decode_records([encode(record()), nested, encode(record())], schema)
+    assert decoded.indices.to_pylist() == [0, 2]
+    assert [(b.position, b.kind) for b in decoded.bad] == [(1, "invalid_json")]
+    assert "nested more than the limit of 32 levels deep" in decoded.bad[0].reason
