@@ -1,0 +1,264 @@
+"""The agent's one config file (YAML or JSON), validated at start; every error names its field.
+
+Example (`edgeloop agent-config` writes one from a pipeline spec)::
+
+    device_id: plant-north-00001
+    group_id: plant-north
+    pipeline: factory_maintenance
+    topic_prefix: factory_maintenance
+    groups: [canary-line, plant-north, plant-south]
+    schema:                      # telemetry fields in the pipeline's schema, with their roles
+      - {name: record_id, role: record_id}
+      - {name: vibration_rms, role: feature}
+      ...
+    kafka: {bootstrap.servers: "broker:9092"}
+    control_key_file: /etc/edgeloop/control.key   # or control_key_env (never the key itself)
+    state_dir: /var/lib/edgeloop-agent
+    source: {kind: replay, path: /var/lib/edgeloop-agent/readings.jsonl}
+    http: {host: 127.0.0.1, port: 9464}
+
+Secrets are never in this file: the control key comes from a file (a Kubernetes Secret
+mounted read-only, or a root-only file) or an environment variable named here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeloop.contract.artifact import MAX_ARTIFACT_BYTES
+from edgeloop.contract.messages import DEVICE_CONFIG_RANGES
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+ROLES = (
+    "feature",
+    "record_id",
+    "device_id",
+    "group_id",
+    "timestamp",
+    "prediction",
+    "confidence",
+    "model_version",
+    "config_version",
+    "image_ref",
+    "meta",
+)
+SOURCE_KINDS = ("replay", "stdin", "none", "external")
+MAX_CONFIG_BYTES = 256 * 1024
+
+
+class ConfigError(ValueError):
+    """The config file is wrong; the message names the field."""
+
+
+@dataclass(frozen=True)
+class SchemaField:
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: str = "none"  # replay: a JSON-lines file of readings; stdin: JSON lines; external: fed by a harness
+    path: str | None = None
+    loop: bool = True
+
+
+@dataclass(frozen=True)
+class InitialModel:
+    path: str
+    version: str
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    device_id: str
+    group_id: str
+    pipeline: str
+    groups: tuple[str, ...]
+    schema: tuple[SchemaField, ...]
+    kafka: Mapping[str, Any]
+    state_dir: Path
+    topic_prefix: str = ""
+    control_key_env: str | None = "EDGELOOP_CONTROL_KEY"
+    control_key_file: str | None = None
+    source: SourceConfig = field(default_factory=SourceConfig)
+    telemetry_interval_s: float = 1.0
+    heartbeat_interval_s: float = 10.0
+    confidence_threshold: float = 0.5
+    queue_max_bytes: int = 128 * 1024 * 1024
+    queue_synchronous: str = "NORMAL"
+    send_batch: int = 1000
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None
+    initial_model: InitialModel | None = None
+    max_artifact_bytes: int = 64 * 1024 * 1024
+    download_timeout_s: float = 60.0
+
+    @property
+    def features(self) -> list[str]:
+        return [f.name for f in self.schema if f.role == "feature"]
+
+    def topic(self, kind: str) -> str:
+        return f"{self.topic_prefix or self.pipeline}.{kind}"
+
+    def control_key(self) -> bytes:
+        """The control key from the file or environment variable the config names; raise ConfigError if absent."""
+        if self.control_key_file:
+            try:
+                key = Path(self.control_key_file).read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError(f"control_key_file: cannot read {self.control_key_file}: {exc.strerror}") from None
+        else:
+            key = os.environ.get(self.control_key_env or "", "").encode()
+        if not key:
+            raise ConfigError(f"control key: neither control_key_file nor ${self.control_key_env} gives one")
+        return key
+
+
+def _str(raw: Mapping[str, Any], name: str, *, pattern: re.Pattern[str] | None = None, default: Any = ...) -> Any:
+    value = raw.get(name, default)
+    if value is ...:
+        raise ConfigError(f"{name}: required")
+    if value is None and default is None:
+        return None
+    if not isinstance(value, str) or not value or (pattern is not None and not pattern.match(value)):
+        raise ConfigError(
+            f"{name}: {value!r} is not " + (f"a string matching {pattern.pattern}" if pattern else "a string")
+        )
+    return value
+
+
+def _number(raw: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = raw.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name}: {value!r} is not a number")
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value} is outside [{low:g}, {high:g}]")
+    return float(value)
+
+
+def parse_config(raw: Any) -> AgentConfig:
+    """Validate a decoded config; raise ConfigError naming the first wrong field."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("config: not a mapping")
+    known = set(AgentConfig.__dataclass_fields__) | {"http"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown field")
+    groups = raw.get("groups")
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, str) and ID_RE.match(g) for g in groups):
+        raise ConfigError("groups: a non-empty list of group names")
+    group_id = _str(raw, "group_id", pattern=ID_RE)
+    if group_id not in groups:
+        raise ConfigError(f"group_id: {group_id!r} is not one of groups {groups}")
+    schema = _schema(raw.get("schema"))
+    kafka = raw.get("kafka")
+    if not isinstance(kafka, Mapping) or not isinstance(kafka.get("bootstrap.servers"), str):
+        raise ConfigError("kafka: a mapping of client settings with bootstrap.servers")
+    if not all(isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in kafka.items()):
+        raise ConfigError("kafka: settings must be strings, numbers or booleans")
+    http = raw.get("http") or {}
+    if not isinstance(http, Mapping) or set(http) - {"host", "port"}:
+        raise ConfigError("http: a mapping with host and port")
+    port = http.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+        raise ConfigError(f"http.port: {port!r} is not a port number")
+    low, high = DEVICE_CONFIG_RANGES["telemetry_interval_s"]
+    hb_low, hb_high = DEVICE_CONFIG_RANGES["heartbeat_interval_s"]
+    sync = raw.get("queue_synchronous", "NORMAL")
+    if sync not in ("NORMAL", "FULL"):
+        raise ConfigError(f"queue_synchronous: {sync!r} is not NORMAL or FULL")
+    return AgentConfig(
+        device_id=_str(raw, "device_id", pattern=ID_RE),
+        group_id=group_id,
+        pipeline=_str(raw, "pipeline", pattern=ID_RE),
+        groups=tuple(groups),
+        schema=schema,
+        kafka=dict(kafka),
+        state_dir=Path(_str(raw, "state_dir")),
+        topic_prefix=_str(raw, "topic_prefix", default=""),
+        control_key_env=_str(raw, "control_key_env", pattern=re.compile(r"^[A-Z_][A-Z0-9_]*$"), default=None)
+        if "control_key_env" in raw
+        else "EDGELOOP_CONTROL_KEY",
+        control_key_file=_str(raw, "control_key_file", default=None),
+        source=_source(raw.get("source")),
+        telemetry_interval_s=_number(raw, "telemetry_interval_s", 1.0, low, high),
+        heartbeat_interval_s=_number(raw, "heartbeat_interval_s", 10.0, hb_low, hb_high),
+        confidence_threshold=_number(raw, "confidence_threshold", 0.5, 0.0, 1.0),
+        queue_max_bytes=int(_number(raw, "queue_max_bytes", 128 * 1024 * 1024, 1024 * 1024, 64 * 1024**3)),
+        queue_synchronous=str(sync),
+        send_batch=int(_number(raw, "send_batch", 1000, 1, 100_000)),
+        http_host=_str(http, "host", default="127.0.0.1"),
+        http_port=port,
+        initial_model=_initial_model(raw.get("initial_model")),
+        max_artifact_bytes=int(_number(raw, "max_artifact_bytes", 64 * 1024 * 1024, 1024, MAX_ARTIFACT_BYTES)),
+        download_timeout_s=_number(raw, "download_timeout_s", 60.0, 1.0, 3600.0),
+    )
+
+
+def _schema(raw: Any) -> tuple[SchemaField, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("schema: a non-empty list of {name, role}")
+    fields = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, Mapping) or set(item) != {"name", "role"}:
+            raise ConfigError(f"schema[{index}]: a mapping with exactly name and role")
+        if not isinstance(item["name"], str) or not item["name"]:
+            raise ConfigError(f"schema[{index}].name: not a string")
+        if item["role"] not in ROLES:
+            raise ConfigError(f"schema[{index}].role: {item['role']!r} is not one of {list(ROLES)}")
+        fields.append(SchemaField(item["name"], item["role"]))
+    if not any(f.role == "feature" for f in fields):
+        raise ConfigError("schema: no field has the role 'feature'")
+    return tuple(fields)
+
+
+def _source(raw: Any) -> SourceConfig:
+    if raw is None:
+        return SourceConfig()
+    if not isinstance(raw, Mapping) or set(raw) - {"kind", "path", "loop"}:
+        raise ConfigError("source: a mapping with kind, path and loop")
+    kind = raw.get("kind", "none")
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"source.kind: {kind!r} is not one of {list(SOURCE_KINDS)}")
+    path = raw.get("path")
+    if kind == "replay" and not isinstance(path, str):
+        raise ConfigError("source.path: a replay source needs the path of its file")
+    return SourceConfig(kind, path, bool(raw.get("loop", True)))
+
+
+def _initial_model(raw: Any) -> InitialModel | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) != {"path", "version"}:
+        raise ConfigError("initial_model: a mapping with path and version")
+    if not isinstance(raw["path"], str) or not isinstance(raw["version"], str) or not raw["version"].isdigit():
+        raise ConfigError("initial_model: path is a string, version a registry version number as a string")
+    return InitialModel(raw["path"], raw["version"])
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate the config file (YAML or JSON); raise ConfigError naming the field or the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        if str(path).endswith(".json"):
+            raw = json.loads(data)
+        else:
+            import yaml
+
+            raw = yaml.safe_load(data)
+    except Exception as exc:  # YAML and JSON raise many types; all mean the same here
+        raise ConfigError(f"config file {path}: not YAML or JSON: {exc}") from None
+    return parse_config(raw)

@@ -1,0 +1,318 @@
+"""One device's logic, free of I/O: control orders, telemetry, heartbeats, error reports, the twin.
+
+The agent process (`edgeloop.edge.agent`) and the fleet simulator's harness both drive
+this class: they hand it control messages and sensor readings, do the I/O it asks for
+(fetching and loading a model is done by the caller, who reports back with
+`model_applied` or `model_failed`), and route the messages it returns: telemetry and
+error reports to the store-and-forward queue, heartbeats and twin updates straight to
+Kafka. So a simulated device and a real one run the same decisions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeloop.contract.messages import (
+    Assignment,
+    BadConfig,
+    ControlRejected,
+    DeviceState,
+    iso_ms,
+    parse_assignment,
+    validate_device_config,
+)
+from edgeloop.edge.config import SchemaField
+from edgeloop.edge.runtime import OnnxModel
+
+# Where each kind of message goes: the durable queue or straight to Kafka.
+QUEUED_KINDS = ("telemetry", "errors")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message for `<prefix>.<kind>`, keyed by the device id, with its creation time."""
+
+    kind: str
+    key: bytes
+    value: bytes
+    ts_ms: int
+
+
+@dataclass
+class ModelOrder:
+    """An authorised assignment whose model the caller must fetch, verify, load and report back."""
+
+    assignment: Assignment
+
+
+@dataclass
+class Counters:
+    records: int = 0
+    errors: int = 0
+    control_applied: int = 0
+    control_refused: int = 0
+    control_ignored: int = 0
+    model_failures: int = 0
+    inference_errors: int = 0
+
+
+@dataclass
+class Twin:
+    """What the control plane asked of this device, and what it runs."""
+
+    desired_model: str | None = None
+    desired_config_version: str | None = None
+    desired_assignment: str | None = None
+    desired_at: str | None = None
+    reported_assignment: str | None = None
+    status: str = "applied"
+    reason: str | None = None
+    reported_at: str | None = None
+    applied_ids: list[str] = field(default_factory=list)
+
+
+class DeviceCore:
+    """The decisions of one device. Not thread-safe: one caller thread drives it."""
+
+    def __init__(
+        self,
+        device_id: str,
+        group_id: str,
+        pipeline: str,
+        groups: Collection[str],
+        schema: Sequence[SchemaField],
+        control_key: bytes,
+        *,
+        telemetry_interval_s: float = 1.0,
+        heartbeat_interval_s: float = 10.0,
+        clock: Any = time.time,
+    ) -> None:
+        self.device_id = device_id
+        self.group_id = group_id
+        self.pipeline = pipeline
+        self.groups = set(groups)
+        self.schema = list(schema)
+        self.features = [f.name for f in self.schema if f.role == "feature"]
+        self.control_key = control_key
+        self.key = device_id.encode()
+        self.clock = clock
+        self.model: OnnxModel | None = None
+        self.config: dict[str, float] = {
+            "telemetry_interval_s": telemetry_interval_s,
+            "heartbeat_interval_s": heartbeat_interval_s,
+        }
+        self.config_version: str | None = None
+        self.twin = Twin()
+        self.counters = Counters()
+        self.dropped = 0  # set by the caller from its queue
+        self.seq = 0
+        self.started_at = clock()
+        self._conf_sum = 0.0
+        self._conf_n = 0
+        self._errors_since_beat = 0
+
+    # --- control ---------------------------------------------------------------
+
+    @property
+    def model_version(self) -> str | None:
+        return self.model.version if self.model is not None else None
+
+    def on_control(self, value: bytes | None, offset: int) -> tuple[ModelOrder | None, list[Outgoing]]:
+        """Verify and decide on one control message.
+
+        Return the model order to carry out (if the assignment names a model this device
+        does not run) and the messages to send: a `bad_control` error report for a
+        refused message that may address this device, a twin update for an applied or
+        failed config. Assignments for other devices or groups are ignored and counted.
+        """
+        now = self.clock()
+        try:
+            assignment = parse_assignment(value, self.control_key, self.groups)
+            if assignment.pipeline is not None and assignment.pipeline != self.pipeline:
+                raise ControlRejected(
+                    f"pipeline: the assignment is for {assignment.pipeline!r}, this device runs {self.pipeline!r}",
+                    control_id=assignment.id,
+                    target=assignment.target,
+                )
+        except ControlRejected as exc:
+            if exc.target is not None and not exc.target.matches(self.device_id, self.group_id):
+                self.counters.control_ignored += 1
+                return None, []
+            self.counters.control_refused += 1
+            report = self.error_report(
+                "bad_control", f"control offset {offset}: {exc.reason}", now, control_id=exc.control_id
+            )
+            return None, [report]
+        if not assignment.target.matches(self.device_id, self.group_id):
+            self.counters.control_ignored += 1
+            return None, []
+        if assignment.id in self.twin.applied_ids:
+            return None, []
+        self.twin.desired_assignment = assignment.id
+        self.twin.desired_at = assignment.issued_at
+        if assignment.model_version is not None:
+            self.twin.desired_model = assignment.model_version
+        if assignment.config_version is not None:
+            self.twin.desired_config_version = assignment.config_version
+        out: list[Outgoing] = []
+        failures: list[str] = []
+        if assignment.config is not None:
+            try:
+                self.apply_config(assignment.config, assignment.config_version)
+            except BadConfig as exc:
+                failures.append(str(exc))
+                out.append(self.error_report("bad_config", f"assignment {assignment.id}: {exc}", now))
+        if assignment.model_version is not None and assignment.model_version != self.model_version:
+            if failures:
+                out.append(self._finish(assignment, failures, now))
+                return None, out
+            return ModelOrder(assignment), out
+        out.append(self._finish(assignment, failures, now))
+        return None, out
+
+    def apply_config(self, config: Mapping[str, Any], config_version: str | None) -> None:
+        """Apply device settings (all or none); raise BadConfig naming the setting that is wrong."""
+        values = validate_device_config(config)
+        self.config.update(values)
+        self.config_version = config_version
+
+    def model_applied(self, order: ModelOrder, model: OnnxModel) -> Outgoing:
+        """The caller loaded and self-tested the order's model: serve it from now on."""
+        self.model = model
+        return self._finish(order.assignment, [], self.clock())
+
+    def model_failed(self, order: ModelOrder, reason: str) -> list[Outgoing]:
+        """The order's model could not be had; keep serving the current model and report why."""
+        now = self.clock()
+        self.counters.model_failures += 1
+        report = self.error_report("model_load", f"assignment {order.assignment.id}: {reason}", now)
+        return [report, self._finish(order.assignment, [reason], now)]
+
+    def _finish(self, assignment: Assignment, failures: list[str], now: float) -> Outgoing:
+        self.twin.applied_ids = [*self.twin.applied_ids[-63:], assignment.id]
+        self.twin.reported_assignment = assignment.id
+        self.twin.status, self.twin.reason = ("failed", "; ".join(failures)) if failures else ("applied", None)
+        self.twin.reported_at = iso_ms(now)
+        if not failures:
+            self.counters.control_applied += 1
+        return self.state_update(now)
+
+    # --- readings ----------------------------------------------------------------
+
+    def score(self, rows: np.ndarray) -> np.ndarray | None:
+        """Probabilities for readings from the current model, or None without a model."""
+        return None if self.model is None else self.model.predict_proba(rows)
+
+    def observe(self, reading: Sequence[float], proba: Sequence[float] | None, now: float) -> Outgoing:
+        """The telemetry record of one reading scored by the current model (`proba` None: no model)."""
+        self.seq += 1
+        now_ms = int(now * 1000)
+        record_id = f"{self.device_id}-{now_ms}-{self.seq}"
+        prediction: str | None = None
+        confidence: float | None = None
+        if proba is not None and self.model is not None:
+            best = int(np.argmax(proba))
+            prediction = self.model.labels[best]
+            confidence = round(float(proba[best]), 4)
+            self._conf_sum += confidence
+            self._conf_n += 1
+        record = self._record(record_id, iso_ms(now), reading, prediction, confidence)
+        self.counters.records += 1
+        return Outgoing("telemetry", self.key, json.dumps(record).encode(), now_ms)
+
+    def inference_failed(self, reason: str, now: float) -> Outgoing:
+        self.counters.inference_errors += 1
+        return self.error_report("inference", f"model version {self.model_version}: inference failed: {reason}", now)
+
+    def _record(
+        self, record_id: str, ts: str, reading: Sequence[float], prediction: str | None, confidence: float | None
+    ) -> dict[str, Any]:
+        values = dict(zip(self.features, (round(float(v), 3) for v in reading), strict=True))
+        by_role: dict[str, Any] = {
+            "record_id": record_id,
+            "device_id": self.device_id,
+            "group_id": self.group_id,
+            "timestamp": ts,
+            "prediction": prediction,
+            "confidence": confidence,
+            "model_version": self.model_version,
+            "config_version": self.config_version,
+        }
+        return {f.name: values[f.name] if f.role == "feature" else by_role.get(f.role) for f in self.schema}
+
+    # --- reports -----------------------------------------------------------------
+
+    def error_report(
+        self, kind: str, message: str, now: float, *, record_id: str | None = None, control_id: str | None = None
+    ) -> Outgoing:
+        self.counters.errors += 1
+        self._errors_since_beat += 1
+        report = {
+            "device_id": self.device_id,
+            "group_id": self.group_id,
+            "ts": iso_ms(now),
+            "kind": kind,
+            "message": message[:2000],
+            "model_version": self.model_version,
+            "config_version": self.config_version,
+            "record_id": record_id,
+            "control_id": control_id,
+        }
+        return Outgoing("errors", self.key, json.dumps(report).encode(), int(now * 1000))
+
+    def heartbeat(
+        self, now: float, *, cpu_pct: float = 0.0, mem_mb: float = 0.0, temperature_c: float = 0.0
+    ) -> Outgoing:
+        confidence = self._conf_sum / self._conf_n if self._conf_n else None
+        beat = {
+            "device_id": self.device_id,
+            "group_id": self.group_id,
+            "ts": iso_ms(now),
+            "status": "degraded" if self._errors_since_beat else "online",
+            "cpu_pct": round(cpu_pct, 1),
+            "mem_mb": round(mem_mb, 1),
+            "temperature_c": round(temperature_c, 1),
+            "model_version": self.model_version,
+            "config_version": self.config_version,
+            "assignment_id": self.twin.reported_assignment,
+            "assignment_status": self.twin.status,
+            "uptime_s": round(now - self.started_at, 1),
+            "records": self.counters.records,
+            "errors": self.counters.errors,
+            "dropped": self.dropped,
+            "confidence_mean": None if confidence is None else round(confidence, 4),
+            "interval_s": self.config["heartbeat_interval_s"],
+        }
+        self._errors_since_beat = 0
+        self._conf_sum, self._conf_n = 0.0, 0
+        return Outgoing("health", self.key, json.dumps(beat).encode(), int(now * 1000))
+
+    def state_update(self, now: float) -> Outgoing:
+        """The device-state (twin) record: desired as last ordered, reported as running."""
+        twin = self.twin
+        state = DeviceState(
+            device_id=self.device_id,
+            group_id=self.group_id,
+            desired={
+                "model_version": twin.desired_model or self.model_version,
+                "config_version": twin.desired_config_version,
+                "assignment_id": twin.desired_assignment,
+                "updated_at": twin.desired_at,
+            },
+            reported={
+                "model_version": self.model_version,
+                "config_version": self.config_version,
+                "assignment_id": twin.reported_assignment,
+                "status": twin.status,
+                "reason": twin.reason,
+                "updated_at": twin.reported_at or iso_ms(now),
+            },
+            updated_at=iso_ms(now),
+        )
+        return Outgoing("device-state", self.key, state.to_wire(), int(now * 1000))

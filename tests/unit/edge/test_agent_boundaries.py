@@ -1,0 +1,67 @@
+"""The agent stays small: it imports neither Airflow, MLflow, pandas nor scikit-learn, and checks its config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeloop.edge.agent import parse_reading
+from edgeloop.edge.config import ConfigError, parse_config
+from edgeloop.fleet.agents import agent_config
+from edgeloop.spec import PipelineSpec
+
+FORBIDDEN = ("airflow", "mlflow", "pandas", "sklearn", "evidently", "pydantic", "edgeloop.spec", "edgeloop.fleet")
+
+
+def test_the_agent_imports_nothing_of_the_cloud() -> None:
+    code = (
+        "import sys, edgeloop.edge.agent; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r} or m in {FORBIDDEN!r}))"
+    )
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(root / "include")},
+    )
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"device_id": "../etc"}, "device_id"),
+        ({"group_id": "plant-east"}, "group_id"),
+        ({"telemetry_interval_s": 0}, "telemetry_interval_s"),
+        ({"kafka": {}}, "kafka"),
+        ({"source": {"kind": "replay"}}, "source.path"),
+        ({"http": {"port": 70000}}, "http.port"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_config_errors_name_the_field(
+    spec: PipelineSpec, tmp_path: Path, change: dict[str, object], field: str
+) -> None:
+    raw = agent_config(spec, "plant-north", "plant-north-00001", {"bootstrap.servers": "x:1"}, tmp_path)
+    raw.update(change)
+    with pytest.raises(ConfigError, match=f"^{field}"):
+        parse_config(raw)
+
+
+def test_readings_from_outside_are_checked() -> None:
+    features = ["a", "b"]
+    assert parse_reading(b'{"a": 1, "b": 2.5}', features) == [1.0, 2.5]
+    assert parse_reading(b"[1, 2]", features) == [1.0, 2.0]
+    for bad, reason in (
+        (b'{"a": 1}', "b: None"),
+        (b"[1]", "needs 2 values"),
+        (b'[1, "x"]', "b: 'x'"),
+        (b"[[[[[[1]]]]]]", "nested"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            parse_reading(bad, features)

@@ -1,0 +1,127 @@
+"""One device's decisions: which orders it refuses (and says why), which it carries out, what it reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tests.unit.edge.conftest import KEY, assignment_wire
+
+from edgeloop.contract.artifact import ArtifactRef
+from edgeloop.contract.messages import Assignment, Target
+from edgeloop.edge.config import AgentConfig
+from edgeloop.edge.device import DeviceCore
+from edgeloop.edge.runtime import load_model
+from edgeloop.spec import PipelineSpec
+
+ARTIFACT = ArtifactRef("http://models.example/m.onnx", "a" * 64, 1234)
+
+
+@pytest.fixture
+def core(device_config: AgentConfig, spec: PipelineSpec, model_bytes: bytes) -> DeviceCore:
+    device = DeviceCore(
+        device_config.device_id,
+        device_config.group_id,
+        device_config.pipeline,
+        device_config.groups,
+        device_config.schema,
+        KEY,
+        clock=lambda: 1_767_225_600.0,
+    )
+    device.model = load_model(model_bytes, "0", spec.features)
+    return device
+
+
+def test_a_model_order_for_its_group_is_handed_to_the_caller(core: DeviceCore, spec: PipelineSpec) -> None:
+    order, out = core.on_control(assignment_wire(model_version="3", artifact=ARTIFACT, pipeline=spec.name), 0)
+    assert order is not None and order.assignment.artifact == ARTIFACT
+    assert out == []
+    assert core.twin.desired_model == "3"
+
+
+@pytest.mark.parametrize(
+    ("wire", "reason"),
+    [
+        (assignment_wire(b"forged key", model_version="3"), "signature: does not match"),
+        (assignment_wire(model_version="3", pipeline="other_pipeline"), "the assignment is for 'other_pipeline'"),
+        (b"null", "not a JSON object"),
+        (b"[" * 5000 + b"]" * 5000, "levels deep"),
+    ],
+)
+def test_refused_orders_are_reported_with_their_reason_and_change_nothing(
+    core: DeviceCore, wire: bytes, reason: str
+) -> None:
+    order, out = core.on_control(wire, 41)
+    assert order is None
+    (report,) = out
+    body = json.loads(report.value)
+    assert report.kind == "errors" and body["kind"] == "bad_control"
+    assert reason in body["message"] and "offset 41" in body["message"]
+    assert core.model_version == "0"
+    assert core.counters.control_refused == 1
+
+
+def test_orders_for_another_group_are_ignored_and_counted(core: DeviceCore) -> None:
+    order, out = core.on_control(assignment_wire(model_version="3", target=Target("group", "plant-south")), 0)
+    assert (order, out) == (None, [])
+    assert core.counters.control_ignored == 1
+    assert core.twin.desired_model is None
+
+
+def test_an_order_is_carried_out_once(core: DeviceCore, spec: PipelineSpec, model_bytes: bytes) -> None:
+    wire = assignment_wire(model_version="3", artifact=ARTIFACT, assignment_id="asg-once")
+    order, _ = core.on_control(wire, 0)
+    assert order is not None
+    state = core.model_applied(order, load_model(model_bytes, "3", spec.features))
+    assert json.loads(state.value)["reported"] == {
+        "model_version": "3",
+        "config_version": None,
+        "assignment_id": "asg-once",
+        "status": "applied",
+        "reason": None,
+        "updated_at": "2026-01-01T00:00:00.000Z",
+    }
+    assert core.on_control(wire, 1) == (None, [])
+
+
+def test_a_failed_model_keeps_the_current_one_and_reports_why(core: DeviceCore) -> None:
+    order, _ = core.on_control(assignment_wire(model_version="3", artifact=ARTIFACT), 0)
+    assert order is not None
+    report, state = core.model_failed(order, "sha256 mismatch")
+    assert json.loads(report.value)["kind"] == "model_load"
+    reported = json.loads(state.value)["reported"]
+    assert (reported["model_version"], reported["status"], reported["reason"]) == ("0", "failed", "sha256 mismatch")
+
+
+def test_a_config_out_of_range_is_refused_and_the_old_one_kept(core: DeviceCore) -> None:
+    too_fast = Assignment(
+        "asg-fast",
+        Target("group", "plant-north"),
+        "2026-01-01T00:00:00Z",
+        "t",
+        None,
+        {"telemetry_interval_s": 0.0001},
+        "cfg-1",
+    )
+    _, out = core.on_control(too_fast.to_wire(KEY), 0)
+    kinds = [json.loads(m.value).get("kind") for m in out if m.kind == "errors"]
+    assert kinds == ["bad_config"]
+    assert core.config["telemetry_interval_s"] == 1.0
+    _, out = core.on_control(assignment_wire(config={"telemetry_interval_s": 2}), 1)
+    assert core.config["telemetry_interval_s"] == 2.0
+
+
+def test_telemetry_follows_the_pipeline_schema(core: DeviceCore, spec: PipelineSpec) -> None:
+    row = np.array([[2.0, 6.0, 55.0, 12.0, 1480.0, 70.0]])
+    proba = core.score(row)
+    assert proba is not None
+    message = core.observe(row[0], proba[0], 1_767_225_600.5)
+    record = json.loads(message.value)
+    assert list(record) == [f.name for f in spec.schema_]
+    roles = {f.role: f.name for f in spec.schema_}
+    assert record[roles["prediction"]] in spec.annotation.labels
+    assert 0.0 <= record[roles["confidence"]] <= 1.0
+    assert record[roles["model_version"]] == "0"
+    assert record[roles["record_id"]] == "plant-north-00001-1767225600500-1"
+    assert message.ts_ms == 1_767_225_600_500
