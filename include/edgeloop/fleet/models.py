@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.messages import BASELINE_VERSION
 from edgeloop.fleet.sensors import SensorProfile
 
@@ -53,6 +54,9 @@ class ModelProvider(Protocol):
     def load(self, version: str) -> EdgeModel: ...
 
     def default_version(self) -> str: ...
+
+    def offer(self, version: str, artifact: ArtifactRef) -> None:
+        """An authorised assignment names where `version`'s artifact is (loaders that fetch use it)."""
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
@@ -172,12 +176,17 @@ class CachedModelProvider:
         self._faults = dict(faults or {})
         self._cache: dict[str, EdgeModel] = {}
         self._lock = threading.Lock()
+        self.artifacts: dict[str, ArtifactRef] = {}  # version -> artifact, from authorised assignments
         unknown = sorted(set(self._faults.values()) - set(MODEL_FAULTS))
         if unknown:
             raise ValueError(f"faults: {unknown} are not faults, expected {list(MODEL_FAULTS)}")
 
     def default_version(self) -> str:
         return self._default() if self._default is not None else BASELINE_VERSION
+
+    def offer(self, version: str, artifact: ArtifactRef) -> None:
+        with self._lock:
+            self.artifacts[version] = artifact
 
     def load(self, version: str) -> EdgeModel:
         with self._lock:
@@ -274,3 +283,48 @@ def baseline_provider(
         return BaselineRuleModel(profile, version=version)
 
     return CachedModelProvider(profile, rule_model if every_version else None, faults=faults)
+
+
+def onnx_loader(
+    provider_artifacts: Mapping[str, ArtifactRef],
+    features: Sequence[str],
+    resolve: Callable[[str], ArtifactRef] | None = None,
+) -> Callable[[str], EdgeModel]:
+    """A loader that runs the device's own code: fetch the artifact, check size and digest, load, self-test.
+
+    The artifact comes from the assignment that named the version (`provider_artifacts`,
+    filled by `offer`), or, for a version no assignment in sight names (a fleet that
+    starts on the champion), from `resolve` (the cloud side: the registry's record).
+    """
+    from edgeloop.edge.fetch import FetchFailed, fetch_artifact
+    from edgeloop.edge.runtime import ModelRefused, load_model
+
+    def load(version: str) -> EdgeModel:
+        ref = provider_artifacts.get(version)
+        try:
+            if ref is None:
+                if resolve is None:
+                    raise ModelLoadError(f"model version {version}: no assignment names its artifact")
+                ref = resolve(version)
+            return load_model(fetch_artifact(ref), version, features)
+        except (FetchFailed, ModelRefused) as exc:
+            raise ModelLoadError(str(exc)) from None
+
+    return load
+
+
+def onnx_provider(
+    profile: SensorProfile,
+    *,
+    resolve: Callable[[str], ArtifactRef] | None = None,
+    default: Callable[[], str] | None = None,
+    faults: Mapping[str, ModelFault] | None = None,
+) -> CachedModelProvider:
+    """Models as devices get them: ONNX artifacts named by signed assignments; the baseline "0" built in."""
+    from edgeloop.edge.runtime import load_model
+    from edgeloop.fleet.baseline import baseline_onnx
+
+    provider = CachedModelProvider(profile, None, default=default, faults=faults)
+    provider._loader = onnx_loader(provider.artifacts, profile.features, resolve)
+    provider._cache[BASELINE_VERSION] = load_model(baseline_onnx(profile), BASELINE_VERSION, profile.features)
+    return provider

@@ -576,6 +576,8 @@ class FleetSimulator:
             self.configs_seen[assignment.config_version] = dict(assignment.config)
         if assignment.model_version is not None:
             self.load_failures.pop(assignment.model_version, None)  # a new assignment retries a failed load
+            if assignment.artifact is not None:
+                self.provider.offer(assignment.model_version, assignment.artifact)
         stamp = assignment.issued_at
         for i in self._addressed(assignment.target).tolist():
             twin = self.twins[i]
