@@ -391,6 +391,9 @@ class Agent:
         except ConfigError as exc:
             log.error("config: %s", exc)
             return EXIT_CONFIG
+        except Exception:  # systemd restarts on a non-zero exit; the traceback goes to the journal
+            log.exception("agent %s stopped on an error", self.config.device_id)
+            return EXIT_FAILED
         finally:
             self.shutdown()
         return EXIT_OK
