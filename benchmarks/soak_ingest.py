@@ -58,7 +58,12 @@ MALFORMED = (
 def ingest_spec(
     *, bucket: str, topic_prefix: str, storage_prefix: str, partitions: int = 3, **ingest: Any
 ) -> PipelineSpec:
-    """The demo spec on fresh topics and a fresh storage prefix, with ingest settings overridden."""
+    """The demo spec on fresh topics and a fresh storage prefix, with ingest settings overridden.
+
+    Records are replayed at fixed dates (March 2026), so they may be older than the spec's
+    `max_record_age` allows unless a test says otherwise.
+    """
+    ingest = {"max_record_age": timedelta(days=3650), **ingest}
     base = load_spec(DEMO_SPEC)
     return base.model_copy(
         update={
@@ -81,6 +86,8 @@ def make_record(spec: PipelineSpec, record_id: str, ts: datetime, rng: random.Ra
             record[f.name] = f"dev-{rng.randrange(500):04d}"
         elif f.role == "group_id":
             record[f.name] = rng.choice(("plant-north", "plant-south", "line-canary"))
+        elif f.role == "confidence":
+            record[f.name] = round(rng.random(), 4)
         elif f.type == "float":
             record[f.name] = round(rng.uniform(0, 100), 3)
         elif f.type == "int":

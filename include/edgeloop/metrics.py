@@ -49,8 +49,9 @@ OVERALL_GROUP = "_all"
 """`group` value for the whole pipeline (group names start with a letter, so it cannot clash)."""
 
 GATE_DECISIONS = ("promote", "reject", "unchanged")
-DEADLETTER_REASONS = ("decode", "schema", "too_large", "other")
-"""Why a record went to dead-letter: not decodable, does not match the schema, over max_record_bytes, other."""
+DEADLETTER_REASONS = ("decode", "schema", "field", "too_large", "other")
+"""Why a record went to dead-letter: not decodable, does not match the schema, a value its role does not allow
+(confidence, label, group, device id, clock skew), over max_record_bytes, other."""
 
 STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
 """The DAG stages (same as edgeloop.factory.STAGES, kept here so this module stays light)."""

@@ -114,13 +114,45 @@ class StorageSpec(_Strict):
     prefix: str = Field(default="", pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$")
 
 
+DEFAULT_DEVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]*"
+
+
 class IngestSpec(_Strict):
+    """How ingest runs, and what it checks in each record beyond its type (a failing record is dead-lettered)."""
+
     schedule: Schedule = "15m"
     max_records: int = Field(default=2_000_000, ge=1)
     max_duration: Duration = timedelta(minutes=10)
     batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
     file_max_records: int = Field(default=250_000, ge=1)
     max_record_bytes: int = Field(default=1_048_576, ge=64)
+    max_clock_skew: Duration = Field(
+        default=timedelta(minutes=15), description="how far a record's timestamp may be ahead of its Kafka timestamp"
+    )
+    max_record_age: Duration = Field(
+        default=timedelta(days=7),
+        description="how far a record's timestamp may be behind its Kafka timestamp (store-and-forward delay)",
+    )
+    device_id_pattern: str = Field(
+        default=DEFAULT_DEVICE_ID_PATTERN, max_length=200, description="a device id must match it as a whole"
+    )
+    device_id_max_length: int = Field(default=128, ge=1, le=1024)
+
+    @field_validator("device_id_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
+
+    @field_validator("max_clock_skew", "max_record_age")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be positive")
+        return value
 
 
 class DriftSpec(_Strict):

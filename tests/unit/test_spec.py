@@ -142,3 +142,22 @@ def test_cli_validate_prints_every_error_with_its_path(tmp_path: Path, capsys: p
     assert "unknown_block: unknown field" in out
     assert f"{DEMO}: ok" in out
     assert cli_main(["spec", "validate", str(DEMO)]) == 0
+
+
+def test_ingest_checks_by_role_have_safe_defaults_and_refuse_a_broken_pattern() -> None:
+    from edgeloop.ingest.decode import record_schema
+
+    spec = parse_spec(DEMO.read_text(), DEMO)
+    checks = record_schema(spec).checks
+    assert checks is not None
+    assert (checks.max_clock_skew, checks.max_record_age) == (timedelta(minutes=15), timedelta(days=7))
+    assert checks.labels == {"normal", "wear", "fault"}
+    assert checks.groups == {"line-canary", "plant-north", "plant-south"}
+    assert checks.device_id_ok("plant-north-0042")
+    assert not any(checks.device_id_ok(bad) for bad in ("", "../x", "a\u0000b", "a\u202eb", "a" * 129, "-dash"))
+    data = demo_data()
+    data["ingest"].update(device_id_pattern="([a-z", max_clock_skew="0s", device_id_max_length=0)
+    errors = errors_of(data)
+    assert "not a regular expression" in errors["ingest.device_id_pattern"]
+    assert "must be positive" in errors["ingest.max_clock_skew"]
+    assert "ingest.device_id_max_length" in errors

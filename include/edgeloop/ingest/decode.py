@@ -17,15 +17,22 @@ Rules: a value must be one UTF-8 JSON object; fields of the schema are checked b
 ISO 8601 string, naive meaning UTC, or epoch seconds, or epoch milliseconds when the
 number is 1e11 or more); a missing or null field is allowed only when the field is
 nullable; fields not in the schema are ignored.
+
+Then fields are checked by role (`FieldChecks`, from the spec; kind `field`): confidence
+in [0, 1], prediction one of the labels, group id one of the groups, device id matching
+the spec's pattern and length, and the timestamp no further ahead of the message's Kafka
+timestamp than `ingest.max_clock_skew` nor behind it than `ingest.max_record_age`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import field as dataclass_field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -34,9 +41,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from edgeloop.contract.safejson import JsonRefused, loads_bounded, too_deep
-from edgeloop.spec import FieldSpec, PipelineSpec
+from edgeloop.spec import DEFAULT_DEVICE_ID_PATTERN, FieldSpec, PipelineSpec
 
-BadKind = Literal["empty", "oversized", "undecodable", "invalid_json", "schema"]
+BadKind = Literal["empty", "oversized", "undecodable", "invalid_json", "schema", "field"]
 ARROW_TYPES: dict[str, pa.DataType] = {
     "float": pa.float64(),
     "int": pa.int64(),
@@ -63,11 +70,31 @@ class Decoded(NamedTuple):
 
 
 @dataclass(frozen=True)
+class FieldChecks:
+    """What values the fields with a role may take (see the module docstring); empty sets are not checked."""
+
+    labels: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    device_id_pattern: str = DEFAULT_DEVICE_ID_PATTERN
+    device_id_max_length: int = 128
+    max_clock_skew: timedelta = timedelta(minutes=15)
+    max_record_age: timedelta = timedelta(days=7)
+    _device_re: re.Pattern[str] = dataclass_field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_device_re", re.compile(self.device_id_pattern))
+
+    def device_id_ok(self, device_id: str) -> bool:
+        return len(device_id) <= self.device_id_max_length and self._device_re.fullmatch(device_id) is not None
+
+
+@dataclass(frozen=True)
 class RecordSchema:
-    """What the decoder needs from a spec: fields, their Arrow types and the size limit."""
+    """What the decoder needs from a spec: fields, their Arrow types, the size limit and the role checks."""
 
     fields: tuple[FieldSpec, ...]
     max_record_bytes: int
+    checks: FieldChecks | None = None
 
     @property
     def arrow(self) -> pa.Schema:
@@ -87,11 +114,34 @@ def int64_array(values: Sequence[int] | np.ndarray) -> pa.Array:
 
 
 def record_schema(spec: PipelineSpec) -> RecordSchema:
-    return RecordSchema(fields=tuple(spec.schema_), max_record_bytes=spec.ingest.max_record_bytes)
+    ingest = spec.ingest
+    checks = FieldChecks(
+        labels=frozenset(spec.annotation.labels),
+        groups=frozenset(g.name for g in spec.groups),
+        device_id_pattern=ingest.device_id_pattern,
+        device_id_max_length=ingest.device_id_max_length,
+        max_clock_skew=ingest.max_clock_skew,
+        max_record_age=ingest.max_record_age,
+    )
+    return RecordSchema(fields=tuple(spec.schema_), max_record_bytes=ingest.max_record_bytes, checks=checks)
 
 
-def decode_records(values: Sequence[bytes | None], schema: RecordSchema) -> Decoded:
-    """Split message values into good rows (an Arrow table) and bad records with reasons."""
+def decode_records(
+    values: Sequence[bytes | None], schema: RecordSchema, kafka_timestamps_ms: Sequence[int] | None = None
+) -> Decoded:
+    """Split message values into good rows (an Arrow table) and bad records with reasons.
+
+    `kafka_timestamps_ms` (one per value, negative when the broker gave none) lets the
+    timestamp field be checked against the time the message was produced; without it
+    that one check is skipped.
+    """
+    decoded = _decode(values, schema)
+    if schema.checks is None or not decoded.table.num_rows:
+        return decoded
+    return _check_fields(decoded, schema, schema.checks, kafka_timestamps_ms)
+
+
+def _decode(values: Sequence[bytes | None], schema: RecordSchema) -> Decoded:
     bad: list[BadRecord] = []
     fast: list[int] = []
     slow: list[int] = []
@@ -340,3 +390,95 @@ def validate_record(value: bytes, schema: RecordSchema) -> dict[str, Any] | BadR
             return BadRecord(0, "schema", f"schema: field '{field.name}' ({field.type}): {problem}")
         row[field.name] = converted
     return row
+
+
+# --- checks by role ---------------------------------------------------------------------
+
+
+def _check_fields(
+    decoded: Decoded, schema: RecordSchema, checks: FieldChecks, kafka_timestamps_ms: Sequence[int] | None
+) -> Decoded:
+    """Move rows whose role fields break `checks` from the table to the bad records (kind `field`)."""
+    table, indices = decoded.table, decoded.indices
+    failing: list[tuple[FieldSpec, np.ndarray]] = []
+    for spec_field in schema.fields:
+        mask = _role_mask(table, indices, spec_field, checks, kafka_timestamps_ms)
+        if mask is not None and mask.any():
+            failing.append((spec_field, mask))
+    if not failing:
+        return decoded
+    refused = np.logical_or.reduce([mask for _, mask in failing])
+    positions = indices.to_numpy()
+    bad = list(decoded.bad)
+    for row in np.flatnonzero(refused):
+        spec_field, _ = next((f, m) for f, m in failing if m[row])
+        value = table.column(spec_field.name)[int(row)].as_py()
+        kafka_ms = None if kafka_timestamps_ms is None else kafka_timestamps_ms[int(positions[row])]
+        reason = _role_problem(spec_field, value, checks, kafka_ms)
+        bad.append(BadRecord(int(positions[row]), "field", f"field: '{spec_field.name}' ({spec_field.role}): {reason}"))
+    bad.sort()
+    keep = pa.array(~refused)
+    return Decoded(table.filter(keep), indices.filter(keep), bad)
+
+
+def _role_mask(
+    table: pa.Table,
+    indices: pa.Array,
+    spec_field: FieldSpec,
+    checks: FieldChecks,
+    kafka_timestamps_ms: Sequence[int] | None,
+) -> np.ndarray | None:
+    """Rows whose value breaks the check of this field's role (null values pass), or None when not checked."""
+    column = table.column(spec_field.name)
+    role, kind = spec_field.role, spec_field.type
+    if role == "confidence" and kind in ("float", "int"):
+        mask = pc.or_(pc.less(column, 0), pc.greater(column, 1))
+    elif role in ("prediction", "group_id") and kind == "string":
+        allowed = checks.labels if role == "prediction" else checks.groups
+        if not allowed:
+            return None
+        mask = pc.and_(pc.is_valid(column), pc.invert(pc.is_in(column, value_set=pa.array(sorted(allowed)))))
+    elif role == "device_id" and kind == "string":
+        # Few distinct devices per batch: the Python pattern runs once per distinct id.
+        refused = [d for d in pc.unique(column).to_pylist() if d is not None and not checks.device_id_ok(d)]
+        if not refused:
+            return None
+        mask = pc.is_in(column, value_set=pa.array(refused, pa.string()))
+    elif role == "timestamp" and kind == "timestamp" and kafka_timestamps_ms is not None:
+        kafka_ms = np.asarray(kafka_timestamps_ms, dtype=np.int64)[indices.to_numpy()]
+        stamps_us = pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy()
+        known = pc.is_valid(column).to_numpy(zero_copy_only=False) & (kafka_ms >= 0)
+        ahead_us = np.where(known, stamps_us - kafka_ms * 1000, 0)
+        limit_ahead = int(checks.max_clock_skew / timedelta(microseconds=1))
+        limit_behind = int(checks.max_record_age / timedelta(microseconds=1))
+        return np.asarray((ahead_us > limit_ahead) | (ahead_us < -limit_behind))
+    else:
+        return None
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _role_problem(spec_field: FieldSpec, value: Any, checks: FieldChecks, kafka_ms: int | None) -> str:
+    """What is wrong with one value that `_role_mask` refused."""
+    role = spec_field.role
+    if role == "confidence":
+        return f"{value} is outside [0, 1]"
+    if role == "prediction":
+        return f"{_shown(value)} is not one of the labels {sorted(checks.labels)}"
+    if role == "group_id":
+        return f"{_shown(value)} is not one of the groups {sorted(checks.groups)}"
+    if role == "device_id":
+        return (
+            f"{_shown(value)} ({len(value)} characters) does not match {checks.device_id_pattern!r} "
+            f"within {checks.device_id_max_length} characters"
+        )
+    produced = datetime.fromtimestamp((kafka_ms or 0) / 1000, tz=UTC)
+    ahead = value - produced
+    if ahead > timedelta(0):
+        return (
+            f"{value.isoformat()} is {ahead} ahead of the Kafka timestamp {produced.isoformat()}, "
+            f"more than ingest.max_clock_skew {checks.max_clock_skew}"
+        )
+    return (
+        f"{value.isoformat()} is {-ahead} behind the Kafka timestamp {produced.isoformat()}, "
+        f"more than ingest.max_record_age {checks.max_record_age}"
+    )

@@ -14,6 +14,7 @@ DEADLETTER_REASON = {
     "undecodable": "decode",
     "invalid_json": "decode",
     "schema": "schema",
+    "field": "field",
     "oversized": "too_large",
     "empty": "other",
 }

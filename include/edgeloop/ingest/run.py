@@ -23,7 +23,7 @@ from typing import Any, cast
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from edgeloop.ingest.decode import RecordSchema, decode_records, int64_array, record_schema
 from edgeloop.ingest.keys import OffsetRange, deadletter_object_key, flush_marker_key, raw_object_key
@@ -97,6 +97,12 @@ def _offset_of(message: Message) -> int:
 
 def _partition_of(message: Message) -> int:
     return cast(int, message.partition())
+
+
+def _timestamp_ms(message: Message) -> int:
+    """The message's Kafka timestamp in epoch milliseconds, or -1 when the broker has none."""
+    kind, value = message.timestamp()
+    return int(value) if kind != TIMESTAMP_NOT_AVAILABLE else -1
 
 
 def _consumer_config(spec: PipelineSpec, config: dict[str, Any], group_id: str | None) -> dict[str, Any]:
@@ -371,7 +377,7 @@ class _Run:
         stage.note_offsets(offsets[0], offsets[-1], len(messages))
         self.totals.messages += len(messages)
         self.totals.value_bytes += sum(map(len, filter(None, values)))
-        decoded = decode_records(values, self.schema)
+        decoded = decode_records(values, self.schema, [_timestamp_ms(m) for m in messages])
         if decoded.table.num_rows:
             rows = decoded.table.num_rows
             offset_column = int64_array(offsets).take(decoded.indices)

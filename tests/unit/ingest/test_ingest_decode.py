@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edgeloop.ingest.decode import RecordSchema, decode_records, validate_record
+from edgeloop.ingest.decode import FieldChecks, RecordSchema, decode_records, validate_record
 from edgeloop.spec import FieldSpec
 
 SCHEMA = RecordSchema(
@@ -184,3 +184,98 @@ def test_a_100_kb_nested_value_is_refused_quickly_and_its_neighbours_kept() -> N
     assert decoded.indices.to_pylist() == [0, 2]
     assert [(b.position, b.kind) for b in decoded.bad] == [(1, "invalid_json")]
     assert "nested more than the limit of 32 levels deep" in decoded.bad[0].reason
+
+
+# --- checks by role -------------------------------------------------------------------
+
+ROLES = RecordSchema(
+    fields=(
+        FieldSpec(name="record_id", type="string", role="record_id"),
+        FieldSpec(name="device_id", type="string", role="device_id"),
+        FieldSpec(name="group_id", type="string", role="group_id"),
+        FieldSpec(name="ts", type="timestamp", role="timestamp"),
+        FieldSpec(name="rpm", type="float"),
+        FieldSpec(name="prediction", type="string", role="prediction", nullable=True),
+        FieldSpec(name="confidence", type="float", role="confidence", nullable=True),
+    ),
+    max_record_bytes=2_000_000,
+    checks=FieldChecks(labels=frozenset({"normal", "fault"}), groups=frozenset({"plant-north", "line-canary"})),
+)
+PRODUCED_MS = 1_767_262_500_000  # 2026-01-01T10:15:00Z
+
+
+def device_record(**overrides: object) -> bytes:
+    base: dict[str, object] = {
+        "record_id": "r1",
+        "device_id": "plant-north-0007",
+        "group_id": "plant-north",
+        "ts": "2026-01-01T10:14:58Z",
+        "rpm": 1450.0,
+        "prediction": "normal",
+        "confidence": 0.93,
+    }
+    base.update(overrides)
+    return encode({k: v for k, v in base.items() if v is not _DROP})
+
+
+ROLE_CASES = [
+    (device_record(confidence=7.5), "'confidence' (confidence): 7.5 is outside [0, 1]"),
+    (device_record(confidence=-0.01), "-0.01 is outside [0, 1]"),
+    (device_record(prediction="</script><script>alert(1)</script>"), "is not one of the labels ['fault', 'normal']"),
+    (device_record(group_id="plant-south"), "'group_id' (group_id): \"plant-south\" is not one of the groups"),
+    (device_record(device_id="dev\u0000one"), "does not match"),
+    (device_record(device_id="dev\u202eeno"), "\\u202e"),
+    (device_record(device_id="../../etc/passwd"), "does not match"),
+    (device_record(device_id="d" * 900_000), "(900000 characters) does not match"),
+    (device_record(ts="0001-01-01T00:00:00Z"), "behind the Kafka timestamp 2026-01-01T10:15:00+00:00, more than"),
+    (device_record(ts="9999-12-31T23:59:59Z"), "ahead of the Kafka timestamp"),
+    (device_record(ts="2026-01-01T10:31:00Z"), "more than ingest.max_clock_skew 0:15:00"),
+    (device_record(ts="2025-12-24T10:14:00Z"), "more than ingest.max_record_age 7 days, 0:00:00"),
+]
+
+
+@pytest.mark.parametrize(("value", "reason"), ROLE_CASES)
+def test_a_value_its_role_does_not_allow_is_dead_lettered_with_a_reason(value: bytes, reason: str) -> None:
+    good = device_record()
+    decoded = decode_records([good, value, good], ROLES, [PRODUCED_MS] * 3)
+    assert decoded.indices.to_pylist() == [0, 2], "good neighbours are kept"
+    assert [(b.position, b.kind) for b in decoded.bad] == [(1, "field")]
+    assert reason in decoded.bad[0].reason
+    assert decoded.bad[0].reason.isprintable() and len(decoded.bad[0].reason) < 300
+
+
+def test_role_checks_give_the_same_verdict_on_the_fast_and_the_slow_path() -> None:
+    """A record with a line break is validated in Python, the others by Arrow: the checks see both."""
+    values = [device_record(record_id=f"r{i}", confidence=7.5 if i % 2 else 0.5) for i in range(6)]
+    values[1] = json.dumps(json.loads(values[1]), indent=1).encode()
+    values[2] = json.dumps(json.loads(values[2]), indent=1).encode()
+    decoded = decode_records(values, ROLES, [PRODUCED_MS] * 6)
+    assert decoded.indices.to_pylist() == [0, 2, 4]
+    assert [b.position for b in decoded.bad] == [1, 3, 5]
+
+
+def test_within_the_limits_and_with_nulls_records_pass() -> None:
+    values = [
+        device_record(ts="2026-01-01T10:29:00Z", confidence=1.0),  # 14 minutes ahead
+        device_record(ts="2025-12-26T10:15:00Z", confidence=0.0),  # 6 days behind
+        device_record(prediction=None, confidence=None),
+        device_record(device_id="a" * 128),
+    ]
+    decoded = decode_records(values, ROLES, [PRODUCED_MS] * 4)
+    assert decoded.bad == []
+    assert decoded.table.num_rows == 4
+
+
+def test_without_a_kafka_timestamp_the_clock_check_is_skipped() -> None:
+    old = device_record(ts="2020-01-01T00:00:00Z")
+    assert decode_records([old], ROLES).bad == []
+    assert decode_records([old], ROLES, [-1]).bad == []
+    assert [b.kind for b in decode_records([old], ROLES, [PRODUCED_MS]).bad] == ["field"]
+
+
+def test_the_device_id_rule_comes_from_the_spec() -> None:
+    checks = FieldChecks(device_id_pattern=r"gw-\d{4}", device_id_max_length=7)
+    schema = RecordSchema(ROLES.fields, ROLES.max_record_bytes, checks)
+    decoded = decode_records([device_record(device_id="gw-0001"), device_record(device_id="gw-00001")], schema)
+    assert [(b.position, b.kind) for b in decoded.bad] == [(1, "field")]
+    assert "does not match 'gw-\\\\d{4}' within 7 characters" in decoded.bad[0].reason
