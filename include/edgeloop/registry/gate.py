@@ -3,9 +3,10 @@
 Challenger and champion are loaded from the registry and scored on the same held-out
 recent data (the challenger's evaluation split: newest records of the triggering
 version, from devices the challenger never trained on), overall and per edge group.
-The challenger is promoted when it fits the device limits, beats the champion by the
-spec's `margin` on the spec's `metric`, and no group with enough records
-(`min_group_records`) loses more than `group_tolerance`.
+The challenger is promoted when it fits the device limits (measured on its ONNX file in
+onnxruntime at training; a version without an ONNX file does not fit), beats the
+champion by the spec's `margin` on the spec's `metric`, and no group with enough
+records (`min_group_records`) loses more than `group_tolerance`.
 
 Promotion does not move `champion`: the decision dict becomes a `model` asset event and
 the rollout moves the alias once the fleet runs the version (`aliases.set_champion`).
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeloop.registry.aliases import CHAMPION, alias_version
-from edgeloop.registry.register import TAG_DATASET, TAG_EDGE
+from edgeloop.registry.register import TAG_DATASET, TAG_EDGE, recorded_artifact
 from edgeloop.spec import PipelineSpec, TrainingSpec
 from edgeloop.training.dataset import read_split
 from edgeloop.training.errors import RegistryError
@@ -176,6 +177,8 @@ def _judge(
 ) -> _Verdict:
     name = spec.registry.model_name
     edge = json.loads(tags[TAG_EDGE])
+    if edge.get("ok") and recorded_artifact(tags) is None:  # devices run the ONNX file: nothing to roll out
+        edge = {**edge, "ok": False, "violations": ["no ONNX file is recorded on the version"]}
     current = alias_version(client, name, CHAMPION)
     if current is None:  # the first model
         reasons = decide(spec.training, challenger, None, edge)

@@ -32,6 +32,14 @@ from typing import TYPE_CHECKING, Any
 from edgeloop.registry.aliases import CHALLENGER
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.errors import RegistryError
+from edgeloop.training.onnx_export import (
+    TAG_ARTIFACT_FORMAT,
+    TAG_ARTIFACT_OPSET,
+    TAG_ARTIFACT_PATH,
+    TAG_ARTIFACT_SHA256,
+    TAG_ARTIFACT_SIZE,
+    artifact_tags,
+)
 from edgeloop.training.tracking import (
     TAG_CANDIDATE,
     TAG_CODE_VERSION,
@@ -90,10 +98,16 @@ def _delete_version(client: MlflowClient, model_name: str, version: str) -> None
 
 
 def version_tags(spec: PipelineSpec, trained: Mapping[str, Any]) -> dict[str, str]:
-    """The tags a candidate's version carries: its identity, lineage and edge fitness."""
+    """The tags a candidate's version carries: its identity, lineage, edge fitness and ONNX file.
+
+    The ONNX file's tags (`edgeloop.artifact.sha256`, `.size`, `.opset`, `.format`, `.path`,
+    the path relative to the training run) are there when training exported one.
+    """
     try:
         edge = trained["edge"]
+        artifact = trained.get("artifact")
         return {
+            **(artifact_tags(artifact) if artifact else {}),
             TAG_PIPELINE: spec.name,
             TAG_CANDIDATE: str(trained["candidate"]),
             TAG_DATASET_VERSION: str(trained["dataset_version"]),
@@ -119,7 +133,8 @@ def register_challenger(
     """Register the trained candidate once and point `alias` at it.
 
     Returns `{"model_name", "version", "model_uri", "created", "removed", "alias", "candidate",
-    "dataset_version", "code_version", "run_id", "model_id", "edge", "dataset"}`;
+    "dataset_version", "code_version", "run_id", "model_id", "edge", "dataset", "artifact"}`
+    (`artifact`: the ONNX file's tags, None when the version has none);
     `created` is False when a version of this candidate existed already; `removed` lists
     duplicate versions this call deleted (left by racing or crashed registrations).
     """
@@ -171,4 +186,18 @@ def register_challenger(
         "model_id": recorded[TAG_MODEL_ID],
         "edge": json.loads(recorded[TAG_EDGE]),
         "dataset": json.loads(recorded[TAG_DATASET]),
+        "artifact": recorded_artifact(recorded),
+    }
+
+
+def recorded_artifact(tags: Mapping[str, str]) -> dict[str, Any] | None:
+    """The ONNX file a version's tags describe (sha256, size, opset, format, path), or None without them."""
+    if TAG_ARTIFACT_SHA256 not in tags:
+        return None
+    return {
+        "sha256": tags[TAG_ARTIFACT_SHA256],
+        "size": int(tags.get(TAG_ARTIFACT_SIZE, "0")),
+        "opset": tags.get(TAG_ARTIFACT_OPSET, ""),
+        "format": tags.get(TAG_ARTIFACT_FORMAT, ""),
+        "path": tags.get(TAG_ARTIFACT_PATH, ""),
     }

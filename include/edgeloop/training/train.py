@@ -2,8 +2,13 @@
 
 One parent run per candidate (dataset version + digest, code version, training config)
 holds the dataset lineage, the split, the chosen parameters, the held-out metrics
-(overall and per group), the edge-fitness metrics and the model. Each trial is a
-nested run with its parameters, its validation score and its own edge-fitness figures.
+(overall and per group), the edge-fitness metrics, the model and the ONNX file devices
+run (`edge/model.onnx`, its sha256, size, opset and path as run tags). Each trial is a
+nested run with its parameters, its validation score, its ONNX parity and its own
+edge-fitness figures. Every trial and refit is exported to ONNX and parity-checked on
+the validation devices (`onnx_export`), and its edge fitness is measured on that file
+in onnxruntime (`fitness`); a model that cannot be exported or fails parity is a
+rejected trial (its run says why), never a failed task.
 
 Trials fit on a device-disjoint part of the training split (at most `search_records`
 rows, a stratified sample when larger) and are scored on the other devices. With
@@ -33,6 +38,7 @@ from edgeloop.training.errors import DatasetError, TrainingConfigError
 from edgeloop.training.estimators import for_inference, make_estimator, search_candidates, step_params
 from edgeloop.training.evaluate import evaluate_model, score
 from edgeloop.training.fitness import EdgeFitness, measure_edge_fitness
+from edgeloop.training.onnx_export import OnnxExportError, OnnxModel, export_onnx, log_onnx_artifact
 from edgeloop.training.seed import LABEL_COLUMN
 from edgeloop.training.tracking import (
     PARENT_RUN_TAG,
@@ -76,8 +82,8 @@ class TrainOptions:
     validation_fraction: float = 0.2  # share of training devices that score the trials
     n_jobs: int | None = -1  # fitting threads (the saved model predicts single-threaded)
     random_state: int = 0
-    trial_latency_repeats: int = 10
-    latency_repeats: int = 50
+    trial_latency_repeats: int = 200  # single-row calls timed per trial (microseconds each in onnxruntime)
+    latency_repeats: int = 400
     max_refits: int = 2
     selection_tolerance: float = 0.002  # trials this close to the best validation score count as tied
 
@@ -159,8 +165,9 @@ def _evaluate_trial(
     model.set_params(**step_params(trial.params)).fit(fit[features], fit[LABEL_COLUMN])
     fit_s = time.perf_counter() - started
     trial.score = score(spec.training.metric, validation[LABEL_COLUMN], model.predict(validation[features]))
+    exported = export_onnx(for_inference(model), features, validation)  # OnnxExportError rejects the trial
     trial.fitness = measure_edge_fitness(
-        for_inference(model), fit[features].head(1), spec.training.limits, repeats=options.trial_latency_repeats
+        exported.data, fit[features].head(1), spec.training.limits, calls=options.trial_latency_repeats
     )
     trial.rung = rung
     metrics = {
@@ -169,6 +176,7 @@ def _evaluate_trial(
         "rung": float(rung),
         "rung_records": float(len(fit)),
         **trial.fitness.metrics(),
+        **exported.parity.metrics(),
     }
     now = int(time.time() * 1000)
     client.log_batch(trial.run_id, metrics=[Metric(k, float(v), now, rung) for k, v in metrics.items()])
@@ -204,7 +212,8 @@ def run_search(
             for trial in active:
                 try:
                     _evaluate_trial(client, spec, trial, rung, data, validation, options)
-                except (ValueError, TypeError) as exc:  # an invalid parameter value in the search space
+                # an invalid parameter value in the search space, or a model that fails ONNX export or parity
+                except (OnnxExportError, ValueError, TypeError) as exc:
                     trial.error = f"{type(exc).__name__}: {exc}"
                     client.log_batch(trial.run_id, tags=[RunTag("edgeloop.error", trial.error[:5000])])
     except BaseException:
@@ -237,6 +246,42 @@ def rank_trials(trials: list[Trial], tolerance: float) -> list[Trial]:
     )
     rest = sorted((t for t in done if t not in close), key=lambda t: (*tier(t), -(t.score or 0.0), t.index))
     return close + rest
+
+
+def refit_best(
+    spec: PipelineSpec, ranked: list[Trial], train: pd.DataFrame, validation: pd.DataFrame, options: TrainOptions
+) -> tuple[Trial, Any, EdgeFitness, OnnxModel | None]:
+    """Refit the best trials on the whole training split until one exports to ONNX and fits the device limits.
+
+    Up to `max_refits` trials, in rank order; after the first, only trials that fitted the
+    limits on the search data. Returns (trial, fitted model, its edge fitness, its ONNX
+    file): the first refit that is fit, else the first that exported, else the first
+    refit with its export failure as the edge violation (never an exception: the
+    candidate is logged, and the gate rejects it with that reason).
+    """
+    features = list(spec.features)
+    best: tuple[Trial, Any, EdgeFitness, OnnxModel | None] | None = None
+    for position, trial in enumerate(ranked[: max(1, options.max_refits)]):
+        if position > 0 and not (trial.fitness and trial.fitness.ok):
+            break  # the remaining trials did not fit the limits even on the smaller search data
+        refit = make_estimator(spec.training, random_state=options.random_state, n_jobs=options.n_jobs)
+        refit = for_inference(refit.set_params(**step_params(trial.params)).fit(train[features], train[LABEL_COLUMN]))
+        try:
+            exported = export_onnx(refit, features, validation)
+        except OnnxExportError as exc:
+            log.warning("refit of trial %d is rejected: %s", trial.index, exc)
+            best = best or (trial, refit, EdgeFitness.not_measured(f"ONNX export: {exc}"), None)
+            continue
+        measured = measure_edge_fitness(
+            exported.data, train[features].head(1), spec.training.limits, calls=options.latency_repeats
+        )
+        if best is None or best[3] is None or measured.ok:
+            best = (trial, refit, measured, exported)
+        if measured.ok:
+            break
+        log.info("refit of trial %d exceeds the edge limits (%s)", trial.index, "; ".join(measured.violations))
+    assert best is not None
+    return best
 
 
 def find_training_run(client: MlflowClient, experiment_id: str, candidate: str) -> Any | None:
@@ -399,21 +444,7 @@ def _train_in_run(
         errors = "; ".join(f"trial {t.index} {t.params}: {t.error}" for t in trials)
         raise TrainingConfigError(f"every trial of the search failed: {errors}")
 
-    chosen, model, fitness = None, None, None
-    for position, trial in enumerate(ranked[: max(1, options.max_refits)]):
-        if position > 0 and not (trial.fitness and trial.fitness.ok):
-            break  # the remaining trials did not fit the limits even on the smaller search data
-        refit = make_estimator(spec.training, random_state=options.random_state, n_jobs=options.n_jobs)
-        refit = for_inference(refit.set_params(**step_params(trial.params)).fit(train[features], train[LABEL_COLUMN]))
-        measured = measure_edge_fitness(
-            refit, train[features].head(1), spec.training.limits, repeats=options.latency_repeats
-        )
-        if chosen is None or measured.ok:
-            chosen, model, fitness = trial, refit, measured
-        if measured.ok:
-            break
-        log.info("refit of trial %d exceeds the edge limits (%s)", trial.index, "; ".join(measured.violations))
-    assert chosen is not None and model is not None and fitness is not None
+    chosen, model, fitness, exported = refit_best(spec, ranked, train, validation, options)
     timings["refit_seconds"] = time.perf_counter() - clock
 
     result = evaluate_model(spec, model, evaluation)
@@ -450,6 +481,8 @@ def _train_in_run(
             RunTag(TAG_EDGE_VIOLATIONS, "; ".join(fitness.violations)),
         ],
     )
+    # the file devices run, next to the MLflow model; none when no refit could be exported (the gate rejects it)
+    artifact = log_onnx_artifact(client, run_id, exported) if exported is not None else None
     return {
         "model_id": ref.model_id,
         "model_uri": ref.uri,
@@ -461,5 +494,6 @@ def _train_in_run(
         "best_trial_run_id": chosen.run_id,
         "trials": len(trials),
         "edge": fitness.as_dict(),
+        "artifact": artifact,
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }

@@ -13,6 +13,7 @@ from edgeloop.training.errors import TrainingConfigError
 from edgeloop.training.estimators import for_inference, make_estimator, search_candidates, step_params
 from edgeloop.training.evaluate import evaluate_predictions, score
 from edgeloop.training.fitness import EdgeFitness, limit_violations, measure_edge_fitness
+from edgeloop.training.onnx_export import export_onnx
 from edgeloop.training.seed import make_seed_frame
 from edgeloop.training.tracking import candidate_key, code_version, config_digest, model_id_of_source
 from edgeloop.training.train import TrainOptions, Trial, rank_trials, search_rungs, search_sets
@@ -57,11 +58,13 @@ def test_each_estimator_fits_predicts_labels_and_is_edge_measured(training_spec:
     features = frame[spec.features]
     model = for_inference(make_estimator(spec.training).fit(features, frame["label"]))
     assert set(model.predict(features)) <= set(spec.annotation.labels)
+    exported = export_onnx(model, spec.features, frame.tail(200))
     # Limits far above any machine's figures: this checks the measuring, the benchmark checks the speed.
     roomy = EdgeLimits(max_model_mb=1000, max_latency_ms=10_000, max_memory_mb=10_000)
-    fitness = measure_edge_fitness(model, features.head(1), roomy, repeats=5)
-    assert fitness.ok and fitness.model_mb > 0 and fitness.latency_ms > 0 and fitness.memory_mb > 0
-    tight = measure_edge_fitness(model, features.head(1), EdgeLimits(max_model_mb=1e-6), repeats=2)
+    fitness = measure_edge_fitness(exported.data, features.head(1), roomy, calls=20)
+    assert fitness.ok and fitness.model_mb > 0 and fitness.latency_ms > 0 and fitness.memory_mb >= 0
+    assert fitness.model_mb == len(exported.data) / 2**20
+    tight = measure_edge_fitness(exported.data, features.head(1), EdgeLimits(max_model_mb=1e-6), calls=2)
     assert not tight.ok and tight.violations[0].startswith("model size")
 
 
