@@ -7,6 +7,13 @@ local process; the code is the same. Strategies per group:
 Both are idempotent: the assignment id and the patch are derived from the rollout id, the
 group and the version, so a retried job re-publishes the same assignment or re-applies the
 same patch.
+
+A kafka assignment of a model version (any but the on-device baseline "0") carries the
+version's ONNX file as an `ArtifactRef` (`registry.artifacts.publish_edge_artifact`): the
+job reaches S3 and MLflow through the pipeline's connections, as the environment
+provides them (`AIRFLOW_CONN_<ID>` variables in the job's process or pod). A version
+without an ONNX file fails the job with the reason. On a retry the reference differs
+only in the presigned URL's signature; devices apply an assignment id once.
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.rollout.gate import GroupReading
 from edgeloop.spec import EdgeGroup, PipelineSpec
+
+ArtifactResolver = Callable[[str], ArtifactRef]  # model version -> where its ONNX file is
 
 
 class RolloutJobError(RuntimeError):
@@ -40,6 +50,40 @@ def group_of(spec: PipelineSpec, name: str) -> EdgeGroup:
     raise RolloutJobError(f"group: {name!r} is not a group of {spec.name}")
 
 
+def artifact_resolver(spec: PipelineSpec) -> ArtifactResolver:
+    """Publish-and-reference a version's ONNX file with the pipeline's S3 and MLflow connections."""
+    from edgeloop.connections import PipelineClients
+    from edgeloop.registry.artifacts import publish_edge_artifact
+    from edgeloop.training.tracking import mlflow_client
+
+    clients = PipelineClients(spec)
+    s3, client = clients.s3(), mlflow_client(clients.mlflow_uri())
+    return lambda version: publish_edge_artifact(client, s3, spec, version)
+
+
+def version_artifact(
+    spec: PipelineSpec, group: str, model_version: str, artifacts: ArtifactResolver | None
+) -> ArtifactRef | None:
+    """The ONNX file to assign with `model_version` (None for the baseline); RolloutJobError when it has none."""
+    from edgeloop.contract.messages import BASELINE_VERSION
+    from edgeloop.training.errors import RegistryError
+
+    if model_version == BASELINE_VERSION:
+        return None
+    if artifacts is None:
+        try:
+            artifacts = artifact_resolver(spec)
+        except Exception as exc:  # a connection the job's environment does not provide
+            raise RolloutJobError(
+                f"group {group}: model version {model_version} needs its ONNX file, but the connections "
+                f"{spec.connections.s3!r} and {spec.connections.mlflow!r} are not usable here: {exc}"
+            ) from exc
+    try:
+        return artifacts(model_version)
+    except RegistryError as exc:
+        raise RolloutJobError(f"group {group}: model version {model_version} cannot be assigned: {exc}") from exc
+
+
 def run_kafka_wave(
     spec: PipelineSpec,
     kafka_config: Mapping[str, Any],
@@ -51,8 +95,12 @@ def run_kafka_wave(
     timeout_s: float,
     poll_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    artifacts: ArtifactResolver | None = None,
 ) -> dict[str, Any]:
-    """Publish the assignment for a group and wait until its devices report it, fail it, or time runs out."""
+    """Publish the assignment for a group and wait until its devices report it, fail it, or time runs out.
+
+    `artifacts` resolves the version's ONNX file (default: `artifact_resolver(spec)`).
+    """
     from edgeloop.fleet.control import apply_progress, push_assignment
 
     assignment = push_assignment(
@@ -63,6 +111,7 @@ def run_kafka_wave(
         model_version=model_version,
         issuer="rollout",
         assignment_id=assignment_id,
+        artifact=version_artifact(spec, group, model_version, artifacts),
     )
     deadline = time.monotonic() + timeout_s
     while True:
