@@ -397,12 +397,47 @@ def errors_from_validation(path: Path, exc: ValidationError) -> list[SpecError]:
     return out
 
 
+MAX_SPEC_TEXT_BYTES = 1 << 20
+MAX_SPEC_NODES = 100_000  # values after YAML aliases are expanded: a few anchors may not make millions
+
+
+def _too_many_nodes(data: Any, limit: int) -> bool:
+    """Whether `data` holds more than `limit` values, each alias counted every time it is used (no recursion)."""
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def parse_spec(text: str, path: Path = Path("<spec>")) -> PipelineSpec:
-    """Parse and validate spec text; raise SpecInvalid listing every error with its field path."""
+    """Parse and validate spec text; raise SpecInvalid listing every error with its field path.
+
+    SpecInvalid is the only exception: text too large, YAML the safe loader refuses or cannot
+    construct (a date such as 2001-13-45), or aliases that expand past MAX_SPEC_NODES values.
+    """
+
+    def invalid(location: str, message: str) -> SpecInvalid:
+        return SpecInvalid(path, [SpecError(path, location, message)])
+
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SPEC_TEXT_BYTES:
+        raise invalid("(yaml)", f"{size} bytes, more than the limit of {MAX_SPEC_TEXT_BYTES}")
     try:
         data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader, the C one when present
     except yaml.YAMLError as exc:
-        raise SpecInvalid(path, [SpecError(path, "(yaml)", str(exc).replace("\n", " "))]) from exc
+        raise invalid("(yaml)", str(exc).replace("\n", " ")) from exc
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a scalar its constructor refuses
+        raise invalid("(yaml)", f"a value cannot be read: {exc}") from exc
+    if _too_many_nodes(data, MAX_SPEC_NODES):
+        raise invalid("(yaml)", f"more than {MAX_SPEC_NODES} values once aliases are expanded")
     if not isinstance(data, dict):
         raise SpecInvalid(path, [SpecError(path, "(root)", "a spec must be a YAML mapping")])
     try:
@@ -415,7 +450,13 @@ def parse_spec(text: str, path: Path = Path("<spec>")) -> PipelineSpec:
 
 
 def load_spec(path: Path) -> PipelineSpec:
-    return parse_spec(path.read_text(encoding="utf-8"), path)
+    """Read and parse one spec file; raise SpecInvalid (also for a file that is not UTF-8) or OSError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        problem = SpecError(path, "(file)", f"not UTF-8 text: {exc.reason} at byte {exc.start}")
+        raise SpecInvalid(path, [problem]) from exc
+    return parse_spec(text, path)
 
 
 def default_pipelines_dir() -> Path:

@@ -161,3 +161,30 @@ def test_ingest_checks_by_role_have_safe_defaults_and_refuse_a_broken_pattern() 
     assert "not a regular expression" in errors["ingest.device_id_pattern"]
     assert "must be positive" in errors["ingest.max_clock_skew"]
     assert "ingest.device_id_max_length" in errors
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: 2001-13-45", "a value cannot be read: month must be in 1..12"),
+        ('a: !!int "0x"', "a value cannot be read"),
+        ("a: \ud800", "a value cannot be read"),
+        ("x" * (2 << 20), "more than the limit of 1048576"),
+        ("[" * 50_000 + "]" * 50_000, "maximum nesting depth"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcde", "bcdef", strict=True)),
+            "more than 100000 values once aliases are expanded",
+        ),
+    ],
+)
+def test_hostile_spec_text_is_only_ever_a_spec_error(text: str, message: str) -> None:
+    with pytest.raises(SpecInvalid) as info:
+        parse_spec(text)
+    assert message in str(info.value)
+
+
+def test_a_spec_file_that_is_not_utf8_is_a_spec_error(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_bytes(b"name: \xff\xfe\n")
+    loaded = load_all(tmp_path)
+    assert loaded.specs == [] and "not UTF-8 text" in str(loaded.errors[0])

@@ -96,6 +96,10 @@ def _parse_time(value: Any, what: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+ALERT_WINDOWS = 4
+"""An alert's window is cut to at most this many drift windows (spec.drift.window) before its end."""
+
+
 def selection_request(
     spec: PipelineSpec,
     *,
@@ -111,7 +115,8 @@ def selection_request(
     Groups: the `group` param if given, else the alert's groups, else every group. The alert
     id names the batch; a run without an alert uses `manual-<run_id>`. The window is the
     alert's window (its end, and its start when it has one), else the spec's drift window
-    ending `now`; `lookback` replaces the window's length.
+    ending `now`; `lookback` replaces the window's length. An alert's window never ends after
+    `now` and is at most ALERT_WINDOWS drift windows long.
     """
     alert = alert or {}
     known = {g.name for g in spec.groups}
@@ -128,10 +133,19 @@ def selection_request(
         groups = (ALL_GROUPS,)
     alert_id = str(alert.get("alert_id") or f"manual-{run_id or now.isoformat()}")
     window = alert.get("window") or {}
-    end = _parse_time(window.get("end"), "alert.window.end") or now
+    if not isinstance(window, Mapping):
+        raise ValueError(f"alert.window: expected an object with start and end, got {type(window).__name__}")
+    # Anyone may publish an alert: its window ends by now and spans a few drift windows at most,
+    # so a window from year 1 to 9999 cannot make millions of hour prefixes to list.
+    end = min(_parse_time(window.get("end"), "alert.window.end") or now, now)
     start = _parse_time(window.get("start"), "alert.window.start")
-    if lookback is not None or start is None or start >= end:
-        start = end - (lookback or spec.drift.window)
+    try:
+        if lookback is not None or start is None or start >= end:
+            start = end - (lookback or spec.drift.window)
+        else:
+            start = max(start, end - ALERT_WINDOWS * spec.drift.window)
+    except OverflowError:
+        raise ValueError(f"alert.window.end: {end.isoformat()} is too early for a window") from None
     return SelectionRequest(alert_id, groups, size or spec.annotation.batch_size, start, end)
 
 

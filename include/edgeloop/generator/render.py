@@ -158,7 +158,7 @@ def _has_alias(text: str, path: Path) -> SpecError | None:
 def check_spec_text(text: str, name: str | None = None) -> CheckResult:
     """Validate spec text; `name` (the file name without .yaml) must then match the spec's name."""
     path = Path(f"{name}.yaml") if name else Path("<spec>")
-    if len(text.encode("utf-8")) > MAX_SPEC_BYTES:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
         return CheckResult(None, [SpecError(path, "(file)", f"larger than {MAX_SPEC_BYTES // 1024} KiB")])
     alias = _has_alias(text, path)
     if alias is not None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from edgeloop.annotation.manifest import batch_id_for
-from edgeloop.annotation.selection import ALL_GROUPS, rank_candidates, selection_request
+from edgeloop.annotation.selection import ALERT_WINDOWS, ALL_GROUPS, rank_candidates, selection_request
 from edgeloop.spec import PipelineSpec, load_spec
 
 DEMO = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
@@ -45,12 +45,15 @@ def test_request_from_alert_takes_its_groups_id_and_window(spec: PipelineSpec) -
     alert = {
         "alert_id": "drift-9",
         "groups": ["plant-south", "plant-north"],
-        "window": {"start": "2026-03-01T10:00:00+00:00", "end": "2026-03-01T11:00:00Z"},
+        "window": {"start": "2026-03-01T10:50:00+00:00", "end": "2026-03-01T11:00:00Z"},
     }
     request = selection_request(spec, now=NOW, alert=alert)
     assert request.alert_id == "drift-9"
     assert request.groups == ("plant-north", "plant-south")
-    assert (request.start, request.end) == (datetime(2026, 3, 1, 10, tzinfo=UTC), datetime(2026, 3, 1, 11, tzinfo=UTC))
+    assert (request.start, request.end) == (
+        datetime(2026, 3, 1, 10, 50, tzinfo=UTC),
+        datetime(2026, 3, 1, 11, tzinfo=UTC),
+    )
     assert request.size == spec.annotation.batch_size
 
 
@@ -71,6 +74,34 @@ def test_request_rejects_unknown_groups_and_bad_windows(spec: PipelineSpec) -> N
         selection_request(spec, now=NOW, group="mars")
     with pytest.raises(ValueError, match=r"alert\.window\.end"):
         selection_request(spec, now=NOW, alert={"window": {"end": "yesterday"}})
+
+
+@pytest.mark.parametrize(
+    ("window", "start", "end"),
+    [
+        ({"start": "0001-01-01T00:00:00Z", "end": "9999-12-31T23:59:59Z"}, NOW - 4 * timedelta(minutes=5), NOW),
+        (
+            {"start": "2026-03-01T10:00:00Z", "end": "2026-03-01T11:00:00Z"},
+            datetime(2026, 3, 1, 10, 40, tzinfo=UTC),
+            None,
+        ),
+        ({"end": "2026-03-02T00:00:00Z"}, NOW - timedelta(minutes=5), NOW),
+    ],
+)
+def test_an_alert_window_ends_by_now_and_spans_a_few_drift_windows(
+    spec: PipelineSpec, window: dict[str, str], start: datetime, end: datetime | None
+) -> None:
+    request = selection_request(spec, now=NOW, alert={"window": window})
+    assert request.start == start
+    assert request.end == (end or datetime(2026, 3, 1, 11, tzinfo=UTC))
+    assert request.end - request.start <= ALERT_WINDOWS * spec.drift.window
+
+
+def test_an_alert_window_that_cannot_be_a_window_is_refused_with_its_field(spec: PipelineSpec) -> None:
+    with pytest.raises(ValueError, match=r"alert\.window\.end: 0001-01-01T00:00:00\+00:00 is too early"):
+        selection_request(spec, now=NOW, alert={"window": {"end": "0001-01-01T00:00:00Z"}})
+    with pytest.raises(ValueError, match=r"alert\.window: expected an object"):
+        selection_request(spec, now=NOW, alert={"window": ["2026-03-01"]})
 
 
 def test_low_confidence_orders_by_confidence(spec: PipelineSpec) -> None:
