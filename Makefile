@@ -155,6 +155,10 @@ bench-generator: stack-up ## Pipelines page and API with 100 pipelines
 bench-rollout: stack-up ## 10,000 simulated devices in 20 groups: gated waves vs naive pushes, failing canary
 	$(PY) benchmarks/bench_rollout.py
 
+.PHONY: bench-agent
+bench-agent: stack-up ## edge agent: ONNX vs scikit-learn latency, agent RSS, artifact size, store-and-forward drain
+	$(PY) benchmarks/bench_agent.py
+
 .PHONY: bench-loop
 bench-loop: stack-up ## the closed loop's time and each stage's share; alert -> DAG run latency over 20 alerts
 	$(PY) benchmarks/bench_loop.py

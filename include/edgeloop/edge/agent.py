@@ -41,6 +41,8 @@ from edgeloop.edge.store import ModelStore, atomic_write
 log = logging.getLogger("edgeloop.agent")
 
 SEQ_HEADER = "edgeloop-seq"
+MAX_FUTURE_MS = 5 * 60 * 1000  # brokers refuse timestamps far ahead of their clock (log.message.timestamp.after.max.ms)
+REFUSED_FOR_GOOD = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_TIMESTAMP}
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
@@ -51,6 +53,15 @@ def client_config(kafka: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition of a key: CRC32 modulo the partition count, like librdkafka's `consistent` partitioner."""
     return zlib.crc32(key) % partitions
+
+
+def seq_of(message: Message) -> int | None:
+    """The queue sequence number a message was sent with (its `edgeloop-seq` header), if any."""
+    raw = message.headers() or []
+    for name, value in raw.items() if isinstance(raw, dict) else raw:
+        if name == SEQ_HEADER and isinstance(value, bytes) and value.isdigit():
+            return int(value)
+    return None
 
 
 class Sender:
@@ -65,17 +76,12 @@ class Sender:
     retries within one attempt from duplicating.
     """
 
-    def __init__(self, config: AgentConfig, outbox: Outbox, stop: threading.Event) -> None:
+    def __init__(self, config: AgentConfig, outbox: Outbox, stop: threading.Event, producer: Producer) -> None:
         self.config = config
         self.outbox = outbox
         self.stop = stop
         self.key = config.device_id.encode()
-        self.producer = Producer(
-            client_config(
-                config.kafka,
-                **{"enable.idempotence": True, "acks": "all", "linger.ms": 20, "message.timeout.ms": 20_000},
-            )
-        )
+        self.producer = producer
         self.reader = Consumer(
             client_config(
                 config.kafka,
@@ -86,6 +92,7 @@ class Sender:
         self._partitions: dict[str, int] = {}
         self.sent = 0
         self.recovered = 0
+        self.refused = 0  # messages the broker refuses for good (too large, invalid): dropped and counted
         self.connected = False
         self.last_error: str | None = None
 
@@ -129,21 +136,34 @@ class Sender:
         starts = {f"{t}|{self.partition(t)}": self._end_offset(t, self.partition(t)) for t in topics}
         self.outbox.set_inflight({"upto": batch[-1].seq, "starts": starts})
         failures: list[str] = []
+        refused: list[int] = []
 
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            if error is not None:
-                failures.append(str(error))
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                return
+            failures.append(str(error))
+            if error.code() in REFUSED_FOR_GOOD:
+                seq = seq_of(message)
+                if seq is not None:
+                    refused.append(seq)
 
+        now_ms = int(time.time() * 1000)
         for message in batch:
-            self._produce(message, delivered)
+            self._produce(message, delivered, now_ms)
         remaining = self.producer.flush(30.0)
+        if refused:
+            self.outbox.ack(refused)
+            self.refused += len(refused)
+            log.error("sender: the broker refused %d messages for good; dropped and counted", len(refused))
         if remaining or failures:
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} undelivered, {failures[:1]}"))
         self.outbox.ack([m.seq for m in batch], clear_inflight=True)
         self.sent += len(batch)
         return True
 
-    def _produce(self, message: QueuedMessage, delivered: Any) -> None:
+    def _produce(self, message: QueuedMessage, delivered: Any, now_ms: int) -> None:
+        # A device clock ahead of the broker's would have every batch refused: send time then (the record keeps its ts).
+        timestamp = message.ts_ms if message.ts_ms <= now_ms + MAX_FUTURE_MS else now_ms
         while True:
             try:
                 self.producer.produce(
@@ -151,7 +171,7 @@ class Sender:
                     message.value,
                     message.key,
                     partition=self.partition(message.topic),
-                    timestamp=message.ts_ms,
+                    timestamp=timestamp,
                     headers=[(SEQ_HEADER, str(message.seq).encode())],
                     on_delivery=delivered,
                 )
@@ -199,16 +219,13 @@ class Sender:
                 position = int(message.offset() or 0) + 1
                 if message.key() != self.key:
                     continue
-                raw_headers = message.headers() or []
-                headers = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
-                for name, value in headers:
-                    if name == SEQ_HEADER and isinstance(value, bytes) and value.isdigit() and int(value) <= upto:
-                        yield int(value)
+                seq = seq_of(message)
+                if seq is not None and seq <= upto:
+                    yield seq
         finally:
             self.reader.unassign()
 
     def close(self) -> None:
-        self.producer.flush(5.0)
         self.reader.close()
 
 
@@ -304,7 +321,13 @@ class Agent:
             self.source = ReplaySource(Path(cfg.source.path), cfg.features[:], cfg.source.loop)
         elif cfg.source.kind == "stdin":
             threading.Thread(target=self._read_stdin, name="source", daemon=True).start()
-        self.producer = Producer(client_config(cfg.kafka, **{"linger.ms": 20, "message.timeout.ms": 60_000}))
+        # One idempotent producer for the queue's sender and the direct messages (heartbeats, twin updates).
+        self.producer = Producer(
+            client_config(
+                cfg.kafka,
+                **{"enable.idempotence": True, "acks": "all", "linger.ms": 20, "message.timeout.ms": 20_000},
+            )
+        )
         self.control = Consumer(
             client_config(
                 cfg.kafka,
@@ -314,7 +337,7 @@ class Agent:
         )
         start = self.control_offset + 1 if self.control_offset >= 0 else OFFSET_BEGINNING
         self.control.assign([TopicPartition(cfg.topic("control"), 0, start)])
-        self.sender = Sender(cfg, self.outbox, self.stop)
+        self.sender = Sender(cfg, self.outbox, self.stop, self.producer)
         threading.Thread(target=self.sender.run, name="sender", daemon=True).start()
         if cfg.http_port is not None:
             self.http = health_server(self, cfg.http_host, cfg.http_port)
@@ -330,6 +353,10 @@ class Agent:
         )
 
     def _restore_state(self) -> None:
+        # The last queued record's seq is committed with it, so it is exact even after kill -9.
+        queued_seq = self.outbox.counter("record_seq")
+        if queued_seq is not None:
+            self.core.seq = queued_seq
         if not self.state_path.exists():
             return
         body = json.loads(self.state_path.read_text())
@@ -341,7 +368,8 @@ class Agent:
         twin.desired_config_version = body.get("desired_config_version")
         twin.reported_assignment = body.get("reported_assignment")
         twin.status, twin.reason = body.get("status", "applied"), body.get("reason")
-        self.core.seq = int(body.get("seq", 0))
+        if queued_seq is None:
+            self.core.seq = int(body.get("seq", 0))
         if body.get("config"):
             self.core.apply_config(body["config"], body.get("config_version"))
 
@@ -446,7 +474,7 @@ class Agent:
 
     def enqueue(self, messages: list[Outgoing]) -> None:
         queued = [(self.config.topic(m.kind), m.key, m.value, m.ts_ms) for m in messages if m.kind in QUEUED_KINDS]
-        self.outbox.put(queued)
+        self.outbox.put(queued, counters={"record_seq": self.core.seq})
         for message in messages:
             if message.kind not in QUEUED_KINDS:
                 self._direct(message)
