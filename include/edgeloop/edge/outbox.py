@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +70,14 @@ class Outbox:
     def _size(key: bytes | None, value: bytes) -> int:
         return len(value) + len(key or b"") + ROW_OVERHEAD_BYTES
 
-    def put(self, items: Iterable[tuple[str, bytes | None, bytes, int]]) -> int:
-        """Append (topic, key, value, ts_ms) messages in one transaction; return how many old ones were dropped."""
+    def put(
+        self, items: Iterable[tuple[str, bytes | None, bytes, int]], counters: Mapping[str, int] | None = None
+    ) -> int:
+        """Append (topic, key, value, ts_ms) messages in one transaction; return how many old ones were dropped.
+
+        `counters` (name -> value) are saved in the same transaction, so after a crash
+        `counter(name)` says exactly what the last committed put said (e.g. the last record's seq).
+        """
         rows = [(topic, key, value, ts_ms, self._size(key, value)) for topic, key, value, ts_ms in items]
         if not rows:
             return 0
@@ -81,6 +87,8 @@ class Outbox:
             try:
                 dropped = self._make_room(incoming)
                 self._db.executemany("INSERT INTO outbox (topic, key, value, ts_ms, size) VALUES (?, ?, ?, ?, ?)", rows)
+                for name, value in (counters or {}).items():
+                    self._set_meta(f"counter:{name}", str(int(value)))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -140,6 +148,12 @@ class Outbox:
                 raise
             self._rows -= removed
             self._bytes -= freed
+
+    def counter(self, name: str) -> int | None:
+        """The value of a counter as of the last committed `put` that named it; None if none did."""
+        with self._lock:
+            text = self._meta(f"counter:{name}")
+        return None if text is None else int(text)
 
     def set_inflight(self, note: dict[str, Any] | None) -> None:
         with self._lock:
