@@ -116,7 +116,7 @@ def parse_fault(text: str) -> tuple[str, str]:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from edgeloop.fleet.models import ModelFault, baseline_provider, mlflow_provider
+    from edgeloop.fleet.models import ModelFault, baseline_provider, mlflow_champion, onnx_provider
     from edgeloop.fleet.sensors import sensor_profile
     from edgeloop.fleet.simulator import FleetSimulator, SimulatorOptions
 
@@ -129,8 +129,22 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         version, fault = parse_fault(text)
         faults[version] = fault  # type: ignore[assignment]
     if args.models == "registry":
-        provider = mlflow_provider(
-            spec.registry.model_name, profile, os.environ.get("MLFLOW_TRACKING_URI"), faults=faults
+        # Devices get ONNX files as agents do: from the signed assignment, or for the version they start
+        # on (the champion), from the registry's record of that version's file (resolved lazily).
+        from edgeloop.rollout.job import artifact_resolver
+
+        resolver: list[Any] = []
+
+        def resolve(version: str) -> Any:
+            if not resolver:
+                resolver.append(artifact_resolver(spec))
+            return resolver[0](version)
+
+        provider = onnx_provider(
+            profile,
+            resolve=resolve,
+            default=mlflow_champion(spec.registry.model_name, os.environ.get("MLFLOW_TRACKING_URI")),
+            faults=faults,
         )
     else:
         provider = baseline_provider(profile, faults=faults, every_version=args.models == "rules")
