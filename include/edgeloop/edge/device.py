@@ -77,6 +77,34 @@ class Twin:
     applied_ids: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ControlVerdict:
+    """A control message after verification: the assignment, or why it was refused."""
+
+    offset: int
+    assignment: Assignment | None = None
+    rejected: ControlRejected | None = None
+
+
+def verify_control(
+    value: bytes | None, offset: int, control_key: bytes, groups: Collection[str], pipeline: str
+) -> ControlVerdict:
+    """Decode, authenticate and validate a control message for the devices of `pipeline`.
+
+    The same for every device that holds the same key and pipeline, so a process that
+    runs many devices verifies each message once and lets each device `decide`.
+    """
+    try:
+        assignment = parse_assignment(value, control_key, groups)
+    except ControlRejected as exc:
+        return ControlVerdict(offset, rejected=exc)
+    if assignment.pipeline is not None and assignment.pipeline != pipeline:
+        reason = f"pipeline: the assignment is for {assignment.pipeline!r}, this device runs {pipeline!r}"
+        refused = ControlRejected(reason, control_id=assignment.id, target=assignment.target)
+        return ControlVerdict(offset, rejected=refused)
+    return ControlVerdict(offset, assignment=assignment)
+
+
 class DeviceCore:
     """The decisions of one device. Not thread-safe: one caller thread drives it."""
 
@@ -124,7 +152,11 @@ class DeviceCore:
         return self.model.version if self.model is not None else None
 
     def on_control(self, value: bytes | None, offset: int) -> tuple[ModelOrder | None, list[Outgoing]]:
-        """Verify and decide on one control message.
+        """Verify and decide on one control message (see `decide`)."""
+        return self.decide(verify_control(value, offset, self.control_key, self.groups, self.pipeline))
+
+    def decide(self, verdict: ControlVerdict) -> tuple[ModelOrder | None, list[Outgoing]]:
+        """Act on a verified control message.
 
         Return the model order to carry out (if the assignment names a model this device
         does not run) and the messages to send: a `bad_control` error report for a
@@ -132,23 +164,18 @@ class DeviceCore:
         failed config. Assignments for other devices or groups are ignored and counted.
         """
         now = self.clock()
-        try:
-            assignment = parse_assignment(value, self.control_key, self.groups)
-            if assignment.pipeline is not None and assignment.pipeline != self.pipeline:
-                raise ControlRejected(
-                    f"pipeline: the assignment is for {assignment.pipeline!r}, this device runs {self.pipeline!r}",
-                    control_id=assignment.id,
-                    target=assignment.target,
-                )
-        except ControlRejected as exc:
+        if verdict.rejected is not None:
+            exc = verdict.rejected
             if exc.target is not None and not exc.target.matches(self.device_id, self.group_id):
                 self.counters.control_ignored += 1
                 return None, []
             self.counters.control_refused += 1
             report = self.error_report(
-                "bad_control", f"control offset {offset}: {exc.reason}", now, control_id=exc.control_id
+                "bad_control", f"control offset {verdict.offset}: {exc.reason}", now, control_id=exc.control_id
             )
             return None, [report]
+        assignment = verdict.assignment
+        assert assignment is not None
         if not assignment.target.matches(self.device_id, self.group_id):
             self.counters.control_ignored += 1
             return None, []
