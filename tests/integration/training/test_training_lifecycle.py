@@ -1,16 +1,23 @@
 """The retraining loop on the real MLflow server and S3: first model, drifted retrain, worse retrain.
 
-One pipeline for the module, in the order the loop runs: the seed model becomes champion;
-a curated version with drifted vibration sensors in plant-north trains a better challenger
-(20 racing registrations leave one version; the gate promotes it without moving champion);
-the rollout moves champion; a deliberately weak challenger is then rejected with its reason.
+One pipeline for the module, in the order the loop runs: the seed model becomes champion,
+with its ONNX file logged and recorded on the version, and a rollout assignment of it
+(on the real Kafka) carries that file's reference; a curated version with drifted
+vibration sensors in plant-north trains a better challenger (20 racing registrations
+leave one version; the gate promotes it without moving champion); the rollout moves
+champion; a deliberately weak challenger is then rejected with its reason; a version
+without an ONNX file is neither promoted nor assigned.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+import tempfile
 import threading
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,12 +30,18 @@ from training_testkit import (
     write_curated,
 )
 
+from edgeloop.contract.artifact import GOLDEN_TOLERANCE, META_FEATURES, ArtifactRef, content_key, sha256_hex
+from edgeloop.contract.messages import parse_assignment
+from edgeloop.fleet.topics import read_topic
+from edgeloop.kafka import ensure_pipeline_topics
 from edgeloop.registry.aliases import CHALLENGER, CHAMPION, alias_version, champion_training_data, set_champion
+from edgeloop.registry.artifacts import publish_edge_artifact
 from edgeloop.registry.gate import evaluation_gate, model_asset_extra
 from edgeloop.registry.register import candidate_versions, register_challenger
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import build_dataset, read_split
 from edgeloop.training.errors import RegistryError
+from edgeloop.training.onnx_export import read_metadata, self_test
 from edgeloop.training.tracking import TAG_CANDIDATE, TAG_RUN_KIND
 from edgeloop.training.tracking import mlflow_client as make_client
 from edgeloop.training.train import train_model
@@ -44,10 +57,16 @@ def alias_of(client: Any, model_name: str, alias: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def spec(mlflow_client: Any, s3_client: Any) -> Iterator[PipelineSpec]:
+def spec(mlflow_client: Any, s3_client: Any, kafka_config: dict[str, str]) -> Iterator[PipelineSpec]:
     spec = small_spec(unique_name("loop"))
     yield spec
-    cleanup_pipeline(mlflow_client, s3_client, spec)
+    cleanup_pipeline(mlflow_client, s3_client, spec, kafka_config)
+
+
+def run_file(client: Any, run_id: str, path: str) -> bytes:
+    """The bytes of one artifact of a run, as the registry side downloads them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +149,8 @@ def test_training_logs_trials_lineage_metrics_and_model(mlflow_client: Any, firs
     contexts = {d.dataset.name: d.tags[0].value for d in run.inputs.dataset_inputs}
     assert contexts[f"{dataset['pipeline']}/seed/eval"] == "evaluation"
 
+    assert all("onnx_parity_mismatched" in t.data.metrics for t in trial_runs)
+
     model = mlflow_client.get_logged_model(trained["model_id"])
     assert str(model.status) in ("READY", "LoggedModelStatus.READY")
     artifacts = {a.path for a in mlflow_client.list_logged_model_artifacts(trained["model_id"])}
@@ -152,6 +173,66 @@ def test_first_model_on_seed_data_becomes_champion(
     assert alias_of(mlflow_client, name, CHALLENGER) == "1"
     reference = champion_training_data(mlflow_client, spec)
     assert reference is not None and reference["train_key"] == first_run["dataset"]["train_key"]
+
+
+def test_the_onnx_file_devices_run_is_logged_with_the_run_and_recorded_on_the_version(
+    mlflow_client: Any, spec: PipelineSpec, first_run: dict[str, Any]
+) -> None:
+    trained, registered = first_run["trained"], first_run["registered"]
+    artifact = trained["artifact"]
+    assert (artifact["path"], artifact["format"]) == ("edge/model.onnx", "onnx")
+    data = run_file(mlflow_client, trained["run_id"], artifact["path"])
+    assert (sha256_hex(data), len(data)) == (artifact["sha256"], artifact["size"])
+    assert self_test(data) <= GOLDEN_TOLERANCE
+    assert json.loads(read_metadata(data)[META_FEATURES]) == list(spec.features)
+    # the edge verdict is the ONNX file's: its size is the file's
+    assert trained["edge"]["model_mb"] == pytest.approx(len(data) / 2**20, abs=1e-4)
+
+    run_tags = mlflow_client.get_run(trained["run_id"]).data.tags
+    tags = mlflow_client.get_model_version(spec.registry.model_name, registered["version"]).tags
+    for key, value in (("sha256", sha256_hex(data)), ("size", str(len(data))), ("path", "edge/model.onnx")):
+        assert run_tags[f"edgeloop.artifact.{key}"] == tags[f"edgeloop.artifact.{key}"] == value
+    assert tags["edgeloop.artifact.format"] == "onnx"
+    assert tags["edgeloop.artifact.opset"] == artifact["opset"] and artifact["opset"].startswith("ai.onnx=17")
+    assert registered["artifact"] == artifact
+
+
+def test_a_rollout_assignment_of_a_registered_version_carries_its_onnx_file(
+    mlflow_client: Any, s3_client: Any, kafka_config: dict[str, str], spec: PipelineSpec, first_run: dict[str, Any]
+) -> None:
+    from edgeloop.rollout.job import assignment_id_for, run_kafka_wave
+
+    ensure_pipeline_topics(spec, dict(kafka_config))
+    version, key = first_run["registered"]["version"], secrets.token_bytes(32)
+    assignment_id = assignment_id_for("ro-it", "plant-north", version)
+
+    def wave() -> dict[str, Any]:
+        publish = lambda v: publish_edge_artifact(mlflow_client, s3_client, spec, v)  # noqa: E731
+        return run_kafka_wave(
+            spec, kafka_config, key, "plant-north", version, assignment_id, timeout_s=0, artifacts=publish
+        )
+
+    first = wave()
+
+    ref = ArtifactRef.from_dict(first["assignment"]["artifact"])
+    tags = mlflow_client.get_model_version(spec.registry.model_name, version).tags
+    assert (ref.sha256, ref.size) == (tags["edgeloop.artifact.sha256"], int(tags["edgeloop.artifact.size"]))
+    groups = [g.name for g in spec.groups]
+    (published,) = [parse_assignment(r.value, key, groups) for r in read_topic(kafka_config, spec.topic("control"))]
+    assert (published.id, published.model_version, published.artifact) == (assignment_id, version, ref)
+    with urllib.request.urlopen(ref.url, timeout=30) as response:  # noqa: S310 - the presigned S3 URL
+        served = response.read()
+    assert (sha256_hex(served), len(served)) == (ref.sha256, ref.size), "a device downloads exactly the file"
+    stored = s3_client.head_object(Bucket=spec.storage.bucket, Key=content_key(spec.storage.prefix, ref.sha256))
+    assert stored["ContentLength"] == ref.size
+
+    again = wave()  # a retried job: the same assignment id and file, a freshly signed URL
+    assert again["assignment"]["id"] == assignment_id
+    assert {k: v for k, v in again["assignment"]["artifact"].items() if k != "url"} == {
+        "sha256": ref.sha256,
+        "size": ref.size,
+        "format": "onnx",
+    }
 
 
 def test_retried_tasks_create_no_new_run_or_version(
@@ -250,3 +331,23 @@ def test_worse_challenger_is_rejected_with_its_reason(
     alert = decision["alert"]
     assert alert["kind"] == "model" and alert["pipeline"] == spec.name and alert["version"] == decision["version"]
     assert alias_of(mlflow_client, name, CHAMPION) == champion
+
+
+def test_a_version_without_an_onnx_file_is_neither_promoted_nor_assigned(
+    mlflow_client: Any, s3_client: Any, kafka_config: dict[str, str], spec: PipelineSpec, worse_run: dict[str, Any]
+) -> None:
+    from edgeloop.rollout.job import RolloutJobError, run_kafka_wave
+
+    # what a version registered before ONNX export looks like: the same model, no edgeloop.artifact.* tags
+    name, original = spec.registry.model_name, mlflow_client.get_model_version(spec.registry.model_name, "1")
+    tags = {k: v for k, v in original.tags.items() if not k.startswith(("edgeloop.artifact.", "edgeloop.gate."))}
+    tags.pop(TAG_CANDIDATE)
+    old = mlflow_client.create_model_version(
+        name, source=original.source, run_id=original.run_id, tags=tags, model_id=original.tags["edgeloop.model_id"]
+    )
+
+    decision = evaluation_gate(mlflow_client, s3_client, spec, {"version": old.version})
+    assert not decision["promote"] and "edge fitness: no ONNX file is recorded on the version" in decision["reasons"]
+    with pytest.raises(RolloutJobError, match=f"version {old.version} has no ONNX file recorded"):
+        publish = lambda v: publish_edge_artifact(mlflow_client, s3_client, spec, v)  # noqa: E731
+        run_kafka_wave(spec, kafka_config, b"k", "plant-north", old.version, "ro-it.x", timeout_s=0, artifacts=publish)

@@ -72,12 +72,18 @@ def drifted_batch(
     return frame
 
 
-def cleanup_pipeline(client: Any, s3: Any, spec: PipelineSpec) -> None:
-    """Remove what a test pipeline left in MLflow and S3 (registered model, experiment, objects)."""
+def cleanup_pipeline(client: Any, s3: Any, spec: PipelineSpec, kafka_config: dict[str, Any] | None = None) -> None:
+    """Remove what a test pipeline left in MLflow, S3 and Kafka (registered model, experiment, objects, topics)."""
     from mlflow.exceptions import MlflowException
 
+    from edgeloop.contract.artifact import content_key
     from edgeloop.training.tracking import experiment_name
 
+    with contextlib.suppress(MlflowException):  # the ONNX files its versions published (content-addressed)
+        for version in client.search_model_versions(f"name = '{spec.registry.model_name}'"):
+            digest = (version.tags or {}).get("edgeloop.artifact.sha256")
+            if digest:
+                s3.delete_object(Bucket=spec.storage.bucket, Key=content_key(spec.storage.prefix, digest))
     with contextlib.suppress(MlflowException):
         client.delete_registered_model(spec.registry.model_name)
     experiment = client.get_experiment_by_name(experiment_name(spec))
@@ -89,6 +95,13 @@ def cleanup_pipeline(client: Any, s3: Any, spec: PipelineSpec) -> None:
             keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
             if keys:
                 s3.delete_objects(Bucket=spec.storage.bucket, Delete={"Objects": keys})
+    if kafka_config is not None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(dict(kafka_config))
+        names = [t for t in spec.all_topics if t in set(admin.list_topics(timeout=10).topics)]
+        for future in admin.delete_topics(names, operation_timeout=30).values() if names else []:
+            future.result(timeout=30)
 
 
 def artifact_text(client: Any, uri: str) -> str:
