@@ -28,14 +28,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.devstack import k8s
-from edgeloop.rollout.job import daemonset_name, run_kubernetes_wave
+from edgeloop.rollout.job import run_kubernetes_wave
+from edgeloop.rollout.manifests import agent_configmap, agent_daemonset, daemonset_name
 from edgeloop.rollout.plan import Wave, spec_waves
 from edgeloop.spec import EdgeGroup, PipelineSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "include" / "pipelines" / "factory_maintenance.yaml"
-IMAGE = "registry.example/edgeloop/bundle:{}"
+IMAGE = "registry.example/edgeloop/agent:{}"
+KAFKA = {"bootstrap.servers": "kafka.edge.svc:9092"}
 
 
 def bench_spec(groups: int, nodes_per_group: int) -> PipelineSpec:
@@ -96,14 +99,28 @@ def timed_rollback(groups: list[str], run_group: Callable[[str], Any]) -> float:
     return time.monotonic() - started
 
 
-def edgeloop_run(spec: PipelineSpec, apps: Any, waves: list[Wave]) -> tuple[list[tuple[str, float]], float]:
+def edgeloop_run(spec: PipelineSpec, apis: tuple[Any, Any], waves: list[Wave]) -> tuple[list[tuple[str, float]], float]:
+    def run(group: str, version: str) -> dict[str, Any]:
+        return run_kubernetes_wave(
+            spec,
+            group,
+            version,
+            image=IMAGE.format(version),
+            timeout_s=900,
+            control_key=b"bench-control-key",
+            assignment_id=f"ro-bench.{group}.v{version}",
+            apps_api=apis[0],
+            core_api=apis[1],
+            artifacts=lambda v: ArtifactRef(f"https://models.example/{v}.onnx", f"{int(v):064x}", 1000),
+        )
+
     def forward(group: str) -> None:
-        result = run_kubernetes_wave(spec, group, "2", image=IMAGE.format(2), timeout_s=900, apps_api=apps)
+        result = run(group, "2")
         if not result["complete"]:
             raise RuntimeError(f"edgeloop rollout of {group} did not complete: {result}")
 
     def back(group: str) -> None:
-        result = run_kubernetes_wave(spec, group, "1", image=IMAGE.format(1), timeout_s=900, apps_api=apps)
+        result = run(group, "1")
         if not result["complete"]:
             raise RuntimeError(f"edgeloop rollback of {group} did not complete: {result}")
 
@@ -115,7 +132,7 @@ def kubectl_run(
 ) -> tuple[list[tuple[str, float]], float]:
     def forward(group: str) -> None:
         name = daemonset_name(spec, group)
-        kubectl(cluster, "set", "image", f"daemonset/{name}", f"inference={IMAGE.format(3)}")
+        kubectl(cluster, "set", "image", f"daemonset/{name}", f"agent={IMAGE.format(3)}")
         kubectl(cluster, "rollout", "status", f"daemonset/{name}", "--timeout=900s")
 
     def back(group: str) -> None:
@@ -162,10 +179,11 @@ def main() -> int:
     try:
         admin = k8s.api_client(cluster.kubeconfig)
         admin_apps = client.AppsV1Api(admin)
+        admin_core = client.CoreV1Api(admin)
         t0 = time.monotonic()
         for group in spec.groups:
-            name = daemonset_name(spec, group.name)
-            manifest = k8s.edge_daemonset_manifest(name, "edge", group.selector, IMAGE.format(1), "1")
+            admin_core.create_namespaced_config_map("edge", agent_configmap(spec, group.name, KAFKA))
+            manifest = agent_daemonset(spec, group.name, group.selector, image=IMAGE.format(1))
             admin_apps.create_namespaced_daemon_set("edge", manifest)
         first_s = wait_all_available(admin_apps, spec, nodes_per_group, timeout_s=1200)
         create_s = time.monotonic() - t0
@@ -174,7 +192,7 @@ def main() -> int:
             file=sys.stderr,
         )
 
-        el_waves, el_back = edgeloop_run(spec, admin_apps, waves)
+        el_waves, el_back = edgeloop_run(spec, (admin_apps, admin_core), waves)
         kc_waves, kc_back = kubectl_run(spec, cluster, waves)
     finally:
         if not args.keep:

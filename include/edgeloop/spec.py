@@ -252,7 +252,10 @@ class RolloutSpec(_Strict):
     approval_required: bool = False
     approval_timeout: Duration = timedelta(hours=24)  # unanswered by then: rejected (the canary is rolled back)
     launcher: Literal["kubernetes", "local"] = "local"
-    image: str = "edgeloop/bundle:latest"
+    image: str = "edgeloop/bundle:latest"  # the rollout job's image (the bundle)
+    # what edge nodes of `kubernetes` groups run: the agent image, and the Secret holding its control key
+    agent_image: str = "edgeloop/agent:latest"
+    agent_secret: str = Field(default="edgeloop-agent-keys", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
     namespace: str = Field(default="edge", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     service_account: str = "edgeloop-rollout"
     kubernetes_conn_id: str = "kubernetes_default"

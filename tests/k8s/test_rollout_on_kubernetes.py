@@ -1,7 +1,9 @@
-"""The rollout stage against a real API server: job pods, DaemonSet waves, admission and RBAC.
+"""The rollout stage against a real API server: job pods, agent DaemonSet waves, admission and RBAC.
 
-Each test works under its own pipeline name (with a random suffix), so its per-group DaemonSets
-(`daemonset_name(spec, group)`) are its own while the KWOK edge nodes are shared.
+Each test works under its own pipeline name (with a random suffix), so its per-group agent
+DaemonSets (`daemonset_name(spec, group)`) and ConfigMaps are its own while the KWOK edge nodes
+are shared. KWOK runs no container: what the API server checks (schema, Pod Security `restricted`,
+RBAC, rolling updates) is real; what the agent in the pod would do is covered by the agent's tests.
 """
 
 from __future__ import annotations
@@ -15,16 +17,44 @@ from typing import Any
 
 import pytest
 
+from edgeloop.contract.artifact import ArtifactRef
+from edgeloop.contract.messages import parse_assignment
 from edgeloop.devstack import k8s
 from edgeloop.devstack.config import REPO_ROOT
-from edgeloop.rollout.job import daemonset_name, run_kubernetes_wave
+from edgeloop.rollout.job import run_kubernetes_wave
+from edgeloop.rollout.manifests import agent_configmap, agent_daemonset, daemonset_name
 from edgeloop.rollout.pods import rollout_pod_operator
 from edgeloop.spec import PipelineSpec
 
 pytestmark = pytest.mark.k8s
 
-IMAGE_V1 = "registry.example/edgeloop/bundle:1"
-IMAGE_V2 = "registry.example/edgeloop/bundle:2"
+IMAGE_V1 = "registry.example/edgeloop/agent:1"
+IMAGE_V2 = "registry.example/edgeloop/agent:2"
+CONTROL_KEY = b"k8s-tier-control-key"
+KAFKA = {"bootstrap.servers": "kafka.edge.svc:9092"}
+
+
+def artifact_of(version: str) -> ArtifactRef:
+    """A stand-in for the registry: where version's ONNX file would be (KWOK pods fetch nothing)."""
+    return ArtifactRef(f"https://models.example/{version}.onnx", f"{int(version):064x}", 1000 + int(version))
+
+
+def wave(spec: PipelineSpec, group: str, version: str, apis: tuple[Any, Any], **kwargs: Any) -> dict[str, Any]:
+    """`run_kubernetes_wave` as the rollout job calls it, with the rollout ServiceAccount's clients."""
+    kwargs.setdefault("image", IMAGE_V2)
+    kwargs.setdefault("timeout_s", 60)
+    kwargs.setdefault("poll_s", 0.5)
+    return run_kubernetes_wave(
+        spec,
+        group,
+        version,
+        control_key=CONTROL_KEY,
+        assignment_id=f"ro-k8s.{group}.v{version}",
+        apps_api=apis[0],
+        core_api=apis[1],
+        artifacts=artifact_of,
+        **kwargs,
+    )
 
 
 def spec_named(spec: PipelineSpec, name: str, **rollout: Any) -> PipelineSpec:
@@ -66,23 +96,41 @@ def wait_rolled_out(apps: Any, name: str, namespace: str, nodes: int, timeout_s:
 
 @pytest.fixture
 def group_daemonset(admin_client: Any) -> Any:
-    """Create a group's inference DaemonSet at IMAGE_V1 (as admin) and wait until it runs on the group's nodes."""
+    """Deploy a group's agent as the platform team would (as admin): the control-key Secret, the agent's
+    ConfigMap and its DaemonSet at IMAGE_V1; wait until it runs on the group's nodes."""
     from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
 
-    apps = client.AppsV1Api(admin_client)
-    created: list[tuple[str, str]] = []
+    apps, core = client.AppsV1Api(admin_client), client.CoreV1Api(admin_client)
+    created: list[tuple[str, str, str]] = []
 
     def make(spec: PipelineSpec, group: str) -> str:
         name, namespace = daemonset_name(spec, group), spec.rollout.namespace
-        manifest = k8s.edge_daemonset_manifest(name, namespace, group_labels(spec, group), IMAGE_V1, "1")
-        apps.create_namespaced_daemon_set(namespace, manifest)
-        created.append((namespace, name))
+        secret = {"metadata": {"name": spec.rollout.agent_secret}, "stringData": {"control.key": CONTROL_KEY.decode()}}
+        try:
+            core.create_namespaced_secret(namespace, secret)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        core.create_namespaced_config_map(namespace, agent_configmap(spec, group, KAFKA))
+        apps.create_namespaced_daemon_set(
+            namespace, agent_daemonset(spec, group, group_labels(spec, group), image=IMAGE_V1)
+        )
+        created.append((namespace, name, spec.name))
         wait_rolled_out(apps, name, namespace, len(group_nodes(admin_client, spec, group)))
         return name
 
     yield make
-    for namespace, name in created:
+    for namespace, name, pipeline in created:
         apps.delete_namespaced_daemon_set(name, namespace)
+        core.delete_collection_namespaced_config_map(namespace, label_selector=f"edgeloop.dev/pipeline={pipeline}")
+
+
+@pytest.fixture(scope="module")
+def rollout_apis(rollout_apps_api: Any, rollout_kubeconfig: Path) -> tuple[Any, Any]:
+    from kubernetes import client
+
+    return rollout_apps_api, client.CoreV1Api(k8s.api_client(rollout_kubeconfig))
 
 
 def group_pods(admin_client: Any, spec: PipelineSpec, group: str) -> list[Any]:
@@ -151,27 +199,32 @@ def test_rendered_rollout_pod_with_its_xcom_sidecar_passes_the_edge_namespace_ad
     assert all(c.security_context.allow_privilege_escalation is False for c in admitted.spec.containers)
 
 
-def test_rollout_wave_patches_the_group_daemonset_and_follows_it_across_edge_nodes(
-    demo_spec: PipelineSpec, group_daemonset: Any, rollout_apps_api: Any, admin_client: Any
+def test_rollout_wave_orders_the_group_agents_and_follows_them_across_edge_nodes(
+    demo_spec: PipelineSpec, group_daemonset: Any, rollout_apis: tuple[Any, Any], admin_client: Any
 ) -> None:
+    from kubernetes import client
+
     spec = spec_named(demo_spec, unique("k8s_wave"))
     group_daemonset(spec, "line-canary")
     group_daemonset(spec, "plant-north")
     nodes = group_nodes(admin_client, spec, "line-canary")
 
-    result = run_kubernetes_wave(
-        spec, "line-canary", "2", image=IMAGE_V2, timeout_s=90, apps_api=rollout_apps_api, poll_s=0.5
-    )
+    result = wave(spec, "line-canary", "2", rollout_apis, timeout_s=90)
 
     assert result["complete"] is True
     assert (result["desired"], result["updated"], result["available"]) == (len(nodes),) * 3
     pods = group_pods(admin_client, spec, "line-canary")
     assert sorted(p.spec.node_name for p in pods) == nodes, "one pod on each edge node of the group, nowhere else"
+    orders = {next(v.config_map.name for v in p.spec.volumes if v.name == "assignment") for p in pods}
+    assert len(orders) == 1, "every new pod mounts the wave's order"
+    stored = client.CoreV1Api(admin_client).read_namespaced_config_map(orders.pop(), spec.rollout.namespace)
+    order = parse_assignment(stored.data["assignment.json"].encode(), CONTROL_KEY, {"line-canary"})
+    assert (order.model_version, order.pipeline, order.artifact) == ("2", spec.name, artifact_of("2"))
     for pod in pods:
-        container = pod.spec.containers[0]
-        assert container.image == IMAGE_V2
-        assert {e.name: e.value for e in container.env}["EDGELOOP_MODEL_URI"] == "models:/factory_maintenance/2"
+        assert pod.spec.containers[0].image == IMAGE_V2
         assert pod.metadata.annotations["edgeloop.dev/model-version"] == "2"
+        assert pod.metadata.annotations["edgeloop.dev/assignment"] == order.id
+        assert {e.name for e in pod.spec.containers[0].env} == {"NODE_NAME"}, "no secret in the pod spec"
     untouched = group_pods(admin_client, spec, "plant-north")
     assert {p.spec.containers[0].image for p in untouched} == {IMAGE_V1}, "a wave changes only its own group"
 
@@ -191,7 +244,7 @@ def test_local_rollout_job_process_rolls_out_with_the_service_account_kubeconfig
 
     data = yaml.safe_load((REPO_ROOT / "include" / "pipelines" / f"{demo_spec.name}.yaml").read_text())
     data["name"] = unique("k8s_local_job")
-    data["rollout"]["image"] = IMAGE_V2
+    data["rollout"]["agent_image"] = IMAGE_V2
     for group in data["groups"]:
         group["strategy"] = "kubernetes"
     spec_file = tmp_path / f"{data['name']}.yaml"
@@ -201,12 +254,13 @@ def test_local_rollout_job_process_rolls_out_with_the_service_account_kubeconfig
     # what the job pod would get: its pipelines, its secrets, and (in-cluster) its service account
     monkeypatch.setenv("EDGELOOP_PIPELINES_DIR", str(tmp_path))
     monkeypatch.setenv("KUBECONFIG", str(rollout_kubeconfig))
-    monkeypatch.setenv("EDGELOOP_CONTROL_KEY", "not-used-by-the-kubernetes-strategy")
+    monkeypatch.setenv("EDGELOOP_CONTROL_KEY", CONTROL_KEY.decode())
     monkeypatch.setenv(
         "AIRFLOW_CONN_EDGELOOP_KAFKA", json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": "127.0.0.1:9"}})
     )
 
-    result = run_local_job(spec, "plant-north", "8", 1, "ro-k8stest0003")
+    # the baseline "0" needs no ONNX file from the registry (there is no S3 or MLflow in this tier)
+    result = run_local_job(spec, "plant-north", "0", 1, "ro-k8stest0003")
 
     assert (result["strategy"], result["complete"], result["wave"]) == ("kubernetes", True, 1)
     assert result["daemonset"] == f"edge/{daemonset_name(spec, 'plant-north')}"
@@ -214,29 +268,21 @@ def test_local_rollout_job_process_rolls_out_with_the_service_account_kubeconfig
 
 
 def test_unpullable_image_stalls_the_rollout_and_the_previous_version_restores_it(
-    demo_spec: PipelineSpec, group_daemonset: Any, rollout_apps_api: Any, admin_client: Any
+    demo_spec: PipelineSpec, group_daemonset: Any, rollout_apis: tuple[Any, Any], admin_client: Any
 ) -> None:
     spec = spec_named(demo_spec, unique("k8s_stall"))
     group_daemonset(spec, "plant-south")
     nodes = len(group_nodes(admin_client, spec, "plant-south"))
     budget = math.ceil(nodes * int(spec.rollout.max_unavailable.rstrip("%")) / 100)  # maxUnavailable rounds up
 
-    stalled = run_kubernetes_wave(
-        spec,
-        "plant-south",
-        "3",
-        image="registry.example/edgeloop/bundle:unpullable",
-        timeout_s=6,
-        apps_api=rollout_apps_api,
-        poll_s=0.5,
+    stalled = wave(
+        spec, "plant-south", "3", rollout_apis, image="registry.example/edgeloop/agent:unpullable", timeout_s=6
     )
 
     assert stalled["complete"] is False
     assert stalled["available"] == nodes - budget, "maxUnavailable nodes go down, the rest keep serving"
 
-    restored = run_kubernetes_wave(
-        spec, "plant-south", "1", image=IMAGE_V1, timeout_s=60, apps_api=rollout_apps_api, poll_s=0.5
-    )
+    restored = wave(spec, "plant-south", "1", rollout_apis, image=IMAGE_V1)
 
     assert restored["complete"] is True
     assert {p.spec.containers[0].image for p in group_pods(admin_client, spec, "plant-south")} == {IMAGE_V1}
@@ -247,7 +293,7 @@ def api_message(exc: Any) -> str:
 
 
 def test_api_server_rejects_invalid_patches_that_offline_checks_let_through(
-    demo_spec: PipelineSpec, group_daemonset: Any, rollout_apps_api: Any
+    demo_spec: PipelineSpec, group_daemonset: Any, rollout_apis: tuple[Any, Any]
 ) -> None:
     from kubernetes.client.exceptions import ApiException
 
@@ -255,17 +301,18 @@ def test_api_server_rejects_invalid_patches_that_offline_checks_let_through(
     name = group_daemonset(spec, "line-canary")
 
     with pytest.raises(ApiException) as no_image:
-        run_kubernetes_wave(spec, "line-canary", "4", image="", timeout_s=5, apps_api=rollout_apps_api)
+        wave(spec, "line-canary", "4", rollout_apis, image="", timeout_s=5)
     assert no_image.value.status == 422
     assert "spec.template.spec.containers[0].image: Required value" in api_message(no_image.value)
 
     # "0%" passes the spec's pattern; the API server knows a DaemonSet without surge needs a budget
     zero_budget = spec_named(demo_spec, spec.name, max_unavailable="0%")
     with pytest.raises(ApiException) as no_budget:
-        run_kubernetes_wave(zero_budget, "line-canary", "4", image=IMAGE_V2, timeout_s=5, apps_api=rollout_apps_api)
+        wave(zero_budget, "line-canary", "4", rollout_apis, timeout_s=5)
     assert no_budget.value.status == 422
     assert "spec.updateStrategy.rollingUpdate.maxUnavailable" in api_message(no_budget.value)
 
+    rollout_apps_api = rollout_apis[0]
     with pytest.raises(ApiException) as bad_label:
         rollout_apps_api.patch_namespaced_daemon_set(
             name, spec.rollout.namespace, {"spec": {"template": {"metadata": {"labels": {"model version": "4"}}}}}
@@ -278,22 +325,20 @@ def test_api_server_rejects_invalid_patches_that_offline_checks_let_through(
 
 
 def test_a_whole_number_rollout_budget_reaches_the_api_server_as_a_node_count(
-    demo_spec: PipelineSpec, group_daemonset: Any, rollout_apps_api: Any
+    demo_spec: PipelineSpec, group_daemonset: Any, rollout_apis: tuple[Any, Any]
 ) -> None:
     spec = spec_named(demo_spec, unique("k8s_budget"), max_unavailable="2")
     name = group_daemonset(spec, "plant-north")
 
-    result = run_kubernetes_wave(
-        spec, "plant-north", "6", image=IMAGE_V2, timeout_s=60, apps_api=rollout_apps_api, poll_s=0.5
-    )
+    result = wave(spec, "plant-north", "6", rollout_apis)
 
     assert result["complete"] is True
-    ds = rollout_apps_api.read_namespaced_daemon_set(name, spec.rollout.namespace)
+    ds = rollout_apis[0].read_namespaced_daemon_set(name, spec.rollout.namespace)
     assert ds.spec.update_strategy.rolling_update.max_unavailable == 2
 
 
-def test_rollout_service_account_cannot_patch_outside_the_edge_namespace(
-    demo_spec: PipelineSpec, group_daemonset: Any, rollout_apps_api: Any
+def test_rollout_service_account_cannot_write_outside_the_edge_namespace(
+    demo_spec: PipelineSpec, group_daemonset: Any, rollout_apis: tuple[Any, Any]
 ) -> None:
     from kubernetes.client.exceptions import ApiException
 
@@ -301,9 +346,9 @@ def test_rollout_service_account_cannot_patch_outside_the_edge_namespace(
     group_daemonset(elsewhere, "line-canary")
 
     with pytest.raises(ApiException) as denied:
-        run_kubernetes_wave(elsewhere, "line-canary", "5", image=IMAGE_V2, timeout_s=5, apps_api=rollout_apps_api)
+        wave(elsewhere, "line-canary", "5", rollout_apis, timeout_s=5)
 
     assert denied.value.status == 403
     message = api_message(denied.value)
-    assert 'User "system:serviceaccount:edge:edgeloop-rollout" cannot patch resource "daemonsets"' in message
+    assert 'User "system:serviceaccount:edge:edgeloop-rollout" cannot create resource "configmaps"' in message
     assert 'in the namespace "default"' in message

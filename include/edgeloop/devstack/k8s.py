@@ -577,48 +577,6 @@ def apply_manifests(kubectl: Path, kubeconfig: Path, paths: Sequence[Path]) -> N
         raise K8sError(f"kubectl apply {[str(p) for p in paths]} failed: {done.stderr.strip()}")
 
 
-def edge_daemonset_manifest(
-    name: str, namespace: str, node_labels: Mapping[str, str], image: str, model_version: str = "0"
-) -> dict[str, Any]:
-    """An inference DaemonSet for one edge group, as the platform team would deploy it.
-
-    Runs on the group's edge nodes only (node selector, toleration of the edge taint) and passes
-    the `restricted` Pod Security level of the `edge` namespace.
-    """
-    pod_labels = {"app.kubernetes.io/name": "edgeloop-inference", "app.kubernetes.io/instance": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": name, "namespace": namespace, "labels": pod_labels},
-        "spec": {
-            "selector": {"matchLabels": pod_labels},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
-            "template": {
-                "metadata": {"labels": pod_labels, "annotations": {"edgeloop.dev/model-version": model_version}},
-                "spec": {
-                    "nodeSelector": dict(node_labels),
-                    "tolerations": [{"key": EDGE_ROLE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
-                    "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [
-                        {
-                            "name": "inference",
-                            "image": image,
-                            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
-                            "securityContext": {
-                                "runAsUser": 50000,
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
 # --- up / down / status ----------------------------------------------------------------------------
 
 

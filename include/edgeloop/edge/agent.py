@@ -305,10 +305,12 @@ class Agent:
         self.waiting_orders: list[ModelOrder] = []
         self.source: ReplaySource | None = None
         self.sender: Sender | None = None
+        self.sender_thread: threading.Thread | None = None
         self.producer: Producer | None = None
         self.control: Consumer | None = None
         self.http: ThreadingHTTPServer | None = None
         self.bad_readings = 0
+        self.assignment_stamp: int | None = None
 
     # --- start -------------------------------------------------------------------
 
@@ -321,13 +323,10 @@ class Agent:
             self.source = ReplaySource(Path(cfg.source.path), cfg.features[:], cfg.source.loop)
         elif cfg.source.kind == "stdin":
             threading.Thread(target=self._read_stdin, name="source", daemon=True).start()
-        # One idempotent producer for the queue's sender and the direct messages (heartbeats, twin updates).
-        self.producer = Producer(
-            client_config(
-                cfg.kafka,
-                **{"enable.idempotence": True, "acks": "all", "linger.ms": 20, "message.timeout.ms": 20_000},
-            )
-        )
+        # Heartbeats and twin updates get a producer of their own. Shared with the sender, a heartbeat queued through
+        # an outage timed out in flight after it, librdkafka bumped the epoch and sent the sender's in-flight batch
+        # again under new sequence numbers: duplicates that no reconciliation sees (tests/integration/edge).
+        self.producer = Producer(client_config(cfg.kafka, **{"linger.ms": 20, "message.timeout.ms": 60_000}))
         self.control = Consumer(
             client_config(
                 cfg.kafka,
@@ -335,10 +334,18 @@ class Agent:
                 **{"auto.offset.reset": "earliest"},
             )
         )
-        start = self.control_offset + 1 if self.control_offset >= 0 else OFFSET_BEGINNING
-        self.control.assign([TopicPartition(cfg.topic("control"), 0, start)])
-        self.sender = Sender(cfg, self.outbox, self.stop, self.producer)
-        threading.Thread(target=self.sender.run, name="sender", daemon=True).start()
+        if cfg.control_topic:
+            start = self.control_offset + 1 if self.control_offset >= 0 else OFFSET_BEGINNING
+            self.control.assign([TopicPartition(cfg.topic("control"), 0, start)])
+        sender_producer = Producer(
+            client_config(
+                cfg.kafka,
+                **{"enable.idempotence": True, "acks": "all", "linger.ms": 20, "message.timeout.ms": 20_000},
+            )
+        )
+        self.sender = Sender(cfg, self.outbox, self.stop, sender_producer)
+        self.sender_thread = threading.Thread(target=self.sender.run, name="sender", daemon=True)
+        self.sender_thread.start()
         if cfg.http_port is not None:
             self.http = health_server(self, cfg.http_host, cfg.http_port)
             threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
@@ -488,7 +495,9 @@ class Agent:
 
     def poll_control(self) -> None:
         assert self.control is not None
-        for message in self.control.consume(num_messages=100, timeout=0):
+        if self.config.assignment_file is not None:
+            self._read_assignment_file(Path(self.config.assignment_file))
+        for message in self.control.consume(num_messages=100, timeout=0) if self.config.control_topic else []:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
@@ -504,6 +513,31 @@ class Agent:
         if self.waiting_orders and self.busy_order is None:
             self.busy_order = self.waiting_orders.pop()
             threading.Thread(target=self._carry_out, args=(self.busy_order,), name="model", daemon=True).start()
+
+    def _read_assignment_file(self, path: Path) -> None:
+        """An order from a file (a ConfigMap mounted in a DaemonSet pod), checked like one from the topic."""
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return  # no order yet: serve the model on disk
+        if stamp == self.assignment_stamp:
+            return
+        self.assignment_stamp = stamp
+        value = path.read_bytes()[: 64 * 1024 + 1]
+        order, out = self.core.on_control(value, -1)
+        if order is not None:
+            self.waiting_orders = [order]
+        self.enqueue(out)
+        self.save_state()
+
+    def ready(self) -> bool:
+        """Serving, and serving what the assignment file orders (a DaemonSet's readiness probe)."""
+        if self.core.model is None:
+            return False
+        if self.config.assignment_file is None:
+            return True
+        twin = self.core.twin
+        return twin.reported_assignment == twin.desired_assignment and twin.status == "applied"
 
     def _carry_out(self, order: ModelOrder) -> None:
         """Fetch, verify, load, self-test and keep an ordered model (in the model thread)."""
@@ -541,7 +575,9 @@ class Agent:
 
     def shutdown(self) -> None:
         self.stop.set()
-        if self.sender is not None:
+        if self.sender_thread is not None:
+            self.sender_thread.join(45.0)  # a drain beside a running step would send that step's batch twice
+        if self.sender is not None and not (self.sender_thread is not None and self.sender_thread.is_alive()):
             self.sender.drain(timeout_s=10.0)
             self.sender.close()
         if self.producer is not None:
@@ -583,6 +619,7 @@ class Agent:
             ("edgeloop_agent_records_total", "counter", counters.records),
             ("edgeloop_agent_errors_total", "counter", counters.errors),
             ("edgeloop_agent_control_refused_total", "counter", counters.control_refused),
+            ("edgeloop_agent_control_ignored_total", "counter", counters.control_ignored),
             ("edgeloop_agent_model_failures_total", "counter", counters.model_failures),
             ("edgeloop_agent_sent_total", "counter", sender.sent if sender else 0),
             ("edgeloop_agent_queue_messages", "gauge", self.outbox.rows),
@@ -602,18 +639,22 @@ class Agent:
 
 
 def health_server(agent: Agent, host: str, port: int) -> ThreadingHTTPServer:
-    """`/healthz` (JSON) and `/metrics` (Prometheus text) of one agent; nothing else, read-only."""
+    """`/healthz` (JSON), `/readyz` (503 until it serves what it is ordered), `/metrics` (Prometheus); read-only."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            status = 200
             if self.path == "/healthz":
                 body, kind = json.dumps(agent.health()).encode(), "application/json"
+            elif self.path == "/readyz":
+                ready = agent.ready()
+                body, kind, status = (b"ready\n" if ready else b"not ready\n"), "text/plain", 200 if ready else 503
             elif self.path == "/metrics":
                 body, kind = agent.metrics_text().encode(), "text/plain; version=0.0.4"
             else:
                 self.send_error(404)
                 return
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

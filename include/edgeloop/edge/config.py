@@ -100,6 +100,8 @@ class AgentConfig:
     initial_model: InitialModel | None = None
     max_artifact_bytes: int = 64 * 1024 * 1024
     download_timeout_s: float = 60.0
+    control_topic: bool = True  # read orders from `<prefix>.control` (agents outside Kubernetes)
+    assignment_file: str | None = None  # read the order from this file (a ConfigMap in a DaemonSet pod)
 
     @property
     def features(self) -> list[str]:
@@ -148,7 +150,7 @@ def parse_config(raw: Any) -> AgentConfig:
     """Validate a decoded config; raise ConfigError naming the first wrong field."""
     if not isinstance(raw, Mapping):
         raise ConfigError("config: not a mapping")
-    known = set(AgentConfig.__dataclass_fields__) | {"http"}
+    known = set(AgentConfig.__dataclass_fields__) | {"http", "device_id_env"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown field")
@@ -176,7 +178,7 @@ def parse_config(raw: Any) -> AgentConfig:
     if sync not in ("NORMAL", "FULL"):
         raise ConfigError(f"queue_synchronous: {sync!r} is not NORMAL or FULL")
     return AgentConfig(
-        device_id=_str(raw, "device_id", pattern=ID_RE),
+        device_id=_device_id(raw),
         group_id=group_id,
         pipeline=_str(raw, "pipeline", pattern=ID_RE),
         groups=tuple(groups),
@@ -200,7 +202,29 @@ def parse_config(raw: Any) -> AgentConfig:
         initial_model=_initial_model(raw.get("initial_model")),
         max_artifact_bytes=int(_number(raw, "max_artifact_bytes", 64 * 1024 * 1024, 1024, MAX_ARTIFACT_BYTES)),
         download_timeout_s=_number(raw, "download_timeout_s", 60.0, 1.0, 3600.0),
+        control_topic=_bool(raw, "control_topic", True),
+        assignment_file=_str(raw, "assignment_file", default=None),
     )
+
+
+def _bool(raw: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = raw.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}: {value!r} is not true or false")
+    return value
+
+
+def _device_id(raw: Mapping[str, Any]) -> str:
+    """`device_id`, or the value of the environment variable `device_id_env` names (a DaemonSet's node name)."""
+    if "device_id_env" in raw:
+        if "device_id" in raw:
+            raise ConfigError("device_id_env: give device_id or device_id_env, not both")
+        name = _str(raw, "device_id_env", pattern=re.compile(r"^[A-Z_][A-Z0-9_]*$"))
+        value = os.environ.get(name, "")
+        if not ID_RE.match(value):
+            raise ConfigError(f"device_id_env: ${name} is {value!r}, not a device id matching {ID_RE.pattern}")
+        return value
+    return str(_str(raw, "device_id", pattern=ID_RE))
 
 
 def _schema(raw: Any) -> tuple[SchemaField, ...]:

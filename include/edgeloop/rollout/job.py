@@ -3,7 +3,8 @@
 `edgeloop rollout-job` runs `run_wave_job` either in a pod (KubernetesPodOperator) or as a
 local process; the code is the same. Strategies per group:
 - `kafka`: publish a signed assignment on the `control` topic, wait for reported state;
-- `kubernetes`: patch the group's inference DaemonSet and wait for its rollout status.
+- `kubernetes`: put the signed assignment in a ConfigMap, point the group's agent DaemonSet at it
+  and wait for its rollout status (see `edgeloop.rollout.manifests`).
 Both are idempotent: the assignment id and the patch are derived from the rollout id, the
 group and the version, so a retried job re-publishes the same assignment or re-applies the
 same patch.
@@ -123,43 +124,6 @@ def run_kafka_wave(
         sleep(poll_s)
 
 
-def daemonset_name(spec: PipelineSpec, group: str) -> str:
-    return f"{spec.name.replace('_', '-')}-inference-{group}"[:63].rstrip("-")
-
-
-def _int_or_percent(value: str) -> int | str:
-    """IntOrString as the API wants it: "25%" stays a string, "3" becomes the number 3."""
-    return int(value) if value.isdigit() else value
-
-
-def daemonset_patch(spec: PipelineSpec, group: str, model_version: str, image: str) -> dict[str, Any]:
-    """Strategic-merge patch of a group's inference DaemonSet: image, model URI, rolling-update budget."""
-    model_uri = f"models:/{spec.registry.model_name}/{model_version}"
-    return {
-        "metadata": {"annotations": {"edgeloop.dev/model-version": model_version}},
-        "spec": {
-            "updateStrategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": _int_or_percent(spec.rollout.max_unavailable)},
-            },
-            "template": {
-                "metadata": {
-                    "annotations": {"edgeloop.dev/model-version": model_version},
-                },
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "inference",
-                            "image": image,
-                            "env": [{"name": "EDGELOOP_MODEL_URI", "value": model_uri}],
-                        }
-                    ]
-                },
-            },
-        },
-    }
-
-
 def run_kubernetes_wave(
     spec: PipelineSpec,
     group: str,
@@ -167,21 +131,45 @@ def run_kubernetes_wave(
     *,
     image: str,
     timeout_s: float,
+    control_key: bytes,
+    assignment_id: str,
     apps_api: Any | None = None,
+    core_api: Any | None = None,
+    artifacts: ArtifactResolver | None = None,
     poll_s: float = 2.0,
 ) -> dict[str, Any]:
-    """Patch the group's DaemonSet and follow its rollout until every scheduled pod is updated and ready."""
-    if apps_api is None:
+    """Order the group's agents through their DaemonSet and follow the rollout until every pod is updated and ready.
+
+    The signed assignment goes into its own ConfigMap (`rollout.manifests`); the patch points
+    the pod template at it, so the DaemonSet's rolling update paces the model over the nodes and
+    a pod is available only once its agent verified, loaded and self-tested the model.
+    """
+    from edgeloop.contract.messages import Target, new_assignment
+    from edgeloop.rollout.manifests import assignment_configmap, daemonset_name, daemonset_patch
+
+    if apps_api is None or core_api is None:
         from kubernetes import client, config
 
         try:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        apps_api = client.AppsV1Api()
+        apps_api = apps_api or client.AppsV1Api()
+        core_api = core_api or client.CoreV1Api()
+    assignment = new_assignment(
+        Target("group", group),
+        model_version=model_version,
+        issuer="rollout",
+        assignment_id=assignment_id,
+        artifact=version_artifact(spec, group, model_version, artifacts),
+        pipeline=spec.name,
+    )
+    orders = assignment_configmap(spec, group, assignment.id, assignment.to_wire(control_key))
+    apply_configmap(core_api, orders)
     name = daemonset_name(spec, group)
     namespace = spec.rollout.namespace
-    apps_api.patch_namespaced_daemon_set(name, namespace, daemonset_patch(spec, group, model_version, image))
+    patch = daemonset_patch(spec, group, model_version, image, orders["metadata"]["name"], assignment.id)
+    apps_api.patch_namespaced_daemon_set(name, namespace, patch)
     deadline = time.monotonic() + timeout_s
     while True:
         ds = apps_api.read_namespaced_daemon_set(name, namespace)
@@ -194,6 +182,7 @@ def run_kubernetes_wave(
         )
         result = {
             "strategy": "kubernetes",
+            "assignment": assignment.to_dict(),
             "daemonset": f"{namespace}/{name}",
             "desired": wanted,
             "updated": status.updated_number_scheduled or 0,
@@ -204,6 +193,19 @@ def run_kubernetes_wave(
         if time.monotonic() >= deadline:
             return result | {"complete": False}
         time.sleep(poll_s)
+
+
+def apply_configmap(core_api: Any, manifest: Mapping[str, Any]) -> None:
+    """Create the ConfigMap, or replace it when it exists (a retried wave re-signs the same order)."""
+    from kubernetes.client.exceptions import ApiException
+
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    try:
+        core_api.create_namespaced_config_map(namespace, manifest)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        core_api.replace_namespaced_config_map(name, namespace, manifest)
 
 
 def read_group_readings(
@@ -270,7 +272,15 @@ def run_wave_job(
     timeout_s = spec.rollout.timeout.total_seconds()
     started = time.time()
     if edge_group.strategy == "kubernetes":
-        result = run_kubernetes_wave(spec, group, model_version, image=spec.rollout.image, timeout_s=timeout_s)
+        result = run_kubernetes_wave(
+            spec,
+            group,
+            model_version,
+            image=spec.rollout.agent_image,
+            timeout_s=timeout_s,
+            control_key=control_key,
+            assignment_id=assignment_id_for(rollout_id, group, model_version, rollback),
+        )
     else:
         result = run_kafka_wave(
             spec,

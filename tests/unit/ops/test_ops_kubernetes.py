@@ -174,7 +174,7 @@ def _rbac() -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["kind"], r["metadata"]["name"]): r for r in _documents(HELM / "rbac-rollout.yaml")}
 
 
-def test_rollout_job_may_patch_daemonsets_in_the_edge_namespace_and_read_nodes_only(spec: PipelineSpec) -> None:
+def test_rollout_job_may_order_agents_in_the_edge_namespace_and_read_nodes_only(spec: PipelineSpec) -> None:
     rbac = _rbac()
     account = rbac[("ServiceAccount", spec.rollout.service_account)]
     assert account["metadata"]["namespace"] == spec.rollout.namespace
@@ -185,6 +185,7 @@ def test_rollout_job_may_patch_daemonsets_in_the_edge_namespace_and_read_nodes_o
     assert grants == {
         (("apps",), ("daemonsets",)): {"get", "list", "watch", "patch"},
         (("",), ("pods",)): {"get", "list", "watch"},
+        (("",), ("configmaps",)): {"create", "get", "update"},
     }
     cluster_role = rbac[("ClusterRole", "edgeloop-rollout-read-nodes")]
     assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]

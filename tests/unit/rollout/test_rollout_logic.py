@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeloop.rollout.gate import GroupReading, evaluate_gate
-from edgeloop.rollout.job import assignment_id_for, daemonset_patch, rollout_id_for
+from edgeloop.rollout.job import assignment_id_for, rollout_id_for
 from edgeloop.rollout.plan import RolloutPlanError, plan_rollout, spec_waves
 from edgeloop.spec import HealthThresholds, load_spec
 
@@ -125,26 +125,3 @@ def test_rendered_job_pod_is_valid_hardened_and_holds_no_secret(spec, k8s_versio
     assert "password" not in text.lower() and "hmac" not in text.lower()
 
 
-@pytest.mark.parametrize("k8s_version", ["1.30.0", "1.37.0"])
-def test_daemonset_patch_applied_to_a_daemonset_validates(spec, k8s_version: str) -> None:
-    patch = daemonset_patch(spec, "plant-north", "7", "registry.example/edge-inference:1.4")
-    daemonset = {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": "factory-maintenance-inference-plant-north", "namespace": "edge", **patch["metadata"]},
-        "spec": {
-            "selector": {"matchLabels": {"app": "inference"}},
-            "updateStrategy": patch["spec"]["updateStrategy"],
-            "template": {
-                "metadata": {"labels": {"app": "inference"}, **patch["spec"]["template"]["metadata"]},
-                "spec": {
-                    "nodeSelector": {"node-role.kubernetes.io/edge": ""},
-                    "containers": patch["spec"]["template"]["spec"]["containers"],
-                },
-            },
-        },
-    }
-    _validate(daemonset, k8s_version)
-    env = daemonset["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": "EDGELOOP_MODEL_URI", "value": "models:/factory_maintenance/7"}]
-    assert daemonset["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "10%"
