@@ -84,10 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("fleet", help="the edge fleet: simulate, status, push, health, ensure-topics")
 
     from edgeloop.annotation.cli import add_parser as add_annotate_bot
+    from edgeloop.fleet.agents import add_parser as add_agent
     from edgeloop.rollout.cli import add_parser as add_rollout_job
 
     add_rollout_job(sub)
     add_annotate_bot(sub)
+    add_agent(sub)
 
     spec_p = sub.add_parser("spec", help="pipeline specs")
     spec_sub = spec_p.add_subparsers(dest="spec_command", required=True)

@@ -89,3 +89,46 @@ def test_long_names_get_a_hash_and_stay_distinct(spec: PipelineSpec) -> None:
     assert len(first) <= 63 and len(second) <= 63
     assert first != second
     assert daemonset_name(spec, "plant-north") == "factory-maintenance-inference-plant-north"
+
+
+def test_the_cli_prints_what_a_gateway_and_a_cluster_need(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgeloop.cli import main
+
+    assert (
+        main(
+            [
+                "agent",
+                "manifests",
+                "--pipeline",
+                "factory_maintenance",
+                "--group",
+                "plant-north",
+                "--bootstrap",
+                "k:9092",
+            ]
+        )
+        == 0
+    )
+    objects = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [o["kind"] for o in objects] == ["ConfigMap", "DaemonSet"]
+    for manifest in objects:
+        kubernetes_validate.validate(manifest, VERSIONS[-1], strict=True)
+    assert (
+        main(
+            [
+                "agent",
+                "config",
+                "--pipeline",
+                "factory_maintenance",
+                "--group",
+                "plant-north",
+                "--device-id",
+                "gw-1",
+                "--bootstrap",
+                "k:9092",
+            ]
+        )
+        == 0
+    )
+    config = parse_config(yaml.safe_load(capsys.readouterr().out))
+    assert (config.device_id, config.source.kind, config.http_port) == ("gw-1", "stdin", 9464)
