@@ -12,6 +12,7 @@ without an ONNX file is neither promoted nor assigned.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import tempfile
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 from training_testkit import (
+    DEMO,
     artifact_text,
     cleanup_pipeline,
     drifted_batch,
@@ -233,6 +235,40 @@ def test_a_rollout_assignment_of_a_registered_version_carries_its_onnx_file(
         "size": ref.size,
         "format": "onnx",
     }
+
+
+def test_the_rollout_job_process_reaches_the_file_through_the_pipelines_connections(
+    kafka_config: dict[str, str],
+    spec: PipelineSpec,
+    first_run: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`edgeloop rollout-job` as the local launcher starts it: S3 and MLflow from AIRFLOW_CONN_* variables."""
+    import yaml
+
+    from edgeloop.rollout.launch import run_local_job
+
+    if f"AIRFLOW_CONN_{spec.connections.s3.upper()}" not in os.environ:  # set by stack_env from the stack's env file
+        pytest.skip("the stack's connection variables are not in the environment")
+
+    data = yaml.safe_load(DEMO.read_text())
+    data["name"] = spec.name
+    data["topics"]["prefix"] = spec.topics.prefix
+    data["registry"]["model_name"] = spec.registry.model_name
+    data["rollout"]["timeout"] = "2s"  # no device answers: the job reports what it published and ends
+    (tmp_path / f"{spec.name}.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("EDGELOOP_PIPELINES_DIR", str(tmp_path))
+    monkeypatch.setenv("EDGELOOP_CONTROL_KEY", "a-test-control-key")
+    ensure_pipeline_topics(spec, dict(kafka_config))
+    version = first_run["registered"]["version"]
+
+    result = run_local_job(spec, "plant-south", version, 1, "ro-itjob")
+
+    assert result["strategy"] == "kafka" and result["assignment"]["id"] == f"ro-itjob.plant-south.v{version}"
+    ref = ArtifactRef.from_dict(result["assignment"]["artifact"])
+    trained = first_run["trained"]["artifact"]
+    assert (ref.sha256, ref.size) == (trained["sha256"], trained["size"])
 
 
 def test_retried_tasks_create_no_new_run_or_version(
