@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 XCOM_FILE = Path("/airflow/xcom/return.json")  # KubernetesPodOperator's xcom sidecar reads it
+ARTIFACT_ENV = "EDGELOOP_ARTIFACT"  # the version's ONNX file as resolved by the launching task (a local job)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -31,6 +32,12 @@ def run(args: argparse.Namespace) -> int:
     key = os.environ.get("EDGELOOP_CONTROL_KEY")
     if not key:
         raise SystemExit("EDGELOOP_CONTROL_KEY is not set (a Kubernetes Secret or the environment provides it)")
+    artifacts = None
+    if os.environ.get(ARTIFACT_ENV):
+        from edgeloop.contract.artifact import ArtifactRef
+
+        ref = ArtifactRef.from_dict(json.loads(os.environ[ARTIFACT_ENV]))
+        artifacts = lambda _version: ref  # noqa: E731 - the one version this job assigns
     result = run_wave_job(
         spec,
         kafka_config_for_job(spec.connections.kafka),
@@ -39,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         args.model_version,
         args.rollout_id,
         rollback=args.rollback,
+        artifacts=artifacts,
     )
     result["wave"] = args.wave
     text = json.dumps(result, sort_keys=True, default=str)

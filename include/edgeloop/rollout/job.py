@@ -266,6 +266,7 @@ def run_wave_job(
     rollout_id: str,
     *,
     rollback: bool = False,
+    artifacts: ArtifactResolver | None = None,
 ) -> dict[str, Any]:
     """One group, one version: the unit of work of a rollout wave (and of a rollback)."""
     edge_group = group_of(spec, group)
@@ -280,6 +281,7 @@ def run_wave_job(
             timeout_s=timeout_s,
             control_key=control_key,
             assignment_id=assignment_id_for(rollout_id, group, model_version, rollback),
+            artifacts=artifacts,
         )
     else:
         result = run_kafka_wave(
@@ -290,6 +292,7 @@ def run_wave_job(
             model_version,
             assignment_id_for(rollout_id, group, model_version, rollback),
             timeout_s=timeout_s,
+            artifacts=artifacts,
         )
     return {
         "group": group,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+from edgeloop.rollout.cli import ARTIFACT_ENV
 from edgeloop.rollout.job import RolloutJobError
 from edgeloop.rollout.pods import job_arguments, rollout_pod_operator
 from edgeloop.spec import PipelineSpec
@@ -21,10 +22,14 @@ def run_local_job(
     if rollback:
         args.append("--rollback")
     from edgeloop.connections import PipelineClients
+    from edgeloop.rollout.job import version_artifact
 
     timeout = spec.rollout.timeout.total_seconds() + 120
-    # the child needs no Airflow: it gets the Kafka config resolved here (never logged)
+    # the child needs no Airflow: it gets the Kafka config and the version's ONNX file resolved here (never logged)
     env = {**os.environ, "EDGELOOP_KAFKA_CONFIG": json.dumps(PipelineClients(spec).kafka())}
+    artifact = version_artifact(spec, group, model_version, None)
+    if artifact is not None:
+        env[ARTIFACT_ENV] = json.dumps(artifact.to_dict())
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).splitlines()[-12:])
