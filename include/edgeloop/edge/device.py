@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,10 +28,22 @@ from edgeloop.contract.messages import (
     validate_device_config,
 )
 from edgeloop.edge.config import SchemaField
-from edgeloop.edge.runtime import OnnxModel
 
 # Where each kind of message goes: the durable queue or straight to Kafka.
 QUEUED_KINDS = ("telemetry", "errors")
+
+
+class ServingModel(Protocol):
+    """What a device serves: an `edgeloop.edge.runtime.OnnxModel` on an agent (the fleet harness may
+    hand in a stand-in that crashes or answers badly, to play broken hardware)."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def labels(self) -> Sequence[str]: ...
+
+    def predict_proba(self, rows: np.ndarray, /) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -130,7 +142,7 @@ class DeviceCore:
         self.control_key = control_key
         self.key = device_id.encode()
         self.clock = clock
-        self.model: OnnxModel | None = None
+        self.model: ServingModel | None = None
         self.config: dict[str, float] = {
             "telemetry_interval_s": telemetry_interval_s,
             "heartbeat_interval_s": heartbeat_interval_s,
@@ -144,6 +156,8 @@ class DeviceCore:
         self._conf_sum = 0.0
         self._conf_n = 0
         self._errors_since_beat = 0
+        self.clock_offset_s = 0.0  # a simulated clock error (the fleet harness's skew): added to reported `ts`
+        self.last_record_id: str | None = None
 
     # --- control ---------------------------------------------------------------
 
@@ -209,7 +223,7 @@ class DeviceCore:
         self.config.update(values)
         self.config_version = config_version
 
-    def model_applied(self, order: ModelOrder, model: OnnxModel) -> Outgoing:
+    def model_applied(self, order: ModelOrder, model: ServingModel) -> Outgoing:
         """The caller loaded and self-tested the order's model: serve it from now on."""
         self.model = model
         return self._finish(order.assignment, [], self.clock())
@@ -220,6 +234,23 @@ class DeviceCore:
         self.counters.model_failures += 1
         report = self.error_report("model_load", f"assignment {order.assignment.id}: {reason}", now)
         return [report, self._finish(order.assignment, [reason], now)]
+
+    def restore_twin(self, desired: Mapping[str, Any], reported: Mapping[str, Any]) -> None:
+        """Take up the twin as a device-state record last showed it (after a restart without local state).
+
+        The reported assignment counts as applied, so reading it again is a no-op; the caller
+        restores the model and config themselves (they need the bytes and the settings).
+        """
+        twin = self.twin
+        twin.desired_model = _text(desired.get("model_version"))
+        twin.desired_config_version = _text(desired.get("config_version"))
+        twin.desired_assignment = _text(desired.get("assignment_id"))
+        twin.desired_at = _text(desired.get("updated_at"))
+        twin.reported_assignment = _text(reported.get("assignment_id"))
+        twin.status = _text(reported.get("status")) or "applied"
+        twin.reason = _text(reported.get("reason"))
+        twin.reported_at = _text(reported.get("updated_at"))
+        twin.applied_ids = [twin.reported_assignment] if twin.reported_assignment else []
 
     def _finish(self, assignment: Assignment, failures: list[str], now: float) -> Outgoing:
         self.twin.applied_ids = [*self.twin.applied_ids[-63:], assignment.id]
@@ -241,6 +272,7 @@ class DeviceCore:
         self.seq += 1
         now_ms = int(now * 1000)
         record_id = f"{self.device_id}-{now_ms}-{self.seq}"
+        self.last_record_id = record_id
         prediction: str | None = None
         confidence: float | None = None
         if proba is not None and self.model is not None:
@@ -249,7 +281,7 @@ class DeviceCore:
             confidence = round(float(proba[best]), 4)
             self._conf_sum += confidence
             self._conf_n += 1
-        record = self._record(record_id, iso_ms(now), reading, prediction, confidence)
+        record = self._record(record_id, iso_ms(now + self.clock_offset_s), reading, prediction, confidence)
         self.counters.records += 1
         return Outgoing("telemetry", self.key, json.dumps(record).encode(), now_ms)
 
@@ -283,7 +315,7 @@ class DeviceCore:
         report = {
             "device_id": self.device_id,
             "group_id": self.group_id,
-            "ts": iso_ms(now),
+            "ts": iso_ms(now + self.clock_offset_s),
             "kind": kind,
             "message": message[:2000],
             "model_version": self.model_version,
@@ -300,7 +332,7 @@ class DeviceCore:
         beat = {
             "device_id": self.device_id,
             "group_id": self.group_id,
-            "ts": iso_ms(now),
+            "ts": iso_ms(now + self.clock_offset_s),
             "status": "degraded" if self._errors_since_beat else "online",
             "cpu_pct": round(cpu_pct, 1),
             "mem_mb": round(mem_mb, 1),
@@ -343,3 +375,7 @@ class DeviceCore:
             updated_at=iso_ms(now),
         )
         return Outgoing("device-state", self.key, state.to_wire(), int(now * 1000))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,27 +1,33 @@
-"""The edge fleet simulator: thousands of devices in one compact, vectorised loop.
+"""The edge fleet simulator: a test harness of many real device cores in one compact loop.
 
-No thread per device: per-device state lives in numpy arrays, and each step of the
-loop handles the devices whose next reading is due, generating their sensor data,
-running their model versions (one batched `predict_proba` per version) and
-producing telemetry, heartbeats and error reports to Kafka. Model loads run in a
-small thread pool so the loop never blocks on the registry.
+Each simulated device is a `DeviceCore` (`edgeloop.edge.device`), the code an agent
+runs: every decision (control verdicts, model orders, config changes, telemetry
+records, error reports, heartbeats, twin updates) is the core's. The harness only
+simulates what surrounds a device, vectorised over the fleet in numpy arrays:
 
-Control plane: the simulator plays the cloud side of a device twin as well as the
-devices. It reads `<prefix>.control` (replayed from the beginning at start, so a
-restart keeps every assignment), records each authorised assignment as the desired
-state of the devices it addresses in `<prefix>.device-state` (even for devices that
-are offline), and the devices apply it when they are online and report it (the
-reported half of the same record, plus their heartbeats). A message that is not
-valid or not signed is rejected by every online device it addresses with a
-`bad_control` error report.
+- sensors: machine states, readings, per-device bias, drift injection, ground truth;
+- the network: online/offline, outages, a bounded in-memory store-and-forward buffer
+  per device (`buffer_limit` per device and `buffer_total_limit` for the fleet; the
+  oldest are dropped and counted), sent in order on reconnect, keyed by device id, and
+  a `backlog` alert on `<prefix>.alerts` when a reconnect flushes at least
+  `backlog_alert_records` telemetry records of a group (see edgeloop.events);
+- clock skew (`DeviceCore.clock_offset_s`) and bad records (the bytes a device sends,
+  corrupted on the way);
+- the process around the cores: each control message is verified once for all devices
+  (`verify_control`) and every addressed online device `decide`s on it; an offline
+  device decides when it comes back, in log order, as an agent catching up from its
+  control offset. Each model version is loaded once per process through the provider
+  (in a small thread pool, so the loop never blocks on the registry), shared by every
+  device that runs it, and handed to each device with `model_applied`/`model_failed`;
+  one batched `predict_proba` per loaded version scores the due devices' readings, and
+  each device's core turns its row into a record (`observe`). Model faults (the
+  provider's crash/bad/load_error wrappers) stand for broken hardware.
 
-Offline devices keep sensing and predicting; their telemetry and error reports are
-buffered (up to `buffer_limit` per device and `buffer_total_limit` for the whole
-simulated fleet, which bounds its memory; the oldest are dropped and counted) and sent in
-order on reconnect, keyed by device id so that they stay in order in Kafka. When a
-reconnect flushes at least `backlog_alert_records` telemetry records of a group, the
-simulator announces it with a `backlog` alert on `<prefix>.alerts`, which starts an
-ingestion run (see edgeloop.events).
+At start the harness restores each device from its last device-state record (the
+model and config it reported, its twin) and replays the control log from the
+reported assignment on, as a restarted agent would from its control offset; refusals
+from before the start are not reported again (an agent that saved its offset would
+not see them again).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -42,15 +48,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Pro
 
 from edgeloop.contract.messages import (
     BASELINE_VERSION,
-    Assignment,
     BadConfig,
-    ControlRejected,
     DeviceState,
+    Target,
     iso_ms,
-    parse_assignment,
     parse_device_state,
-    validate_device_config,
 )
+from edgeloop.edge.config import SchemaField
+from edgeloop.edge.device import QUEUED_KINDS, ControlVerdict, DeviceCore, ModelOrder, Outgoing, verify_control
 from edgeloop.fleet import groundtruth
 from edgeloop.fleet.models import EdgeModel, ModelLoadError, ModelProvider
 from edgeloop.fleet.sensors import DriftInjection, SensorProfile, apply_drift, check_drift, sensor_profile
@@ -145,26 +150,6 @@ def allocate_devices(spec: PipelineSpec, total: int | None) -> list[tuple[str, i
     return [(name, int(n)) for (name, _), n in zip(counts, share, strict=True)]
 
 
-@dataclass
-class _Twin:
-    """Desired and reported state of one device (the simulator's copy of its device-state record)."""
-
-    desired_model: str | None = None
-    desired_config: dict[str, Any] | None = None
-    desired_config_version: str | None = None
-    desired_assignment: str | None = None
-    desired_at: str | None = None
-    reported_model: str | None = None
-    reported_config_version: str | None = None
-    reported_assignment: str | None = None
-    status: str = "applied"
-    reason: str | None = None
-    reported_at: str | None = None
-    failed_model: str | None = None  # desired versions that failed on this device are not retried
-    failed_config: str | None = None
-    failures: list[str] = field(default_factory=list)  # of the current desired assignment
-
-
 def _producer_config(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
     config = producer_config(kafka_config)
     config.setdefault("linger.ms", 20)
@@ -224,44 +209,55 @@ class FleetSimulator:
         self.group_offsets = np.array([self.profile.group_offsets[g] for g in groups]) if groups else np.zeros((0, 0))
         skewed = rng.random(n) < opts.clock_skew_ratio
         self.skew = np.where(skewed, rng.uniform(-opts.clock_skew_s, opts.clock_skew_s, n), 0.0)
+        schema = [SchemaField(f.name, f.role) for f in spec.schema_]
+        self.cores: list[DeviceCore] = []
+        for i, device in enumerate(self.device_ids):
+            core = DeviceCore(
+                device,
+                groups[group_of[i]],
+                spec.name,
+                groups,
+                schema,
+                control_key,
+                telemetry_interval_s=opts.telemetry_interval_s,
+                heartbeat_interval_s=opts.heartbeat_interval_s,
+                clock=clock,
+            )
+            core.clock_offset_s = float(self.skew[i])
+            self.cores.append(core)
+        # The harness's schedule: each device's intervals as its core's config says.
         self.tel_interval = np.full(n, opts.telemetry_interval_s)
         self.hb_interval = np.full(n, opts.heartbeat_interval_s)
         self.next_tel = np.zeros(n)
         self.next_hb = np.zeros(n)
         self.online = np.ones(n, dtype=bool)
-        self.seq = np.zeros(n, dtype=np.int64)
-        self.records = np.zeros(n, dtype=np.int64)
-        self.errors = np.zeros(n, dtype=np.int64)
-        self.errors_since_hb = np.zeros(n, dtype=np.int64)
-        self.conf_sum = np.zeros(n)
-        self.conf_n = np.zeros(n, dtype=np.int64)
         self.dropped = np.zeros(n, dtype=np.int64)
-        self.started_at = np.zeros(n)
         self.group_records = np.zeros(len(groups), dtype=np.int64)
+        # Loaded versions, shared by the devices that run them; model_idx batches predictions per version.
         self.versions: list[str] = []
         self.version_index: dict[str, int] = {}
         self.model_idx = np.zeros(n, dtype=np.int32)
         self.models: dict[str, EdgeModel] = {}
-        self.config_version: list[str | None] = [None] * n
-        self.twins = [_Twin() for _ in range(n)]
-        self.buffers: dict[int, deque[tuple[str, bytes, bytes]]] = {}
-        self.pending: set[int] = set()
-        self.buffered_total = 0
-        self.configs_seen: dict[str, dict[str, Any]] = {}
         self.load_failures: dict[str, str] = {}
         self.loading: dict[str, Future[EdgeModel]] = {}
+        self.orders: dict[int, ModelOrder] = {}  # device -> its newest model order not yet carried out
+        self.waiting: dict[str, set[int]] = {}  # version being loaded -> devices whose order names it
+        # The control log as verified once for all devices; `behind[i]`: the first verdict device i has not decided.
+        self.verdicts: list[ControlVerdict] = []
+        self.behind: dict[int, int] = {}
+        self.buffers: dict[int, deque[tuple[str, bytes, bytes]]] = {}
+        self.buffered_total = 0
         self.stats = SimulationStats(devices=n)
         self.commands: queue.SimpleQueue[tuple[str, list[Any]]] = queue.SimpleQueue()
         self.injected_drift: list[DriftInjection] = []
         self.outage_done: set[int] = set()
         self.outage_devices: dict[int, np.ndarray] = {}
+        self.topics = {kind: spec.topic(kind) for kind in ("telemetry", "health", "errors", "device-state")}
         self.telemetry_topic = spec.topic("telemetry")
         self.health_topic = spec.topic("health")
-        self.errors_topic = spec.topic("errors")
         self.state_topic = spec.topic("device-state")
         self.control_topic = spec.topic("control")
         self.truth_topic = spec.topic(GROUND_TRUTH)
-        self._plan = self._telemetry_plan()
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None
         self.executor: ThreadPoolExecutor | None = None
@@ -270,42 +266,74 @@ class FleetSimulator:
     # --- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Create topics (optional), restore the twin from Kafka, register every device."""
+        """Create topics (optional), restore each device from its twin and the control log, register it."""
         if self.options.create_topics:
             ensure_topics(self.spec, self.kafka_config, ground_truth=self.options.ground_truth)
         self.producer = Producer({**_producer_config(self.kafka_config), "on_delivery": self._on_delivery})
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
-        now = self.clock()
-        self.t0 = now
-        restored = self._restore_reported()
-        start_offset = self._replay_control()
-        default = self.options.model_version or self.provider.default_version()
-        for i in range(self.n):
-            twin = self.twins[i]
-            version = restored.get(i) or default
-            model = self._load_now(version, i) or self._load_now(BASELINE_VERSION, i)
-            if model is None:
-                raise ModelLoadError("the baseline model (version 0) cannot be loaded")
-            self.model_idx[i] = self._version_slot(model.version)
-            twin.reported_model = model.version
-            if twin.reported_config_version and twin.reported_config_version in self.configs_seen:
-                self._apply_config_values(i, self.configs_seen[twin.reported_config_version])
-                self.config_version[i] = twin.reported_config_version
-            else:
-                twin.reported_config_version = None
-            if twin.desired_model is None:
-                twin.desired_model = twin.reported_model
-            if self._needs_work(twin):
-                self.pending.add(i)
-            twin.reported_at = iso_ms(now)
-            self._write_state(i, now)
-        now = self.clock()  # registration may take a while with many devices
-        offsets = self.rng.random(self.n)
-        self.next_tel = now + offsets * self.tel_interval
-        self.next_hb = now + self.rng.random(self.n) * self.hb_interval  # spread evenly, like a real fleet
-        self.started_at[:] = now
+        twins = self._read_twins()
+        history, start_offset = self._read_control()
+        self.boot(twins, history, self.clock())
         self.consumer = Consumer(reader_config(self.kafka_config))
         self.consumer.assign([TopicPartition(self.control_topic, 0, start_offset)])
+
+    def boot(self, twins: Mapping[str, DeviceState], history: Sequence[tuple[int, bytes | None]], now: float) -> None:
+        """Bring every device up: its last twin, its model and config, the control log it missed; report the twin.
+
+        `twins` are the devices' last device-state records, `history` the control log
+        (offset, value) so far. Needs `self.producer` (a real one after `start`, or a stand-in).
+        """
+        self.t0 = now
+        self.verdicts = [self._verify(value, offset) for offset, value in history]
+        last_seen: dict[str, int] = {}
+        configs: dict[str, Mapping[str, Any]] = {}
+        for index, verdict in enumerate(self.verdicts):
+            assignment = verdict.assignment
+            if assignment is None:
+                continue
+            last_seen[assignment.id] = index
+            if assignment.config is not None and assignment.config_version is not None:
+                configs[assignment.config_version] = assignment.config
+        default = self.options.model_version or self.provider.default_version()
+        for i, core in enumerate(self.cores):
+            twin = twins.get(self.device_ids[i])
+            version = default
+            if twin is not None:
+                core.restore_twin(twin.desired, twin.reported)
+                reported = twin.reported
+                if isinstance(reported.get("model_version"), str):
+                    version = reported["model_version"]
+                config_version = reported.get("config_version")
+                if isinstance(config_version, str) and config_version in configs:
+                    try:
+                        core.apply_config(configs[config_version], config_version)
+                    except BadConfig as exc:  # the rules changed since it was applied: the defaults stay
+                        log.warning("fleet simulator: %s keeps the default config: %s", self.device_ids[i], exc)
+            model = self._load_now(version, i, now) or self._load_now(BASELINE_VERSION, i, now)
+            if model is None:
+                raise ModelLoadError("the baseline model (version 0) cannot be loaded")
+            self._serve(i, model)
+            reported_assignment = core.twin.reported_assignment
+            self.behind[i] = last_seen.get(reported_assignment, -1) + 1 if reported_assignment else 0
+        for i in range(self.n):
+            self._catch_up(i, now, booting=True)
+        for i in list(self.orders):
+            order = self.orders.pop(i)
+            version = str(order.assignment.model_version)
+            model = self._load_now(version, i, now, report=False)
+            if model is not None:
+                self.cores[i].model_applied(order, model)
+                self._serve(i, model)
+            else:
+                self._emit(i, self.cores[i].model_failed(order, self.load_failures[version]), direct=False)
+        for i, core in enumerate(self.cores):
+            self._sync_schedule(i, now)
+            self._emit(i, [core.state_update(now)])
+        now = self.clock()  # registration may take a while with many devices
+        self.next_tel = now + self.rng.random(self.n) * self.tel_interval
+        self.next_hb = now + self.rng.random(self.n) * self.hb_interval  # spread evenly, like a real fleet
+        for core in self.cores:
+            core.started_at = now
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush what is produced and release the clients (buffered offline data stays unsent)."""
@@ -365,15 +393,13 @@ class FleetSimulator:
     # --- the loop -------------------------------------------------------------------
 
     def step(self, now: float | None = None) -> None:
-        """One pass: commands, control messages, outages, model loads, pending applies, due devices."""
+        """One pass: commands, control messages, outages, model loads, due devices."""
         now = self.clock() if now is None else now
         self.stats.steps += 1
         self._drain_commands(now)
         self._poll_control(now)
         self._run_outages(now)
         self._finish_loads(now)
-        if self.pending:
-            self._apply_pending(now)
         due = np.flatnonzero(self.next_tel <= now)
         if due.size:
             self.stats.max_lag_s = max(self.stats.max_lag_s, float(now - self.next_tel[due].min()))
@@ -403,7 +429,7 @@ class FleetSimulator:
                 log.error("fleet simulator: delivery to %s failed: %s", message.topic(), error)
 
     def _send(self, i: int, topic: str, value: bytes) -> None:
-        """Send now if the device is online, else buffer it (bounded, oldest dropped)."""
+        """The network: send now if the device is online, else buffer it (bounded, oldest dropped)."""
         if self.online[i]:
             self._produce(topic, self.keys[i], value)
             return
@@ -416,6 +442,24 @@ class FleetSimulator:
             self.buffered_total -= 1
         buffer.append((topic, self.keys[i], value))
         self.buffered_total += 1
+
+    def _emit(self, i: int, messages: Sequence[Outgoing], *, direct: bool = True) -> None:
+        """Route what a device's core returns: telemetry and error reports through the device's buffer,
+        twin updates and heartbeats straight to Kafka while online (`direct=False`: drop those)."""
+        for message in messages:
+            kind = message.kind
+            if kind in QUEUED_KINDS:
+                self._send(i, self.topics[kind], message.value)
+                if kind == "errors":
+                    self.stats.errors += 1
+                else:
+                    self.stats.telemetry += 1
+            elif direct and self.online[i]:
+                self._produce(self.topics[kind], message.key, message.value)
+                if kind == "device-state":
+                    self.stats.state_updates += 1
+                else:
+                    self.stats.heartbeats += 1
 
     # --- connectivity -----------------------------------------------------------------
 
@@ -434,7 +478,7 @@ class FleetSimulator:
                 log.warning("fleet simulator: %s for unknown devices %s ignored", command, unknown[:5])
             indices = np.array([self.index_of[d] for d in device_ids if d in self.index_of], dtype=np.int64)
             if command == "offline":
-                self.online[indices] = False
+                self._disconnect(indices)
             else:
                 self._reconnect(indices, now)
 
@@ -447,11 +491,18 @@ class FleetSimulator:
                 pool = np.arange(self.n) if outage.group is None else self.members[self.groups.index(outage.group)]
                 chosen = pool[self.rng.random(pool.size) < outage.ratio]
                 self.outage_devices[number] = chosen
-                self.online[chosen] = False
+                self._disconnect(chosen)
                 log.info("fleet simulator: outage %d: %d devices offline", number, chosen.size)
             elif number in self.outage_devices and elapsed >= outage.start_s + outage.duration_s:
                 self._reconnect(self.outage_devices.pop(number), now)
                 self.outage_done.add(number)
+
+    def _disconnect(self, indices: np.ndarray) -> None:
+        """Cut devices off: from now on they buffer what they send and read no control messages."""
+        position = len(self.verdicts)
+        for i in indices[self.online[indices]].tolist():
+            self.behind.setdefault(i, position)
+        self.online[indices] = False
 
     def _reconnect(self, indices: np.ndarray, now: float) -> None:
         flushed: dict[int, list[int]] = {}  # group -> [devices, telemetry records]
@@ -468,8 +519,9 @@ class FleetSimulator:
                 counts[0] += 1
                 counts[1] += sum(1 for topic, _, _ in buffer if topic == self.telemetry_topic)
             self.next_hb[i] = now
-            if self._needs_work(self.twins[i]):
-                self.pending.add(i)
+            self._catch_up(i, now)
+            if i in self.orders:
+                self._carry_out(i, now)
         for group, (devices, records) in flushed.items():
             if records >= self.options.backlog_alert_records:
                 self._announce_backlog(self.groups[group], devices, records, now)
@@ -487,50 +539,46 @@ class FleetSimulator:
         self._produce(self.spec.topic("alerts"), group.encode(), json.dumps(alert).encode())
         self.stats.backlog_alerts += 1
 
-    # --- control plane ----------------------------------------------------------------
+    # --- control: verified once, decided by each device's core ---------------------------
 
-    def _restore_reported(self) -> dict[int, str]:
-        """Reported state of our devices from device-state (what they ran before a restart)."""
-        restored: dict[int, str] = {}
-        try:
-            records = list(read_topic(self.kafka_config, self.state_topic, timeout=120.0))
-        except TopicMissing:
-            return restored
+    def _read_twins(self) -> dict[str, DeviceState]:
+        """The last device-state record of each of our devices (what it ran before a restart)."""
         latest: dict[bytes, bytes | None] = {}
-        for record in records:
-            if record.key is not None:
-                latest[record.key] = record.value
+        try:
+            for record in read_topic(self.kafka_config, self.state_topic, timeout=120.0):
+                if record.key is not None:
+                    latest[record.key] = record.value
+        except TopicMissing:
+            return {}
+        twins: dict[str, DeviceState] = {}
         for key, value in latest.items():
-            i = self.index_of.get(key.decode("utf-8", "replace"))
-            if i is None or value is None:
+            if value is None or key.decode("utf-8", "replace") not in self.index_of:
                 continue
             try:
                 state = parse_device_state(key, value)
             except ValueError as exc:
                 log.warning("fleet simulator: ignoring device-state record: %s", exc)
                 continue
-            twin = self.twins[i]
-            reported = state.reported
-            if isinstance(reported.get("model_version"), str):
-                restored[i] = reported["model_version"]
-            twin.reported_config_version = reported.get("config_version")
-            twin.reported_assignment = reported.get("assignment_id")
-        return restored
+            twins[state.device_id] = state
+        return twins
 
-    def _replay_control(self) -> int:
-        """Desired state from the whole control log (old rejects are not re-reported)."""
-        next_offset = OFFSET_BEGINNING
+    def _read_control(self) -> tuple[list[tuple[int, bytes | None]], int]:
+        """The control log so far, and the offset to read on from."""
+        history: list[tuple[int, bytes | None]] = []
         try:
             for record in read_topic(self.kafka_config, self.control_topic, timeout=120.0):
-                next_offset = record.offset + 1
-                try:
-                    assignment = parse_assignment(record.value, self.control_key, self.groups)
-                except ControlRejected:
-                    continue
-                self._set_desired(assignment, self.clock(), write=False)
+                history.append((record.offset, record.value))
         except TopicMissing:
             pass
-        return next_offset
+        return history, history[-1][0] + 1 if history else OFFSET_BEGINNING
+
+    def _verify(self, value: bytes | None, offset: int) -> ControlVerdict:
+        """Verify a control message once for every device; an authorised model order names the artifact."""
+        verdict = verify_control(value, offset, self.control_key, self.groups, self.spec.name)
+        assignment = verdict.assignment
+        if assignment is not None and assignment.model_version is not None and assignment.artifact is not None:
+            self.provider.offer(assignment.model_version, assignment.artifact)
+        return verdict
 
     def _poll_control(self, now: float) -> None:
         assert self.consumer is not None
@@ -540,141 +588,83 @@ class FleetSimulator:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("fleet simulator: control topic: %s", error)
                 continue
-            self.stats.control_messages += 1
-            try:
-                assignment = parse_assignment(message.value(), self.control_key, self.groups)
-            except ControlRejected as exc:
-                self.stats.control_rejected += 1
-                self._reject(exc, message.offset() or 0, now)
-                continue
-            self._set_desired(assignment, now, write=True)
+            self.on_control(message.value(), message.offset() or 0, now)
 
-    def _addressed(self, assignment_target: Any) -> np.ndarray:
-        if assignment_target is None or assignment_target.kind == "all":
+    def on_control(self, value: bytes | None, offset: int, now: float) -> None:
+        """A new control message: verify it once, then every addressed online device decides on it."""
+        self.stats.control_messages += 1
+        verdict = self._verify(value, offset)
+        self.verdicts.append(verdict)
+        if verdict.assignment is not None:
+            target: Target | None = verdict.assignment.target
+            if verdict.assignment.model_version is not None:
+                self.load_failures.pop(verdict.assignment.model_version, None)  # a new assignment retries a load
+        else:
+            self.stats.control_rejected += 1
+            target = verdict.rejected.target if verdict.rejected is not None else None
+        addressed = self._addressed(target)
+        for i in addressed[self.online[addressed]].tolist():
+            self._decide(i, verdict, now)
+
+    def _addressed(self, target: Target | None) -> np.ndarray:
+        """The devices a target may address (all, when a refused message's target is unreadable)."""
+        if target is None or target.kind == "all":
             return np.arange(self.n)
-        if assignment_target.kind == "group":
-            if assignment_target.id in self.groups:
-                return self.members[self.groups.index(assignment_target.id)]
+        if target.kind == "group":
+            if target.id in self.groups:
+                return self.members[self.groups.index(target.id)]
             return np.zeros(0, dtype=np.int64)
-        i = self.index_of.get(assignment_target.id)
+        i = self.index_of.get(str(target.id))
         return np.array([i] if i is not None else [], dtype=np.int64)
 
-    def _reject(self, exc: ControlRejected, offset: int, now: float) -> None:
-        """Every online device the message addresses (all, if unreadable) reports the rejection."""
-        addressed = self._addressed(exc.target)
-        for i in addressed[self.online[addressed]].tolist():
-            self._error(
-                i,
-                "bad_control",
-                f"control message at offset {offset} rejected: {exc.reason}",
-                now,
-                control_id=exc.control_id,
-            )
-
-    def _set_desired(self, assignment: Assignment, now: float, *, write: bool) -> None:
-        if assignment.config is not None and assignment.config_version is not None:
-            self.configs_seen[assignment.config_version] = dict(assignment.config)
-        if assignment.model_version is not None:
-            self.load_failures.pop(assignment.model_version, None)  # a new assignment retries a failed load
-            if assignment.artifact is not None:
-                self.provider.offer(assignment.model_version, assignment.artifact)
-        stamp = assignment.issued_at
-        for i in self._addressed(assignment.target).tolist():
-            twin = self.twins[i]
-            if twin.desired_assignment == assignment.id:
-                continue
-            if assignment.model_version is not None:
-                twin.desired_model = assignment.model_version
-                twin.failed_model = None
-            if assignment.config is not None:
-                twin.desired_config = dict(assignment.config)
-                twin.desired_config_version = assignment.config_version
-                twin.failed_config = None
-            twin.desired_assignment = assignment.id
-            twin.desired_at = stamp
-            twin.failures = []
-            if self._needs_work(twin):
-                twin.status, twin.reason = "pending", None
-                self.pending.add(i)
-            else:
-                twin.reported_assignment = assignment.id
-                twin.status, twin.reason = "applied", None
-            if write:
-                self._write_state(i, now)
-
-    @staticmethod
-    def _needs_work(twin: _Twin) -> bool:
-        """Something desired is not applied yet and has not already failed on this device."""
-        model = twin.desired_model is not None and twin.desired_model not in (twin.reported_model, twin.failed_model)
-        config = twin.desired_config_version is not None and twin.desired_config_version not in (
-            twin.reported_config_version,
-            twin.failed_config,
-        )
-        return model or config
-
-    def _apply_pending(self, now: float) -> None:
-        done = []
-        for i in self.pending:
-            if not self.online[i]:
-                continue
-            twin = self.twins[i]
-            waiting = False
-            if twin.desired_model is not None and twin.desired_model not in (twin.reported_model, twin.failed_model):
-                waiting = self._apply_model(i, twin, now)
-            if twin.desired_config_version is not None and twin.desired_config_version not in (
-                twin.reported_config_version,
-                twin.failed_config,
-            ):
-                self._apply_config(i, twin, now)
-            if waiting:
-                continue
-            done.append(i)
-            twin.reported_assignment = twin.desired_assignment
-            if twin.failures:
-                twin.status, twin.reason = "failed", "; ".join(twin.failures)
-            else:
-                twin.status, twin.reason = "applied", None
-            twin.reported_at = iso_ms(now)
-            self._write_state(i, now)
-            self.next_hb[i] = now  # report at once, like a twin update
-        self.pending.difference_update(done)
-
-    def _apply_model(self, i: int, twin: _Twin, now: float) -> bool:
-        """Switch device i to its desired model; return True while the model is still loading."""
-        version = twin.desired_model
-        assert version is not None
-        if version in self.models:
-            self.model_idx[i] = self._version_slot(version)
-            twin.reported_model = version
-            return False
-        if version in self.load_failures:
-            twin.failed_model = version  # keeps running the model it has
-            twin.failures.append(self.load_failures[version])
-            self._error(i, "model_load", self.load_failures[version], now)
-            return False
-        if version not in self.loading:
-            assert self.executor is not None
-            self.loading[version] = self.executor.submit(self.provider.load, version)
-        return True
-
-    def _apply_config(self, i: int, twin: _Twin, now: float) -> None:
-        try:
-            self._apply_config_values(i, twin.desired_config or {})
-        except BadConfig as exc:
-            twin.failed_config = twin.desired_config_version  # keeps running the config it has
-            twin.failures.append(str(exc))
-            self._error(i, "bad_config", f"assignment {twin.desired_assignment}: {exc}", now)
+    def _catch_up(self, i: int, now: float, *, booting: bool = False) -> None:
+        """Device i decides, in log order, every control message it missed (at boot: not old refusals)."""
+        start = self.behind.pop(i, None)
+        if start is None:
             return
-        self.config_version[i] = twin.desired_config_version
-        twin.reported_config_version = twin.desired_config_version
+        for verdict in self.verdicts[start:]:
+            if booting and verdict.assignment is None:
+                continue
+            self._decide(i, verdict, now, booting=booting)
 
-    def _apply_config_values(self, i: int, config: Mapping[str, Any]) -> None:
-        values = validate_device_config(config)
-        if "telemetry_interval_s" in values:
-            self.tel_interval[i] = values["telemetry_interval_s"]
-            self.next_tel[i] = min(self.next_tel[i], self.clock() + values["telemetry_interval_s"])
-        if "heartbeat_interval_s" in values:
-            self.hb_interval[i] = values["heartbeat_interval_s"]
+    def _decide(self, i: int, verdict: ControlVerdict, now: float, *, booting: bool = False) -> None:
+        order, out = self.cores[i].decide(verdict)
+        self._sync_schedule(i, now)
+        self._emit(i, out, direct=not booting)  # at boot one twin update per device follows
+        if order is not None:
+            self.orders[i] = order  # the newest order wins, as on an agent
+            if not booting:
+                self._carry_out(i, now)
+
+    def _sync_schedule(self, i: int, now: float) -> None:
+        """The harness schedules readings and heartbeats at the intervals the device's config sets."""
+        config = self.cores[i].config
+        telemetry, heartbeat = config["telemetry_interval_s"], config["heartbeat_interval_s"]
+        if telemetry != self.tel_interval[i]:
+            self.tel_interval[i] = telemetry
+            self.next_tel[i] = min(self.next_tel[i], now + telemetry)
+        if heartbeat != self.hb_interval[i]:
+            self.hb_interval[i] = heartbeat
+
+    # --- models: loaded once per process, handed to each device -------------------------
+
+    def _carry_out(self, i: int, now: float) -> None:
+        """Hand device i the model its newest order names: loaded, failed, or (still loading) later."""
+        order = self.orders[i]
+        version = str(order.assignment.model_version)
+        if version in self.models:
+            del self.orders[i]
+            model = self.models[version]
+            self._emit(i, [self.cores[i].model_applied(order, model)])
+            self._serve(i, model)
+        elif version in self.load_failures:
+            del self.orders[i]
+            self._emit(i, self.cores[i].model_failed(order, self.load_failures[version]))
+        else:
+            self.waiting.setdefault(version, set()).add(i)
+            if version not in self.loading:
+                assert self.executor is not None
+                self.loading[version] = self.executor.submit(self.provider.load, version)
 
     def _finish_loads(self, now: float) -> None:
         for version, future in list(self.loading.items()):
@@ -683,11 +673,16 @@ class FleetSimulator:
             del self.loading[version]
             try:
                 self.models[version] = future.result()
-            except Exception as exc:  # any loader failure becomes a model_load error report
+            except Exception as exc:  # any loader failure is the devices' model_load report
                 self.load_failures[version] = str(exc) if isinstance(exc, ModelLoadError) else repr(exc)
                 log.warning("fleet simulator: model version %s failed to load: %s", version, exc)
+            for i in sorted(self.waiting.pop(version, ())):
+                order = self.orders.get(i)
+                if order is not None and order.assignment.model_version == version and self.online[i]:
+                    self._carry_out(i, now)  # offline devices take it when they reconnect
 
-    def _load_now(self, version: str, i: int) -> EdgeModel | None:
+    def _load_now(self, version: str, i: int, now: float, *, report: bool = True) -> EdgeModel | None:
+        """Load a version in the loop (at boot); a failure is device i's model_load report, once per version."""
         if version in self.models:
             return self.models[version]
         if version in self.load_failures:
@@ -695,75 +690,22 @@ class FleetSimulator:
         try:
             self.models[version] = self.provider.load(version)
         except Exception as exc:  # a start version that cannot load: report and fall back
-            self.load_failures[version] = str(exc)
-            self._error(i, "model_load", str(exc), self.clock())
+            self.load_failures[version] = str(exc) if isinstance(exc, ModelLoadError) else repr(exc)
+            if report:
+                self._emit(i, [self.cores[i].error_report("model_load", self.load_failures[version], now)])
             return None
         return self.models[version]
 
-    def _version_slot(self, version: str) -> int:
-        slot = self.version_index.get(version)
+    def _serve(self, i: int, model: EdgeModel) -> None:
+        self.cores[i].model = model
+        slot = self.version_index.get(model.version)
         if slot is None:
             slot = len(self.versions)
-            self.versions.append(version)
-            self.version_index[version] = slot
-        return slot
+            self.versions.append(model.version)
+            self.version_index[model.version] = slot
+        self.model_idx[i] = slot
 
-    def _write_state(self, i: int, now: float) -> None:
-        twin = self.twins[i]
-        state = DeviceState(
-            device_id=self.device_ids[i],
-            group_id=self.groups[self.group_idx[i]],
-            desired={
-                "model_version": twin.desired_model,
-                "config_version": twin.desired_config_version,
-                "assignment_id": twin.desired_assignment,
-                "updated_at": twin.desired_at,
-            },
-            reported={
-                "model_version": twin.reported_model,
-                "config_version": twin.reported_config_version,
-                "assignment_id": twin.reported_assignment,
-                "status": twin.status,
-                "reason": twin.reason,
-                "updated_at": twin.reported_at,
-            },
-            updated_at=iso_ms(now),
-        )
-        self._produce(self.state_topic, self.keys[i], state.to_wire())
-        self.stats.state_updates += 1
-
-    # --- feedback -------------------------------------------------------------------
-
-    def _error(
-        self,
-        i: int,
-        kind: str,
-        message: str,
-        now: float,
-        *,
-        record_id: str | None = None,
-        control_id: str | None = None,
-    ) -> None:
-        report = {
-            "device_id": self.device_ids[i],
-            "group_id": self.groups[self.group_idx[i]],
-            "ts": iso_ms(now + self.skew[i]),
-            "kind": kind,
-            "message": message,
-            "model_version": self.versions[self.model_idx[i]] if self.versions else None,
-            "config_version": self.config_version[i],
-            "record_id": record_id,
-            "control_id": control_id,
-        }
-        self._send(i, self.errors_topic, json.dumps(report).encode())
-        self.errors[i] += 1
-        self.errors_since_hb[i] += 1
-        self.stats.errors += 1
-
-    def _telemetry_plan(self) -> list[tuple[str, str, int]]:
-        """(field, role, feature column) for each schema field, in schema order."""
-        features = self.spec.features
-        return [(f.name, f.role, features.index(f.name) if f.role == "feature" else -1) for f in self.spec.schema_]
+    # --- sensors, inference, feedback ------------------------------------------------------
 
     def _emit_telemetry(self, due: np.ndarray, now: float) -> None:
         profile = self.profile
@@ -779,95 +721,46 @@ class FleetSimulator:
             if active:
                 rows = groups == g
                 readings[rows] = apply_drift(readings[rows], list(profile.features), active)
-        predictions: list[str | None] = [None] * due.size
-        confidences = np.zeros(due.size)
-        failures: dict[int, str] = {}
+        devices = due.tolist()
+        labels = profile.labels
+        true_states = states.tolist()
+        bad = self.rng.random(due.size) < self.options.bad_record_ratio if self.options.bad_record_ratio else None
+        truth: list[tuple[str, str]] = []
+        cores = self.cores
+        topic = self.telemetry_topic
         model_slots = self.model_idx[due]
         for slot in np.unique(model_slots).tolist():
             rows = np.flatnonzero(model_slots == slot)
-            model = self.models[self.versions[slot]]
-            try:
-                proba = model.predict_proba(readings[rows])
-            except Exception as exc:  # a model that raises is an inference error, never a crash
-                reason = f"model version {self.versions[slot]}: inference failed: {exc}"
+            try:  # one batched inference per loaded model over its due devices
+                proba = self.models[self.versions[slot]].predict_proba(readings[rows])
+            except Exception as exc:  # a model that raises is each device's inference error, never a crash
+                reason = str(exc)[:300]
                 for r in rows.tolist():
-                    failures[r] = reason
+                    self._emit(devices[r], [cores[devices[r]].inference_failed(reason, now)])
                 continue
-            best = proba.argmax(axis=1)
-            labels = list(model.labels)
-            confidences[rows] = proba[np.arange(rows.size), best]
-            for r, b in zip(rows.tolist(), best.tolist(), strict=True):
-                predictions[r] = labels[b]
-        now_ms = int(now * 1000)
-        self.seq[due] += 1
-        seqs = self.seq[due].tolist()
-        values = np.round(readings, 3).tolist()
-        truth: list[tuple[str, str]] = []
-        labels_all = profile.labels
-        bad = self.rng.random(due.size) < self.options.bad_record_ratio if self.options.bad_record_ratio else None
-        base_ts = iso_ms(now)
-        skew = self.skew
-        ok_rows = []
-        for r, i in enumerate(due.tolist()):
-            device_id = self.device_ids[i]
-            rid = f"{device_id}-{now_ms}-{seqs[r]}"
-            truth.append((rid, labels_all[states[r]]))
-            if r in failures:
-                self._error(i, "inference", failures[r], now, record_id=rid)
-                continue
-            ok_rows.append(r)
-            ts = base_ts if skew[i] == 0.0 else iso_ms(now + skew[i])
-            confidence = round(float(confidences[r]), 4)
-            record = self._record(i, rid, ts, values[r], prediction=predictions[r], confidence=confidence)
-            payload = self._corrupt(record) if bad is not None and bad[r] else json.dumps(record).encode()
-            self._send(i, self.telemetry_topic, payload)
-        if ok_rows:
-            ok = np.array(ok_rows)
-            self.records[due[ok]] += 1
-            self.conf_sum[due[ok]] += confidences[ok]
-            self.conf_n[due[ok]] += 1
-            self.stats.telemetry += len(ok_rows)
+            for r, row_proba in zip(rows.tolist(), proba, strict=True):
+                i = devices[r]
+                core = cores[i]
+                value = core.observe(readings[r], row_proba, now).value
+                truth.append((str(core.last_record_id), labels[true_states[r]]))
+                self._send(i, topic, self._corrupt(value) if bad is not None and bad[r] else value)
+            self.stats.telemetry += rows.size
         np.add.at(self.group_records, groups, 1)
         step = self.tel_interval[due]
         nxt = self.next_tel[due] + step
         behind = nxt < now - 5 * step
         self.next_tel[due] = np.where(behind, now + step, nxt)
         if self.options.ground_truth and truth:
-            for value in groundtruth.truth_messages(truth, now_ms, now_ms):
-                self._produce(self.truth_topic, None, value, now_ms)
+            now_ms = int(now * 1000)
+            for message in groundtruth.truth_messages(truth, now_ms, now_ms):
+                self._produce(self.truth_topic, None, message, now_ms)
                 self.stats.truth_messages += 1
 
-    def _record(
-        self, i: int, rid: str, ts: str, features: list[float], *, prediction: str | None, confidence: float
-    ) -> dict[str, Any]:
-        record: dict[str, Any] = {}
-        for name, role, column in self._plan:
-            if role == "feature":
-                record[name] = features[column]
-            elif role == "record_id":
-                record[name] = rid
-            elif role == "device_id":
-                record[name] = self.device_ids[i]
-            elif role == "group_id":
-                record[name] = self.groups[self.group_idx[i]]
-            elif role == "timestamp":
-                record[name] = ts
-            elif role == "prediction":
-                record[name] = prediction
-            elif role == "confidence":
-                record[name] = confidence
-            elif role == "model_version":
-                record[name] = self.versions[self.model_idx[i]]
-            elif role == "config_version":
-                record[name] = self.config_version[i]
-            else:
-                record[name] = None
-        return record
-
-    def _corrupt(self, record: dict[str, Any]) -> bytes:
-        """A bad record, of one of several kinds a real gateway sends after a firmware bug."""
+    def _corrupt(self, value: bytes) -> bytes:
+        """The bytes of a record spoilt on the way, like a gateway's after a firmware bug."""
+        record = json.loads(value)
         kind = int(self.rng.integers(4))
-        names = [name for name, role, _ in self._plan if role in ("feature", "timestamp", "device_id")]
+        names = [f.name for f in self.spec.schema_ if f.role in ("feature", "timestamp", "device_id")]
         name = names[int(self.rng.integers(len(names)))]
         if kind == 0:
             record.pop(name, None)
@@ -876,38 +769,22 @@ class FleetSimulator:
             record[name] = "n/a"
             return json.dumps(record).encode()
         if kind == 2:
-            return json.dumps(record).encode()[: max(10, int(self.rng.integers(10, 60)))]
-        return b"\xff\xfe" + json.dumps(record).encode()[2:]
+            return value[: max(10, int(self.rng.integers(10, 60)))]
+        return b"\xff\xfe" + value[2:]
 
     def _emit_heartbeats(self, beats: np.ndarray, now: float) -> None:
-        for i in beats.tolist():
-            twin = self.twins[i]
-            conf = self.conf_sum[i] / self.conf_n[i] if self.conf_n[i] else None
-            load = float(self.rng.random())
-            beat = {
-                "device_id": self.device_ids[i],
-                "group_id": self.groups[self.group_idx[i]],
-                "ts": iso_ms(now + self.skew[i]),
-                "status": "degraded" if self.errors_since_hb[i] else "online",
-                "cpu_pct": round(18.0 + 30.0 * load, 1),
-                "mem_mb": round(140.0 + 12.0 * len(self.models) + 10.0 * load, 1),
-                "temperature_c": round(46.0 + 8.0 * load, 1),
-                "model_version": self.versions[self.model_idx[i]],
-                "config_version": self.config_version[i],
-                "assignment_id": twin.reported_assignment,
-                "assignment_status": twin.status,
-                "uptime_s": round(now - self.started_at[i], 1),
-                "records": int(self.records[i]),
-                "errors": int(self.errors[i]),
-                "dropped": int(self.dropped[i]),
-                "confidence_mean": None if conf is None else round(float(conf), 4),
-                "interval_s": float(self.hb_interval[i]),
-            }
-            self._produce(self.health_topic, self.keys[i], json.dumps(beat).encode())
+        """Each device's core reports its heartbeat; the harness makes up its cpu, memory and temperature."""
+        loads = self.rng.random(beats.size).tolist()
+        memory = 140.0 + 12.0 * len(self.models)
+        topic = self.health_topic
+        for i, load in zip(beats.tolist(), loads, strict=True):
+            core = self.cores[i]
+            core.dropped = int(self.dropped[i])
+            beat = core.heartbeat(
+                now, cpu_pct=18.0 + 30.0 * load, mem_mb=memory + 10.0 * load, temperature_c=46.0 + 8.0 * load
+            )
+            self._produce(topic, beat.key, beat.value)
         self.stats.heartbeats += beats.size
-        self.errors_since_hb[beats] = 0
-        self.conf_sum[beats] = 0.0
-        self.conf_n[beats] = 0
         self.next_hb[beats] = now + self.hb_interval[beats]
 
 
