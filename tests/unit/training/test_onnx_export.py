@@ -139,3 +139,30 @@ def test_the_parity_rule_allows_ties_and_a_tenth_of_a_percent_of_split_point_fli
     assert (parity.class_differs, parity.probabilities_differ) == (0, 1)
     assert allowed_mismatches(999) == 0 and allowed_mismatches(1000) == 1
     assert not compare(drifted[:999], source[:999]).ok
+
+
+def test_a_converter_that_names_its_probability_output_differently_is_renamed_to_the_contract() -> None:
+    from onnx import TensorProto, helper
+
+    from edgeloop.training.onnx_export import _keep_only_probabilities
+
+    source = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, 3])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Softmax", [INPUT_NAME], ["output_probability"], axis=1),
+            helper.make_node("ArgMax", ["output_probability"], ["output_label"], axis=1, keepdims=0),
+        ],
+        "other-converter",
+        [source],
+        [
+            helper.make_tensor_value_info("output_label", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("output_probability", TensorProto.FLOAT, [None, 3]),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    _keep_only_probabilities(proto, "test")
+
+    assert [o.name for o in proto.graph.output] == [PROBABILITIES_OUTPUT]
+    answered = onnx_probabilities(proto.SerializeToString(), np.asarray([[0.0, 0.0, 0.0]], dtype=np.float32))
+    assert answered[0].tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3])
