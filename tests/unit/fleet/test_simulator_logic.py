@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +88,7 @@ def booted(spec: PipelineSpec) -> Iterator[tuple[FleetSimulator, Wire, CachedMod
 
 def settle(sim: FleetSimulator) -> None:
     """Let the model loads the harness started finish, and hand the models to their devices."""
-    for future in list(sim.loading.values()):
-        future.result(timeout=10)
+    wait(list(sim.loading.values()), timeout=10)
     sim._finish_loads(NOW)
 
 
@@ -228,6 +227,30 @@ def test_a_restart_restores_each_twin_and_replays_only_what_a_device_missed(
     fresh = sim.cores[sim.index_of["plant-north-00002"]]  # no twin yet: catches up on the whole log
     assert fresh.model_version == "3" and fresh.config["telemetry_interval_s"] == 2.0
     assert [json.loads(e)["kind"] for e in wire.of("plant-north-00002", sim.topics["errors"])] == ["bad_config"]
+
+
+def test_a_version_is_loaded_once_for_every_device_that_runs_it(spec: PipelineSpec) -> None:
+    provider = baseline_provider(sensor_profile(spec), every_version=True, faults={"7": "load_error"})
+    loads: list[str] = []
+    load = provider.load
+    provider.load = lambda version: loads.append(version) or load(version)  # type: ignore[method-assign]
+    sim = FleetSimulator(spec, NO_BROKER, provider, KEY, SimulatorOptions(devices=10), clock=lambda: NOW)
+    wire = Wire()
+    sim.producer = wire  # type: ignore[assignment]
+    sim.executor = ThreadPoolExecutor(max_workers=1)
+    sim.boot({}, [], NOW)
+    for offset, (target, version) in enumerate([(Target("all"), "5"), (Target("group", "plant-north"), "7")]):
+        sim.on_control(new_assignment(target, model_version=version).to_wire(KEY), offset, NOW)
+        settle(sim)
+    sim.executor.shutdown()
+    assert loads == ["0", "5", "7"]
+    assert len({id(c.model) for c in sim.cores}) == 1 and sim.cores[0].model_version == "5"
+    north = [d for d in sim.device_ids if d.startswith("plant-north")]
+    reported = [json.loads(wire.of(d, sim.state_topic)[-1])["reported"] for d in north]
+    assert {(r["model_version"], r["status"]) for r in reported} == {("5", "failed")}  # the current one serves
+    assert all("version 7: injected load failure" in r["reason"] for r in reported)
+    reports = [json.loads(wire.of(d, sim.topics["errors"])[-1]) for d in north]
+    assert {r["kind"] for r in reports} == {"model_load"}
 
 
 def test_a_crashing_model_is_an_inference_error_of_each_device(spec: PipelineSpec) -> None:
