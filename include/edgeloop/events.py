@@ -14,7 +14,6 @@ This module is imported by DAG files and by the triggerer: keep it light.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -22,9 +21,12 @@ from typing import Any
 from airflow.providers.apache.kafka.triggers.shared_stream import KafkaSharedStreamTrigger
 from airflow.triggers.base import TriggerEvent
 
+from edgeloop.contract.safejson import JsonRefused, loads_bounded
+
 log = logging.getLogger(__name__)
 
 ALERT_KINDS = ("backlog", "drift", "device", "rollout", "annotation", "model")
+MAX_ALERT_BYTES = 256 * 1024
 
 
 class AlertError(ValueError):
@@ -32,22 +34,35 @@ class AlertError(ValueError):
 
 
 def parse_alert(value: bytes | str | None) -> dict[str, Any]:
-    """Decode one alert message; raise AlertError naming what is wrong."""
+    """Decode one alert message; raise AlertError (only) naming what is wrong.
+
+    Size and nesting are capped before decoding (anyone who can write to the topic can
+    publish); `groups`, when given, is a list of strings and `window` an object.
+    """
     if value is None:
         raise AlertError("empty message (tombstone)")
     try:
-        text = value.decode("utf-8") if isinstance(value, bytes) else value
-        alert = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AlertError(f"not JSON: {exc}") from exc
+        alert = loads_bounded(value, max_bytes=MAX_ALERT_BYTES)
+    except JsonRefused as exc:
+        raise AlertError(str(exc)) from None
     if not isinstance(alert, dict):
         raise AlertError("an alert must be a JSON object")
     kind = alert.get("kind")
-    if kind not in ALERT_KINDS:
-        raise AlertError(f"kind: {kind!r} is not one of {list(ALERT_KINDS)}")
+    if not isinstance(kind, str) or kind not in ALERT_KINDS:
+        raise AlertError(f"kind: {_shown(kind)} is not one of {list(ALERT_KINDS)}")
     if not isinstance(alert.get("pipeline"), str):
         raise AlertError("pipeline: missing or not a string")
+    groups = alert.get("groups")
+    if groups is not None and not (isinstance(groups, list) and all(isinstance(g, str) for g in groups)):
+        raise AlertError("groups: not a list of group names")
+    if alert.get("window") is not None and not isinstance(alert["window"], dict):
+        raise AlertError("window: not an object with start and end")
     return alert
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def alert_matches(alert: dict[str, Any], pipeline: str, kinds: Sequence[str]) -> bool:

@@ -10,10 +10,14 @@ input, so callers catch one type.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 DEFAULT_MAX_BYTES = 1 << 20
 DEFAULT_MAX_DEPTH = 32
+# `json.loads` turns an unpaired \\ud800 escape into a str that UTF-8 cannot encode: signing,
+# hashing or storing it raises later, far from the parser.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class JsonRefused(ValueError):
@@ -71,9 +75,17 @@ def loads_bounded(
         raise JsonRefused(f"nested more than the limit of {max_depth} levels deep")
     try:
         text = raw.decode("utf-8")
-        return json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise JsonRefused(f"not JSON: {exc}") from None
+    if has_surrogate_escape(raw) and _has_lone_surrogate(value):
+        raise JsonRefused("not JSON text: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+    return value
+
+
+def has_surrogate_escape(data: bytes) -> bool:
+    """Whether `data` holds a \\uD800-\\uDFFF escape (paired or not): readers disagree on what it means."""
+    return _SURROGATE_ESCAPE.search(data) is not None
 
 
 def too_deep(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> bool:
@@ -90,6 +102,15 @@ def loads_object(data: bytes | bytearray | str | None, **limits: int) -> dict[st
     if not isinstance(body, dict):
         raise JsonRefused(f"not a JSON object but {type(body).__name__}")
     return body
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a decoded value holds a string that cannot be encoded as UTF-8 (an unpaired \\udXXX escape)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _refuse_constant(name: str) -> Any:

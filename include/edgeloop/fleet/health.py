@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edgeloop.contract.messages import device_message, iso_ms, parse_iso
+from edgeloop.contract.messages import MAX_DEVICE_MESSAGE_BYTES, device_message, iso_ms, parse_iso
+from edgeloop.contract.safejson import JsonRefused, loads_object
 from edgeloop.fleet.control import DeviceStates, publish_messages, read_device_states
 from edgeloop.fleet.topics import TopicMissing, TopicRecord, read_topic
 from edgeloop.spec import PipelineSpec
@@ -62,22 +63,40 @@ class BadFeedback(ValueError):
     """A heartbeat or error report that cannot be read; the message names the field."""
 
 
+_MAX_COUNTER = 2**53  # counters past this cannot be told apart as floats
+
+
+def _number(body: dict[str, Any], name: str, where: str, default: float, low: float, high: float) -> float:
+    """A finite number in [low, high] (missing or null: `default`); raise BadFeedback naming the field."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadFeedback(f"{where}.{name}: {type(value).__name__} is not a number")
+    if not low <= value <= high:  # NaN and infinities never reach here: the decoder refuses them
+        raise BadFeedback(f"{where}.{name}: {value!r} is outside [{low:g}, {high:g}]")
+    return float(value)
+
+
 def parse_heartbeat(record: TopicRecord) -> Heartbeat:
-    body = device_message(record.value, f"health[{record.partition}@{record.offset}]", BadFeedback)
-    try:
-        return Heartbeat(
-            device_id=body["device_id"],
-            group_id=body["group_id"],
-            seen_ms=record.timestamp_ms,
-            interval_s=float(body.get("interval_s") or 10.0),
-            records=int(body.get("records") or 0),
-            errors=int(body.get("errors") or 0),
-            uptime_s=float(body.get("uptime_s") or 0.0),
-            model_version=body.get("model_version"),
-            confidence_mean=None if body.get("confidence_mean") is None else float(body["confidence_mean"]),
-        )
-    except (TypeError, ValueError) as exc:
-        raise BadFeedback(f"health offset {record.offset}: {exc}") from exc
+    """One heartbeat, every field checked by type and range; raise BadFeedback naming the field."""
+    where = f"health[{record.partition}@{record.offset}]"
+    body = device_message(record.value, where, BadFeedback)
+    model_version = body.get("model_version")
+    if model_version is not None and not isinstance(model_version, str):
+        raise BadFeedback(f"{where}.model_version: {type(model_version).__name__} is not a string")
+    confidence = body.get("confidence_mean")
+    return Heartbeat(
+        device_id=body["device_id"],
+        group_id=body["group_id"],
+        seen_ms=record.timestamp_ms,
+        interval_s=_number(body, "interval_s", where, 10.0, 0.001, 86_400.0),
+        records=int(_number(body, "records", where, 0, 0, _MAX_COUNTER)),
+        errors=int(_number(body, "errors", where, 0, 0, _MAX_COUNTER)),
+        uptime_s=_number(body, "uptime_s", where, 0.0, 0, 10 * 365 * 86_400.0),
+        model_version=model_version,
+        confidence_mean=None if confidence is None else _number(body, "confidence_mean", where, 0.0, 0.0, 1.0),
+    )
 
 
 @dataclass
@@ -191,11 +210,11 @@ def summarize_fleet(
         if not window_start <= record.timestamp_ms <= now_ms:
             continue
         try:
-            body = json.loads(record.value or b"")
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = loads_object(record.value, max_bytes=MAX_DEVICE_MESSAGE_BYTES)
+        except JsonRefused:
             bad_feedback += 1
             continue
-        if not isinstance(body, dict) or not isinstance(body.get("device_id"), str):
+        if not isinstance(body.get("device_id"), str):
             bad_feedback += 1
             continue
         state = states.devices.get(body["device_id"])

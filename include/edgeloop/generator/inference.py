@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from edgeloop.contract.safejson import JsonRefused, loads_bounded
 from edgeloop.generator.templates import Template
 from edgeloop.spec import FieldRole, FieldType
 
@@ -44,6 +45,7 @@ REQUIRED_ROLES: tuple[FieldRole, ...] = ("record_id", "device_id", "group_id", "
 _ID_ROLES = ("record_id", "device_id", "group_id")
 MAX_PROBLEMS = 20
 MAX_LABELS = 20
+MAX_SAMPLE_BYTES = 1 << 20  # a sampled message larger than this is a problem, not a record
 
 
 @dataclass(frozen=True)
@@ -129,12 +131,14 @@ def decode_samples(messages: Iterable[SampleMessage]) -> tuple[list[dict[str, An
             problems.append(f"{where}: empty message (tombstone)")
             continue
         try:
-            body = json.loads(message.value.decode("utf-8"))
+            message.value.decode("utf-8")
         except UnicodeDecodeError:
             problems.append(f"{where}: not UTF-8 text")
             continue
-        except json.JSONDecodeError as exc:
-            problems.append(f"{where}: not JSON ({exc.msg}, character {exc.pos})")
+        try:
+            body = loads_bounded(message.value, max_bytes=MAX_SAMPLE_BYTES)
+        except JsonRefused as exc:
+            problems.append(f"{where}: {exc}")
             continue
         if not isinstance(body, dict):
             problems.append(f"{where}: a JSON {type(body).__name__}, not an object")

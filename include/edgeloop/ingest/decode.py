@@ -7,10 +7,11 @@ names exactly what is wrong. Whether a record is accepted depends on its own byt
 only, never on the batch it arrived in, so re-running a flush gives the same rows.
 
 Arrow's reader only ever sees lines that start with `{` and end with `}`, hold no line
-break and nest at most `MAX_DEPTH` deep; every other value goes to the Python validator.
-The reader crashes the process (SIGSEGV, pyarrow 25) on a buffer whose first value is
-`null`, and it reads a line such as `{...} null` or a blank line as a different number
-of rows than records, so one hostile message could stop a partition or shift rows.
+break, are valid UTF-8 without surrogate escapes (\\ud800 to \\udfff) and nest at most
+`MAX_DEPTH` deep; every other value goes to the Python validator. The reader crashes the
+process (SIGSEGV, pyarrow 25) on a buffer whose first value is `null`, reads a line such
+as `{...} null` or a blank line as a different number of rows than records (rows could
+shift), and passes invalid UTF-8 inside strings through to the table.
 
 Rules: a value must be one UTF-8 JSON object; fields of the schema are checked by type
 (`int` takes integer literals only, `float` takes any finite number, `timestamp` takes an
@@ -40,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from edgeloop.contract.safejson import JsonRefused, loads_bounded, too_deep
+from edgeloop.contract.safejson import JsonRefused, has_surrogate_escape, loads_bounded, too_deep
 from edgeloop.spec import DEFAULT_DEVICE_ID_PATTERN, FieldSpec, PipelineSpec
 
 BadKind = Literal["empty", "oversized", "undecodable", "invalid_json", "schema", "field"]
@@ -181,8 +182,20 @@ def _arrow_safe(value: bytes) -> bool:
         and value[-1:] == b"}"
         and b"\n" not in value
         and b"\r" not in value
+        and _is_utf8(value)
+        and not has_surrogate_escape(value)
         and not too_deep(value, MAX_DEPTH)
     )
+
+
+def _is_utf8(data: bytes) -> bool:
+    if data.isascii():  # the common case, without decoding
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _join_if_all_plain(values: Sequence[bytes | None], limit: int) -> bytes | None:
@@ -194,6 +207,8 @@ def _join_if_all_plain(values: Sequence[bytes | None], limit: int) -> bytes | No
         return None
     joined = b"\n".join(values)  # type: ignore[arg-type]
     if joined.count(b"\n") != len(values) - 1 or b"\r" in joined:
+        return None
+    if not _is_utf8(joined) or has_surrogate_escape(joined):
         return None
     data = np.frombuffer(joined, dtype=np.uint8)
     lasts = np.cumsum(lengths + 1) - 2  # the byte before each line break (and the last byte)

@@ -100,13 +100,15 @@ def test_undecodable_messages_are_named_by_offset_and_the_rest_is_used() -> None
     records[4] = b"\xff\xfe{not utf-8"
     records[6] = None  # tombstone
     records[8] = [1, 2, 3]  # JSON, but not an object
+    records[9] = b'{"device_id": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"  # 100 KB deep
     schema = infer_schema(messages(records), PM)
-    assert (schema.sampled, schema.decoded) == (10, 6)
+    assert (schema.sampled, schema.decoded) == (10, 5)
     assert schema.problems == [
-        "partition 0 offset 2: not JSON (Unterminated string starting at, character 23)",
+        "partition 0 offset 2: not JSON: Unterminated string starting at: line 1 column 24 (char 23)",
         "partition 0 offset 4: not UTF-8 text",
         "partition 0 offset 6: empty message (tombstone)",
         "partition 0 offset 8: a JSON list, not an object",
+        "partition 0 offset 9: nested more than the limit of 32 levels deep",
     ]
     assert by_name(schema)["rpm"].type == "float"
 

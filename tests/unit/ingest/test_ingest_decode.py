@@ -279,3 +279,19 @@ def test_the_device_id_rule_comes_from_the_spec() -> None:
     decoded = decode_records([device_record(device_id="gw-0001"), device_record(device_id="gw-00001")], schema)
     assert [(b.position, b.kind) for b in decoded.bad] == [(1, "field")]
     assert "does not match 'gw-\\\\d{4}' within 7 characters" in decoded.bad[0].reason
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "reason"),
+    [
+        (device_record().replace(b"plant-north-0007", b"\x80lant-north-0007"), "undecodable", "not UTF-8"),
+        (device_record(device_id="\ud800x"), "invalid_json", "lone UTF-16 surrogate"),
+        (device_record(device_id="\U0001f600"), "field", "'device_id' (device_id)"),
+    ],
+)
+def test_strings_arrow_would_pass_through_are_judged_by_the_validator(value: bytes, kind: str, reason: str) -> None:
+    """Arrow's reader keeps invalid UTF-8 inside strings; such values never take the fast path."""
+    decoded = decode_records([device_record(), value], ROLES, [PRODUCED_MS] * 2)
+    assert decoded.indices.to_pylist() == [0]
+    assert [(b.position, b.kind) for b in decoded.bad] == [(1, kind)]
+    assert reason in decoded.bad[0].reason
