@@ -215,6 +215,19 @@ def queue_at_rest(state_dir: Path) -> QueueAtRest:
         outbox.close()
 
 
+def has_inflight_note(state_dir: Path) -> bool:
+    """Whether a running agent's sender has a batch in flight (its note in the outbox), read without locking."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{state_dir / 'outbox.sqlite'}?mode=ro", uri=True, timeout=0.5)
+    try:
+        return db.execute("SELECT 1 FROM meta WHERE name = 'inflight'").fetchone() is not None
+    except sqlite3.OperationalError:  # busy for a moment: not seen this time
+        return False
+    finally:
+        db.close()
+
+
 @dataclass
 class AgentProcess:
     """One `python -m edgeloop.edge.agent --config <file>` process, restartable on the same config and state."""
@@ -255,6 +268,15 @@ class AgentProcess:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGKILL)
         self.exit_codes.append(self.process.wait(30))
+
+    def kill_in_flight(self, within: float) -> bool:
+        """SIGKILL as soon as a batch is in flight (sent, not yet acknowledged), or at `within` s; True if in flight."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and not has_inflight_note(self.state_dir):
+            time.sleep(0.002)
+        caught = has_inflight_note(self.state_dir)
+        self.kill()
+        return caught
 
     def terminate(self) -> None:
         """SIGTERM by pid (the agent drains and saves its state); `wait` collects the exit code."""

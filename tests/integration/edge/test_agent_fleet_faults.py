@@ -3,7 +3,8 @@
 Given 20 `edgeloop.edge.agent` processes on loopback (the demo spec's three groups, each
 agent replaying its own readings at 5 per second, on the baseline model "0") and this
 test's own Kafka broker, when model "1" is rolled out from the stack's S3 to every group,
-five agents are killed with SIGKILL mid-stream, the broker is killed and kept down for
+five agents are killed with SIGKILL mid-stream (each the moment its sender has a batch in
+flight, as far as the test sees within 10 s), the broker is killed and kept down for
 more than 60 s while the other fifteen keep scoring into their queues, then the broker and
 the five agents are started again (same configs, same state folders), everything drains
 and every agent is stopped with SIGTERM, then the telemetry topic holds every record each
@@ -156,9 +157,9 @@ def test_every_record_lands_once_through_kill_9_and_a_broker_outage(
             timeout=60,
         )
 
-        # Mid-stream: kill -9 five agents, then kill the broker and keep it down for more than a minute.
-        for agent in victims:
-            agent.kill()
+        # Mid-stream: kill -9 five agents (each while a batch is in flight, if that is seen within 10 s),
+        # then kill the broker and keep it down for more than a minute.
+        figures["killed_in_flight"] = sum(agent.kill_in_flight(within=10.0) for agent in victims)
         killed_at = time.time()
         at_kill = {a.device_id: queue_at_rest(a.state_dir) for a in victims}
         private_kafka.kill()
