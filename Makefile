@@ -118,6 +118,10 @@ test-e2e: install ## the real scheduler, dag-processor and triggerer end to end
 test-loop: install ## the closed loop end to end (drift -> new champion on every device; bad model rolled back)
 	@$(call run_pytest,tests/e2e/test_closed_loop.py -q -m loop)
 
+.PHONY: fuzz
+fuzz: $(VENV)/.installed ## fuzz every parser at a trust boundary with Hypothesis for FUZZ_MINUTES (10); not in make test
+	$(PY) -m tests.helpers.fuzz --minutes $(or $(FUZZ_MINUTES),10)
+
 # --- benchmarks (not part of make test) -----------------------------------------------------
 
 .PHONY: bench-parse

@@ -252,7 +252,8 @@ def parse_assignment(value: bytes | None, key: bytes, groups: Collection[str]) -
     signature = body.get("signature")
     if not isinstance(signature, str) or not signature:
         raise ControlRejected("signature: missing (unsigned message)", control_id=control_id, target=target)
-    if not hmac.compare_digest(signature, sign(body, key)):
+    # Bytes: compare_digest raises TypeError on str with non-ASCII characters.
+    if not hmac.compare_digest(signature.encode("utf-8", "surrogatepass"), sign(body, key).encode()):
         raise ControlRejected("signature: does not match the control key", control_id=control_id, target=target)
     try:
         return _assignment_from(body, groups)

@@ -301,8 +301,15 @@ def _confidence(
 def _evidently_frame(frame: pd.DataFrame, columns: list[str], categorical: set[str]) -> pd.DataFrame:
     out = frame[columns].copy()
     for column in categorical:
-        out[column] = out[column].astype("object").where(out[column].notna(), None)
+        values = out[column].astype("object").where(out[column].notna(), None)
+        out[column] = values.map(_inert, na_action="ignore")
     return out
+
+
+def _inert(value: Any) -> Any:
+    """A category as Evidently may embed it: its HTML report puts values unescaped in an inline script,
+    so a device value such as `</script><script>...` would run in the reader's browser. `<` is shown as U+FF1C."""
+    return value.replace("<", "\uff1c") if isinstance(value, str) else value
 
 
 def _run_evidently(

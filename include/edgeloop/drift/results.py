@@ -8,6 +8,7 @@ written last: when it exists, the run's reports are complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -46,8 +47,16 @@ def summary_key(spec: PipelineSpec, run_id: str) -> str:
 
 
 def report_key(spec: PipelineSpec, run_id: str, stratum: Stratum) -> str:
-    name = "fleet" if stratum.kind == "fleet" else f"{stratum.kind}={safe_segment(stratum.name)}"
+    name = "fleet" if stratum.kind == "fleet" else f"{stratum.kind}={_stratum_segment(stratum.name)}"
     return f"{run_prefix(spec, run_id)}/{name}.html"
+
+
+def _stratum_segment(name: str) -> str:
+    """`safe_segment` of a group or model version, or a digest when a device sent a name with no usable character."""
+    try:
+        return safe_segment(name)[:80]
+    except ValueError:
+        return "_" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _round(value: float | None, digits: int = 6) -> float | None:

@@ -73,6 +73,10 @@ def test_device_and_all_targets() -> None:
         (signed({**valid_body(), "type": "reboot"}), "type"),
         (signed({**valid_body(), "id": ""}), "id:"),
         (signed({**valid_body(), "issued_at": "yesterday"}), "issued_at"),
+        (json.dumps({**valid_body(), "signature": "hmac-sha256:\u00e9"}).encode(), "does not match the control key"),
+        (json.dumps({**valid_body(), "id": "\ud800"}).encode(), "lone UTF-16 surrogate"),
+        (b'{"id": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "more than the limit of 65536"),
+        (b'{"id": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "nested more than the limit of 32"),
     ],
 )
 def test_bad_control_messages_are_rejected_with_a_reason(value: bytes | None, reason: str) -> None:
