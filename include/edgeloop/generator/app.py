@@ -2,9 +2,11 @@
 
 Every route needs a logged-in Airflow user (a JWT as `Authorization: Bearer` or the UI's
 `_token` cookie; none gives 401). Reading needs the right to read DAGs; creating,
-changing or deleting a pipeline needs the right to edit DAGs (403 otherwise). Both are
-Airflow's own security dependencies, passed in as an `Access` so unit tests can give
-fake users; `airflow_access()` is what the plugin uses.
+changing or deleting a pipeline needs the right to edit every DAG of that pipeline (its
+`dag_ids`), and a drift report the right to read them (403 otherwise). The DAG ids always
+come from the pipeline the request acts on, never from a query parameter. Airflow's auth
+manager answers, through an `Access` so unit tests can give fake users; `airflow_access()`
+is what the plugin uses.
 
 The page is one HTML file and one vanilla JS file, served from memory; it talks to the
 `/api` routes below and, to run a DAG, to Airflow's public REST API with the same login.
@@ -75,6 +77,16 @@ PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'"
 )
+# Drift reports hold device values. `sandbox` gives them an opaque origin: no Airflow cookie,
+# storage or same-origin request, whatever runs. Evidently's own inline scripts draw the
+# report (allow-scripts); nothing may be fetched or sent anywhere (connect-src, form-action).
+REPORT_CSP = (
+    "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
+    "style-src 'unsafe-inline'; img-src data:; font-src data:; connect-src 'none'; form-action 'none'; "
+    "base-uri 'none'; frame-ancestors 'self'"
+)
+REPORT_INDEX_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+REPORT_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"}
 
 
 @dataclass(frozen=True)
@@ -106,8 +118,8 @@ class Access:
 
     user: Callable[..., Any]
     can_read: Callable[..., Any]
-    can_edit: Callable[..., Any]
     may_edit: Callable[[Any], bool]
+    may_access_dags: Callable[[Any, str, Sequence[str]], bool]  # (user, "GET" or "PUT", DAG ids)
     username: Callable[[Any], str]
     readable_dags: Callable[[Any], set[str] | None]
     login_url: Callable[[str], str]
@@ -116,10 +128,20 @@ class Access:
 def airflow_access() -> Access:
     """Airflow's own authentication (JWT in a header or the UI cookie) and DAG permissions."""
     from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.api_fastapi.core_api.security import GetUserDep, get_user
+
+    def can_read(user: GetUserDep) -> None:
+        # Not requires_access_dag: it would take a `dag_id` from the query string.
+        if not get_auth_manager().is_authorized_dag(method="GET", user=user):
+            raise HTTPException(status_code=403, detail="Forbidden")
 
     def may_edit(user: Any) -> bool:
         return bool(get_auth_manager().is_authorized_dag(method="PUT", user=user))
+
+    def may_access_dags(user: Any, method: str, dag_ids: Sequence[str]) -> bool:
+        requests: list[Any] = [{"method": method, "details": DagDetails(id=dag_id)} for dag_id in dag_ids]
+        return bool(get_auth_manager().batch_is_authorized_dag(requests, user=user))
 
     def readable_dags(user: Any) -> set[str] | None:
         return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET"))
@@ -129,9 +151,9 @@ def airflow_access() -> Access:
 
     return Access(
         user=get_user,
-        can_read=requires_access_dag(method="GET"),
-        can_edit=requires_access_dag(method="PUT"),
+        can_read=can_read,
         may_edit=may_edit,
+        may_access_dags=may_access_dags,
         username=lambda user: str(user.get_name()),
         readable_dags=readable_dags,
         login_url=login_url,
@@ -302,7 +324,6 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
     static = _static_files()
     checked: dict[tuple[str, str], CheckResult] = {}
     read_deps = [Depends(access.can_read)]
-    edit_deps = [Depends(access.can_edit)]
     User = Annotated[Any, Depends(access.user)]
     folder = settings.pipelines_dir
 
@@ -328,6 +349,12 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
             {"location": _field_path(e["loc"][1:]) or str(e["loc"][0]), "message": e["msg"]} for e in exc.errors()
         ]
         return JSONResponse({"message": "invalid request", "errors": errors}, status_code=422)
+
+    def require_dags(user: Any, method: str, name: str) -> None:
+        """403 unless the user may `method` every DAG of pipeline `name` (ids from the name, never the request)."""
+        if not access.may_access_dags(user, method, dag_ids(name)):
+            verb = "edit" if method == "PUT" else "read"
+            raise _problem(403, f"you may not {verb} the DAGs of pipeline '{name}'")
 
     def check(stored: StoredSpec) -> CheckResult:
         key = (stored.name, stored.version)
@@ -395,6 +422,7 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
         from edgeloop.connections import s3_client
 
         spec, prefix = _report_location(name, run)
+        require_dags(user, "GET", name)
         s3 = s3_client(spec.connections.s3)
         listing = s3.list_objects_v2(Bucket=spec.storage.bucket, Prefix=f"{prefix}/")
         files = sorted(obj["Key"].rsplit("/", 1)[-1] for obj in listing.get("Contents", []))
@@ -406,7 +434,8 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
             with contextlib.suppress(ValueError):
                 summary = json.loads(body)
         return HTMLResponse(
-            render_report_index(name, run, files, summary), headers={"Content-Security-Policy": PAGE_CSP}
+            render_report_index(name, run, files, summary),
+            headers={**REPORT_HEADERS, "Content-Security-Policy": REPORT_INDEX_CSP},
         )
 
     @app.get("/reports/{name}/{run}/{report}", dependencies=read_deps, tags=["reports"], responses=_errors(404, 422))
@@ -417,13 +446,14 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
         if not re.fullmatch(r"[A-Za-z0-9._=-]{1,120}\.(html|json)", report):
             raise _problem(422, "a report is an .html or .json file name")
         spec, prefix = _report_location(name, run)
+        require_dags(user, "GET", name)
         key = f"{prefix}/{report}"
         try:
             body = s3_client(spec.connections.s3).get_object(Bucket=spec.storage.bucket, Key=key)["Body"].read()
         except Exception as exc:
             raise _problem(404, f"no report at s3://{spec.storage.bucket}/{key}") from exc
         media = "text/html; charset=utf-8" if report.endswith(".html") else "application/json"
-        return Response(body, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
+        return Response(body, media_type=media, headers={**REPORT_HEADERS, "Content-Security-Policy": REPORT_CSP})
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -657,17 +687,25 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
     # --- writing ---------------------------------------------------------------------------
 
     @app.post(
-        "/api/pipelines", dependencies=edit_deps, status_code=201, tags=["pipelines"], responses=_errors(409, 422, 503)
+        "/api/pipelines", dependencies=read_deps, status_code=201, tags=["pipelines"], responses=_errors(409, 422, 503)
     )
     def create(body: CreateRequest, user: User) -> dict[str, Any]:
-        """Create a pipeline: validate, write `<name>.yaml` atomically, create its missing Kafka topics."""
+        """Create a pipeline: validate, write `<name>.yaml` atomically, create its missing Kafka topics.
+
+        Needs the right to edit every DAG the new pipeline makes.
+        """
         if (body.text is None) == (body.draft is None):
             raise _problem(422, "give either 'text' (spec YAML) or 'draft', not both or neither")
+        if body.draft is not None:
+            require_dags(user, "PUT", body.draft.name)
         text = body.text if body.text is not None else _render(body.draft)  # type: ignore[arg-type]
         result = check_spec_text(text)
         if result.spec is None:
+            if not access.may_edit(user):  # no pipeline name to check against: who may edit DAGs at all
+                raise _problem(403, "you may not create pipelines")
             raise _invalid(result)
         spec = result.spec
+        require_dags(user, "PUT", spec.name)
         with _store_errors("write"):
             stored = create_spec_file(folder, spec.name, text)
         log.info("pipeline %s created by %s (version %s)", spec.name, access.username(user), stored.version)
@@ -687,9 +725,10 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
             "warnings": warnings,
         }
 
-    @app.put("/api/pipelines/{name}", dependencies=edit_deps, tags=["pipelines"], responses=_errors(404, 409, 422, 503))
+    @app.put("/api/pipelines/{name}", dependencies=read_deps, tags=["pipelines"], responses=_errors(404, 409, 422, 503))
     def update(name: PipelineName, body: UpdateRequest, user: User) -> dict[str, Any]:
         """Save an edit made from `version`; 409 if the spec changed since (someone else saved first)."""
+        require_dags(user, "PUT", name)
         result = check_spec_text(body.text, name)
         if result.spec is None:
             raise _invalid(result)
@@ -707,7 +746,7 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
 
     @app.delete(
         "/api/pipelines/{name}",
-        dependencies=edit_deps,
+        dependencies=read_deps,
         status_code=204,
         tags=["pipelines"],
         responses=_errors(404, 409, 422, 503),
@@ -718,6 +757,7 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
         version: Annotated[str, Query(pattern=VERSION_PATTERN, description="the version you mean to delete")],
     ) -> Response:
         """Delete a spec (its DAGs disappear after the next parse; data and topics stay)."""
+        require_dags(user, "PUT", name)
         with _store_errors("delete"):
             delete_spec_file(folder, name, version)
         log.info("pipeline %s deleted by %s (version %s)", name, access.username(user), version)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,16 +25,18 @@ REPO = Path(__file__).resolve().parents[3]
 DEMO_SPEC = REPO / "include" / "pipelines" / "factory_maintenance.yaml"
 PREFIX = "/edgeloop/generator"
 
-# Fake users: the header names the user; "admin" may edit, "viewer" may only read.
+# Fake users: the header names the user; "admin" may edit, "viewer" may only read, and "alice"
+# (a per-DAG auth manager's user) may read every DAG but edit only those of pipeline "alices_line".
 ADMIN = {"X-Test-User": "admin"}
 VIEWER = {"X-Test-User": "viewer"}
+ALICE = {"X-Test-User": "alice"}
 
 
 def _user(request: Request) -> str:
     name = request.headers.get("X-Test-User")
     if not name:
         raise HTTPException(status_code=401, detail="Not authenticated")
-    if name not in ("admin", "viewer"):
+    if name not in ("admin", "viewer", "alice"):
         raise HTTPException(status_code=403, detail="Invalid JWT token")
     return name
 
@@ -43,16 +45,17 @@ def _can_read(request: Request) -> None:
     _user(request)
 
 
-def _can_edit(request: Request) -> None:
-    if _user(request) != "admin":
-        raise HTTPException(status_code=403, detail="Forbidden")
+def _may_access_dags(user: str, method: str, dag_ids: Sequence[str]) -> bool:
+    if method == "GET" or user == "admin":
+        return True
+    return user == "alice" and all(d.startswith("alices_line__") for d in dag_ids)
 
 
 FAKE_ACCESS = Access(
     user=_user,
     can_read=_can_read,
-    can_edit=_can_edit,
     may_edit=lambda user: user == "admin",
+    may_access_dags=_may_access_dags,
     username=str,
     readable_dags=lambda user: None,
     login_url=lambda next_url: f"/auth/login?next={next_url}",
