@@ -142,6 +142,9 @@ def build_ingest(spec: PipelineSpec) -> DAG:
     params = {
         "topics": Param(list(spec.topics.ingest), type="array", description="topics to ingest (short names)"),
         "max_records": Param(spec.ingest.max_records, type="integer", minimum=1, description="record budget per topic"),
+        "accept_lost_offsets": Param(
+            False, type="boolean", description="go on past offsets Kafka deleted (retention) before they were ingested"
+        ),
     }
     schedule = AssetOrTimeSchedule(timetable=timetable(spec.ingest.schedule or "15m"), assets=[backlog_asset(spec)])
     with _dag(spec, "ingest", schedule, params) as dag:
@@ -167,6 +170,7 @@ def build_ingest(spec: PipelineSpec) -> DAG:
                 consumer_config=clients.kafka(),
                 s3=clients.s3(),
                 max_records=int(context["params"].get("max_records") or spec.ingest.max_records),
+                accept_lost_offsets=bool(context["params"].get("accept_lost_offsets")),
             )
             push_metrics(spec, context, lambda batch: record_ingest_metrics(batch, result), topic=spec.topic(topic))
             return result

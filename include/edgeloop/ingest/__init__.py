@@ -17,7 +17,7 @@ from edgeloop.ingest.keys import (
 )
 from edgeloop.ingest.metrics import ingest_metrics, record_ingest_metrics
 from edgeloop.ingest.progress import FlushMarker, PartitionProgress, read_progress
-from edgeloop.ingest.run import INGESTIBLE, FlushConflictError, IngestError, ingest_topic
+from edgeloop.ingest.run import INGESTIBLE, FlushConflictError, IngestError, OffsetsLostError, ingest_topic
 
 __all__ = [
     "INGESTIBLE",
@@ -25,6 +25,7 @@ __all__ = [
     "FlushMarker",
     "IngestError",
     "OffsetRange",
+    "OffsetsLostError",
     "PartitionProgress",
     "RecordSchema",
     "deadletter_object_key",

@@ -64,6 +64,10 @@ class FlushConflictError(IngestError):
     """Another run stored a different flush from the same offset (two runs at once, or changed decoding)."""
 
 
+class OffsetsLostError(IngestError):
+    """Kafka deleted offsets (retention) before they were ingested; the message names the range."""
+
+
 StepHook = Callable[[str], None]
 
 
@@ -144,6 +148,7 @@ def ingest_topic(
     retry: RetryPolicy = DEFAULT_RETRY,
     upload_workers: int = 4,
     on_step: StepHook | None = None,
+    accept_lost_offsets: bool = False,
 ) -> dict[str, Any]:
     """Move new records of one of the pipeline's topics (`telemetry`, `health`, `errors`) to object storage.
 
@@ -153,6 +158,9 @@ def ingest_topic(
     `s3` a boto3 S3 client. Returns a small JSON-able summary: object keys, counts,
     lag per partition, duration. `on_step` is called after each durable step
     ("consumed", "marker", "object", "committed"); tests use it to crash at exact points.
+    Offsets that retention deleted before they were ingested fail the run (OffsetsLostError
+    naming the range) unless `accept_lost_offsets`: then the run goes on from the topic's
+    first offset and `skipped_by_retention` counts what was lost.
     The record budget counts consumed messages (good and bad) and is checked between
     batches, so a run may read up to one batch (`spec.ingest.batch_size`) past it.
     """
@@ -178,6 +186,7 @@ def ingest_topic(
         retry=retry,
         upload_workers=upload_workers,
         step=step,
+        accept_lost_offsets=accept_lost_offsets,
     )
     try:
         partitions = run.plan()
@@ -224,6 +233,7 @@ class _Run:
         retry: RetryPolicy,
         upload_workers: int,
         step: StepHook,
+        accept_lost_offsets: bool = False,
     ) -> None:
         self.spec = spec
         self.topic = topic
@@ -237,6 +247,7 @@ class _Run:
         self.retry = retry
         self.upload_workers = upload_workers
         self.step = step
+        self.accept_lost_offsets = accept_lost_offsets
         self.partitions: dict[int, _Partition] = {}
         self.skipped: dict[int, int] = {}
         self.totals = _Totals()
@@ -273,13 +284,13 @@ class _Run:
                         f"{self.topic} [{number}]: an interrupted flush from offset {start} cannot be "
                         f"redone, the topic now starts at {low} (retention)"
                     )
-                log.error(
-                    "%s [%d]: offsets %d..%d were deleted by retention before being ingested",
-                    self.topic,
-                    number,
-                    start,
-                    low - 1,
-                )
+                lost = f"{self.topic} [{number}]: offsets {start}..{low - 1} ({low - start} records)"
+                if not self.accept_lost_offsets:
+                    raise OffsetsLostError(
+                        f"{lost} were deleted by retention before they were ingested; run ingest with "
+                        f"accept_lost_offsets to go on from offset {low}"
+                    )
+                log.error("%s were deleted by retention before they were ingested (accepted)", lost)
                 self.skipped[number] = low - start
                 start = low
             part = _Partition(number, start, high, progress.redo)
