@@ -382,15 +382,14 @@ def build_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
                 str(cfg.ports.label_studio),
                 "--host",
                 cfg.url(cfg.ports.label_studio),
-                "--username",
-                "admin@edgeloop.local",
-                "--password",
-                sec.label_studio_password,
-                "--user-token",
-                sec.label_studio_token,
                 "--enable-legacy-api-token",
             ],
+            # The login and token by environment, never on the command line (`ps` shows every argument
+            # to every user; /proc/<pid>/environ only to the process's own user).
             env={
+                "LABEL_STUDIO_USERNAME": "admin@edgeloop.local",
+                "LABEL_STUDIO_PASSWORD": sec.label_studio_password,
+                "LABEL_STUDIO_USER_TOKEN": sec.label_studio_token,
                 "LABEL_STUDIO_BASE_DATA_DIR": str(state / "label-studio"),
                 "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
                 "LATEST_VERSION_CHECK": "false",

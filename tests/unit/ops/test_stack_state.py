@@ -30,3 +30,22 @@ def test_a_running_mlflow_keeps_its_registry(tmp_path: Path) -> None:
     (tmp_path / "pids" / "mlflow.json").write_text(json.dumps({"pid": os.getpid(), "start_ticks": ticks}))
     _forget_registry_without_artifacts(cfg)
     assert (tmp_path / "mlflow" / "mlflow.db").read_bytes() == b"registry"
+
+
+def test_no_secret_is_ever_on_a_service_command_line(tmp_path: Path) -> None:
+    """`ps` shows every process's arguments to every user: secrets go by environment or file."""
+    from dataclasses import astuple
+
+    from edgeloop.devstack.config import Secrets
+    from edgeloop.devstack.services import build_services
+
+    cfg = StackConfig(state_dir=tmp_path, ports=Ports())
+    secrets = Secrets.load_or_create(tmp_path / "secrets.json")
+    services = {s.name: s for s in build_services(cfg, secrets)}
+    for service in services.values():
+        arguments = " ".join(service.command)
+        leaked = [value for value in astuple(secrets) if value and value in arguments]
+        assert not leaked, f"{service.name} has a secret on its command line"
+    label_studio = services["label-studio"].env
+    assert label_studio["LABEL_STUDIO_PASSWORD"] == secrets.label_studio_password
+    assert label_studio["LABEL_STUDIO_USER_TOKEN"] == secrets.label_studio_token
