@@ -1,9 +1,9 @@
 """Control plane helpers: publish assignments, read the device twin, check what is applied.
 
 `push_assignment` publishes one signed assignment on `<prefix>.control` (key = the
-target, e.g. `group:plant-north`). Devices record it as their desired state in
-`<prefix>.device-state` at once, apply it when online, and report the applied
-versions there and in their heartbeats. `apply_progress` reads device-state and
+target, e.g. `group:plant-north`). Each device that reads it (at once when online,
+on reconnect otherwise) records it as its desired state in `<prefix>.device-state`,
+applies it, and reports the applied versions there and in its heartbeats. `apply_progress` reads device-state and
 says how many devices of the target report the assignment's versions; the config
 push DAG and the rollout gate poll it (in a deferrable wait, not a sleeping worker).
 """
