@@ -325,6 +325,9 @@ class PipelineSpec(_Strict):
         unknown_canary = sorted(set(self.rollout.canary_groups) - set(group_names))
         if unknown_canary:
             raise ValueError(f"rollout.canary_groups: {unknown_canary} are not groups of this pipeline")
+        clashes = _claim_kubernetes_names({}, self)
+        if clashes:
+            raise ValueError(f"groups: {clashes[0]}")
         return self
 
     # Derived names: one place for every name the stages share.
@@ -354,6 +357,36 @@ class PipelineSpec(_Strict):
     @property
     def canary_groups(self) -> list[EdgeGroup]:
         return [g for g in self.groups if g.name in self.rollout.canary_groups]
+
+
+def kubernetes_objects(spec: PipelineSpec) -> list[tuple[str, str, str, str]]:
+    """(namespace, kind, name, group) of each object the rollout makes for the spec's kubernetes groups."""
+    from edgeloop.rollout.manifests import agent_config_name, daemonset_name
+
+    namespace = spec.rollout.namespace
+    return [
+        obj
+        for g in spec.groups
+        if g.strategy == "kubernetes"
+        for obj in (
+            (namespace, "DaemonSet", daemonset_name(spec, g.name), g.name),
+            (namespace, "ConfigMap", agent_config_name(spec, g.name), g.name),
+        )
+    ]
+
+
+def _claim_kubernetes_names(owners: dict[tuple[str, str, str], str], spec: PipelineSpec) -> list[str]:
+    """Record the spec's Kubernetes object names in `owners`, or (recording nothing) say which are taken."""
+    mine: dict[tuple[str, str, str], str] = {}
+    clashes = []
+    for namespace, kind, name, group in kubernetes_objects(spec):
+        key, me = (namespace, kind, name), f"{spec.name}/{group}"
+        owner = owners.get(key) or mine.setdefault(key, me)
+        if owner != me:
+            clashes.append(f"{owner} and {me} would share the {kind} {namespace}/{name}")
+    if not clashes:
+        owners.update(mine)
+    return clashes
 
 
 # --- loading -----------------------------------------------------------------
@@ -480,6 +513,7 @@ def load_all(folder: Path | None = None) -> SpecSet:
     specs: list[PipelineSpec] = []
     errors: list[SpecError] = []
     seen: dict[str, Path] = {}
+    kubernetes_names: dict[tuple[str, str, str], str] = {}
     for path in sorted(folder.glob("*.y*ml")):
         try:
             spec = load_spec(path)
@@ -491,6 +525,10 @@ def load_all(folder: Path | None = None) -> SpecSet:
             continue
         if spec.name in seen:
             errors.append(SpecError(path, "name", f"'{spec.name}' is already defined in {seen[spec.name].name}"))
+            continue
+        clashes = _claim_kubernetes_names(kubernetes_names, spec)
+        if clashes:
+            errors.append(SpecError(path, "groups", clashes[0]))
             continue
         seen[spec.name] = path
         specs.append(spec)

@@ -188,3 +188,21 @@ def test_a_spec_file_that_is_not_utf8_is_a_spec_error(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_bytes(b"name: \xff\xfe\n")
     loaded = load_all(tmp_path)
     assert loaded.specs == [] and "not UTF-8 text" in str(loaded.errors[0])
+
+
+def test_two_pipelines_whose_daemonsets_would_share_a_name_are_not_both_loaded(tmp_path: Path) -> None:
+    """`ab` + group `x-inference-c` and `ab_inference_x` + group `c` both make DaemonSet ab-inference-x-inference-c."""
+    for name, group in (("ab", "x-inference-c"), ("ab_inference_x", "c")):
+        data = demo_data()
+        data["name"] = name
+        data["topics"]["prefix"] = name
+        data["registry"]["model_name"] = name
+        data["groups"] = [{"name": group, "strategy": "kubernetes"}]
+        data["rollout"]["canary_groups"] = []
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    loaded = load_all(tmp_path)
+    assert [s.name for s in loaded.specs] == ["ab"]
+    (error,) = loaded.errors
+    assert error.location == "groups"
+    shared = "ab/x-inference-c and ab_inference_x/c would share the DaemonSet edge/ab-inference-x-inference-c"
+    assert shared in str(error)

@@ -31,22 +31,26 @@ EDGE_ROLE_LABEL = "node-role.kubernetes.io/edge"
 SECRET_SETTING_WORDS = ("password", "secret", "key", "token", "jaas")
 
 
+def _fit(name: str, suffix: str = "") -> str:
+    """`name + suffix` within 63 characters; a name cut short ends with a hash of all of it, so cuts never collide."""
+    if len(name) + len(suffix) <= 63:
+        return name + suffix
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: 63 - len(suffix) - 9].rstrip('-')}-{digest}{suffix}"
+
+
 def daemonset_name(spec: PipelineSpec, group: str) -> str:
     """The group's inference DaemonSet: `<pipeline>-inference-<group>`, hashed when longer than 63 characters."""
-    name = f"{spec.name.replace('_', '-')}-inference-{group}"
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[:54].rstrip('-')}-{digest}"
+    return _fit(f"{spec.name.replace('_', '-')}-inference-{group}")
 
 
 def agent_config_name(spec: PipelineSpec, group: str) -> str:
-    return f"{daemonset_name(spec, group)[:56].rstrip('-')}-agent"
+    return _fit(f"{spec.name.replace('_', '-')}-inference-{group}", "-agent")
 
 
 def assignment_config_name(spec: PipelineSpec, group: str, assignment_id: str) -> str:
     digest = hashlib.sha256(assignment_id.encode()).hexdigest()[:10]
-    return f"{daemonset_name(spec, group)[:47].rstrip('-')}-asg-{digest}"
+    return _fit(f"{spec.name.replace('_', '-')}-inference-{group}", f"-asg-{digest}")
 
 
 def public_kafka_settings(kafka_config: Mapping[str, Any]) -> dict[str, Any]:

@@ -132,3 +132,18 @@ def test_the_cli_prints_what_a_gateway_and_a_cluster_need(capsys: pytest.Capture
     )
     config = parse_config(yaml.safe_load(capsys.readouterr().out))
     assert (config.device_id, config.source.kind, config.http_port) == ("gw-1", "stdin", 9464)
+
+
+def test_names_cut_to_63_characters_keep_a_hash_of_the_whole_name(spec: PipelineSpec) -> None:
+    """A 40-character pipeline: groups plant-0 and plant-1 once shared one agent ConfigMap (the cut lost the digit)."""
+    from edgeloop.rollout.manifests import agent_config_name, assignment_config_name
+
+    long = spec.model_copy(update={"name": "predictive_maintenance_for_spindle_motor"})
+    names = [
+        make(long, group, *extra)
+        for make, extra in ((daemonset_name, ()), (agent_config_name, ()), (assignment_config_name, ("asg-1",)))
+        for group in ("plant-0", "plant-1")
+    ]
+    assert len(set(names)) == len(names)
+    assert all(len(n) <= 63 for n in names)
+    assert agent_config_name(spec, "plant-north") == "factory-maintenance-inference-plant-north-agent"
