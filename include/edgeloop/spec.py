@@ -59,6 +59,8 @@ def parse_schedule(value: str) -> str | timedelta:
 def _check_schedule(value: str | None) -> str | None:
     if value is None:
         return None
+    if not isinstance(value, str):  # a ValueError, so that pydantic reports it at the field's path
+        raise ValueError(f"{value!r} is not a cron expression, a preset like @hourly or a duration like '15m'")
     if _DURATION.match(value) or value in _CRON_PRESETS:
         return value
     fields = value.split()
@@ -480,6 +482,8 @@ def parse_spec(text: str, path: Path = Path("<spec>")) -> PipelineSpec:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecInvalid(path, errors_from_validation(path, exc)) from exc
+    except (TypeError, ValueError, OverflowError) as exc:  # a validator that met a value it did not expect
+        raise invalid("(root)", f"cannot be validated: {exc}") from exc
     if path.suffix in (".yaml", ".yml") and path.stem != spec.name:
         raise SpecInvalid(path, [SpecError(path, "name", f"'{spec.name}' must match the file name '{path.stem}'")])
     return spec

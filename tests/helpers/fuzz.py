@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 
 from hypothesis import given, settings
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             examples = fuzz(name, share)
         except Exception as exc:
+            traceback.print_exc()  # with Hypothesis' note of the smallest failing input
             print(f"FAIL {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
         print(f"ok   {name:<22} {examples:>7} examples in {time.monotonic() - began:6.0f} s", flush=True)

@@ -206,3 +206,9 @@ def test_two_pipelines_whose_daemonsets_would_share_a_name_are_not_both_loaded(t
     assert error.location == "groups"
     shared = "ab/x-inference-c and ab_inference_x/c would share the DaemonSet edge/ab-inference-x-inference-c"
     assert shared in str(error)
+
+
+def test_a_schedule_that_is_not_text_is_an_error_at_its_path() -> None:
+    data = demo_data()
+    data["drift"]["schedule"] = 1
+    assert "is not a cron expression" in errors_of(data)["drift.schedule"]
