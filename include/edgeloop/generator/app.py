@@ -73,6 +73,7 @@ STATIC_TYPES = {"app.js": "text/javascript", "app.css": "text/css", "icon.svg": 
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
 VERSION_PATTERN = r"^[0-9a-f]{16}$"
 DEFAULT_PREFIX = "/edgeloop/generator"
+MAX_BODY_BYTES = 4 * MAX_SPEC_BYTES  # a spec's text, JSON-escaped, fits with room to spare
 PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'"
@@ -321,6 +322,7 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
         redoc_url=None,
         servers=[{"url": settings.url_prefix}],
     )
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     static = _static_files()
     checked: dict[tuple[str, str], CheckResult] = {}
     read_deps = [Depends(access.can_read)]
@@ -764,6 +766,58 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
         return Response(status_code=204)
 
     return app
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before any of it is parsed or kept.
+
+    The api-server sets no limit of its own; without this, one request could fill its memory.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:  # a chunked body that did not declare its length
+                    raise _TooLarge
+            return message
+
+        async def tracked_send(message: Any) -> None:
+            nonlocal started
+            started = started or message.get("type") == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = f'{{"message": "the request body is larger than {self.limit} bytes"}}'.encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _field_path(loc: Sequence[Any]) -> str:

@@ -161,3 +161,23 @@ def test_request_bodies_of_any_shape_get_a_client_error_never_a_server_error(
         assert response.status_code < 500, (response.status_code, response.text[:300])
 
     check()
+
+
+def test_a_body_too_large_is_refused_before_it_is_read(client: TestClient) -> None:
+    from edgeloop.generator.app import MAX_BODY_BYTES
+
+    huge = b'{"text": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    declared = client.post("/api/validate", content=huge, headers={**ADMIN, "Content-Type": "application/json"})
+    assert declared.status_code == 413
+    assert "larger than" in declared.json()["message"]
+
+    def chunks() -> Any:
+        yield b'{"text": "'
+        for _ in range(MAX_BODY_BYTES // 65536 + 2):
+            yield b"a" * 65536
+        yield b'"}'
+
+    streamed = client.post("/api/validate", content=chunks(), headers={**ADMIN, "Content-Type": "application/json"})
+    assert 400 <= streamed.status_code < 500
+    small = client.post("/api/validate", json={"text": "name: x\n"}, headers=ADMIN)
+    assert small.status_code == 200
