@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from tests.helpers.browser import ARTIFACTS, README_IMAGES, airflow_login, chromium
+from tests.helpers.registry import copy_version
 
 from edgeloop.demo import (
     DemoSettings,
@@ -179,14 +180,7 @@ def test_a_bad_model_stops_at_the_canary_and_is_rolled_back(
     good = loop_env.get("good_version") or champion(env, spec)
     assert good, "story 1 must leave a champion"
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    source = client.get_model_version(spec.registry.model_name, good)
-    bad = client.create_model_version(
-        spec.registry.model_name,
-        source.source,
-        run_id=source.run_id,
-        tags={"e2e": "deliberately bad"},
-        model_id=getattr(source, "model_id", None) or str(source.source).removeprefix("models:/"),
-    ).version
+    bad = copy_version(client, spec.registry.model_name, good, "deliberately bad")
     # the simulated devices crash on this version (restarted with the fault; their twin state survives)
     stop_process("fleet-simulator", cfg)
     start_fleet(cfg, spec, DemoSettings(devices=DEVICES, faults=(f"{bad}=crash",)), {**env})

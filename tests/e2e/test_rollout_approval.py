@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from tests.helpers.registry import copy_version
 
 from edgeloop.demo import DemoSettings, champion, fleet_versions, start_fleet
 from edgeloop.devstack.config import StackConfig
@@ -275,19 +276,7 @@ def test_reject_at_the_approval_rolls_back_the_canary_and_leaves_production_unto
     assert good, "the first story leaves a champion"
     assert groups_on(p, dict.fromkeys((CANARY, *PRODUCTION), good)), "every device starts on the champion"
     client = MlflowClient(tracking_uri=p.env["MLFLOW_TRACKING_URI"])
-    source = client.get_model_version(p.spec.registry.model_name, good)
-    assert source.source, f"version {good} names no model source"
-    # the registry does not return model_id on a version; its source is `models:/<model id>`
-    model_id = source.model_id or source.source.removeprefix("models:/")
-    candidate = str(
-        client.create_model_version(
-            p.spec.registry.model_name,
-            source.source,
-            run_id=source.run_id,
-            tags={"e2e": "to be rejected at the approval"},
-            model_id=model_id,
-        ).version
-    )
+    candidate = copy_version(client, p.spec.registry.model_name, good, "to be rejected at the approval")
 
     run_id = f"manual__e2e_reject_{candidate}_{int(time.time())}"
     p.api.trigger(p.dag("rollout"), run_id, conf={"model_version": candidate}, note="e2e: rejected at approval")
