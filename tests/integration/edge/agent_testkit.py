@@ -309,18 +309,3 @@ class AgentProcess:
 
 def all_of(agents: Iterable[AgentProcess], check: Callable[[AgentProcess], bool]) -> bool:
     return all(check(a) for a in agents)
-
-
-def tampered_golden(data: bytes) -> bytes:
-    """The same ONNX model with a golden batch its answers no longer match (its self-test must fail)."""
-    import onnx
-
-    from edgeloop.contract.artifact import META_GOLDEN
-
-    model = onnx.load_from_string(data)
-    for entry in model.metadata_props:
-        if entry.key == META_GOLDEN:
-            golden = json.loads(entry.value)
-            golden["probabilities"] = [list(reversed(row)) for row in golden["probabilities"]]
-            entry.value = json.dumps(golden)
-    return bytes(model.SerializeToString())

@@ -6,7 +6,6 @@ pytest's default rootdir imports, and a second `edge` package would clash with i
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,34 +13,9 @@ from typing import Any
 
 import pytest
 from agent_testkit import PrivateKafka, delete_prefix
+from tests.helpers.edge_models import baseline_model, demo_spec, profile, rollout_model
 
-from edgeloop.fleet.baseline import baseline_onnx
-from edgeloop.fleet.sensors import SensorProfile, sensor_profile
-from edgeloop.spec import PipelineSpec, load_spec
-
-DEMO_SPEC = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
-
-
-@pytest.fixture(scope="session")
-def demo_spec() -> PipelineSpec:
-    return load_spec(DEMO_SPEC)
-
-
-@pytest.fixture(scope="session")
-def profile(demo_spec: PipelineSpec) -> SensorProfile:
-    return sensor_profile(demo_spec)
-
-
-@pytest.fixture(scope="session")
-def baseline_model(profile: SensorProfile) -> bytes:
-    """Version "0": the demo's baseline rule model, what every agent starts with."""
-    return baseline_onnx(profile)
-
-
-@pytest.fixture(scope="session")
-def rollout_model(profile: SensorProfile) -> bytes:
-    """A second valid model for the same features (nearest class centre), rolled out as version "1"."""
-    return baseline_onnx(dataclasses.replace(profile, crest_of=None))
+__all__ = ["baseline_model", "demo_spec", "profile", "rollout_model"]
 
 
 @pytest.fixture

@@ -33,12 +33,12 @@ from agent_testkit import (
     agent_health,
     agent_metrics,
     free_ports,
-    tampered_golden,
     upload_artifact,
     wait_until,
     write_readings,
 )
 from confluent_kafka.admin import AdminClient
+from tests.helpers.edge_models import tampered_golden
 
 from edgeloop.contract.artifact import ArtifactRef, sha256_hex
 from edgeloop.contract.messages import Assignment, Target, new_assignment

@@ -65,3 +65,12 @@ def test_readings_from_outside_are_checked() -> None:
     ):
         with pytest.raises(ValueError, match=reason):
             parse_reading(bad, features)
+
+
+def test_the_agent_knows_every_field_role_a_spec_may_give() -> None:
+    from typing import get_args
+
+    from edgeloop.edge.config import ROLES
+    from edgeloop.spec import FieldRole
+
+    assert set(ROLES) == set(get_args(FieldRole))

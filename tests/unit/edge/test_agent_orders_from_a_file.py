@@ -58,12 +58,12 @@ def pod_agent(spec: PipelineSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_the_order_in_the_file_is_verified_carried_out_and_then_the_pod_is_ready(
-    pod_agent: Agent, model_bytes: bytes, tmp_path: Path
+    pod_agent: Agent, baseline_model: bytes, tmp_path: Path
 ) -> None:
-    (tmp_path / "m.onnx").write_bytes(model_bytes)
+    (tmp_path / "m.onnx").write_bytes(baseline_model)
     assert pod_agent.config.device_id == "edge-node-01"
     assert not pod_agent.ready(), "no model yet"
-    (tmp_path / "assignment.json").write_bytes(order(tmp_path / "m.onnx", "4", model_bytes))
+    (tmp_path / "assignment.json").write_bytes(order(tmp_path / "m.onnx", "4", baseline_model))
 
     pod_agent._read_assignment_file(tmp_path / "assignment.json")
     assert not pod_agent.ready()
@@ -74,13 +74,13 @@ def test_the_order_in_the_file_is_verified_carried_out_and_then_the_pod_is_ready
 
 
 def test_a_bad_artifact_keeps_the_pod_unready_and_the_old_model_serving(
-    pod_agent: Agent, model_bytes: bytes, tmp_path: Path
+    pod_agent: Agent, baseline_model: bytes, tmp_path: Path
 ) -> None:
-    (tmp_path / "m.onnx").write_bytes(model_bytes)
-    (tmp_path / "assignment.json").write_bytes(order(tmp_path / "m.onnx", "4", model_bytes))
+    (tmp_path / "m.onnx").write_bytes(baseline_model)
+    (tmp_path / "assignment.json").write_bytes(order(tmp_path / "m.onnx", "4", baseline_model))
     pod_agent._read_assignment_file(tmp_path / "assignment.json")
     carry_out_orders(pod_agent)
-    (tmp_path / "assignment.json").write_bytes(order(tmp_path / "m.onnx", "5", model_bytes, digest="0" * 64))
+    (tmp_path / "assignment.json").write_bytes(order(tmp_path / "m.onnx", "5", baseline_model, digest="0" * 64))
 
     pod_agent._read_assignment_file(tmp_path / "assignment.json")
     carry_out_orders(pod_agent)

@@ -19,7 +19,7 @@ ARTIFACT = ArtifactRef("http://models.example/m.onnx", "a" * 64, 1234)
 
 
 @pytest.fixture
-def core(device_config: AgentConfig, spec: PipelineSpec, model_bytes: bytes) -> DeviceCore:
+def core(device_config: AgentConfig, spec: PipelineSpec, baseline_model: bytes) -> DeviceCore:
     device = DeviceCore(
         device_config.device_id,
         device_config.group_id,
@@ -29,7 +29,7 @@ def core(device_config: AgentConfig, spec: PipelineSpec, model_bytes: bytes) -> 
         KEY,
         clock=lambda: 1_767_225_600.0,
     )
-    device.model = load_model(model_bytes, "0", spec.features)
+    device.model = load_model(baseline_model, "0", spec.features)
     return device
 
 
@@ -69,11 +69,11 @@ def test_orders_for_another_group_are_ignored_and_counted(core: DeviceCore) -> N
     assert core.twin.desired_model is None
 
 
-def test_an_order_is_carried_out_once(core: DeviceCore, spec: PipelineSpec, model_bytes: bytes) -> None:
+def test_an_order_is_carried_out_once(core: DeviceCore, spec: PipelineSpec, baseline_model: bytes) -> None:
     wire = assignment_wire(model_version="3", artifact=ARTIFACT, assignment_id="asg-once")
     order, _ = core.on_control(wire, 0)
     assert order is not None
-    state = core.model_applied(order, load_model(model_bytes, "3", spec.features))
+    state = core.model_applied(order, load_model(baseline_model, "3", spec.features))
     assert json.loads(state.value)["reported"] == {
         "model_version": "3",
         "config_version": None,

@@ -18,7 +18,7 @@ NOW = 1_767_225_600.0
 
 
 @pytest.fixture
-def core(device_config: AgentConfig, spec: PipelineSpec, model_bytes: bytes) -> DeviceCore:
+def core(device_config: AgentConfig, spec: PipelineSpec, baseline_model: bytes) -> DeviceCore:
     device = DeviceCore(
         device_config.device_id,
         device_config.group_id,
@@ -28,7 +28,7 @@ def core(device_config: AgentConfig, spec: PipelineSpec, model_bytes: bytes) -> 
         KEY,
         clock=lambda: NOW,
     )
-    device.model = load_model(model_bytes, "0", spec.features)
+    device.model = load_model(baseline_model, "0", spec.features)
     return device
 
 
