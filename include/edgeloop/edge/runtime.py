@@ -111,8 +111,8 @@ def release_freed_memory() -> None:
         pass
 
 
-def self_test(model: OnnxModel, golden: Any) -> None:
-    """Score the golden batch and compare with the recorded probabilities; raise ModelRefused on a difference."""
+def self_test(model: OnnxModel, golden: Any) -> float:
+    """Score the golden batch and compare with the recorded probabilities: the largest difference, or ModelRefused."""
     try:
         rows = np.asarray(golden["rows"], dtype=np.float32)
         expected = np.asarray(golden["probabilities"], dtype=np.float64)
@@ -130,6 +130,7 @@ def self_test(model: OnnxModel, golden: Any) -> None:
             f"model version {model.version}: self-test failed: probabilities differ from the golden batch"
             f" by {worst:.3g} (tolerance {GOLDEN_TOLERANCE:g})"
         )
+    return worst
 
 
 class ModelCache:

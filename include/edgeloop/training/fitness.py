@@ -115,11 +115,9 @@ def device_session(data: bytes) -> onnxruntime.InferenceSession:
     """An onnxruntime session as a device makes it: CPU, one thread, sequential (calls run on the caller's thread)."""
     import onnxruntime
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    from edgeloop.edge.runtime import session_options
+
+    return onnxruntime.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)

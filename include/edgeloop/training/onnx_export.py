@@ -291,18 +291,19 @@ def golden_batch(data: bytes, rows: np.ndarray, count: int = GOLDEN_ROWS) -> dic
 
 
 def self_test(data: bytes) -> float:
-    """Run the file's golden batch as a device does after loading; the largest difference, or OnnxParityError."""
-    import numpy as np
+    """Load the file with the device's own loader (contract, features, golden batch); the golden batch's largest
+    difference, or OnnxParityError with the reason a device would refuse it."""
+    from edgeloop.edge.runtime import ModelRefused, load_model
+    from edgeloop.edge.runtime import self_test as device_self_test
 
     meta = read_metadata(data)
-    if META_GOLDEN not in meta:
-        raise OnnxParityError(f"ONNX self-test: the file has no '{META_GOLDEN}' metadata")
-    golden = json.loads(meta[META_GOLDEN])
-    answered = onnx_probabilities(data, np.asarray(golden["rows"], dtype=np.float32))
-    worst = float(np.abs(answered - np.asarray(golden["probabilities"], dtype=np.float64)).max())
-    if worst > GOLDEN_TOLERANCE:
-        raise OnnxParityError(f"ONNX self-test: the golden batch differs by {worst:.3g} > {GOLDEN_TOLERANCE:g}")
-    return worst
+    if META_GOLDEN not in meta or META_FEATURES not in meta:
+        raise OnnxParityError(f"ONNX self-test: the file has no '{META_GOLDEN}' or '{META_FEATURES}' metadata")
+    try:
+        model = load_model(data, "candidate", json.loads(meta[META_FEATURES]))
+        return device_self_test(model, json.loads(meta[META_GOLDEN]))
+    except ModelRefused as exc:
+        raise OnnxParityError(f"ONNX self-test: a device would refuse the file: {exc}") from None
 
 
 def export_onnx(

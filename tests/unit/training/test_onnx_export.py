@@ -97,7 +97,7 @@ def test_a_tampered_file_fails_parity_with_the_numbers(training_spec: PipelineSp
     with pytest.raises(OnnxParityError, match=r"ONNX parity: \d+ of 500 validation rows answer differently") as err:
         check_parity(_tamper(exported.data), model, validation, training_spec.features)
     assert "allowed 0" in str(err.value)
-    with pytest.raises(OnnxParityError, match="self-test: the golden batch differs"):
+    with pytest.raises(OnnxParityError, match="self-test failed: probabilities differ from the golden batch by"):
         self_test(_tamper(exported.data))
 
 
