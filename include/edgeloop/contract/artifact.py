@@ -3,8 +3,9 @@
 Training exports every candidate to ONNX (`edgeloop.training.onnx_export`) with:
 - one float32 input named `features`, shape [N, len(features)], columns in the order of
   the metadata entry `edgeloop.features`;
-- an output named `probabilities`, shape [N, len(labels)], columns in the order of
-  `edgeloop.labels`;
+- an output named `probabilities` (its only output), shape [N, len(labels)], columns in
+  the order of `edgeloop.labels`; `edgeloop.features` and `edgeloop.labels` are JSON lists
+  of strings, the labels in the classifier's `classes_` order;
 - a golden batch in `edgeloop.golden` (`{"rows": [[...]], "probabilities": [[...]]}`):
   a few validation rows and what the source model answered for them, so a device can
   self-test a model after loading it and before it serves.
