@@ -181,7 +181,7 @@ def drain_section(bootstrap: str, folder: Path, records: int) -> None:
     config = parse_config(
         agent_config(spec, "plant-north", f"drain-{uuid.uuid4().hex[:6]}", {"bootstrap.servers": bootstrap}, folder)
     )
-    core = DeviceCore(config.device_id, config.group_id, config.pipeline, config.groups, config.schema, KEY)
+    core = DeviceCore.for_config(config, KEY)
     outbox = Outbox(folder / "drain.sqlite")
     topic = config.topic("telemetry")
     now = time.time()

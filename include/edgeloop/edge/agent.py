@@ -288,16 +288,7 @@ class Agent:
         )
         self.store = ModelStore(config.state_dir / "models")
         self.models = models or ModelCache()
-        self.core = DeviceCore(
-            config.device_id,
-            config.group_id,
-            config.pipeline,
-            config.groups,
-            config.schema,
-            config.control_key(),
-            telemetry_interval_s=config.telemetry_interval_s,
-            heartbeat_interval_s=config.heartbeat_interval_s,
-        )
+        self.core = DeviceCore.for_config(config, config.control_key())
         self.control_offset = -1
         self.readings: queue.SimpleQueue[list[float]] = queue.SimpleQueue()
         self.orders: queue.SimpleQueue[tuple[ModelOrder, OnnxModel | None, str | None]] = queue.SimpleQueue()

@@ -27,7 +27,7 @@ from edgeloop.contract.messages import (
     parse_assignment,
     validate_device_config,
 )
-from edgeloop.edge.config import SchemaField
+from edgeloop.edge.config import AgentConfig, SchemaField
 
 # Where each kind of message goes: the durable queue or straight to Kafka.
 QUEUED_KINDS = ("telemetry", "errors")
@@ -158,6 +158,15 @@ class DeviceCore:
         self._errors_since_beat = 0
         self.clock_offset_s = 0.0  # a simulated clock error (the fleet harness's skew): added to reported `ts`
         self.last_record_id: str | None = None
+
+    @classmethod
+    def for_config(cls, config: AgentConfig, control_key: bytes, **kwargs: Any) -> DeviceCore:
+        """The core of the device an agent config describes (ids, groups, schema, intervals)."""
+        kwargs.setdefault("telemetry_interval_s", config.telemetry_interval_s)
+        kwargs.setdefault("heartbeat_interval_s", config.heartbeat_interval_s)
+        return cls(
+            config.device_id, config.group_id, config.pipeline, config.groups, config.schema, control_key, **kwargs
+        )
 
     # --- control ---------------------------------------------------------------
 

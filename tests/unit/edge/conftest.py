@@ -9,11 +9,14 @@ from tests.helpers.edge_models import baseline_model, demo_spec, profile, rollou
 
 from edgeloop.contract.messages import Target, new_assignment
 from edgeloop.edge.config import AgentConfig, parse_config
+from edgeloop.edge.device import DeviceCore
+from edgeloop.edge.runtime import load_model
 from edgeloop.fleet.agents import agent_config
 from edgeloop.spec import PipelineSpec
 
 __all__ = ["baseline_model", "demo_spec", "profile", "rollout_model"]
 KEY = b"unit-test-control-key"
+NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the clock of the device cores under test
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +33,11 @@ def assignment_wire(key: bytes = KEY, **kwargs: object) -> bytes:
 def device_config(spec: PipelineSpec, tmp_path: Path) -> AgentConfig:
     raw = agent_config(spec, "plant-north", "plant-north-00001", {"bootstrap.servers": "127.0.0.1:1"}, tmp_path)
     return parse_config(raw)
+
+
+@pytest.fixture
+def core(device_config: AgentConfig, spec: PipelineSpec, baseline_model: bytes) -> DeviceCore:
+    """A device core of plant-north on the baseline model, its clock stopped at NOW."""
+    device = DeviceCore.for_config(device_config, KEY, clock=lambda: NOW)
+    device.model = load_model(baseline_model, "0", spec.features)
+    return device

@@ -10,27 +10,11 @@ from tests.unit.edge.conftest import KEY, assignment_wire
 
 from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.messages import Assignment, Target
-from edgeloop.edge.config import AgentConfig
 from edgeloop.edge.device import DeviceCore
 from edgeloop.edge.runtime import load_model
 from edgeloop.spec import PipelineSpec
 
 ARTIFACT = ArtifactRef("http://models.example/m.onnx", "a" * 64, 1234)
-
-
-@pytest.fixture
-def core(device_config: AgentConfig, spec: PipelineSpec, baseline_model: bytes) -> DeviceCore:
-    device = DeviceCore(
-        device_config.device_id,
-        device_config.group_id,
-        device_config.pipeline,
-        device_config.groups,
-        device_config.schema,
-        KEY,
-        clock=lambda: 1_767_225_600.0,
-    )
-    device.model = load_model(baseline_model, "0", spec.features)
-    return device
 
 
 def test_a_model_order_for_its_group_is_handed_to_the_caller(core: DeviceCore, spec: PipelineSpec) -> None:

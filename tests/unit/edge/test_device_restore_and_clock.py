@@ -5,31 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
-from tests.unit.edge.conftest import KEY, assignment_wire
+from tests.unit.edge.conftest import NOW, assignment_wire
 
 from edgeloop.contract.messages import parse_iso
-from edgeloop.edge.config import AgentConfig
 from edgeloop.edge.device import DeviceCore
-from edgeloop.edge.runtime import load_model
-from edgeloop.spec import PipelineSpec
-
-NOW = 1_767_225_600.0
-
-
-@pytest.fixture
-def core(device_config: AgentConfig, spec: PipelineSpec, baseline_model: bytes) -> DeviceCore:
-    device = DeviceCore(
-        device_config.device_id,
-        device_config.group_id,
-        device_config.pipeline,
-        device_config.groups,
-        device_config.schema,
-        KEY,
-        clock=lambda: NOW,
-    )
-    device.model = load_model(baseline_model, "0", spec.features)
-    return device
 
 
 def test_a_restored_twin_is_reported_as_it_was_and_its_assignment_is_not_applied_again(core: DeviceCore) -> None:
