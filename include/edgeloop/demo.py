@@ -271,6 +271,13 @@ def run_loop(
     )
     loop_seconds = time.monotonic() - injected
     timeline.mark(f"loop closed: every device runs version {version}")
+    # the alias moves in the rollout's promote task; its run ends a moment later (the skipped rollback task)
+    wait_until(
+        lambda: watcher.first("rollout") or watcher.first("rollout", "failed"),
+        120,
+        "the rollout run to finish",
+        watcher,
+    )
     return collect_summary(api, spec, watcher, first, str(version), loop_seconds)
 
 
