@@ -13,7 +13,10 @@ In one run, on this machine:
    plain confluent-kafka producer sending the same messages with no queue; what a day offline
    at the demo rate (1 record/s) takes of the default queue cap.
 
-Needs a Kafka broker: EDGELOOP_KAFKA_BOOTSTRAP (`make bench-agent` starts the stack).
+Needs a Kafka broker: EDGELOOP_KAFKA_BOOTSTRAP, and the operator's signing key EDGELOOP_SIGNING_KEY (and
+EDGELOOP_TRUSTED_KEYS), from the environment or the running stack's env file (`make bench-agent` starts
+the stack): the agent of section 2 is enrolled with it, as `edgeloop agent enrol` does, and trusts its
+public half; it never sees the private key.
 Usage: PYTHONPATH=include .venv/bin/python benchmarks/bench_agent.py [--records 50000]
 """
 
@@ -33,9 +36,18 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeloop.contract.keys import (
+    SIGNING_KEY_ENV,
+    TRUSTED_KEYS_ENV,
+    Keyring,
+    Signer,
+    public_hex,
+    signer_from_env,
+    trusted_from_env,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "include" / "pipelines" / "factory_maintenance.yaml"
-KEY = b"bench-agent-control-key"
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -113,18 +125,25 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def memory_section(context: dict[str, object], bootstrap: str, folder: Path) -> None:
-    from edgeloop.fleet.agents import agent_config
+def memory_section(
+    context: dict[str, object], bootstrap: str, folder: Path, operator: Signer, trusted: Keyring
+) -> None:
+    from edgeloop.fleet.agents import agent_config, enrol_device
     from edgeloop.fleet.topics import ensure_topics
 
     spec = context["spec"]
     onnx_path = folder / "model.onnx"
     onnx_path.write_bytes(context["onnx"])  # type: ignore[arg-type]
-    ensure_topics(spec, {"bootstrap.servers": bootstrap})  # type: ignore[arg-type]
+    kafka = {"bootstrap.servers": bootstrap}
+    ensure_topics(spec, kafka)  # type: ignore[arg-type]
+    device_id = f"bench-{uuid.uuid4().hex[:6]}"
+    # the agent refuses to start without its own key: made and registered as `edgeloop agent enrol` does
+    key_file = folder / "agent" / "device.key"
+    enrol_device(spec, kafka, operator, "plant-north", device_id, key_file)  # type: ignore[arg-type]
     config = agent_config(
         spec,  # type: ignore[arg-type]
         "plant-north",
-        f"bench-{uuid.uuid4().hex[:6]}",
+        device_id,
         {"bootstrap.servers": bootstrap},
         folder / "agent",
         source={"kind": "stdin"},
@@ -133,7 +152,11 @@ def memory_section(context: dict[str, object], bootstrap: str, folder: Path) -> 
     )
     config_path = folder / "agent.json"
     config_path.write_text(json.dumps(config))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "include"), "EDGELOOP_CONTROL_KEY": KEY.decode()}
+    env = {k: v for k, v in os.environ.items() if k != SIGNING_KEY_ENV}  # a device holds public keys only
+    env |= {
+        "PYTHONPATH": str(ROOT / "include"),
+        TRUSTED_KEYS_ENV: " ".join(public_hex(k) for k in trusted.keys.values()),
+    }
     agent = subprocess.Popen(
         [sys.executable, "-m", "edgeloop.edge.agent", "--config", str(config_path), "--log-level", "WARNING"],
         stdin=subprocess.PIPE,
@@ -167,7 +190,7 @@ def memory_section(context: dict[str, object], bootstrap: str, folder: Path) -> 
     print(f"{'python + pandas + scikit-learn + the pickled model':<60} {old:>8.1f}")
 
 
-def drain_section(bootstrap: str, folder: Path, records: int) -> None:
+def drain_section(bootstrap: str, folder: Path, records: int, trusted: Keyring) -> None:
     from confluent_kafka import Producer
 
     from edgeloop.edge.agent import Sender
@@ -181,7 +204,7 @@ def drain_section(bootstrap: str, folder: Path, records: int) -> None:
     config = parse_config(
         agent_config(spec, "plant-north", f"drain-{uuid.uuid4().hex[:6]}", {"bootstrap.servers": bootstrap}, folder)
     )
-    core = DeviceCore.for_config(config, KEY)
+    core = DeviceCore.for_config(config, trusted, identity=Signer.generate())  # telemetry is not signed anyway
     outbox = Outbox(folder / "drain.sqlite")
     topic = config.topic("telemetry")
     now = time.time()
@@ -229,16 +252,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2000)
     parser.add_argument("--records", type=int, default=50_000)
     args = parser.parse_args()
-    bootstrap = os.environ.get("EDGELOOP_KAFKA_BOOTSTRAP")
-    if not bootstrap:
+    environ: dict[str, str] = dict(os.environ)
+    if not environ.get("EDGELOOP_KAFKA_BOOTSTRAP") or not environ.get(SIGNING_KEY_ENV):
         from edgeloop.devstack import stack
 
-        bootstrap = stack.read_env_file()["EDGELOOP_KAFKA_BOOTSTRAP"]
+        environ = {**stack.read_env_file(), **environ}
+    bootstrap = environ["EDGELOOP_KAFKA_BOOTSTRAP"]
+    operator = signer_from_env(environ)
+    trusted = trusted_from_env(environ, operator)
     print(f"# edgeloop agent benchmark ({os.cpu_count()} cores)")
     context = model_section(args.repeats)
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
-        memory_section(context, bootstrap, Path(tmp))
-        drain_section(bootstrap, Path(tmp), args.records)
+        memory_section(context, bootstrap, Path(tmp), operator, trusted)
+        drain_section(bootstrap, Path(tmp), args.records, trusted)
 
 
 if __name__ == "__main__":

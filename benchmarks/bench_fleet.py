@@ -9,8 +9,10 @@ topics of a copy of the demo spec, for 60 s by default, and measures:
 - the time until a config assignment pushed to all devices is applied and
   reported by every one of them in device-state (target <= 10 s).
 
-Needs a Kafka broker: EDGELOOP_KAFKA_BOOTSTRAP or --bootstrap. The topics are
-deleted at the end unless --keep-topics. Usage:
+Needs a Kafka broker: EDGELOOP_KAFKA_BOOTSTRAP or --bootstrap. Orders and enrolments are
+signed with EDGELOOP_SIGNING_KEY when it is set (the stack's key), else with a key made for
+the run; the simulated devices get keys of their own and are enrolled at start, so their
+reports count. The topics are deleted at the end unless --keep-topics. Usage:
 
     PYTHONPATH=include .venv/bin/python benchmarks/bench_fleet.py [--devices 10000] [--duration 60]
 """
@@ -35,6 +37,7 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from edgeloop.contract.keys import SIGNING_KEY_ENV, Keyring, Signer, signer_from_env, trusted_from_env
 from edgeloop.fleet.control import apply_progress, push_assignment
 from edgeloop.fleet.health import fleet_status
 from edgeloop.fleet.topics import reader_config, watermarks
@@ -98,7 +101,7 @@ def wait_for_topic(consumer: Consumer, topic: str, minimum: int, timeout: float)
 
 
 def time_config_rollout(
-    spec: PipelineSpec, kafka: dict[str, Any], key: bytes, devices: int, timeout: float
+    spec: PipelineSpec, kafka: dict[str, Any], signer: Signer, trusted: Keyring, devices: int, timeout: float
 ) -> dict[str, Any]:
     """Push a config to all devices; time until every device reports it in device-state."""
     topic = spec.topic("device-state")
@@ -109,7 +112,7 @@ def time_config_rollout(
     )
     config = {"confidence_threshold": round(0.5 + secrets.randbelow(1000) / 10_000, 4)}
     started = time.monotonic()
-    assignment = push_assignment(spec, kafka, key, config=config, issuer="bench")
+    assignment = push_assignment(spec, kafka, signer, config=config, issuer="bench")
     published = time.monotonic() - started
     applied: set[str] = set()
     marks: dict[str, float] = {}
@@ -125,7 +128,7 @@ def time_config_rollout(
             if f"{share:.0%}" not in marks and len(applied) >= share * devices:
                 marks[f"{share:.0%}"] = elapsed
     tail.close()
-    progress = apply_progress(spec, kafka, assignment)
+    progress = apply_progress(spec, kafka, assignment, trusted)
     return {"publish_s": published, "marks": marks, "applied": len(applied), "progress": progress.to_dict(max_ids=5)}
 
 
@@ -139,10 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.bootstrap:
         parser.error("set EDGELOOP_KAFKA_BOOTSTRAP or pass --bootstrap")
     kafka = {"bootstrap.servers": args.bootstrap}
-    key = secrets.token_hex(32)
+    # the simulator child signs enrolments with the same key (64 hex digits are an Ed25519 private key)
+    key = os.environ.get(SIGNING_KEY_ENV) or secrets.token_hex(32)
+    env = {**os.environ, SIGNING_KEY_ENV: key, "PYTHONPATH": str(ROOT / "include")}
+    signer = signer_from_env(env)
+    trusted = trusted_from_env(env, signer)
     with tempfile.TemporaryDirectory() as folder:
         spec, spec_path = bench_spec(Path(folder))
-        env = {**os.environ, "EDGELOOP_CONTROL_KEY": key, "PYTHONPATH": str(ROOT / "include")}
         command = [
             sys.executable, "-m", "edgeloop.fleet.cli", "simulate", "--spec", str(spec_path),
             "--bootstrap", args.bootstrap, "--devices", str(args.devices), "--duration", str(args.duration),
@@ -163,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(window)
             t1, cpu1 = time.monotonic(), monitor.sample()
             tel1, hb1 = topic_total(probe, spec.topic("telemetry")), topic_total(probe, spec.topic("health"))
-            rollout = time_config_rollout(spec, kafka, key.encode(), args.devices, timeout=60)
+            rollout = time_config_rollout(spec, kafka, signer, trusted, args.devices, timeout=60)
             stdout, stderr = child.communicate(timeout=args.duration + 180)
             started = time.monotonic()
-            status = fleet_status(spec, kafka, window_s=60.0, stale_after_s=120.0)
+            status = fleet_status(spec, kafka, trusted, window_s=60.0, stale_after_s=120.0)
             status_s = time.monotonic() - started
             status_devices = sum(g.devices for g in status.groups)
         finally:
@@ -208,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         ("config push: devices reporting it (device-state)", f"{args.devices:,}",
          f"{rollout['progress']['applied']:,}"),
         (f"fleet_status over {status_devices:,} devices, 2 min of heartbeats (s)", "-", f"{status_s:.2f}"),
+        ("reports refused (unsigned, unknown device, bad signature, ...)", "0",
+         f"{sum(status.refused_reports.values()):,}"),
     ]  # fmt: skip
     width = max(len(r[0]) for r in rows)
     print(f"\nedgeloop fleet benchmark ({os.cpu_count()} cores; broker and simulator share them)")

@@ -10,7 +10,8 @@ wave in parallel, like the DAG's mapped jobs) and rollback (group by group, like
   `kubectl rollout undo` + `kubectl rollout status` for the rollback, as an operator would.
 
 The benchmark starts a private control plane (ports of the stack's + 100, its own folder, the
-stack's cached binaries) and stops it at the end. Usage:
+stack's cached binaries) and stops it at the end. Orders are signed with a key made for the run
+(KWOK runs no agent, so nothing verifies them here; tests/k8s checks the objects). Usage:
 
     PYTHONPATH=include .venv/bin/python benchmarks/bench_k8s_rollout.py [--nodes 1000] [--groups 10]
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.contract.artifact import ArtifactRef
+from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.devstack import k8s
 from edgeloop.rollout.job import run_kubernetes_wave
 from edgeloop.rollout.manifests import agent_configmap, agent_daemonset, daemonset_name
@@ -39,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "include" / "pipelines" / "factory_maintenance.yaml"
 IMAGE = "registry.example/edgeloop/agent:{}"
 KAFKA = {"bootstrap.servers": "kafka.edge.svc:9092"}
+SIGNER = Signer.generate()  # the operator's key for this run
+TRUSTED = Keyring.of([SIGNER.public])  # what the agents' ConfigMaps carry
 
 
 def bench_spec(groups: int, nodes_per_group: int) -> PipelineSpec:
@@ -107,7 +111,7 @@ def edgeloop_run(spec: PipelineSpec, apis: tuple[Any, Any], waves: list[Wave]) -
             version,
             image=IMAGE.format(version),
             timeout_s=900,
-            control_key=b"bench-control-key",
+            signer=SIGNER,
             assignment_id=f"ro-bench.{group}.v{version}",
             apps_api=apis[0],
             core_api=apis[1],
@@ -182,7 +186,7 @@ def main() -> int:
         admin_core = client.CoreV1Api(admin)
         t0 = time.monotonic()
         for group in spec.groups:
-            admin_core.create_namespaced_config_map("edge", agent_configmap(spec, group.name, KAFKA))
+            admin_core.create_namespaced_config_map("edge", agent_configmap(spec, group.name, KAFKA, TRUSTED))
             manifest = agent_daemonset(spec, group.name, group.selector, image=IMAGE.format(1))
             admin_apps.create_namespaced_daemon_set("edge", manifest)
         first_s = wait_all_available(admin_apps, spec, nodes_per_group, timeout_s=1200)

@@ -21,9 +21,12 @@ download; versions 5 and 6 are injected to crash on every inference). Phases, in
    that folder), only its rollout DAG is unpaused, the run is triggered and timed through the REST
    API, then the spec and the DAGs are removed again.
 
-Device-side times (bad model reached, previous version back) come from the device-state topic,
-tailed for the whole run. Everything the benchmark creates (topics, objects under rollouts/<name>/,
-the registered model, the DAGs) is removed at the end. Usage:
+Orders are signed with the stack's key (EDGELOOP_SIGNING_KEY), as the DAG's jobs sign them; the
+simulator enrols its devices with it at start, and every reading counts only the reports of
+enrolled devices (the refused ones are counted and printed). Device-side times (bad model reached,
+previous version back) come from the device-state topic, tailed for the whole run. Everything the
+benchmark creates (topics with the device registry, objects under rollouts/<name>/, the registered
+model, the DAGs) is removed at the end. Usage:
 
     PYTHONPATH=include .venv/bin/python benchmarks/bench_rollout.py [--devices 10000] [--groups 20] [--soak 20]
 """
@@ -50,6 +53,8 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from edgeloop.contract.keys import Keyring, Signer
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "include" / "pipelines" / "factory_maintenance.yaml"
 STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
@@ -61,8 +66,9 @@ START, EDGELOOP_GOOD, NAIVE_ALL, NAIVE_SCRIPT, EDGELOOP_BAD, NAIVE_BAD, DAG_RUN 
 
 
 def stack_environment() -> None:
-    """Endpoints from the environment, else from the running local stack's env file."""
-    if os.environ.get("EDGELOOP_KAFKA_BOOTSTRAP") and os.environ.get("AIRFLOW_CONN_EDGELOOP_KAFKA"):
+    """Endpoints and keys from the environment, else from the running local stack's env file."""
+    needed = ("EDGELOOP_KAFKA_BOOTSTRAP", "AIRFLOW_CONN_EDGELOOP_KAFKA", "EDGELOOP_SIGNING_KEY")
+    if all(os.environ.get(name) for name in needed):
         return
     from edgeloop.devstack import stack
 
@@ -173,13 +179,13 @@ def start_simulator(spec_path: Path, devices: int, log: Path) -> subprocess.Pope
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
 
 
-def wait_for_fleet(spec: Any, kafka: dict[str, Any], devices: int, timeout: float) -> None:
-    """Every device registered and seen online (one heartbeat each)."""
+def wait_for_fleet(spec: Any, kafka: dict[str, Any], trusted: Keyring, devices: int, timeout: float) -> None:
+    """Every device enrolled, registered and seen online (one signed heartbeat each)."""
     from edgeloop.fleet.health import fleet_status
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = fleet_status(spec, kafka, window_s=30, timeout=60)
+        status = fleet_status(spec, kafka, trusted, window_s=30, timeout=60)
         if sum(g.devices for g in status.groups) >= devices and sum(g.online for g in status.groups) >= devices:
             return
         time.sleep(3)
@@ -308,19 +314,21 @@ def edgeloop_rollout(spec: Any, s3: Any, tracking_uri: str, kafka: dict[str, Any
 # --- naive baselines -------------------------------------------------------------------------------
 
 
-def wait_applied(spec: Any, kafka: dict[str, Any], assignment: Any, timeout: float) -> None:
+def wait_applied(spec: Any, kafka: dict[str, Any], trusted: Keyring, assignment: Any, timeout: float) -> None:
     from edgeloop.fleet.control import apply_progress
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        progress = apply_progress(spec, kafka, assignment, timeout=60)
+        progress = apply_progress(spec, kafka, assignment, trusted, timeout=60)
         if progress.devices and not progress.pending:
             return
         time.sleep(1.0)
     raise TimeoutError(f"assignment {assignment.id} not applied within {timeout:.0f}s")
 
 
-def naive_all_at_once(spec: Any, kafka: dict[str, Any], key: bytes, tracking_uri: str, version: str) -> float:
+def naive_all_at_once(
+    spec: Any, kafka: dict[str, Any], signer: Signer, trusted: Keyring, tracking_uri: str, version: str
+) -> float:
     """One assignment to every device, wait until all report it, one soak, look once, move the alias."""
     from edgeloop.fleet.control import push_assignment
     from edgeloop.fleet.health import fleet_status
@@ -328,15 +336,17 @@ def naive_all_at_once(spec: Any, kafka: dict[str, Any], key: bytes, tracking_uri
     from edgeloop.training.tracking import mlflow_client
 
     started = time.time()
-    assignment = push_assignment(spec, kafka, key, model_version=version, issuer="naive")
-    wait_applied(spec, kafka, assignment, timeout=300)
+    assignment = push_assignment(spec, kafka, signer, model_version=version, issuer="naive")
+    wait_applied(spec, kafka, trusted, assignment, timeout=300)
     time.sleep(spec.rollout.soak.total_seconds())
-    fleet_status(spec, kafka, window_s=spec.rollout.soak.total_seconds(), timeout=60)
+    fleet_status(spec, kafka, trusted, window_s=spec.rollout.soak.total_seconds(), timeout=60)
     set_champion(mlflow_client(tracking_uri), spec, version)
     return time.time() - started
 
 
-def naive_script(spec: Any, kafka: dict[str, Any], key: bytes, tracking_uri: str, version: str) -> float:
+def naive_script(
+    spec: Any, kafka: dict[str, Any], signer: Signer, trusted: Keyring, tracking_uri: str, version: str
+) -> float:
     """For each group: push, wait until the group reports it; no gate, no soak; then move the alias."""
     from edgeloop.fleet.control import push_assignment
     from edgeloop.registry.aliases import set_champion
@@ -344,8 +354,8 @@ def naive_script(spec: Any, kafka: dict[str, Any], key: bytes, tracking_uri: str
 
     started = time.time()
     for group in spec.groups:
-        assignment = push_assignment(spec, kafka, key, group=group.name, model_version=version, issuer="script")
-        wait_applied(spec, kafka, assignment, timeout=300)
+        assignment = push_assignment(spec, kafka, signer, group=group.name, model_version=version, issuer="script")
+        wait_applied(spec, kafka, trusted, assignment, timeout=300)
     set_champion(mlflow_client(tracking_uri), spec, version)
     return time.time() - started
 
@@ -357,25 +367,29 @@ class NaiveFailure:
     restore_pushed: float
 
 
-def naive_bad_push(spec: Any, kafka: dict[str, Any], key: bytes, version: str, previous: str) -> NaiveFailure:
+def naive_bad_push(
+    spec: Any, kafka: dict[str, Any], signer: Signer, trusted: Keyring, version: str, previous: str
+) -> NaiveFailure:
     """The bad version to every device at once; the gate's reading of the whole fleet every 2 s; restore all."""
     from edgeloop.fleet.control import push_assignment
     from edgeloop.rollout.job import read_group_readings
 
     started = time.time()
-    push_assignment(spec, kafka, key, model_version=version, issuer="naive")
+    push_assignment(spec, kafka, signer, model_version=version, issuer="naive")
     groups = [g.name for g in spec.groups]
     limit = spec.rollout.thresholds.max_error_rate
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        readings = read_group_readings(spec, kafka, groups, version, {}, window_s=time.time() - started)
+        readings, _ = read_group_readings(
+            spec, kafka, groups, version, {}, window_s=time.time() - started, trusted=trusted
+        )
         if any(r.error_rate is not None and r.error_rate > limit for r in readings):
             break
         time.sleep(2.0)
     else:
         raise TimeoutError("the crashing version was never detected")
     detected = time.time()
-    push_assignment(spec, kafka, key, model_version=previous, issuer="naive")
+    push_assignment(spec, kafka, signer, model_version=previous, issuer="naive")
     return NaiveFailure(started, detected, time.time())
 
 
@@ -494,12 +508,15 @@ def main(argv: list[str] | None = None) -> int:
     import boto3
 
     from edgeloop.connections import PipelineClients
+    from edgeloop.contract.keys import signer_from_env, trusted_from_env
     from edgeloop.devstack.config import StackConfig
     from edgeloop.fleet.control import read_device_states
+    from edgeloop.fleet.registry import read_registry
     from edgeloop.rollout.job import read_group_readings
     from edgeloop.spec import load_spec
 
-    control_key = os.environ["EDGELOOP_CONTROL_KEY"]  # the stack's key: the DAG run's jobs sign with it
+    signer = signer_from_env(os.environ)  # the stack's key: the DAG run's jobs sign with it
+    trusted = trusted_from_env(os.environ, signer)
     tracking_uri = os.environ["MLFLOW_TRACKING_URI"]
     s3 = boto3.client("s3", endpoint_url=os.environ["EDGELOOP_S3_ENDPOINT"])
     folder = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
@@ -518,28 +535,33 @@ def main(argv: list[str] | None = None) -> int:
         register_versions(tracking_uri, spec.registry.model_name, 7)
         launched = time.monotonic()
         simulator = start_simulator(spec_path, args.devices, folder / "simulator.log")
-        phase("fleet coming online", lambda: wait_for_fleet(spec, kafka, args.devices, timeout=300))
+        phase("fleet coming online", lambda: wait_for_fleet(spec, kafka, trusted, args.devices, timeout=300))
         results["fleet_up_s"] = time.monotonic() - launched
         tail = DeviceStateTail(kafka, spec.topic("device-state"))
         tail.start()
-        everyone = {s.device_id: s.group_id for s in read_device_states(spec, kafka, timeout=60).devices.values()}
+        registry = read_registry(spec, kafka, trusted, timeout=60)
+        states = read_device_states(spec, kafka, timeout=60, registry=registry)
+        everyone = {s.device_id: s.group_id for s in states.devices.values()}
         canary = {device: group for device, group in everyone.items() if group in spec.rollout.canary_groups}
-        key = control_key.encode()
 
         results["edgeloop_good"] = phase(
             f"edgeloop waves, v{EDGELOOP_GOOD}",
             lambda: edgeloop_rollout(spec, s3, tracking_uri, kafka, EDGELOOP_GOOD),
         )
         started = time.monotonic()
-        readings = read_group_readings(spec, kafka, [g.name for g in spec.groups], EDGELOOP_GOOD, {}, window_s=soak)
+        readings, refused = read_group_readings(
+            spec, kafka, [g.name for g in spec.groups], EDGELOOP_GOOD, {}, window_s=soak, trusted=trusted
+        )
         results["reading_s"] = time.monotonic() - started
         results["reading_devices"] = sum(r.devices for r in readings)
+        results["reading_refused"] = refused
         results["naive_all"] = phase(
-            f"naive push to all, v{NAIVE_ALL}", lambda: naive_all_at_once(spec, kafka, key, tracking_uri, NAIVE_ALL)
+            f"naive push to all, v{NAIVE_ALL}",
+            lambda: naive_all_at_once(spec, kafka, signer, trusted, tracking_uri, NAIVE_ALL),
         )
         results["naive_script"] = phase(
             f"naive per-group script, v{NAIVE_SCRIPT}",
-            lambda: naive_script(spec, kafka, key, tracking_uri, NAIVE_SCRIPT),
+            lambda: naive_script(spec, kafka, signer, trusted, tracking_uri, NAIVE_SCRIPT),
         )
 
         bad = phase(
@@ -554,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
 
         naive = phase(
             f"naive, crashing v{NAIVE_BAD} to all",
-            lambda: naive_bad_push(spec, kafka, key, NAIVE_BAD, previous=NAIVE_SCRIPT),
+            lambda: naive_bad_push(spec, kafka, signer, trusted, NAIVE_BAD, previous=NAIVE_SCRIPT),
         )
         results["naive_bad"] = naive
         results["naive_bad_restored"] = tail.wait_all_on(everyone, NAIVE_SCRIPT, naive.started, timeout=300)
@@ -600,8 +622,8 @@ def report(args: argparse.Namespace, spec: Any, soak: float, waves: list[int], r
         f"{os.cpu_count()} cores shared with the stack; fleet online after {results['fleet_up_s']:.0f} s"
     )
     print(
-        f"one gate reading (device-state + heartbeats + errors of {results['reading_devices']:,} devices): "
-        f"{results['reading_s']:.1f} s"
+        f"one gate reading (registry + device-state + heartbeats + errors of {results['reading_devices']:,} devices): "
+        f"{results['reading_s']:.1f} s; reports refused: {dict(sorted(results['reading_refused'].items())) or 0}"
     )
     rows = [
         [

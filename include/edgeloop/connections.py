@@ -32,6 +32,47 @@ def _base_url(conn: Any, conn_id: str, what: str) -> str:
     return host
 
 
+SIGNING_CONN_ID = "edgeloop_signing"
+
+
+def control_signer() -> Any:
+    """The key that signs orders (`edgeloop.contract.keys.Signer`): the password of the Airflow connection
+    `edgeloop_signing` when it exists, else $EDGELOOP_SIGNING_KEY (e.g. from a Kubernetes Secret)."""
+    import os
+
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from edgeloop.contract.keys import Signer, signer_from_env
+
+    try:
+        conn = BaseHook.get_connection(SIGNING_CONN_ID)
+    except AirflowNotFoundException:
+        return signer_from_env(os.environ)
+    return Signer.from_text(conn.password or "", f"Airflow connection {SIGNING_CONN_ID!r} (password)")
+
+
+def control_trusted_keys() -> Any:
+    """The public keys whose signatures the cloud side accepts (`edgeloop.contract.keys.Keyring`): the signing
+    key's, and those in $EDGELOOP_TRUSTED_KEYS or the `trusted_keys` extra of `edgeloop_signing` (a rotation)."""
+    import os
+
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from edgeloop.contract.keys import Keyring, trusted_from_env
+
+    signer = control_signer()
+    try:
+        extra = BaseHook.get_connection(SIGNING_CONN_ID).extra_dejson
+    except AirflowNotFoundException:
+        extra = {}
+    keys = dict(trusted_from_env(os.environ, signer).keys)
+    if extra.get("trusted_keys"):
+        keys.update(Keyring.from_text(str(extra["trusted_keys"]), f"{SIGNING_CONN_ID}.extra.trusted_keys").keys)
+    return Keyring(keys)
+
+
 def mlflow_tracking_uri(conn_id: str) -> str:
     from airflow.sdk import BaseHook
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from edgeloop.metrics import Sample, StateReader, exporter_registry, serve_exporter
+from edgeloop.metrics import REPORT_REFUSALS, Sample, StateReader, exporter_registry, serve_exporter
 from edgeloop.registry.aliases import TAG_CHAMPION_SINCE
 from edgeloop.spec import PipelineSpec, default_pipelines_dir, load_all
 
@@ -23,9 +23,13 @@ log = logging.getLogger(__name__)
 
 def fleet_reader(spec: PipelineSpec, kafka_config: Mapping[str, Any]) -> StateReader:
     def read() -> Iterable[Sample]:
+        from edgeloop.contract.keys import trusted_from_env
         from edgeloop.fleet.health import fleet_status
 
-        status = fleet_status(spec, kafka_config, timeout=20)
+        status = fleet_status(spec, kafka_config, trusted_from_env(os.environ), timeout=20)
+        for reason in REPORT_REFUSALS:
+            count = status.refused_reports.get(reason, 0)
+            yield Sample("edgeloop_fleet_refused_reports", count, {"pipeline": spec.name, "refusal": reason})
         for group in status.groups:
             labels = {"pipeline": spec.name, "group": group.group}
             yield Sample("edgeloop_fleet_devices", group.devices, labels)

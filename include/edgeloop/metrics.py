@@ -49,6 +49,9 @@ OVERALL_GROUP = "_all"
 """`group` value for the whole pipeline (group names start with a letter, so it cannot clash)."""
 
 GATE_DECISIONS = ("promote", "reject", "unchanged")
+# Why device reports were left out of fleet decisions (edgeloop.contract.identity.REFUSAL_REASONS and out-of-range
+# values); a unit test keeps the two in step.
+REPORT_REFUSALS = ("unsigned", "unknown_device", "bad_signature", "wrong_group", "bad_value")
 DEADLETTER_REASONS = ("decode", "schema", "field", "too_large", "other")
 """Why a record went to dead-letter: not decodable, does not match the schema, a value its role does not allow
 (confidence, label, group, device id, clock skew), over max_record_bytes, other."""
@@ -78,6 +81,7 @@ LABELS: dict[str, str] = {
     "wave": "rollout wave number of one of the spec's groups",
     "decision": f"evaluation gate decision, one of {GATE_DECISIONS}",
     "reason": f"dead-letter reason, one of {DEADLETTER_REASONS}",
+    "refusal": f"why a device report was left out of fleet decisions, one of {REPORT_REFUSALS}",
     "metric": f"training metric, one of {TRAINING_METRICS}",
     "stage": f"DAG stage, one of {STAGES}",
     "limit": f"spec limit, one of {SPEC_LIMITS}",
@@ -262,6 +266,12 @@ METRICS: tuple[MetricDef, ...] = (
     _state("edgeloop_fleet_devices_stale", ("group",), "Devices of the group whose state is older than stale_after."),
     _state("edgeloop_fleet_error_ratio", ("group",), "Share of the group's devices that reported errors recently."),
     _state(
+        "edgeloop_fleet_refused_reports",
+        ("refusal",),
+        "Device reports in the health window left out of every decision: unsigned, unknown_device, bad_signature,"
+        " wrong_group, bad_value.",
+    ),
+    _state(
         "edgeloop_fleet_version_skew_ratio",
         ("group",),
         "Share of the group's devices whose reported model differs from the desired one.",
@@ -315,6 +325,7 @@ def label_bounds(spec: PipelineSpec) -> dict[str, frozenset[str]]:
         "wave": frozenset(str(g.wave) for g in spec.groups),
         "decision": frozenset(GATE_DECISIONS),
         "reason": frozenset(DEADLETTER_REASONS),
+        "refusal": frozenset(REPORT_REFUSALS),
         "metric": frozenset(TRAINING_METRICS),
         "stage": frozenset(STAGES),
         "limit": frozenset(SPEC_LIMITS),

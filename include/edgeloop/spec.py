@@ -341,12 +341,13 @@ class PipelineSpec(_Strict):
         return next((f.name for f in self.schema_ if f.role == role), None)
 
     def topic(self, kind: str) -> str:
-        """Full topic name of one of telemetry, health, errors, control, device-state, alerts."""
+        """Full topic name of one of telemetry, health, errors, control, device-state, alerts, devices."""
         return f"{self.topics.prefix or self.name}.{kind}"
 
     @property
     def all_topics(self) -> list[str]:
-        return [self.topic(k) for k in ("telemetry", "health", "errors", "control", "device-state", "alerts")]
+        kinds = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices")
+        return [self.topic(k) for k in kinds]
 
     def storage_prefix(self, area: str) -> str:
         """Key prefix of one storage area (raw, deadletter, curated, reports, annotations, rollouts)."""

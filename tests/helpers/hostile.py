@@ -237,7 +237,6 @@ def alert(draw: st.DrawFn) -> bytes:
     )
 
 
-CONTROL_KEY = b"k" * 32
 GROUPS = ("line-canary", "plant-north", "plant-south")
 
 
@@ -245,6 +244,7 @@ GROUPS = ("line-canary", "plant-north", "plant-south")
 def assignment(draw: st.DrawFn) -> bytes:
     """A signed assignment whose fields may be anything (signed, so the field checks are reached)."""
     from edgeloop.contract.messages import sign
+    from tests.helpers.keys import OPERATOR
 
     body: dict[str, Any] = {
         "type": draw(st.sampled_from(["assignment", "other"])),
@@ -255,13 +255,17 @@ def assignment(draw: st.DrawFn) -> bytes:
             st.one_of(st.just({"kind": "group", "id": "plant-north"}), st.just({"kind": "all"}), json_values)
         ),
         "model_version": draw(st.one_of(st.just("3"), json_values)),
+        "pipeline": draw(st.one_of(st.just("factory_maintenance"), json_values)),
+        "sequence": draw(st.one_of(st.integers(-(2**70), 2**70), json_values)),
+        "expires_at": draw(st.one_of(st.just("2999-01-01T00:00:00.000Z"), json_values)),
+        "key_id": draw(st.one_of(st.just(OPERATOR.key_id), json_values)),
     }
     if draw(st.booleans()):
         body["config"] = draw(st.one_of(st.just({"telemetry_interval_s": 2}), json_values))
         body["config_version"] = draw(st.one_of(st.just("cfg-1"), json_values))
     if draw(st.booleans()):
         body["artifact"] = draw(json_values)
-    body["signature"] = sign(body, CONTROL_KEY)
+    body["signature"] = sign(body, OPERATOR)
     return encoded(body)
 
 
@@ -329,9 +333,10 @@ def check_safejson(value: bytes) -> None:
 
 def check_assignment(value: bytes | None) -> None:
     from edgeloop.contract.messages import ControlRejected, parse_assignment
+    from tests.helpers.keys import TRUSTED
 
     try:
-        parse_assignment(value, CONTROL_KEY, GROUPS)
+        parse_assignment(value, TRUSTED, GROUPS)
     except ControlRejected as exc:
         assert exc.reason
 

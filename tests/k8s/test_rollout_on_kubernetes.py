@@ -18,19 +18,20 @@ from typing import Any
 import pytest
 
 from edgeloop.contract.artifact import ArtifactRef
-from edgeloop.contract.messages import parse_assignment
+from edgeloop.contract.keys import Keyring, public_hex
+from edgeloop.contract.messages import ControlRejected, parse_assignment
 from edgeloop.devstack import k8s
 from edgeloop.devstack.config import REPO_ROOT
 from edgeloop.rollout.job import run_kubernetes_wave
-from edgeloop.rollout.manifests import agent_configmap, agent_daemonset, daemonset_name
+from edgeloop.rollout.manifests import agent_config_name, agent_configmap, agent_daemonset, daemonset_name
 from edgeloop.rollout.pods import rollout_pod_operator
 from edgeloop.spec import PipelineSpec
+from tests.helpers.keys import INTRUDER, OPERATOR, TRUSTED, device_key
 
 pytestmark = pytest.mark.k8s
 
 IMAGE_V1 = "registry.example/edgeloop/agent:1"
 IMAGE_V2 = "registry.example/edgeloop/agent:2"
-CONTROL_KEY = b"k8s-tier-control-key"
 KAFKA = {"bootstrap.servers": "kafka.edge.svc:9092"}
 
 
@@ -48,7 +49,7 @@ def wave(spec: PipelineSpec, group: str, version: str, apis: tuple[Any, Any], **
         spec,
         group,
         version,
-        control_key=CONTROL_KEY,
+        signer=OPERATOR,
         assignment_id=f"ro-k8s.{group}.v{version}",
         apps_api=apis[0],
         core_api=apis[1],
@@ -96,8 +97,9 @@ def wait_rolled_out(apps: Any, name: str, namespace: str, nodes: int, timeout_s:
 
 @pytest.fixture
 def group_daemonset(admin_client: Any) -> Any:
-    """Deploy a group's agent as the platform team would (as admin): the control-key Secret, the agent's
-    ConfigMap and its DaemonSet at IMAGE_V1; wait until it runs on the group's nodes."""
+    """Deploy a group's agent as the platform team would (as admin): the agent Secret with one key per node
+    (`<node>.key`, as `edgeloop agent enrol` makes them), the agent's ConfigMap with the trusted keys and its
+    DaemonSet at IMAGE_V1; wait until it runs on the group's nodes."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -106,13 +108,18 @@ def group_daemonset(admin_client: Any) -> Any:
 
     def make(spec: PipelineSpec, group: str) -> str:
         name, namespace = daemonset_name(spec, group), spec.rollout.namespace
-        secret = {"metadata": {"name": spec.rollout.agent_secret}, "stringData": {"control.key": CONTROL_KEY.decode()}}
+        node_keys = {
+            f"{node}.key": device_key(spec.name, node).private_pem().decode()
+            for node in group_nodes(admin_client, spec, group)
+        }
+        secret = {"metadata": {"name": spec.rollout.agent_secret}, "stringData": node_keys}
         try:
             core.create_namespaced_secret(namespace, secret)
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        core.create_namespaced_config_map(namespace, agent_configmap(spec, group, KAFKA))
+            core.patch_namespaced_secret(spec.rollout.agent_secret, namespace, {"stringData": node_keys})
+        core.create_namespaced_config_map(namespace, agent_configmap(spec, group, KAFKA, TRUSTED))
         apps.create_namespaced_daemon_set(
             namespace, agent_daemonset(spec, group, group_labels(spec, group), image=IMAGE_V1)
         )
@@ -218,13 +225,28 @@ def test_rollout_wave_orders_the_group_agents_and_follows_them_across_edge_nodes
     orders = {next(v.config_map.name for v in p.spec.volumes if v.name == "assignment") for p in pods}
     assert len(orders) == 1, "every new pod mounts the wave's order"
     stored = client.CoreV1Api(admin_client).read_namespaced_config_map(orders.pop(), spec.rollout.namespace)
-    order = parse_assignment(stored.data["assignment.json"].encode(), CONTROL_KEY, {"line-canary"})
+    wire = stored.data["assignment.json"].encode()
+    order = parse_assignment(wire, TRUSTED, {"line-canary"})
     assert (order.model_version, order.pipeline, order.artifact) == ("2", spec.name, artifact_of("2"))
+    assert order.key_id == OPERATOR.key_id
+    with pytest.raises(ControlRejected, match="not a trusted key"):
+        parse_assignment(wire, Keyring.of([INTRUDER.public]), {"line-canary"})
+    agent_cm = client.CoreV1Api(admin_client).read_namespaced_config_map(
+        agent_config_name(spec, "line-canary"), spec.rollout.namespace
+    )
+    assert Keyring.from_text(agent_cm.data["trusted.pem"], "trusted.pem").ids == TRUSTED.ids, "public keys only"
+    agent_secret = client.CoreV1Api(admin_client).read_namespaced_secret(
+        spec.rollout.agent_secret, spec.rollout.namespace
+    )
+    assert {f"{node}.key" for node in nodes} <= set(agent_secret.data), "a key for every node of the group"
     for pod in pods:
         assert pod.spec.containers[0].image == IMAGE_V2
         assert pod.metadata.annotations["edgeloop.dev/model-version"] == "2"
         assert pod.metadata.annotations["edgeloop.dev/assignment"] == order.id
         assert {e.name for e in pod.spec.containers[0].env} == {"NODE_NAME"}, "no secret in the pod spec"
+        volumes = {v.name: v for v in pod.spec.volumes}
+        assert volumes["keys"].secret.secret_name == spec.rollout.agent_secret
+        assert volumes["trusted"].config_map.name == agent_config_name(spec, "line-canary")
     untouched = group_pods(admin_client, spec, "plant-north")
     assert {p.spec.containers[0].image for p in untouched} == {IMAGE_V1}, "a wave changes only its own group"
 
@@ -254,7 +276,8 @@ def test_local_rollout_job_process_rolls_out_with_the_service_account_kubeconfig
     # what the job pod would get: its pipelines, its secrets, and (in-cluster) its service account
     monkeypatch.setenv("EDGELOOP_PIPELINES_DIR", str(tmp_path))
     monkeypatch.setenv("KUBECONFIG", str(rollout_kubeconfig))
-    monkeypatch.setenv("EDGELOOP_CONTROL_KEY", CONTROL_KEY.decode())
+    monkeypatch.setenv("EDGELOOP_SIGNING_KEY", OPERATOR.private_pem().decode())
+    monkeypatch.setenv("EDGELOOP_TRUSTED_KEYS", public_hex(OPERATOR.public))
     monkeypatch.setenv(
         "AIRFLOW_CONN_EDGELOOP_KAFKA", json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": "127.0.0.1:9"}})
     )

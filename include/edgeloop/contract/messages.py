@@ -1,41 +1,48 @@
 """Wire formats of the fleet topics: control assignments, device config, device-state records.
 
 Control messages (`<prefix>.control`, JSON, one partition so every device sees
-them in one order) carry an assignment: a model version and/or a config, addressed
-to one device, one group or all devices, with an id. They are authorised with an
-HMAC-SHA256 over the canonical JSON of the message (sorted keys, no spaces, the
-`signature` field left out), keyed with a shared secret that publishers and devices
-get from the environment (`EDGELOOP_CONTROL_KEY`) or an Airflow connection. A
-device rejects, with an error report and without crashing, every message that is
-not valid JSON, not signed with the key, or not a well-formed assignment.
+them in one order) carry an assignment: a model version (with its artifact's URL,
+sha256 and size) and/or a config, for one pipeline, addressed to one device, one
+group or all devices, with an id. Each is signed with Ed25519 over the canonical JSON
+of the message (sorted keys, no spaces, the `signature` field left out) by the
+publisher's signing key, named by `key_id`; devices hold only public keys
+(`edgeloop.contract.keys`). The signed body also carries an expiry and a sequence
+number that grows with every order of the pipeline (microseconds since the epoch at
+issue), so a device refuses an order that is expired, or older than (or the same as)
+one it already took. A device rejects, with an error report and without crashing,
+every message that is not valid JSON, not signed by a trusted key, or not a
+well-formed assignment.
 
 Example::
 
-    {"type": "assignment", "id": "asg-1f2e", "issued_at": "2026-01-01T00:00:00.000Z",
-     "issuer": "rollout", "target": {"kind": "group", "id": "plant-north"},
-     "model_version": "3", "config": {"telemetry_interval_s": 2},
-     "config_version": "cfg-0c9d2a41b7e3", "signature": "hmac-sha256:5be1..."}
+    {"type": "assignment", "id": "asg-1f2e", "pipeline": "demo",
+     "issued_at": "2026-01-01T00:00:00.000Z", "expires_at": "2026-01-08T00:00:00.000Z",
+     "sequence": 1767225600000000, "issuer": "rollout",
+     "target": {"kind": "group", "id": "plant-north"}, "model_version": "3",
+     "artifact": {"url": "https://...", "sha256": "9f2c...", "size": 2311, "format": "onnx"},
+     "key_id": "3f0c5a9e1b2d4c6f", "signature": "ed25519:Zm9v..."}
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import math
 import re
+import time
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from edgeloop.contract.artifact import ArtifactRef, BadArtifactRef
+from edgeloop.contract.keys import BadSignature, Keyring, Signer
 from edgeloop.contract.safejson import JsonRefused, loads_object
 
-CONTROL_KEY_ENV = "EDGELOOP_CONTROL_KEY"
-SIGNATURE_PREFIX = "hmac-sha256:"
 BASELINE_VERSION = "0"
+DEFAULT_ORDER_TTL_S = 7 * 86_400.0  # as long as the artifact's presigned URL
+MAX_SEQUENCE = 2**62
 MAX_CONTROL_BYTES = 64 * 1024
 MAX_DEVICE_MESSAGE_BYTES = 64 * 1024
 
@@ -57,6 +64,9 @@ _ASSIGNMENT_FIELDS = {
     "config_version",
     "artifact",
     "pipeline",
+    "sequence",
+    "expires_at",
+    "key_id",
     "signature",
 }
 
@@ -119,23 +129,29 @@ class Target:
 
 @dataclass(frozen=True)
 class Assignment:
-    """A desired model version and/or config for the devices a target addresses."""
+    """A desired model version and/or config for the devices of one pipeline that a target addresses."""
 
     id: str
     target: Target
     issued_at: str
     issuer: str
+    pipeline: str
+    sequence: int
+    expires_at: str
     model_version: str | None = None
     config: Mapping[str, Any] | None = None
     config_version: str | None = None
     artifact: ArtifactRef | None = None  # the ONNX file of model_version (none for the baseline "0")
-    pipeline: str | None = None  # the pipeline whose devices the order is for
+    key_id: str | None = None  # who signed it (set when read from the wire)
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "type": "assignment",
             "id": self.id,
+            "pipeline": self.pipeline,
             "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "sequence": self.sequence,
             "issuer": self.issuer,
             "target": self.target.to_dict(),
         }
@@ -143,17 +159,16 @@ class Assignment:
             body["model_version"] = self.model_version
         if self.artifact is not None:
             body["artifact"] = self.artifact.to_dict()
-        if self.pipeline is not None:
-            body["pipeline"] = self.pipeline
         if self.config is not None:
             body["config"] = dict(self.config)
             body["config_version"] = self.config_version
         return body
 
-    def to_wire(self, key: bytes) -> bytes:
+    def to_wire(self, signer: Signer) -> bytes:
         """The signed JSON message for the control topic."""
         body = self.payload()
-        body["signature"] = sign(body, key)
+        body["key_id"] = signer.key_id
+        body["signature"] = sign(body, signer)
         return json.dumps(body, sort_keys=True).encode()
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,13 +186,20 @@ def new_assignment(
     model_version: str | None = None,
     config: Mapping[str, Any] | None = None,
     config_version: str | None = None,
+    pipeline: str,
     issuer: str = "edgeloop",
     assignment_id: str | None = None,
     issued_at: float | None = None,
     artifact: ArtifactRef | None = None,
-    pipeline: str | None = None,
+    ttl_s: float = DEFAULT_ORDER_TTL_S,
+    sequence: int | None = None,
 ) -> Assignment:
-    """Build an assignment; raise ValueError naming the field that is wrong."""
+    """Build an assignment; raise ValueError naming the field that is wrong.
+
+    The sequence defaults to the microseconds since the epoch at issue: it grows across
+    every publisher of the pipeline as long as their clocks agree to within the time
+    between two orders to the same devices.
+    """
     if artifact is not None and model_version is None:
         raise ValueError("artifact: given without a model_version")
     if model_version is None and config is None:
@@ -191,27 +213,46 @@ def new_assignment(
     ident = assignment_id or f"asg-{uuid.uuid4().hex[:16]}"
     if not _ID_RE.match(ident):
         raise ValueError(f"assignment_id: {ident!r} must match {_ID_RE.pattern}")
+    if not _ID_RE.match(pipeline):
+        raise ValueError(f"pipeline: {pipeline!r} is not a pipeline name")
+    if not ttl_s > 0:
+        raise ValueError(f"ttl_s: {ttl_s} must be positive")
+    at = issued_at if issued_at is not None else datetime.now(UTC).timestamp()
     return Assignment(
         id=ident,
         target=target,
-        issued_at=iso_ms(issued_at if issued_at is not None else datetime.now(UTC).timestamp()),
+        issued_at=iso_ms(at),
         issuer=issuer,
+        pipeline=pipeline,
+        sequence=sequence if sequence is not None else next_sequence(),
+        expires_at=iso_ms(at + ttl_s),
         model_version=model_version,
         config=dict(config) if config is not None else None,
         config_version=(config_version or config_version_of(config)) if config is not None else None,
         artifact=artifact,
-        pipeline=pipeline,
     )
+
+
+_issued = [0]  # the last sequence issued by this process
+
+
+def next_sequence() -> int:
+    """Microseconds since the epoch, strictly growing within this process."""
+    _issued[0] = max(_issued[0] + 1, time.time_ns() // 1000)
+    return _issued[0]
 
 
 def _canonical(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign(body: Mapping[str, Any], key: bytes) -> str:
-    """HMAC-SHA256 of the canonical JSON of `body` without its `signature` field."""
-    unsigned = {k: v for k, v in body.items() if k != "signature"}
-    return SIGNATURE_PREFIX + hmac.new(key, _canonical(unsigned), hashlib.sha256).hexdigest()
+def signed_bytes(body: Mapping[str, Any]) -> bytes:
+    """What a signature covers: the canonical JSON of `body` without its `signature` field."""
+    return _canonical({k: v for k, v in body.items() if k != "signature"})
+
+
+def sign(body: Mapping[str, Any], signer: Signer) -> str:
+    return signer.sign(signed_bytes(body))
 
 
 def _target_of(raw: Any, groups: Collection[str]) -> Target:
@@ -232,11 +273,14 @@ def _target_of(raw: Any, groups: Collection[str]) -> Target:
     return Target(kind, ident)
 
 
-def parse_assignment(value: bytes | None, key: bytes, groups: Collection[str]) -> Assignment:
+def parse_assignment(
+    value: bytes | None, keys: Keyring, groups: Collection[str], *, now: float | None = None
+) -> Assignment:
     """Decode, authenticate and validate one control message; raise ControlRejected naming the problem.
 
     The target and id are read before the signature is checked only so that the
-    rejection can name them; nothing of an unauthenticated message is applied.
+    rejection can name them; nothing of an unauthenticated message is applied. An
+    order past its `expires_at` (at `now`, default the clock) is refused.
     """
     if value is None:
         raise ControlRejected("empty message (tombstone)")
@@ -252,13 +296,20 @@ def parse_assignment(value: bytes | None, key: bytes, groups: Collection[str]) -
     signature = body.get("signature")
     if not isinstance(signature, str) or not signature:
         raise ControlRejected("signature: missing (unsigned message)", control_id=control_id, target=target)
-    # Bytes: compare_digest raises TypeError on str with non-ASCII characters.
-    if not hmac.compare_digest(signature.encode("utf-8", "surrogatepass"), sign(body, key).encode()):
-        raise ControlRejected("signature: does not match the control key", control_id=control_id, target=target)
     try:
-        return _assignment_from(body, groups)
+        keys.verify(body.get("key_id"), signature, signed_bytes(body))
+    except BadSignature as exc:
+        raise ControlRejected(str(exc), control_id=control_id, target=target) from None
+    try:
+        assignment = _assignment_from(body, groups)
     except ControlRejected as exc:
         raise ControlRejected(exc.reason, control_id=control_id, target=target) from None
+    clock = time.time() if now is None else now
+    if parse_iso(assignment.expires_at) < clock:
+        raise ControlRejected(
+            f"expires_at: the order expired at {assignment.expires_at}", control_id=control_id, target=target
+        )
+    return assignment
 
 
 def _assignment_from(body: dict[str, Any], groups: Collection[str]) -> Assignment:
@@ -304,9 +355,32 @@ def _assignment_from(body: dict[str, Any], groups: Collection[str]) -> Assignmen
         except BadArtifactRef as exc:
             raise ControlRejected(str(exc)) from None
     pipeline = body.get("pipeline")
-    if pipeline is not None and (not isinstance(pipeline, str) or not _ID_RE.match(pipeline)):
+    if not isinstance(pipeline, str) or not _ID_RE.match(pipeline):
         raise ControlRejected(f"pipeline: {pipeline!r} is not a pipeline name")
-    return Assignment(ident, target, issued_at, issuer, model_version, config, config_version, artifact, pipeline)
+    sequence = body.get("sequence")
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 < sequence < MAX_SEQUENCE:
+        raise ControlRejected(f"sequence: {sequence!r} is not a positive integer below 2^62")
+    expires_at = body.get("expires_at")
+    try:
+        parse_iso(expires_at) if isinstance(expires_at, str) else None
+    except ValueError:
+        expires_at = None
+    if not isinstance(expires_at, str):
+        raise ControlRejected("expires_at: missing or not an ISO 8601 timestamp")
+    return Assignment(
+        ident,
+        target,
+        issued_at,
+        issuer,
+        pipeline,
+        sequence,
+        expires_at,
+        model_version,
+        config,
+        config_version,
+        artifact,
+        key_id=str(body["key_id"]),
+    )
 
 
 def validate_device_config(config: Mapping[str, Any]) -> dict[str, float]:
@@ -337,16 +411,17 @@ class DeviceState:
     reported: dict[str, Any] = field(default_factory=dict)
     updated_at: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "group_id": self.group_id,
+            "desired": self.desired,
+            "reported": self.reported,
+            "updated_at": self.updated_at,
+        }
+
     def to_wire(self) -> bytes:
-        return json.dumps(
-            {
-                "device_id": self.device_id,
-                "group_id": self.group_id,
-                "desired": self.desired,
-                "reported": self.reported,
-                "updated_at": self.updated_at,
-            }
-        ).encode()
+        return json.dumps(self.to_dict()).encode()
 
     @property
     def in_sync(self) -> bool:
@@ -362,6 +437,20 @@ class BadDeviceState(ValueError):
     """A device-state record that cannot be read; the message names the key and the field."""
 
 
+class ReportChecker(Protocol):
+    """Says whether a decoded device report is signed by its enrolled device (edgeloop.contract.identity)."""
+
+    def check(self, body: Mapping[str, Any]) -> str | None: ...
+
+
+class RefusedReport(ValueError):
+    """A well-formed device report that is not signed by its enrolled device; `reason` is the class."""
+
+    def __init__(self, reason: str, where: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.reason = reason
+
+
 def device_message(value: bytes | None, where: str, error: type[ValueError]) -> dict[str, Any]:
     """Decode a JSON object that names a device and its group; raise `error` naming `where` and the field."""
     try:
@@ -374,9 +463,14 @@ def device_message(value: bytes | None, where: str, error: type[ValueError]) -> 
     return body
 
 
-def parse_device_state(key: bytes | None, value: bytes) -> DeviceState:
+def parse_device_state(key: bytes | None, value: bytes, registry: ReportChecker | None = None) -> DeviceState:
+    """One device-state record; with a `registry`, raise RefusedReport unless its device signed it."""
     device_id = key.decode("utf-8", "replace") if key else "<no key>"
     body = device_message(value, f"device-state[{device_id}]", BadDeviceState)
+    if registry is not None:
+        refused = registry.check(body)
+        if refused is not None:
+            raise RefusedReport(refused, f"device-state[{device_id}]")
     if body["device_id"] != device_id:
         raise BadDeviceState(f"device-state[{device_id}].device_id: {body['device_id']!r} differs from the key")
     desired = body.get("desired") or {}

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeloop.contract.keys import Signer, public_hex
 from edgeloop.devstack.config import REPO_ROOT, Secrets, StackConfig
 
 
@@ -99,7 +100,8 @@ def connection_env(cfg: StackConfig, sec: Secrets) -> dict[str, str]:
         "EDGELOOP_PROMETHEUS_URL": cfg.url(cfg.ports.prometheus),
         "EDGELOOP_PUSHGATEWAY_URL": cfg.url(cfg.ports.pushgateway),
         "EDGELOOP_EXPORTER_URL": cfg.url(cfg.ports.exporter),
-        "EDGELOOP_CONTROL_KEY": sec.control_signing_key,
+        "EDGELOOP_SIGNING_KEY": sec.control_signing_key,
+        "EDGELOOP_TRUSTED_KEYS": public_hex(Signer.from_text(sec.control_signing_key, "secrets.json").public),
         "EDGELOOP_STATE_DIR": str(cfg.state_dir),
         "EDGELOOP_PIPELINES_DIR": str(cfg.pipelines_dir),
     }

@@ -288,7 +288,8 @@ class Agent:
         )
         self.store = ModelStore(config.state_dir / "models")
         self.models = models or ModelCache()
-        self.core = DeviceCore.for_config(config, config.control_key())
+        self.core = DeviceCore.for_config(config, config.trusted_keys(), identity=config.identity())
+        self.keys_stamp = self._keys_stamp()
         self.control_offset = -1
         self.readings: queue.SimpleQueue[list[float]] = queue.SimpleQueue()
         self.orders: queue.SimpleQueue[tuple[ModelOrder, OnnxModel | None, str | None]] = queue.SimpleQueue()
@@ -366,6 +367,7 @@ class Agent:
         twin.desired_config_version = body.get("desired_config_version")
         twin.reported_assignment = body.get("reported_assignment")
         twin.status, twin.reason = body.get("status", "applied"), body.get("reason")
+        twin.sequence = int(body.get("sequence", 0))
         if queued_seq is None:
             self.core.seq = int(body.get("seq", 0))
         if body.get("config"):
@@ -382,6 +384,7 @@ class Agent:
             "reported_assignment": twin.reported_assignment,
             "status": twin.status,
             "reason": twin.reason,
+            "sequence": twin.sequence,
             "config": self.core.config,
             "config_version": self.core.config_version,
             "seq": self.core.seq + 1000,  # record ids stay unique even if the last saves were lost
@@ -484,8 +487,33 @@ class Agent:
         except BufferError:
             log.warning("producer queue full: %s message dropped (it is resent with the next state)", message.kind)
 
+    def _keys_stamp(self) -> tuple[int, int] | None:
+        path = self.config.trusted_keys_file
+        try:
+            info = Path(path).stat() if path else None
+        except OSError:
+            return None
+        return None if info is None else (info.st_mtime_ns, info.st_size)
+
+    def reload_trusted_keys(self) -> None:
+        """Take up a changed trusted-keys file (a key added or retired) without a restart; a bad file is logged
+        and the keys in use are kept."""
+        stamp = self._keys_stamp()
+        if stamp == self.keys_stamp:
+            return
+        self.keys_stamp = stamp
+        try:
+            keys = self.config.trusted_keys()
+        except ConfigError as exc:
+            log.error("trusted keys not changed: %s", exc)
+            return
+        if keys.ids != self.core.trusted.ids:
+            log.info("trusted keys now %s (were %s)", keys.ids, self.core.trusted.ids)
+            self.core.trusted = keys
+
     def poll_control(self) -> None:
         assert self.control is not None
+        self.reload_trusted_keys()
         if self.config.assignment_file is not None:
             self._read_assignment_file(Path(self.config.assignment_file))
         for message in self.control.consume(num_messages=100, timeout=0) if self.config.control_topic else []:

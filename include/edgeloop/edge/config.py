@@ -12,13 +12,16 @@ Example (`edgeloop agent-config` writes one from a pipeline spec)::
       - {name: vibration_rms, role: feature}
       ...
     kafka: {bootstrap.servers: "broker:9092"}
-    control_key_file: /etc/edgeloop/control.key   # or control_key_env (never the key itself)
+    trusted_keys_file: /etc/edgeloop/trusted.pem   # public keys whose orders it takes (or trusted_keys_env)
+    identity_key_file: /var/lib/edgeloop-agent/device.key   # default: <state_dir>/device.key
     state_dir: /var/lib/edgeloop-agent
     source: {kind: replay, path: /var/lib/edgeloop-agent/readings.jsonl}
     http: {host: 127.0.0.1, port: 9464}
 
-Secrets are never in this file: the control key comes from a file (a Kubernetes Secret
-mounted read-only, or a root-only file) or an environment variable named here.
+Secrets are never in this file. The trusted keys are public (a ConfigMap or a file; the
+agent reads the file again when it changes, so a key can be added or retired without a
+restart). The device's own key is written by `edgeloop agent enrol` (mode 0600) or
+mounted from a Kubernetes Secret; an agent without one refuses to start.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.contract.artifact import MAX_ARTIFACT_BYTES
+from edgeloop.contract.keys import TRUSTED_KEYS_ENV, BadKey, Keyring, Signer, read_key_text
 from edgeloop.contract.messages import DEVICE_CONFIG_RANGES
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -86,8 +90,9 @@ class AgentConfig:
     kafka: Mapping[str, Any]
     state_dir: Path
     topic_prefix: str = ""
-    control_key_env: str | None = "EDGELOOP_CONTROL_KEY"
-    control_key_file: str | None = None
+    trusted_keys_env: str | None = TRUSTED_KEYS_ENV
+    trusted_keys_file: str | None = None
+    identity_key_file: str | None = None  # default: <state_dir>/device.key
     source: SourceConfig = field(default_factory=SourceConfig)
     telemetry_interval_s: float = 1.0
     heartbeat_interval_s: float = 10.0
@@ -110,18 +115,36 @@ class AgentConfig:
     def topic(self, kind: str) -> str:
         return f"{self.topic_prefix or self.pipeline}.{kind}"
 
-    def control_key(self) -> bytes:
-        """The control key from the file or environment variable the config names; raise ConfigError if absent."""
-        if self.control_key_file:
-            try:
-                key = Path(self.control_key_file).read_bytes().strip()
-            except OSError as exc:
-                raise ConfigError(f"control_key_file: cannot read {self.control_key_file}: {exc.strerror}") from None
-        else:
-            key = os.environ.get(self.control_key_env or "", "").encode()
-        if not key:
-            raise ConfigError(f"control key: neither control_key_file nor ${self.control_key_env} gives one")
-        return key
+    def trusted_keys(self) -> Keyring:
+        """The public keys whose orders this device takes; raise ConfigError if there are none."""
+        try:
+            text, where = read_key_text(
+                env_name=self.trusted_keys_env, file=self.trusted_keys_file, environ=os.environ, what="trusted keys"
+            )
+            return Keyring.from_text(text, where)
+        except BadKey as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def identity_path(self) -> Path:
+        """`identity_key_file` (`{device_id}` in it is replaced: a Secret with one key per node) or the default."""
+        if self.identity_key_file:
+            return Path(self.identity_key_file.replace("{device_id}", self.device_id))
+        return self.state_dir / "device.key"
+
+    def identity(self) -> Signer:
+        """The device's own key; raise ConfigError if the device is not enrolled."""
+        path = self.identity_path
+        try:
+            return Signer.from_text(path.read_text(), str(path))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"identity_key_file: {path} does not exist: enrol the device first (edgeloop agent enrol)"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"identity_key_file: cannot read {path}: {exc.strerror}") from None
+        except BadKey as exc:
+            raise ConfigError(f"identity_key_file: {exc}") from None
 
 
 def _str(raw: Mapping[str, Any], name: str, *, pattern: re.Pattern[str] | None = None, default: Any = ...) -> Any:
@@ -186,10 +209,11 @@ def parse_config(raw: Any) -> AgentConfig:
         kafka=dict(kafka),
         state_dir=Path(_str(raw, "state_dir")),
         topic_prefix=_str(raw, "topic_prefix", default=""),
-        control_key_env=_str(raw, "control_key_env", pattern=re.compile(r"^[A-Z_][A-Z0-9_]*$"), default=None)
-        if "control_key_env" in raw
-        else "EDGELOOP_CONTROL_KEY",
-        control_key_file=_str(raw, "control_key_file", default=None),
+        trusted_keys_env=_str(raw, "trusted_keys_env", pattern=re.compile(r"^[A-Z_][A-Z0-9_]*$"), default=None)
+        if "trusted_keys_env" in raw
+        else TRUSTED_KEYS_ENV,
+        trusted_keys_file=_str(raw, "trusted_keys_file", default=None),
+        identity_key_file=_str(raw, "identity_key_file", default=None),
         source=_source(raw.get("source")),
         telemetry_interval_s=_number(raw, "telemetry_interval_s", 1.0, low, high),
         heartbeat_interval_s=_number(raw, "heartbeat_interval_s", 10.0, hb_low, hb_high),

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeloop.contract.identity import signed_json
+from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.contract.messages import (
     Assignment,
     BadConfig,
@@ -87,6 +89,7 @@ class Twin:
     reason: str | None = None
     reported_at: str | None = None
     applied_ids: list[str] = field(default_factory=list)
+    sequence: int = 0  # the highest order sequence this device took: older or equal ones are replays
 
 
 @dataclass(frozen=True)
@@ -99,18 +102,24 @@ class ControlVerdict:
 
 
 def verify_control(
-    value: bytes | None, offset: int, control_key: bytes, groups: Collection[str], pipeline: str
+    value: bytes | None,
+    offset: int,
+    trusted: Keyring,
+    groups: Collection[str],
+    pipeline: str,
+    *,
+    now: float | None = None,
 ) -> ControlVerdict:
     """Decode, authenticate and validate a control message for the devices of `pipeline`.
 
-    The same for every device that holds the same key and pipeline, so a process that
-    runs many devices verifies each message once and lets each device `decide`.
+    The same for every device that trusts the same keys and runs the same pipeline, so a
+    process that runs many devices verifies each message once and lets each device `decide`.
     """
     try:
-        assignment = parse_assignment(value, control_key, groups)
+        assignment = parse_assignment(value, trusted, groups, now=now)
     except ControlRejected as exc:
         return ControlVerdict(offset, rejected=exc)
-    if assignment.pipeline is not None and assignment.pipeline != pipeline:
+    if assignment.pipeline != pipeline:
         reason = f"pipeline: the assignment is for {assignment.pipeline!r}, this device runs {pipeline!r}"
         refused = ControlRejected(reason, control_id=assignment.id, target=assignment.target)
         return ControlVerdict(offset, rejected=refused)
@@ -127,8 +136,9 @@ class DeviceCore:
         pipeline: str,
         groups: Collection[str],
         schema: Sequence[SchemaField],
-        control_key: bytes,
+        trusted: Keyring,
         *,
+        identity: Signer | None = None,
         telemetry_interval_s: float = 1.0,
         heartbeat_interval_s: float = 10.0,
         clock: Any = time.time,
@@ -139,7 +149,8 @@ class DeviceCore:
         self.groups = set(groups)
         self.schema = list(schema)
         self.features = [f.name for f in self.schema if f.role == "feature"]
-        self.control_key = control_key
+        self.trusted = trusted  # the public keys whose orders this device takes
+        self.identity = identity  # this device's own key: it signs heartbeats, error reports and twin updates
         self.key = device_id.encode()
         self.clock = clock
         self.model: ServingModel | None = None
@@ -160,13 +171,11 @@ class DeviceCore:
         self.last_record_id: str | None = None
 
     @classmethod
-    def for_config(cls, config: AgentConfig, control_key: bytes, **kwargs: Any) -> DeviceCore:
+    def for_config(cls, config: AgentConfig, trusted: Keyring, **kwargs: Any) -> DeviceCore:
         """The core of the device an agent config describes (ids, groups, schema, intervals)."""
         kwargs.setdefault("telemetry_interval_s", config.telemetry_interval_s)
         kwargs.setdefault("heartbeat_interval_s", config.heartbeat_interval_s)
-        return cls(
-            config.device_id, config.group_id, config.pipeline, config.groups, config.schema, control_key, **kwargs
-        )
+        return cls(config.device_id, config.group_id, config.pipeline, config.groups, config.schema, trusted, **kwargs)
 
     # --- control ---------------------------------------------------------------
 
@@ -176,7 +185,8 @@ class DeviceCore:
 
     def on_control(self, value: bytes | None, offset: int) -> tuple[ModelOrder | None, list[Outgoing]]:
         """Verify and decide on one control message (see `decide`)."""
-        return self.decide(verify_control(value, offset, self.control_key, self.groups, self.pipeline))
+        verdict = verify_control(value, offset, self.trusted, self.groups, self.pipeline, now=self.clock())
+        return self.decide(verdict)
 
     def decide(self, verdict: ControlVerdict) -> tuple[ModelOrder | None, list[Outgoing]]:
         """Act on a verified control message.
@@ -185,6 +195,12 @@ class DeviceCore:
         does not run) and the messages to send: a `bad_control` error report for a
         refused message that may address this device, a twin update for an applied or
         failed config. Assignments for other devices or groups are ignored and counted.
+
+        An order whose sequence is not above the highest this device took is a replay
+        (or out of order) and refused, with one exception: the order file of a DaemonSet
+        pod (offset -1) read again after a restart, naming the order the device runs. An
+        order it already applied that comes again with a newer sequence (a publisher's
+        retry) is a no-op.
         """
         now = self.clock()
         if verdict.rejected is not None:
@@ -192,16 +208,22 @@ class DeviceCore:
             if exc.target is not None and not exc.target.matches(self.device_id, self.group_id):
                 self.counters.control_ignored += 1
                 return None, []
-            self.counters.control_refused += 1
-            report = self.error_report(
-                "bad_control", f"control offset {verdict.offset}: {exc.reason}", now, control_id=exc.control_id
-            )
-            return None, [report]
+            return None, [self._refuse(verdict.offset, exc.reason, exc.control_id, now)]
         assignment = verdict.assignment
         assert assignment is not None
         if not assignment.target.matches(self.device_id, self.group_id):
             self.counters.control_ignored += 1
             return None, []
+        twin = self.twin
+        if assignment.sequence <= twin.sequence:
+            if verdict.offset < 0 and assignment.id == twin.reported_assignment:
+                return None, []
+            reason = (
+                f"sequence: {assignment.sequence} is not after {twin.sequence}, the last order this device took"
+                " (a replayed or out-of-order message)"
+            )
+            return None, [self._refuse(verdict.offset, reason, assignment.id, now)]
+        twin.sequence = assignment.sequence
         if assignment.id in self.twin.applied_ids:
             return None, []
         self.twin.desired_assignment = assignment.id
@@ -225,6 +247,10 @@ class DeviceCore:
             return ModelOrder(assignment), out
         out.append(self._finish(assignment, failures, now))
         return None, out
+
+    def _refuse(self, offset: int, reason: str, control_id: str | None, now: float) -> Outgoing:
+        self.counters.control_refused += 1
+        return self.error_report("bad_control", f"control offset {offset}: {reason}", now, control_id=control_id)
 
     def apply_config(self, config: Mapping[str, Any], config_version: str | None) -> None:
         """Apply device settings (all or none); raise BadConfig naming the setting that is wrong."""
@@ -260,6 +286,8 @@ class DeviceCore:
         twin.reason = _text(reported.get("reason"))
         twin.reported_at = _text(reported.get("updated_at"))
         twin.applied_ids = [twin.reported_assignment] if twin.reported_assignment else []
+        sequence = reported.get("sequence")
+        twin.sequence = sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else 0
 
     def _finish(self, assignment: Assignment, failures: list[str], now: float) -> Outgoing:
         self.twin.applied_ids = [*self.twin.applied_ids[-63:], assignment.id]
@@ -332,7 +360,7 @@ class DeviceCore:
             "record_id": record_id,
             "control_id": control_id,
         }
-        return Outgoing("errors", self.key, json.dumps(report).encode(), int(now * 1000))
+        return Outgoing("errors", self.key, self._signed(report), int(now * 1000))
 
     def heartbeat(
         self, now: float, *, cpu_pct: float = 0.0, mem_mb: float = 0.0, temperature_c: float = 0.0
@@ -359,7 +387,7 @@ class DeviceCore:
         }
         self._errors_since_beat = 0
         self._conf_sum, self._conf_n = 0.0, 0
-        return Outgoing("health", self.key, json.dumps(beat).encode(), int(now * 1000))
+        return Outgoing("health", self.key, self._signed(beat), int(now * 1000))
 
     def state_update(self, now: float) -> Outgoing:
         """The device-state (twin) record: desired as last ordered, reported as running."""
@@ -379,11 +407,16 @@ class DeviceCore:
                 "assignment_id": twin.reported_assignment,
                 "status": twin.status,
                 "reason": twin.reason,
+                "sequence": twin.sequence,
                 "updated_at": twin.reported_at or iso_ms(now),
             },
             updated_at=iso_ms(now),
         )
-        return Outgoing("device-state", self.key, state.to_wire(), int(now * 1000))
+        return Outgoing("device-state", self.key, self._signed(state.to_dict()), int(now * 1000))
+
+    def _signed(self, body: dict[str, Any]) -> bytes:
+        """A report as JSON, signed with the device's key when it has one (see edgeloop.contract.identity)."""
+        return json.dumps(body).encode() if self.identity is None else signed_json(body, self.identity)
 
 
 def _text(value: Any) -> str | None:

@@ -560,11 +560,11 @@ def build_fleet_health(spec: PipelineSpec) -> DAG:
 
         @task
         def compute_health(**context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
+            from edgeloop.connections import PipelineClients, control_trusted_keys
             from edgeloop.fleet.health import device_alerts, fleet_status, write_health_report
 
             clients = PipelineClients(spec)
-            status = fleet_status(spec, clients.kafka())
+            status = fleet_status(spec, clients.kafka(), control_trusted_keys())
             alerts = device_alerts(spec, status)
             key = write_health_report(clients.s3(), spec, status, alerts)
             push_metrics(spec, context, lambda batch: record_fleet_metrics(batch, status))
@@ -601,21 +601,17 @@ def build_config_push(spec: PipelineSpec) -> DAG:
         @task
         def publish_assignment(**context: Any) -> dict[str, Any]:
             import hashlib
-            import os
             import time
 
-            from edgeloop.connections import PipelineClients
+            from edgeloop.connections import PipelineClients, control_signer
             from edgeloop.fleet.control import push_assignment
 
             params = context["params"]
-            key = os.environ.get("EDGELOOP_CONTROL_KEY")
-            if not key:
-                raise RuntimeError("EDGELOOP_CONTROL_KEY is not set: assignments cannot be signed")
             run_hash = hashlib.sha256(context["dag_run"].run_id.encode()).hexdigest()[:16]
             assignment = push_assignment(
                 spec,
                 PipelineClients(spec).kafka(),
-                key.encode(),
+                control_signer(),
                 group=params["group"],
                 config=params.get("config") or None,
                 model_version=params.get("model_version") or None,

@@ -2,13 +2,15 @@
 
 The spec stays on the cloud side; a device gets only what it needs (its ids, the
 pipeline's groups and telemetry schema, the Kafka client settings, where its state
-lives) and never a secret: the control key is read from a file or an environment
-variable that the config names.
+lives) and never a secret: the public keys it trusts are read from a file or an
+environment variable that the config names, and its own key is made by `edgeloop agent
+enrol`, which also registers the device in the pipeline's device registry.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,10 +54,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     config.add_argument("--device-id", required=True)
     config.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers as the device reaches them")
     config.add_argument("--state-dir", default="/var/lib/edgeloop-agent")
-    config.add_argument("--control-key-file", default="/etc/edgeloop/control.key")
+    config.add_argument("--trusted-keys-file", default="/etc/edgeloop/trusted.pem")
     config.add_argument("--source", default="stdin", help="stdin, or replay:PATH (a JSON-lines file of readings)")
     config.add_argument("--http-port", type=int, default=9464, help="/healthz, /readyz, /metrics on 127.0.0.1")
     config.set_defaults(func=_cmd_config)
+    enrol = agent_sub.add_parser(
+        "enrol",
+        help="make a device's own key (mode 0600) and register it, signed with $EDGELOOP_SIGNING_KEY",
+    )
+    enrol.add_argument("--pipeline", required=True)
+    enrol.add_argument("--group", required=True)
+    enrol.add_argument("--device-id", required=True)
+    enrol.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers (the operator's view)")
+    enrol.add_argument("--key-file", required=True, help="where the device's key goes (kept if it exists)")
+    enrol.set_defaults(func=_cmd_enrol)
     manifests = agent_sub.add_parser("manifests", help="print the agent ConfigMap and DaemonSet of a kubernetes group")
     manifests.add_argument("--pipeline", required=True)
     manifests.add_argument("--group", required=True)
@@ -81,7 +93,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
         args.device_id,
         {"bootstrap.servers": args.bootstrap},
         args.state_dir,
-        control_key_file=args.control_key_file,
+        trusted_keys_file=args.trusted_keys_file,
         source=source,
         http={"host": "127.0.0.1", "port": args.http_port},
     )
@@ -92,9 +104,48 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def enrol_device(
+    spec: PipelineSpec, kafka_config: Mapping[str, Any], operator: Any, group: str, device_id: str, key_file: Path
+) -> Any:
+    """Make (or keep) the device's key in `key_file` (mode 0600) and register its public half; return the key."""
+    import time
+
+    from edgeloop.contract.keys import Signer, public_hex
+    from edgeloop.edge.config import ID_RE
+    from edgeloop.edge.store import atomic_write
+    from edgeloop.fleet.registry import enrol
+
+    if not ID_RE.match(device_id):
+        raise ValueError(f"device_id: {device_id!r} must match {ID_RE.pattern}")
+    if key_file.exists():
+        device_key = Signer.from_text(key_file.read_text(), str(key_file))
+    else:
+        device_key = Signer.generate()
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(key_file, device_key.private_pem(), mode=0o600)
+    enrol(spec, kafka_config, operator, [(device_id, group, public_hex(device_key.public))], now=time.time())
+    return device_key
+
+
+def _cmd_enrol(args: argparse.Namespace) -> int:
+    from edgeloop.contract.keys import BadKey, signer_from_env
+
+    try:
+        operator = signer_from_env(os.environ)
+    except BadKey as exc:
+        raise SystemExit(str(exc)) from None
+    spec = _spec(args.pipeline)
+    device_key = enrol_device(
+        spec, {"bootstrap.servers": args.bootstrap}, operator, args.group, args.device_id, Path(args.key_file)
+    )
+    print(f"enrolled {args.device_id} in {spec.name}/{args.group} with key {device_key.key_id} ({args.key_file})")
+    return 0
+
+
 def _cmd_manifests(args: argparse.Namespace) -> int:
     import yaml
 
+    from edgeloop.contract.keys import trusted_from_env
     from edgeloop.rollout.manifests import agent_configmap, agent_daemonset
 
     spec = _spec(args.pipeline)
@@ -103,7 +154,7 @@ def _cmd_manifests(args: argparse.Namespace) -> int:
         raise SystemExit(f"group: {args.group!r} is not a group of {spec.name}")
     kafka = {"bootstrap.servers": args.bootstrap}
     objects = [
-        agent_configmap(spec, group.name, kafka),
+        agent_configmap(spec, group.name, kafka, trusted_from_env(os.environ)),
         agent_daemonset(spec, group.name, group.selector, image=args.image),
     ]
     print(yaml.safe_dump_all(objects, sort_keys=False), end="")

@@ -2,7 +2,8 @@
 
 Endpoints and secrets come from the environment (the stack contract):
 EDGELOOP_KAFKA_BOOTSTRAP, MLFLOW_TRACKING_URI (registry models) and
-EDGELOOP_CONTROL_KEY (the HMAC key that authorises control messages).
+EDGELOOP_SIGNING_KEY (the operator's Ed25519 key: it signs orders and enrolments; the
+simulated devices trust its public half and EDGELOOP_TRUSTED_KEYS).
 
     edgeloop fleet simulate --pipeline factory_maintenance --devices 200
     edgeloop fleet simulate --pipeline factory_maintenance --drift plant-south:vibration_rms:gain=1.8@120s
@@ -29,7 +30,6 @@ from typing import Any
 
 from edgeloop.spec import PipelineSpec, SpecInvalid, load_all, load_spec
 
-CONTROL_KEY_ENV = "EDGELOOP_CONTROL_KEY"
 KAFKA_ENV = "EDGELOOP_KAFKA_BOOTSTRAP"
 
 
@@ -58,11 +58,22 @@ def _kafka(args: argparse.Namespace) -> dict[str, Any]:
     return {"bootstrap.servers": bootstrap}
 
 
-def _control_key() -> bytes:
-    key = os.environ.get(CONTROL_KEY_ENV)
-    if not key:
-        raise CliError(f"{CONTROL_KEY_ENV} is not set: control messages cannot be signed or verified without it")
-    return key.encode()
+def _signer() -> Any:
+    from edgeloop.contract.keys import BadKey, signer_from_env
+
+    try:
+        return signer_from_env(os.environ)
+    except BadKey as exc:
+        raise CliError(str(exc)) from None
+
+
+def _trusted() -> Any:
+    from edgeloop.contract.keys import BadKey, trusted_from_env
+
+    try:
+        return trusted_from_env(os.environ)
+    except BadKey as exc:
+        raise CliError(str(exc)) from None
 
 
 _DRIFT = re.compile(
@@ -122,7 +133,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     spec = _spec(args)
     kafka = _kafka(args)
-    key = _control_key()
+    signer, trusted = _signer(), _trusted()
     profile = sensor_profile(spec)
     faults: dict[str, ModelFault] = {}
     for text in args.fault:
@@ -162,7 +173,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         ground_truth=not args.no_ground_truth,
     )
     try:
-        simulator = FleetSimulator(spec, kafka, provider, key, options, profile=profile)
+        simulator = FleetSimulator(spec, kafka, provider, trusted, options, profile=profile, operator=signer)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     stop = threading.Event()
@@ -180,7 +191,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from edgeloop.fleet.health import fleet_status, render_status_json, render_status_text
 
-    status = fleet_status(_spec(args), _kafka(args), window_s=args.window)
+    status = fleet_status(_spec(args), _kafka(args), _trusted(), window_s=args.window)
     print(render_status_json(status) if args.json else render_status_text(status))
     return 0
 
@@ -200,7 +211,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
         assignment = push_assignment(
             spec,
             kafka,
-            _control_key(),
+            _signer(),
             group=args.group,
             device=args.device,
             model_version=args.model_version,
@@ -215,7 +226,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
         return 0
     deadline = time.monotonic() + args.wait
     while True:
-        progress = apply_progress(spec, kafka, assignment)
+        progress = apply_progress(spec, kafka, assignment, _trusted())
         if progress.complete or time.monotonic() > deadline:
             break
         time.sleep(1.0)
@@ -226,7 +237,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def _cmd_health(args: argparse.Namespace) -> int:
     from edgeloop.fleet.health import run_fleet_health
 
-    summary = run_fleet_health(_spec(args), _kafka(args), publish=not args.no_publish)
+    summary = run_fleet_health(_spec(args), _kafka(args), _trusted(), publish=not args.no_publish)
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
 

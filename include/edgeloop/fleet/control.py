@@ -17,10 +17,13 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from edgeloop.contract.artifact import ArtifactRef
+from edgeloop.contract.identity import DeviceRegistry, Refusals
+from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.contract.messages import (
     Assignment,
     BadDeviceState,
     DeviceState,
+    RefusedReport,
     Target,
     new_assignment,
     parse_device_state,
@@ -54,7 +57,7 @@ def publish_messages(
 def push_assignment(
     spec: PipelineSpec,
     kafka_config: Mapping[str, Any],
-    control_key: bytes,
+    signer: Signer,
     *,
     group: str | None = None,
     device: str | None = None,
@@ -85,15 +88,15 @@ def push_assignment(
         artifact=artifact,
         pipeline=spec.name,
     )
-    publish_assignment(spec, kafka_config, control_key, assignment)
+    publish_assignment(spec, kafka_config, signer, assignment)
     return assignment
 
 
 def publish_assignment(
-    spec: PipelineSpec, kafka_config: Mapping[str, Any], control_key: bytes, assignment: Assignment
+    spec: PipelineSpec, kafka_config: Mapping[str, Any], signer: Signer, assignment: Assignment
 ) -> None:
-    """Publish an already built assignment (signed with `control_key`)."""
-    message = (assignment.target.key.encode(), assignment.to_wire(control_key))
+    """Publish an already built assignment, signed with `signer`."""
+    message = (assignment.target.key.encode(), assignment.to_wire(signer))
     publish_messages(kafka_config, spec.topic("control"), [message])
 
 
@@ -108,30 +111,47 @@ class DeviceStates:
 
     devices: dict[str, DeviceState] = field(default_factory=dict)
     bad_records: list[str] = field(default_factory=list)
+    refused: Refusals = field(default_factory=Refusals)  # records not signed by their enrolled device
 
     def in_group(self, group: str) -> list[DeviceState]:
         return [s for s in self.devices.values() if s.group_id == group]
 
 
-def read_device_states(spec: PipelineSpec, kafka_config: Mapping[str, Any], *, timeout: float = 60.0) -> DeviceStates:
-    """Every device's latest desired and reported state (tombstones remove a device)."""
-    latest: dict[bytes, tuple[int, bytes | None]] = {}
+def read_device_states(
+    spec: PipelineSpec,
+    kafka_config: Mapping[str, Any],
+    *,
+    timeout: float = 60.0,
+    registry: DeviceRegistry | None = None,
+) -> DeviceStates:
+    """Every device's latest desired and reported state (tombstones remove a device).
+
+    With a `registry`, only records signed by their enrolled device count: per device the
+    newest such record, so a forged record neither counts nor hides the real one; the
+    others are counted in `refused` by reason.
+    """
+    history: dict[bytes, list[tuple[int, bytes | None]]] = {}
     try:
         for record in read_topic(kafka_config, spec.topic("device-state"), timeout=timeout):
             if record.key is not None:
-                latest[record.key] = (record.offset, record.value)
+                history.setdefault(record.key, []).append((record.offset, record.value))
     except TopicMissing:
         return DeviceStates()
     states = DeviceStates()
-    for key, (offset, value) in latest.items():
-        if value is None:
-            continue
-        try:
-            state = parse_device_state(key, value)
-        except BadDeviceState as exc:
-            states.bad_records.append(f"{exc} (offset {offset})")
-            continue
-        states.devices[state.device_id] = state
+    for key, records in history.items():
+        for offset, value in reversed(records):
+            if value is None:
+                break
+            try:
+                state = parse_device_state(key, value, registry)
+            except BadDeviceState as exc:
+                states.bad_records.append(f"{exc} (offset {offset})")
+                continue
+            except RefusedReport as exc:
+                states.refused.add(exc.reason, f"device-state offset {offset}")
+                continue
+            states.devices[state.device_id] = state
+            break
     return states
 
 
@@ -192,10 +212,18 @@ def assignment_progress(assignment: Assignment, states: DeviceStates) -> ApplyPr
 
 
 def apply_progress(
-    spec: PipelineSpec, kafka_config: Mapping[str, Any], assignment: Assignment, *, timeout: float = 60.0
+    spec: PipelineSpec,
+    kafka_config: Mapping[str, Any],
+    assignment: Assignment,
+    trusted: Keyring,
+    *,
+    timeout: float = 60.0,
 ) -> ApplyProgress:
-    """Read device-state and report how many addressed devices applied `assignment`."""
-    return assignment_progress(assignment, read_device_states(spec, kafka_config, timeout=timeout))
+    """Read the registry and device-state; report how many addressed, enrolled devices applied `assignment`."""
+    from edgeloop.fleet.registry import read_registry
+
+    registry = read_registry(spec, kafka_config, trusted, timeout=timeout)
+    return assignment_progress(assignment, read_device_states(spec, kafka_config, timeout=timeout, registry=registry))
 
 
 def assignment_from_dict(data: Mapping[str, Any]) -> Assignment:
@@ -206,9 +234,11 @@ def assignment_from_dict(data: Mapping[str, Any]) -> Assignment:
         target=Target(target["kind"], target.get("id")),
         issued_at=data["issued_at"],
         issuer=data["issuer"],
+        pipeline=data["pipeline"],
+        sequence=int(data["sequence"]),
+        expires_at=data["expires_at"],
         model_version=data.get("model_version"),
         config=data.get("config"),
         config_version=data.get("config_version"),
         artifact=ArtifactRef.from_dict(data["artifact"]) if data.get("artifact") else None,
-        pipeline=data.get("pipeline"),
     )

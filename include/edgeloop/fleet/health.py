@@ -15,6 +15,10 @@ Definitions (all per group, at time `now`):
   but still inside the lookback: they went silent recently and stayed silent.
 - unknown devices: ids in heartbeats or error reports that device-state does not
   know (or with a group the spec does not have); counted, a sample listed.
+- refused reports: heartbeats, error reports and device-state records that are not
+  signed by their device as enrolled in the device registry (`unsigned`,
+  `unknown_device`, `bad_signature`, `wrong_group`), or are unreadable or hold a
+  value out of range (`bad_value`). They count for nothing above; they are counted by reason.
 
 A group is unhealthy when offline ratio > max_offline_ratio, error rate >
 max_error_rate (with at least 20 inferences in the window), version skew >
@@ -33,9 +37,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edgeloop.contract.messages import MAX_DEVICE_MESSAGE_BYTES, device_message, iso_ms, parse_iso
+from edgeloop.contract.identity import DeviceRegistry, Refusals
+from edgeloop.contract.keys import Keyring
+from edgeloop.contract.messages import (
+    MAX_DEVICE_MESSAGE_BYTES,
+    RefusedReport,
+    ReportChecker,
+    device_message,
+    iso_ms,
+    parse_iso,
+)
 from edgeloop.contract.safejson import JsonRefused, loads_object
 from edgeloop.fleet.control import DeviceStates, publish_messages, read_device_states
+from edgeloop.fleet.registry import read_registry
 from edgeloop.fleet.topics import TopicMissing, TopicRecord, read_topic
 from edgeloop.spec import PipelineSpec
 
@@ -78,10 +92,17 @@ def _number(body: dict[str, Any], name: str, where: str, default: float, low: fl
     return float(value)
 
 
-def parse_heartbeat(record: TopicRecord) -> Heartbeat:
-    """One heartbeat, every field checked by type and range; raise BadFeedback naming the field."""
+def parse_heartbeat(record: TopicRecord, registry: ReportChecker | None = None) -> Heartbeat:
+    """One heartbeat, every field checked by type and range; raise BadFeedback naming the field.
+
+    With a `registry`, raise RefusedReport unless the heartbeat is signed by its enrolled device.
+    """
     where = f"health[{record.partition}@{record.offset}]"
     body = device_message(record.value, where, BadFeedback)
+    if registry is not None:
+        refused = registry.check(body)
+        if refused is not None:
+            raise RefusedReport(refused, where)
     model_version = body.get("model_version")
     if model_version is not None and not isinstance(model_version, str):
         raise BadFeedback(f"{where}.model_version: {type(model_version).__name__} is not a string")
@@ -150,6 +171,7 @@ class FleetStatus:
     unknown_device_ids: list[str] = field(default_factory=list)
     bad_feedback: int = 0
     bad_state_records: int = 0
+    refused_reports: dict[str, int] = field(default_factory=dict)  # by reason (see the module docstring)
 
     def group(self, name: str) -> GroupStatus:
         for group in self.groups:
@@ -167,6 +189,7 @@ class FleetStatus:
             "unknown_device_ids": self.unknown_device_ids,
             "bad_feedback": self.bad_feedback,
             "bad_state_records": self.bad_state_records,
+            "refused_reports": dict(sorted(self.refused_reports.items())),
         }
 
 
@@ -184,18 +207,29 @@ def summarize_fleet(
     window_s: float,
     stale_after_s: float,
     skew_grace_s: float = 60.0,
+    registry: DeviceRegistry | None = None,
 ) -> FleetStatus:
-    """The per-group fleet status from already read topic records (pure: no Kafka here)."""
+    """The per-group fleet status from already read topic records (pure: no Kafka here).
+
+    With a `registry`, only reports signed by their enrolled device count (the others are
+    counted in `refused_reports`, with those `states` refused when it was read).
+    """
     group_names = [g.name for g in spec.groups]
     window_start = now_ms - int(window_s * 1000)
     unknown: set[str] = set()
     bad_feedback = 0
+    refusals = Refusals(dict(states.refused.counts))
     beats: dict[str, list[Heartbeat]] = {}
     for record in heartbeats:
         try:
-            beat = parse_heartbeat(record)
+            beat = parse_heartbeat(record, registry)
+        except RefusedReport as exc:
+            refusals.add(exc.reason, f"health {record.partition}@{record.offset}")
+            continue
         except BadFeedback as exc:
             bad_feedback += 1
+            if registry is not None:
+                refusals.add("bad_value", f"health {record.partition}@{record.offset}")
             log.debug("%s", exc)
             continue
         if beat.seen_ms > now_ms:
@@ -216,6 +250,10 @@ def summarize_fleet(
             continue
         if not isinstance(body.get("device_id"), str):
             bad_feedback += 1
+            continue
+        refused = registry.check(body) if registry is not None else None
+        if refused is not None:
+            refusals.add(refused, f"errors {record.partition}@{record.offset}")
             continue
         state = states.devices.get(body["device_id"])
         if state is None or state.group_id not in error_kinds:
@@ -296,12 +334,14 @@ def summarize_fleet(
         unknown_device_ids=sorted(unknown)[:20],
         bad_feedback=bad_feedback,
         bad_state_records=len(states.bad_records),
+        refused_reports=refusals.counts,
     )
 
 
 def fleet_status(
     spec: PipelineSpec,
     kafka_config: Mapping[str, Any],
+    trusted: Keyring,
     *,
     now: float | None = None,
     window_s: float | None = None,
@@ -311,12 +351,14 @@ def fleet_status(
     states: DeviceStates | None = None,
     lookback_s: float | None = None,
     groups: Collection[str] | None = None,
+    registry: DeviceRegistry | None = None,
 ) -> FleetStatus:
-    """Read device-state, heartbeats and error reports from Kafka; return the per-group status.
+    """Read the device registry, device-state, heartbeats and error reports from Kafka; return the per-group
+    status, counting only reports signed by their enrolled devices (enrolments signed by a `trusted` key).
 
     Defaults come from `spec.fleet_health` (window = stale_after); heartbeats are read
     back 2 x stale_after (`lookback_s`) so that newly stale devices are seen. A caller that
-    has just read device-state passes it as `states` instead of having it read again. With
+    has just read the registry and device-state passes them as `registry` and `states`. With
     `groups`, only those groups are summarised (the others show no device): the feedback of
     other devices is skipped before it is parsed, which is most of the work on a large fleet.
     """
@@ -325,13 +367,15 @@ def fleet_status(
     now_ms = int((now if now is not None else time.time()) * 1000)
     lookback = lookback_s if lookback_s is not None else 2 * stale_after
     lookback_ms = now_ms - int(max(window, lookback) * 1000)
+    if registry is None:
+        registry = read_registry(spec, kafka_config, trusted, timeout=timeout)
     if states is None:
-        states = read_device_states(spec, kafka_config, timeout=timeout)
+        states = read_device_states(spec, kafka_config, timeout=timeout, registry=registry)
     keys = None
     if groups is not None:
         wanted = set(groups)
         states = DeviceStates(
-            {d: s for d, s in states.devices.items() if s.group_id in wanted}, list(states.bad_records)
+            {d: s for d, s in states.devices.items() if s.group_id in wanted}, list(states.bad_records), states.refused
         )
         keys = {device.encode() for device in states.devices}
     heartbeats = _read_or_empty(kafka_config, spec.topic("health"), lookback_ms, timeout, keys)
@@ -345,6 +389,7 @@ def fleet_status(
         window_s=window,
         stale_after_s=stale_after,
         skew_grace_s=skew_grace_s,
+        registry=registry,
     )
 
 
@@ -469,13 +514,14 @@ def write_health_report(
 def run_fleet_health(
     spec: PipelineSpec,
     kafka_config: Mapping[str, Any],
+    trusted: Keyring,
     *,
     s3_client: Any | None = None,
     now: float | None = None,
     publish: bool = True,
 ) -> dict[str, Any]:
     """The fleet-health task: status, alerts published, report written; a small summary dict."""
-    status = fleet_status(spec, kafka_config, now=now)
+    status = fleet_status(spec, kafka_config, trusted, now=now)
     alerts = device_alerts(spec, status)
     published = publish_alerts(spec, kafka_config, alerts) if publish else 0
     key = write_health_report(s3_client, spec, status, alerts) if s3_client is not None else None
@@ -488,6 +534,7 @@ def run_fleet_health(
         "alerts": [{"group": a["group"], "reasons": a["reasons"]} for a in alerts],
         "published": published,
         "unknown_devices": status.unknown_devices,
+        "refused_reports": status.refused_reports,
         "report_key": key,
     }
 
@@ -516,10 +563,11 @@ def render_status_text(status: FleetStatus) -> str:
             f"{g.group:<16} {g.devices:>7} {g.online:>6} {g.offline:>7} {g.stale:>5}  {models:<30} "
             f"{f'{g.in_sync}/{g.devices}':>9} {rate:>8} {conf:>5}  {g.last_seen or '-'}"
         )
-    if status.unknown_devices or status.bad_feedback or status.bad_state_records:
+    if status.unknown_devices or status.bad_feedback or status.bad_state_records or status.refused_reports:
         lines.append(
             f"unknown devices in feedback: {status.unknown_devices} {status.unknown_device_ids[:5]}; "
             f"unreadable feedback: {status.bad_feedback}; unreadable device-state records: {status.bad_state_records}"
+            f"; refused reports: {dict(sorted(status.refused_reports.items())) or 0}"
         )
     return "\n".join(lines)
 

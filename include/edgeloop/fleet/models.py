@@ -3,9 +3,10 @@
 A model version is a registry version number as a string. Version "0" is the
 built-in baseline rule model, so a fleet runs before the first training: it looks
 only at the vibration level (ISO 10816 zones) for the demo profile, or at the
-nearest class centre of the generic profile. Any other version is loaded from the
-MLflow registry (`models:/<name>/<version>`, an sklearn model with predict_proba)
-and cached per version.
+nearest class centre of the generic profile. Any other version is the ONNX file its
+signed assignment names, fetched and checked against its sha256 and size, loaded in
+onnxruntime by the agent's own loader (`onnx_provider`), and cached per version. No
+pickle is ever loaded for a device.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -89,38 +90,6 @@ class BaselineRuleModel:
         scale = self.profile.stds.mean(axis=0)
         distances = (((features[:, None, :] - self.profile.means[None, :, :]) / scale) ** 2).mean(axis=2)
         return _softmax(-2.0 * distances)
-
-
-@dataclass
-class SklearnEdgeModel:
-    """An sklearn classifier (or pipeline) with predict_proba; columns matched by feature name."""
-
-    version: str
-    estimator: Any
-    features: Sequence[str]
-
-    def __post_init__(self) -> None:
-        if not hasattr(self.estimator, "predict_proba"):
-            raise ModelLoadError(f"model version {self.version}: {type(self.estimator).__name__} has no predict_proba")
-        self.labels: Sequence[str] = [str(c) for c in getattr(self.estimator, "classes_", [])]
-        if not self.labels:
-            raise ModelLoadError(f"model version {self.version}: the estimator has no classes_ (not fitted?)")
-        names = getattr(self.estimator, "feature_names_in_", None)
-        self._columns: list[str] | None = None
-        if names is not None:
-            unknown = sorted(set(map(str, names)) - set(self.features))
-            if unknown:
-                raise ModelLoadError(f"model version {self.version}: expects features {unknown} not in the spec")
-            self._columns = [str(n) for n in names]
-            self._index = [list(self.features).index(n) for n in self._columns]
-
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        if self._columns is not None:
-            import pandas as pd
-
-            frame = pd.DataFrame(features[:, self._index], columns=self._columns)
-            return np.asarray(self.estimator.predict_proba(frame), dtype=np.float64)
-        return np.asarray(self.estimator.predict_proba(features), dtype=np.float64)
 
 
 @dataclass
@@ -211,29 +180,6 @@ class CachedModelProvider:
         return model
 
 
-def mlflow_loader(
-    model_name: str, features: Sequence[str], tracking_uri: str | None = None
-) -> Callable[[str], EdgeModel]:
-    """A loader for `models:/<model_name>/<version>` (sklearn flavour) from an MLflow registry."""
-
-    def load(version: str) -> EdgeModel:
-        import mlflow.sklearn
-        from mlflow.exceptions import MlflowException
-
-        uri = f"models:/{model_name}/{version}"
-        try:
-            if tracking_uri:
-                import mlflow
-
-                mlflow.set_tracking_uri(tracking_uri)
-            estimator = mlflow.sklearn.load_model(uri)
-        except (MlflowException, OSError) as exc:
-            raise ModelLoadError(f"model version {version}: cannot load {uri}: {exc}") from exc
-        return SklearnEdgeModel(version, estimator, features)
-
-    return load
-
-
 def mlflow_champion(model_name: str, tracking_uri: str | None = None, alias: str = "champion") -> Callable[[], str]:
     """The version the registry alias points at, or the baseline "0" when nothing is registered yet."""
 
@@ -248,22 +194,6 @@ def mlflow_champion(model_name: str, tracking_uri: str | None = None, alias: str
             return BASELINE_VERSION
 
     return default
-
-
-def mlflow_provider(
-    model_name: str,
-    profile: SensorProfile,
-    tracking_uri: str | None = None,
-    *,
-    faults: Mapping[str, ModelFault] | None = None,
-) -> CachedModelProvider:
-    """Models from an MLflow registry; new devices start on the `champion` alias (or the baseline)."""
-    return CachedModelProvider(
-        profile,
-        mlflow_loader(model_name, profile.features, tracking_uri),
-        default=mlflow_champion(model_name, tracking_uri),
-        faults=faults,
-    )
 
 
 def baseline_provider(

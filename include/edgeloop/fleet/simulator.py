@@ -23,6 +23,11 @@ simulates what surrounds a device, vectorised over the fleet in numpy arrays:
   each device's core turns its row into a record (`observe`). Model faults (the
   provider's crash/bad/load_error wrappers) stand for broken hardware.
 
+Device identity: with the operator's key (`operator`), each device gets a key of its
+own derived from it and is enrolled in the device registry at start (devices already
+enrolled with that key are left alone), so its reports are signed as an enrolled
+agent's are. Without it the devices send unsigned reports, which the cloud refuses.
+
 At start the harness restores each device from its last device-state record (the
 model and config it reported, its twin) and replays the control log from the
 reported assignment on, as a restarted agent would from its control offset; refusals
@@ -46,6 +51,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
+from edgeloop.contract.keys import Keyring, Signer, public_hex
 from edgeloop.contract.messages import (
     BASELINE_VERSION,
     BadConfig,
@@ -58,6 +64,7 @@ from edgeloop.edge.config import SchemaField
 from edgeloop.edge.device import QUEUED_KINDS, ControlVerdict, DeviceCore, ModelOrder, Outgoing, verify_control
 from edgeloop.fleet import groundtruth
 from edgeloop.fleet.models import EdgeModel, ModelLoadError, ModelProvider
+from edgeloop.fleet.registry import enrol, read_registry
 from edgeloop.fleet.sensors import DriftInjection, SensorProfile, apply_drift, check_drift, sensor_profile
 from edgeloop.fleet.topics import GROUND_TRUTH, TopicMissing, ensure_topics, producer_config, read_topic, reader_config
 from edgeloop.spec import PipelineSpec
@@ -168,17 +175,19 @@ class FleetSimulator:
         spec: PipelineSpec,
         kafka_config: Mapping[str, Any],
         provider: ModelProvider,
-        control_key: bytes,
+        trusted: Keyring,
         options: SimulatorOptions | None = None,
         *,
         profile: SensorProfile | None = None,
         clock: Callable[[], float] = time.time,
+        operator: Signer | None = None,
     ) -> None:
         self.spec = spec
         self.options = options or SimulatorOptions()
         self.kafka_config = dict(kafka_config)
         self.provider = provider
-        self.control_key = control_key
+        self.trusted = trusted
+        self.operator = operator
         self.profile = profile or sensor_profile(spec)
         self.clock = clock
         opts = self.options
@@ -218,7 +227,8 @@ class FleetSimulator:
                 spec.name,
                 groups,
                 schema,
-                control_key,
+                trusted,
+                identity=operator.derive(f"{spec.name}/{device}") if operator is not None else None,
                 telemetry_interval_s=opts.telemetry_interval_s,
                 heartbeat_interval_s=opts.heartbeat_interval_s,
                 clock=clock,
@@ -269,6 +279,7 @@ class FleetSimulator:
         """Create topics (optional), restore each device from its twin and the control log, register it."""
         if self.options.create_topics:
             ensure_topics(self.spec, self.kafka_config, ground_truth=self.options.ground_truth)
+        self.enrol()
         self.producer = Producer({**_producer_config(self.kafka_config), "on_delivery": self._on_delivery})
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
         twins = self._read_twins()
@@ -276,6 +287,20 @@ class FleetSimulator:
         self.boot(twins, history, self.clock())
         self.consumer = Consumer(reader_config(self.kafka_config))
         self.consumer.assign([TopicPartition(self.control_topic, 0, start_offset)])
+
+    def enrol(self) -> int:
+        """Enrol the devices whose derived key the registry does not hold yet; return how many."""
+        if self.operator is None:
+            return 0
+        registry = read_registry(self.spec, self.kafka_config, self.trusted, timeout=120.0)
+        missing = []
+        for i, core in enumerate(self.cores):
+            assert core.identity is not None
+            known = registry.devices.get(self.device_ids[i])
+            key_id = core.identity.key_id
+            if known is None or known.key_id != key_id or known.group_id != core.group_id:
+                missing.append((self.device_ids[i], core.group_id, public_hex(core.identity.public)))
+        return enrol(self.spec, self.kafka_config, self.operator, missing, now=self.clock()) if missing else 0
 
     def boot(self, twins: Mapping[str, DeviceState], history: Sequence[tuple[int, bytes | None]], now: float) -> None:
         """Bring every device up: its last twin, its model and config, the control log it missed; report the twin.
@@ -574,7 +599,7 @@ class FleetSimulator:
 
     def _verify(self, value: bytes | None, offset: int) -> ControlVerdict:
         """Verify a control message once for every device; an authorised model order names the artifact."""
-        verdict = verify_control(value, offset, self.control_key, self.groups, self.spec.name)
+        verdict = verify_control(value, offset, self.trusted, self.groups, self.spec.name, now=self.clock())
         assignment = verdict.assignment
         if assignment is not None and assignment.model_version is not None and assignment.artifact is not None:
             self.provider.offer(assignment.model_version, assignment.artifact)
@@ -792,7 +817,8 @@ def simulate(
     spec: PipelineSpec,
     kafka_config: Mapping[str, Any],
     *,
-    control_key: bytes,
+    trusted: Keyring,
+    operator: Signer | None = None,
     devices: int | None = None,
     provider: ModelProvider | None = None,
     duration_s: float | None = None,
@@ -802,7 +828,7 @@ def simulate(
     """Run a simulated fleet for `duration_s` seconds (or until `stop` is set); return its counts.
 
     `provider` defaults to the built-in baseline model only (version "0"); pass
-    `mlflow_provider(...)` to run registry models.
+    `onnx_provider(...)` to run registry models (their ONNX files, as agents do).
     """
     from edgeloop.fleet.models import baseline_provider
 
@@ -811,5 +837,5 @@ def simulate(
         opts.devices = devices
     profile = sensor_profile(spec)
     chosen = provider if provider is not None else baseline_provider(profile)
-    simulator = FleetSimulator(spec, kafka_config, chosen, control_key, opts, profile=profile)
+    simulator = FleetSimulator(spec, kafka_config, chosen, trusted, opts, profile=profile, operator=operator)
     return simulator.run(duration_s, stop)

@@ -7,6 +7,7 @@ Topic layout per pipeline (`<prefix>` = `spec.topics.prefix` or the pipeline nam
 | `.telemetry`, `.health`, `.errors`, `.alerts` | spec.topics.partitions | delete | key = device (alerts: group) |
 | `<prefix>.control` | 1 | delete | one partition: every device sees assignments in one total order |
 | `<prefix>.device-state` | spec.topics.partitions | compact | key = device id, desired and reported state |
+| `<prefix>.devices` | 1 | compact | key = device id, the device registry (enrolments signed by the operator) |
 | `<prefix>.ground-truth` | 1 | delete | simulator only: hidden true labels, read by simulated annotators |
 
 Readers here never join a consumer group and never commit: they assign partitions,
@@ -44,7 +45,8 @@ _LEADER_ERRORS = {
 }
 
 GROUND_TRUTH = "ground-truth"
-PIPELINE_TOPIC_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts")
+PIPELINE_TOPIC_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices")
+COMPACTED_KINDS = ("device-state", "devices")
 _COMPACTED = {
     "cleanup.policy": "compact",
     "min.cleanable.dirty.ratio": "0.1",
@@ -78,8 +80,8 @@ def topic_plan(spec: PipelineSpec, *, ground_truth: bool = True) -> list[TopicPl
     replication = spec.topics.replication_factor
     plans = []
     for kind in PIPELINE_TOPIC_KINDS:
-        partitions = 1 if kind == "control" else spec.topics.partitions
-        config = _COMPACTED if kind == "device-state" else {}
+        partitions = 1 if kind in ("control", "devices") else spec.topics.partitions
+        config = _COMPACTED if kind in COMPACTED_KINDS else {}
         plans.append(TopicPlan(spec.topic(kind), partitions, replication, config))
     if ground_truth:
         plans.append(TopicPlan(spec.topic(GROUND_TRUTH), 1, replication, {}))
@@ -115,10 +117,11 @@ def ensure_topics(
                 else:
                     raise TopicSetupError(f"topic {name}: creation failed: {exc}") from exc
     _wait_for_leaders(admin, [p.name for p in missing], timeout)
-    state_topic = spec.topic("device-state")
-    if result.get(state_topic) == "exists" and not _is_compacted(admin, state_topic, timeout):
-        _make_compacted(admin, state_topic, timeout)
-        result[state_topic] = "compacted"
+    for kind in COMPACTED_KINDS:
+        state_topic = spec.topic(kind)
+        if result.get(state_topic) == "exists" and not _is_compacted(admin, state_topic, timeout):
+            _make_compacted(admin, state_topic, timeout)
+            result[state_topic] = "compacted"
     return result
 
 

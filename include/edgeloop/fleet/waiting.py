@@ -14,8 +14,17 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 class AssignmentAppliedTrigger(BaseTrigger):
     """Fire when every addressed device reports the assignment (or failed it), or at the deadline."""
 
-    def __init__(self, *, pipeline: str, assignment: dict[str, Any], deadline: float, poll_seconds: float = 2.0):
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        assignment: dict[str, Any],
+        deadline: float,
+        poll_seconds: float = 2.0,
+        trusted_keys: list[str] | None = None,
+    ):
         super().__init__()
+        self.trusted_keys = trusted_keys or []
         self.pipeline = pipeline
         self.assignment = assignment
         self.deadline = deadline
@@ -29,20 +38,23 @@ class AssignmentAppliedTrigger(BaseTrigger):
                 "assignment": self.assignment,
                 "deadline": self.deadline,
                 "poll_seconds": self.poll_seconds,
+                "trusted_keys": self.trusted_keys,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow.sdk import BaseHook
 
+        from edgeloop.contract.keys import Keyring
         from edgeloop.fleet.control import apply_progress, assignment_from_dict
         from edgeloop.spec import default_pipelines_dir, load_spec
 
         spec = load_spec(default_pipelines_dir() / f"{self.pipeline}.yaml")
         kafka_config = dict((await BaseHook.aget_connection(spec.connections.kafka)).extra_dejson)
         assignment = assignment_from_dict(self.assignment)
+        trusted = Keyring.from_text(" ".join(self.trusted_keys), "the wait's trusted keys")
         while True:
-            progress = await asyncio.to_thread(apply_progress, spec, kafka_config, assignment, timeout=30.0)
+            progress = await asyncio.to_thread(apply_progress, spec, kafka_config, assignment, trusted, timeout=30.0)
             timed_out = time.time() >= self.deadline
             if progress.complete or (progress.devices and not progress.pending) or timed_out:
                 yield TriggerEvent(progress.to_dict() | {"timed_out": timed_out and not progress.complete})
@@ -59,11 +71,17 @@ class WaitForAssignmentOperator(BaseOperator):
         self.push_task_id = push_task_id
 
     def execute(self, context: Any) -> None:
+        from edgeloop.connections import control_trusted_keys
+        from edgeloop.contract.keys import public_hex
+
         pushed = context["ti"].xcom_pull(task_ids=self.push_task_id)
         timeout = float(context["params"].get("timeout_seconds") or 600)
         self.defer(
             trigger=AssignmentAppliedTrigger(
-                pipeline=self.pipeline, assignment=pushed["assignment"], deadline=pushed["pushed_at"] + timeout
+                pipeline=self.pipeline,
+                assignment=pushed["assignment"],
+                deadline=pushed["pushed_at"] + timeout,
+                trusted_keys=[public_hex(k) for k in control_trusted_keys().keys.values()],
             ),
             method_name="execute_complete",
         )

@@ -17,7 +17,7 @@ from edgeloop.generator.inference import SampleMessage
 from edgeloop.kafka import client_config
 
 SOURCE_KINDS = ("telemetry", "health", "errors")
-PIPELINE_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts")
+PIPELINE_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices")
 MAX_SAMPLE = 500
 
 

@@ -24,14 +24,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgeloop.contract.keys import BadKey, signer_from_env, trusted_from_env
     from edgeloop.kafka import kafka_config_for_job
     from edgeloop.rollout.job import run_wave_job
     from edgeloop.spec import default_pipelines_dir, load_spec
 
     spec = load_spec(default_pipelines_dir() / f"{args.pipeline}.yaml")
-    key = os.environ.get("EDGELOOP_CONTROL_KEY")
-    if not key:
-        raise SystemExit("EDGELOOP_CONTROL_KEY is not set (a Kubernetes Secret or the environment provides it)")
+    try:
+        signer = signer_from_env(os.environ)
+        trusted = trusted_from_env(os.environ, signer)
+    except BadKey as exc:
+        raise SystemExit(f"{exc} (a Kubernetes Secret or the environment provides it)") from None
     artifacts = None
     if os.environ.get(ARTIFACT_ENV):
         from edgeloop.contract.artifact import ArtifactRef
@@ -41,12 +44,13 @@ def run(args: argparse.Namespace) -> int:
     result = run_wave_job(
         spec,
         kafka_config_for_job(spec.connections.kafka),
-        key.encode(),
+        signer,
         args.group,
         args.model_version,
         args.rollout_id,
         rollback=args.rollback,
         artifacts=artifacts,
+        trusted_keys=trusted,
     )
     result["wave"] = args.wave
     text = json.dumps(result, sort_keys=True, default=str)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from edgeloop.contract.artifact import ArtifactRef
+from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.rollout.gate import GroupReading
 from edgeloop.spec import EdgeGroup, PipelineSpec
 
@@ -88,7 +89,7 @@ def version_artifact(
 def run_kafka_wave(
     spec: PipelineSpec,
     kafka_config: Mapping[str, Any],
-    control_key: bytes,
+    signer: Signer,
     group: str,
     model_version: str,
     assignment_id: str,
@@ -97,26 +98,29 @@ def run_kafka_wave(
     poll_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
     artifacts: ArtifactResolver | None = None,
+    trusted_keys: Keyring | None = None,
 ) -> dict[str, Any]:
     """Publish the assignment for a group and wait until its devices report it, fail it, or time runs out.
 
-    `artifacts` resolves the version's ONNX file (default: `artifact_resolver(spec)`).
+    `artifacts` resolves the version's ONNX file (default: `artifact_resolver(spec)`); device
+    reports count when their devices are enrolled under a `trusted_keys` key (default: the signer's).
     """
     from edgeloop.fleet.control import apply_progress, push_assignment
 
     assignment = push_assignment(
         spec,
         kafka_config,
-        control_key,
+        signer,
         group=group,
         model_version=model_version,
         issuer="rollout",
         assignment_id=assignment_id,
         artifact=version_artifact(spec, group, model_version, artifacts),
     )
+    trusted = trusted_keys or Keyring.of([signer.public])
     deadline = time.monotonic() + timeout_s
     while True:
-        progress = apply_progress(spec, kafka_config, assignment, timeout=30)
+        progress = apply_progress(spec, kafka_config, assignment, trusted, timeout=30)
         settled = progress.devices > 0 and not progress.pending
         too_many_failed = progress.devices and len(progress.failed) / progress.devices > spec.rollout.max_failure_ratio
         if settled or too_many_failed or time.monotonic() >= deadline:
@@ -131,7 +135,7 @@ def run_kubernetes_wave(
     *,
     image: str,
     timeout_s: float,
-    control_key: bytes,
+    signer: Signer,
     assignment_id: str,
     apps_api: Any | None = None,
     core_api: Any | None = None,
@@ -164,7 +168,7 @@ def run_kubernetes_wave(
         artifact=version_artifact(spec, group, model_version, artifacts),
         pipeline=spec.name,
     )
-    orders = assignment_configmap(spec, group, assignment.id, assignment.to_wire(control_key))
+    orders = assignment_configmap(spec, group, assignment.id, assignment.to_wire(signer))
     apply_configmap(core_api, orders)
     name = daemonset_name(spec, group)
     namespace = spec.rollout.namespace
@@ -215,18 +219,24 @@ def read_group_readings(
     model_version: str,
     assignment_ids: Mapping[str, str],
     window_s: float,
-) -> list[GroupReading]:
-    """What the devices of each group report: applied version, failures, offline, errors, confidence."""
+    trusted: Keyring,
+) -> tuple[list[GroupReading], dict[str, int]]:
+    """What the enrolled devices of each group report: applied version, failures, offline, errors,
+    confidence; and the reports left out because their device did not sign them, by reason."""
     from edgeloop.fleet.control import read_device_states
     from edgeloop.fleet.health import fleet_status
+    from edgeloop.fleet.registry import read_registry
 
-    states = read_device_states(spec, kafka_config, timeout=30)
+    registry = read_registry(spec, kafka_config, trusted, timeout=30)
+    states = read_device_states(spec, kafka_config, timeout=30, registry=registry)
     # Device-state is read once per reading, only the wave's devices' feedback is parsed, and heartbeats
     # only back to stale_after: a device silent for longer counts as offline either way, and the gate
     # needs no list of newly stale devices.
     status = fleet_status(
         spec,
         kafka_config,
+        trusted,
+        registry=registry,
         window_s=max(window_s, 5.0),
         timeout=30,
         states=states,
@@ -254,19 +264,20 @@ def read_group_readings(
                 mean_confidence=health.mean_confidence,
             )
         )
-    return readings
+    return readings, status.refused_reports
 
 
 def run_wave_job(
     spec: PipelineSpec,
     kafka_config: Mapping[str, Any],
-    control_key: bytes,
+    signer: Signer,
     group: str,
     model_version: str,
     rollout_id: str,
     *,
     rollback: bool = False,
     artifacts: ArtifactResolver | None = None,
+    trusted_keys: Keyring | None = None,
 ) -> dict[str, Any]:
     """One group, one version: the unit of work of a rollout wave (and of a rollback)."""
     edge_group = group_of(spec, group)
@@ -279,7 +290,7 @@ def run_wave_job(
             model_version,
             image=spec.rollout.agent_image,
             timeout_s=timeout_s,
-            control_key=control_key,
+            signer=signer,
             assignment_id=assignment_id_for(rollout_id, group, model_version, rollback),
             artifacts=artifacts,
         )
@@ -287,12 +298,13 @@ def run_wave_job(
         result = run_kafka_wave(
             spec,
             kafka_config,
-            control_key,
+            signer,
             group,
             model_version,
             assignment_id_for(rollout_id, group, model_version, rollback),
             timeout_s=timeout_s,
             artifacts=artifacts,
+            trusted_keys=trusted_keys,
         )
     return {
         "group": group,

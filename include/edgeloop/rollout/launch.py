@@ -21,12 +21,18 @@ def run_local_job(
     args = [sys.executable, "-m", "edgeloop.cli", *job_arguments(spec, group, model_version, wave, rollout_id)]
     if rollback:
         args.append("--rollback")
-    from edgeloop.connections import PipelineClients
+    from edgeloop.connections import PipelineClients, control_signer, control_trusted_keys
+    from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, public_hex
     from edgeloop.rollout.job import version_artifact
 
     timeout = spec.rollout.timeout.total_seconds() + 120
     # the child needs no Airflow: it gets the Kafka config and the version's ONNX file resolved here (never logged)
-    env = {**os.environ, "EDGELOOP_KAFKA_CONFIG": json.dumps(PipelineClients(spec).kafka())}
+    env = {
+        **os.environ,
+        "EDGELOOP_KAFKA_CONFIG": json.dumps(PipelineClients(spec).kafka()),
+        SIGNING_KEY_ENV: control_signer().private_pem().decode(),
+        TRUSTED_KEYS_ENV: " ".join(public_hex(k) for k in control_trusted_keys().keys.values()),
+    }
     artifact = version_artifact(spec, group, model_version, None)
     if artifact is not None:
         env[ARTIFACT_ENV] = json.dumps(artifact.to_dict())

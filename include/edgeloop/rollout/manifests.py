@@ -20,6 +20,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from edgeloop.contract.keys import Keyring
 from edgeloop.spec import PipelineSpec
 
 AGENT_PORT = 9464
@@ -63,8 +64,11 @@ def public_kafka_settings(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def agent_configmap(spec: PipelineSpec, group: str, kafka_config: Mapping[str, Any]) -> dict[str, Any]:
-    """ConfigMap with the agent's `agent.yaml` for the pods of one group."""
+def agent_configmap(
+    spec: PipelineSpec, group: str, kafka_config: Mapping[str, Any], trusted: Keyring
+) -> dict[str, Any]:
+    """ConfigMap with the agent's `agent.yaml` and the public keys its orders must be signed with
+    (`trusted.pem`, mounted as a directory so that a rotated key reaches running agents)."""
     import yaml
 
     from edgeloop.fleet.agents import agent_config
@@ -74,7 +78,8 @@ def agent_configmap(spec: PipelineSpec, group: str, kafka_config: Mapping[str, A
     config.update(
         {
             "device_id_env": "NODE_NAME",
-            "control_key_file": f"{CONFIG_DIR}/keys/control.key",
+            "trusted_keys_file": f"{CONFIG_DIR}/trusted/trusted.pem",
+            "identity_key_file": f"{CONFIG_DIR}/keys/{{device_id}}.key",
             "control_topic": False,
             "assignment_file": f"{CONFIG_DIR}/assignment/assignment.json",
             "http": {"host": "0.0.0.0", "port": AGENT_PORT},  # noqa: S104 - the kubelet probes the pod's address
@@ -88,7 +93,7 @@ def agent_configmap(spec: PipelineSpec, group: str, kafka_config: Mapping[str, A
             "namespace": spec.rollout.namespace,
             "labels": _labels(spec, group),
         },
-        "data": {"agent.yaml": yaml.safe_dump(config, sort_keys=False)},
+        "data": {"agent.yaml": yaml.safe_dump(config, sort_keys=False), "trusted.pem": trusted.pem().decode()},
     }
 
 
@@ -168,6 +173,7 @@ def agent_daemonset(
                             "volumeMounts": [
                                 {"name": "config", "mountPath": f"{CONFIG_DIR}/agent.yaml", "subPath": "agent.yaml"},
                                 {"name": "keys", "mountPath": f"{CONFIG_DIR}/keys", "readOnly": True},
+                                {"name": "trusted", "mountPath": f"{CONFIG_DIR}/trusted", "readOnly": True},
                                 {"name": "assignment", "mountPath": f"{CONFIG_DIR}/assignment", "readOnly": True},
                                 {"name": "state", "mountPath": STATE_DIR},
                             ],
@@ -176,11 +182,15 @@ def agent_daemonset(
                     "volumes": [
                         {"name": "config", "configMap": {"name": agent_config_name(spec, group)}},
                         {
+                            # the nodes' own keys, one item per node (`<node name>.key`), made at enrolment
                             "name": "keys",
-                            "secret": {
-                                "secretName": spec.rollout.agent_secret,
-                                "items": [{"key": "control.key", "path": "control.key"}],
-                                "defaultMode": 0o440,
+                            "secret": {"secretName": spec.rollout.agent_secret, "defaultMode": 0o440},
+                        },
+                        {
+                            "name": "trusted",
+                            "configMap": {
+                                "name": agent_config_name(spec, group),
+                                "items": [{"key": "trusted.pem", "path": "trusted.pem"}],
                             },
                         },
                         assignment_volume,

@@ -14,7 +14,7 @@ from edgeloop.spec import PipelineSpec
 # Kubernetes Secrets the job reads, as (env var, secret name, key). Created by the platform
 # team (helm-values/), never by edgeloop.
 JOB_SECRETS = (
-    ("EDGELOOP_CONTROL_KEY", "edgeloop-control", "signing-key"),
+    ("EDGELOOP_SIGNING_KEY", "edgeloop-control", "signing-key"),
     ("AIRFLOW_CONN_EDGELOOP_KAFKA", "edgeloop-connections", "kafka"),
 )
 

@@ -24,6 +24,7 @@ class RolloutGateTrigger(BaseTrigger):
         started_at: float,
         soak_seconds: float,
         poll_seconds: float = 5.0,
+        trusted_keys: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.pipeline = pipeline
@@ -33,6 +34,7 @@ class RolloutGateTrigger(BaseTrigger):
         self.started_at = started_at
         self.soak_seconds = soak_seconds
         self.poll_seconds = poll_seconds
+        self.trusted_keys = trusted_keys or []
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -45,21 +47,24 @@ class RolloutGateTrigger(BaseTrigger):
                 "started_at": self.started_at,
                 "soak_seconds": self.soak_seconds,
                 "poll_seconds": self.poll_seconds,
+                "trusted_keys": self.trusted_keys,
             },
         )
 
     def _check(self, spec: Any, kafka_config: dict[str, Any]) -> dict[str, Any]:
+        from edgeloop.contract.keys import Keyring
         from edgeloop.rollout.gate import evaluate_gate
         from edgeloop.rollout.job import read_group_readings
 
         elapsed = time.time() - self.started_at
-        readings = read_group_readings(
-            spec, kafka_config, self.groups, self.model_version, self.assignment_ids, window_s=elapsed
+        trusted = Keyring.from_text(" ".join(self.trusted_keys), "the gate's trusted keys")
+        readings, refused = read_group_readings(
+            spec, kafka_config, self.groups, self.model_version, self.assignment_ids, window_s=elapsed, trusted=trusted
         )
         decision = evaluate_gate(
             readings, spec.rollout.thresholds, spec.rollout.max_failure_ratio, soak_over=elapsed >= self.soak_seconds
         )
-        return decision.to_dict() | {"elapsed_s": round(elapsed, 1)}
+        return decision.to_dict() | {"elapsed_s": round(elapsed, 1), "refused_reports": refused}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow.sdk import BaseHook

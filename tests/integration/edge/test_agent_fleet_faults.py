@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import secrets
 import time
 from collections import Counter
 from pathlib import Path
@@ -45,7 +44,8 @@ from agent_testkit import (
     write_readings,
 )
 
-from edgeloop.fleet.agents import agent_config
+from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, Signer, public_hex
+from edgeloop.fleet.agents import agent_config, enrol_device
 from edgeloop.fleet.control import assignment_progress, push_assignment, read_device_states
 from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.fleet.topics import read_topic
@@ -72,16 +72,19 @@ def fleet_spec(spec: PipelineSpec, bucket: str, prefix: str) -> PipelineSpec:
 
 
 def start_fleet(
-    spec: PipelineSpec, kafka: dict[str, str], profile: SensorProfile, baseline: bytes, key: str, folder: Path
+    spec: PipelineSpec, kafka: dict[str, str], profile: SensorProfile, baseline: bytes, key: Signer, folder: Path
 ) -> list[AgentProcess]:
+    """Enrolled agent processes; they trust `key`'s public half only (they never see the key itself)."""
     baseline_path = folder / "baseline-v0.onnx"
     baseline_path.write_bytes(baseline)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "include"), "EDGELOOP_CONTROL_KEY": key}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "include"), TRUSTED_KEYS_ENV: public_hex(key.public)}
+    env.pop(SIGNING_KEY_ENV, None)
     ports = iter(free_ports(sum(GROUP_SIZES.values())))
     agents = []
     for group, size in GROUP_SIZES.items():
         for index in range(size):
             device = f"{group}-{index:05d}"
+            enrol_device(spec, kafka, key, group, device, folder / device / "device.key")
             readings = write_readings(folder / f"{device}.jsonl", profile, group, 300, seed=len(agents))
             port = next(ports)
             config = agent_config(
@@ -120,7 +123,7 @@ def test_every_record_lands_once_through_kill_9_and_a_broker_outage(
     spec = fleet_spec(demo_spec, bucket, prefix)
     kafka = {"bootstrap.servers": private_kafka.bootstrap}
     ensure_pipeline_topics(spec, kafka)
-    key = secrets.token_hex(32)
+    key = Signer.generate()
     folder = tmp_path / "agents"
     folder.mkdir()
     agents = start_fleet(spec, kafka, profile, baseline_model, key, folder)
@@ -138,8 +141,7 @@ def test_every_record_lands_once_through_kill_9_and_a_broker_outage(
         # ... when model 1 is rolled out from S3 to every group, every agent reports it in its twin.
         ref = upload_artifact(s3_client, bucket, prefix, rollout_model)
         orders = [
-            push_assignment(spec, kafka, key.encode(), group=group, model_version="1", artifact=ref)
-            for group in GROUP_SIZES
+            push_assignment(spec, kafka, key, group=group, model_version="1", artifact=ref) for group in GROUP_SIZES
         ]
 
         def rolled_out() -> list[Any] | None:

@@ -39,12 +39,13 @@ from agent_testkit import (
 )
 from confluent_kafka.admin import AdminClient
 from tests.helpers.edge_models import tampered_golden
+from tests.helpers.keys import OPERATOR, TRUSTED
 
 from edgeloop.contract.artifact import ArtifactRef, sha256_hex
 from edgeloop.contract.messages import Assignment, Target, new_assignment
 from edgeloop.edge.agent import Agent
 from edgeloop.edge.config import parse_config
-from edgeloop.fleet.agents import agent_config
+from edgeloop.fleet.agents import agent_config, enrol_device
 from edgeloop.fleet.control import publish_assignment, push_assignment, read_device_states
 from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.fleet.topics import ensure_topics, read_topic
@@ -54,7 +55,7 @@ pytestmark = pytest.mark.integration
 
 GROUP = "plant-north"
 DEVICE = "plant-north-00001"
-KEY = b"refusal-test-control-key"
+KEY = OPERATOR  # signs the orders; the agent trusts its public key
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def deployment(
         update={"topics": demo_spec.topics.model_copy(update={"prefix": prefix_topics, "partitions": 2})}
     )
     ensure_topics(spec, kafka_config, ground_truth=False)
-    (tmp_path / "control.key").write_bytes(KEY)
+    (tmp_path / "trusted.pem").write_bytes(TRUSTED.pem())
+    enrol_device(spec, kafka_config, OPERATOR, GROUP, DEVICE, tmp_path / "state" / "device.key")
     (tmp_path / "baseline.onnx").write_bytes(baseline_model)
     (port,) = free_ports(1)
     raw = agent_config(
@@ -114,7 +116,7 @@ def deployment(
         DEVICE,
         kafka_config,
         tmp_path / "state",
-        control_key_file=str(tmp_path / "control.key"),
+        trusted_keys_file=str(tmp_path / "trusted.pem"),
         source={"kind": "replay", "path": str(write_readings(tmp_path / "readings.jsonl", profile, GROUP, 200, 7))},
         telemetry_interval_s=0.1,
         heartbeat_interval_s=1.0,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,14 +11,16 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from edgeloop.contract.keys import Signer
 from edgeloop.spec import PipelineSpec, load_spec
 
 DEMO = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
 
 
 @pytest.fixture
-def control_key() -> bytes:
-    return secrets.token_bytes(32)
+def operator() -> Signer:
+    """The key that signs this test's orders and enrolments (the simulated devices trust it)."""
+    return Signer.generate()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.fleet.models import ModelFault, baseline_provider
 from edgeloop.fleet.sensors import sensor_profile
 from edgeloop.fleet.simulator import FleetSimulator, SimulatorOptions
@@ -15,6 +16,11 @@ from edgeloop.fleet.topics import TopicRecord, read_topic
 from edgeloop.spec import PipelineSpec
 
 T = TypeVar("T")
+
+
+def keyring(operator: Signer) -> Keyring:
+    """What the cloud side trusts in a test: the operator's public key."""
+    return Keyring.of([operator.public])
 
 
 def eventually(check: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.3, what: str = "") -> T:
@@ -37,7 +43,7 @@ def records(kafka_config: Mapping[str, Any], topic: str) -> list[TopicRecord]:
 def running_fleet(
     spec: PipelineSpec,
     kafka_config: Mapping[str, Any],
-    control_key: bytes,
+    operator: Signer,
     *,
     faults: Mapping[str, ModelFault] | None = None,
     **options: Any,
@@ -45,7 +51,9 @@ def running_fleet(
     """A simulator in a background thread (every version is the rule model unless faulted)."""
     provider = baseline_provider(sensor_profile(spec), faults=faults, every_version=True)
     settings = {"telemetry_interval_s": 0.2, "heartbeat_interval_s": 0.5, "tick_s": 0.02, **options}
-    simulator = FleetSimulator(spec, kafka_config, provider, control_key, SimulatorOptions(**settings))
+    simulator = FleetSimulator(
+        spec, kafka_config, provider, keyring(operator), SimulatorOptions(**settings), operator=operator
+    )
     stop = threading.Event()
     failures: list[BaseException] = []
 

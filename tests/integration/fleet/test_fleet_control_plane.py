@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -10,9 +11,10 @@ from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
-from fleet_testkit import eventually, records, running_fleet
+from fleet_testkit import eventually, keyring, records, running_fleet
 
-from edgeloop.contract.messages import Assignment, Target, iso_ms, new_assignment, parse_iso, sign
+from edgeloop.contract.keys import Signer
+from edgeloop.contract.messages import Target, new_assignment, parse_iso, sign
 from edgeloop.events import parse_alert
 from edgeloop.fleet.control import (
     apply_progress,
@@ -23,6 +25,7 @@ from edgeloop.fleet.control import (
 )
 from edgeloop.fleet.groundtruth import generated_ms, true_labels
 from edgeloop.fleet.health import fleet_status
+from edgeloop.fleet.registry import read_registry
 from edgeloop.fleet.sensors import DriftInjection
 from edgeloop.fleet.simulator import Outage
 from edgeloop.fleet.topics import TopicRecord, ensure_topics
@@ -44,27 +47,29 @@ def test_topics_are_created_once_with_a_compacted_device_state(
     spec: PipelineSpec, kafka_config: dict[str, Any]
 ) -> None:
     first = ensure_topics(spec, kafka_config)
-    assert set(first.values()) == {"created"} and len(first) == 7
+    assert set(first.values()) == {"created"} and len(first) == 8
     assert set(ensure_topics(spec, kafka_config).values()) == {"exists"}
     admin = AdminClient(kafka_config)
     topics = admin.list_topics(timeout=10).topics
     assert len(topics[spec.topic("control")].partitions) == 1
+    assert len(topics[spec.topic("devices")].partitions) == 1
     assert len(topics[spec.topic("telemetry")].partitions) == spec.topics.partitions
-    resource = ConfigResource(ResourceType.TOPIC, spec.topic("device-state"))
-    config = admin.describe_configs([resource])[resource].result(timeout=10)
-    assert config["cleanup.policy"].value == "compact"
+    for kind in ("device-state", "devices"):
+        resource = ConfigResource(ResourceType.TOPIC, spec.topic(kind))
+        config = admin.describe_configs([resource])[resource].result(timeout=10)
+        assert config["cleanup.policy"].value == "compact", kind
 
 
 def test_a_group_applies_a_model_assignment_and_reports_it(
-    spec: PipelineSpec, kafka_config: dict[str, Any], control_key: bytes
+    spec: PipelineSpec, kafka_config: dict[str, Any], operator: Signer
 ) -> None:
     north = group_devices(spec, "plant-north")
-    with running_fleet(spec, kafka_config, control_key):
+    with running_fleet(spec, kafka_config, operator):
         assignment = push_assignment(
-            spec, kafka_config, control_key, group="plant-north", model_version="3", issuer="test"
+            spec, kafka_config, operator, group="plant-north", model_version="3", issuer="test"
         )
         progress = eventually(
-            lambda: (p := apply_progress(spec, kafka_config, assignment)).complete and p,
+            lambda: (p := apply_progress(spec, kafka_config, assignment, keyring(operator))).complete and p,
             what="plant-north reports version 3",
         )
         assert progress.applied == north and progress.devices == 3
@@ -75,7 +80,7 @@ def test_a_group_applies_a_model_assignment_and_reports_it(
             return all(latest[d]["model_version"] == "3" and latest[d]["assignment_id"] == assignment.id for d in north)
 
         eventually(reported_in_heartbeats, what="heartbeats of plant-north report version 3")
-        status = fleet_status(spec, kafka_config, window_s=10)
+        status = fleet_status(spec, kafka_config, keyring(operator), window_s=10)
 
     north_status = status.group("plant-north")
     assert north_status.desired_models == {"3": 3} and north_status.reported_models == {"3": 3}
@@ -90,18 +95,20 @@ def test_a_group_applies_a_model_assignment_and_reports_it(
 
 
 def test_offline_device_applies_on_reconnect_and_sends_its_buffer_in_order(
-    spec: PipelineSpec, kafka_config: dict[str, Any], control_key: bytes
+    spec: PipelineSpec, kafka_config: dict[str, Any], operator: Signer
 ) -> None:
     device = "plant-north-00000"
-    with running_fleet(spec, kafka_config, control_key) as fleet:
+    with running_fleet(spec, kafka_config, operator) as fleet:
         time.sleep(1.0)
         fleet.set_offline([device])
         time.sleep(0.3)
         offline_ms = int(time.time() * 1000)
-        assignment = push_assignment(spec, kafka_config, control_key, group="plant-north", model_version="4")
+        assignment = push_assignment(spec, kafka_config, operator, group="plant-north", model_version="4")
         progress = eventually(
             lambda: (
-                (p := apply_progress(spec, kafka_config, assignment)).pending == [device] and len(p.applied) == 2 and p
+                (p := apply_progress(spec, kafka_config, assignment, keyring(operator))).pending == [device]
+                and len(p.applied) == 2
+                and p
             ),
             what="the two online devices apply, the offline one waits",
         )
@@ -112,7 +119,7 @@ def test_offline_device_applies_on_reconnect_and_sends_its_buffer_in_order(
         online_ms = int(time.time() * 1000)
         fleet.set_online([device])
         progress = eventually(
-            lambda: (p := apply_progress(spec, kafka_config, assignment)).complete and p,
+            lambda: (p := apply_progress(spec, kafka_config, assignment, keyring(operator))).complete and p,
             what="the reconnected device applies the assignment",
         )
         assert progress.applied == group_devices(spec, "plant-north")
@@ -133,54 +140,79 @@ def test_offline_device_applies_on_reconnect_and_sends_its_buffer_in_order(
 
 
 def test_malformed_and_unauthorised_control_messages_are_rejected_and_reported(
-    spec: PipelineSpec, kafka_config: dict[str, Any], control_key: bytes
+    spec: PipelineSpec, kafka_config: dict[str, Any], operator: Signer
 ) -> None:
-    good = new_assignment(Target("group", "plant-north"), model_version="3", assignment_id="asg-bad-1").payload()
+    """Every refusal class on the real broker: each refused by the devices it may address, reported with its
+    reason, counted; the fleet keeps what it runs and still takes a good order after them."""
+    north = Target("group", "plant-north")
+    good = new_assignment(north, model_version="3", assignment_id="asg-bad-1", pipeline=spec.name).payload()
 
-    def signed(body: dict[str, Any], key: bytes = control_key) -> bytes:
-        return json.dumps({**body, "signature": sign(body, key)}).encode()
+    def signed(body: dict[str, Any], signer: Signer = operator) -> bytes:
+        body = {**body, "key_id": signer.key_id}
+        return json.dumps({**body, "signature": sign(body, signer)}).encode()
 
+    forged = json.loads(signed(good))
+    forged["model_version"] = "4"  # the operator's key id and signature, on another body
+    expired = new_assignment(north, model_version="3", pipeline=spec.name, issued_at=time.time() - 7200, ttl_s=3600)
+    other_pipeline = new_assignment(north, model_version="3", pipeline="someone_elses_pipeline")
     raw = [
         b"definitely not json",  # offset 0: unreadable, every device reports it
         b"[1, 2, 3]",  # 1
         json.dumps(good).encode(),  # 2: unsigned
-        signed(good, b"an attacker's key"),  # 3
-        signed({**good, "model_version": "latest"}),  # 4
-        signed({**good, "target": {"kind": "group", "id": "atlantis"}}),  # 5: unknown group, all devices report
-        signed({**good, "command": "reboot"}),  # 6
+        signed(good, Signer.generate()),  # 3: a key id no device trusts
+        json.dumps(forged).encode(),  # 4: forged signature
+        signed({**good, "model_version": "latest"}),  # 5
+        signed({**good, "target": {"kind": "group", "id": "atlantis"}}),  # 6: unknown group, all devices report
+        signed({**good, "command": "reboot"}),  # 7
+        expired.to_wire(operator),  # 8
+        other_pipeline.to_wire(operator),  # 9
     ]
     expected = {
         0: ("not JSON", 9),
         1: ("not a JSON object", 9),
         2: ("signature: missing", 3),
-        3: ("does not match the control key", 3),
-        4: ("model_version", 3),
-        5: ("not a group of this pipeline", 9),
-        6: ("unknown fields", 3),
+        3: ("is not a trusted key", 3),
+        4: ("does not verify", 3),
+        5: ("model_version", 3),
+        6: ("not a group of this pipeline", 9),
+        7: ("unknown fields", 3),
+        8: ("the order expired", 3),
+        9: ("the assignment is for 'someone_elses_pipeline'", 3),
     }
-    bad_config = Assignment(
-        id="asg-bad-config",
-        target=Target("group", "line-canary"),
-        issued_at=iso_ms(time.time()),
+    bad_config = new_assignment(
+        Target("group", "line-canary"),
+        assignment_id="asg-bad-config",
         issuer="test",
-        config={"telemetry_interval_s": 0},
-        config_version="cfg-broken",
+        pipeline=spec.name,
+        config={"telemetry_interval_s": 1},
     )
-    with running_fleet(spec, kafka_config, control_key) as fleet:
+    bad_config = dataclasses.replace(bad_config, config={"telemetry_interval_s": 0}, config_version="cfg-broken")
+    older = new_assignment(Target("all"), model_version="2", issuer="test", pipeline=spec.name)  # issued first
+    with running_fleet(spec, kafka_config, operator) as fleet:
         publish_raw_control(spec, kafka_config, raw)
-        publish_assignment(spec, kafka_config, control_key, bad_config)
+        publish_assignment(spec, kafka_config, operator, bad_config)  # offset 10
         failed = eventually(
-            lambda: len(f := apply_progress(spec, kafka_config, bad_config).failed) == 3 and f,
+            lambda: len(f := apply_progress(spec, kafka_config, bad_config, keyring(operator)).failed) == 3 and f,
             what="the canary devices report the bad config as failed",
         )
-        after = push_assignment(spec, kafka_config, control_key, model_version="5", issuer="test")
+        after = push_assignment(spec, kafka_config, operator, model_version="5", issuer="test")  # offset 11
         eventually(
-            lambda: apply_progress(spec, kafka_config, after).complete, what="the fleet still applies a good one"
+            lambda: apply_progress(spec, kafka_config, after, keyring(operator)).complete,
+            what="the fleet still applies a good one",
         )
+        # replays: the same order again (same sequence), and a valid order older than it
+        publish_raw_control(spec, kafka_config, [after.to_wire(operator), older.to_wire(operator)])  # 12, 13
+        expected[12] = ("replayed or out-of-order", 9)
+        expected[13] = ("replayed or out-of-order", 9)
+        eventually(lambda: fleet.stats.control_messages >= 14, what="the replays read by the fleet")
         assert fleet.stats.control_rejected == len(raw)
     assert sorted(failed) == group_devices(spec, "line-canary")
     assert all("telemetry_interval_s" in reason for reason in failed.values())
-    canary = read_device_states(spec, kafka_config).in_group("line-canary")
+    trusted = keyring(operator)
+    states = read_device_states(spec, kafka_config, registry=read_registry(spec, kafka_config, trusted))
+    assert len(states.devices) == 9 and not states.refused.counts
+    assert {s.reported["model_version"] for s in states.devices.values()} == {"5"}  # no replay moved a device
+    canary = states.in_group("line-canary")
     assert all(s.reported["status"] == "applied" and s.reported["assignment_id"] == after.id for s in canary)
     assert all(s.reported["config_version"] is None and not s.in_sync for s in canary)  # the bad config stays unapplied
     reports = [json.loads(r.value or b"") for r in records(kafka_config, spec.topic("errors"))]
@@ -195,28 +227,35 @@ def test_malformed_and_unauthorised_control_messages_are_rejected_and_reported(
         assert all(reason in r["message"] for r in by_offset[offset]), (offset, by_offset[offset][0]["message"])
     kinds = Counter(r["kind"] for r in reports)
     assert kinds["bad_config"] == 3
+    status = fleet_status(spec, kafka_config, trusted, window_s=60)
+    assert status.refused_reports == {}  # every report above came signed by its enrolled device
 
 
 def test_the_twin_survives_a_simulator_restart_and_catches_up(
-    spec: PipelineSpec, kafka_config: dict[str, Any], control_key: bytes
+    spec: PipelineSpec, kafka_config: dict[str, Any], operator: Signer
 ) -> None:
-    with running_fleet(spec, kafka_config, control_key):
-        first = push_assignment(spec, kafka_config, control_key, model_version="2", issuer="test")
-        eventually(lambda: apply_progress(spec, kafka_config, first).complete, what="version 2 everywhere")
+    with running_fleet(spec, kafka_config, operator):
+        first = push_assignment(spec, kafka_config, operator, model_version="2", issuer="test")
+        eventually(
+            lambda: apply_progress(spec, kafka_config, first, keyring(operator)).complete, what="version 2 everywhere"
+        )
     # while the whole fleet is down (hours, for a real fleet), south is assigned version 6
-    later = push_assignment(spec, kafka_config, control_key, group="plant-south", model_version="6", issuer="test")
-    assert not apply_progress(spec, kafka_config, later).complete
-    with running_fleet(spec, kafka_config, control_key):
-        eventually(lambda: apply_progress(spec, kafka_config, later).complete, what="version 6 applied after restart")
+    later = push_assignment(spec, kafka_config, operator, group="plant-south", model_version="6", issuer="test")
+    assert not apply_progress(spec, kafka_config, later, keyring(operator)).complete
+    with running_fleet(spec, kafka_config, operator):
+        eventually(
+            lambda: apply_progress(spec, kafka_config, later, keyring(operator)).complete,
+            what="version 6 applied after restart",
+        )
         states = read_device_states(spec, kafka_config).devices
     assert {s.reported["model_version"] for s in states.values() if s.group_id != "plant-south"} == {"2"}
     assert all(s.in_sync for s in states.values())
 
 
 def test_ground_truth_is_hidden_but_readable_by_annotators(
-    spec: PipelineSpec, kafka_config: dict[str, Any], control_key: bytes
+    spec: PipelineSpec, kafka_config: dict[str, Any], operator: Signer
 ) -> None:
-    with running_fleet(spec, kafka_config, control_key):
+    with running_fleet(spec, kafka_config, operator):
         time.sleep(2.0)
     telemetry = [json.loads(r.value or b"") for r in records(kafka_config, spec.topic("telemetry"))]
     assert not any("label" in t or "true_label" in t for t in telemetry)
@@ -229,7 +268,7 @@ def test_ground_truth_is_hidden_but_readable_by_annotators(
 
 
 def test_drift_bad_records_outage_and_clock_skew(
-    spec: PipelineSpec, kafka_config: dict[str, Any], control_key: bytes
+    spec: PipelineSpec, kafka_config: dict[str, Any], operator: Signer
 ) -> None:
     options: dict[str, Any] = {
         "drift": [DriftInjection("plant-south", "vibration_rms", gain=3.0, at_s=2.0)],
@@ -240,7 +279,7 @@ def test_drift_bad_records_outage_and_clock_skew(
         "backlog_alert_records": 5,
         "hold_states": True,  # 3 devices a group: a machine moving to "fault" would swamp the gain
     }
-    with running_fleet(spec, kafka_config, control_key, **options) as fleet:
+    with running_fleet(spec, kafka_config, operator, **options) as fleet:
         time.sleep(5.0)
         t0_ms = int(fleet.t0 * 1000)
     good: list[tuple[TopicRecord, dict[str, Any]]] = []

@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from fleet_testkit import eventually, records, running_fleet
+from fleet_testkit import eventually, keyring, records, running_fleet
 
+from edgeloop.contract.keys import Signer
 from edgeloop.events import parse_alert
 from edgeloop.fleet.control import apply_progress, publish_messages, push_assignment
 from edgeloop.fleet.health import fleet_status, run_fleet_health
@@ -17,22 +18,25 @@ pytestmark = pytest.mark.integration
 
 
 def test_exactly_one_alert_for_the_group_pushed_over_its_error_rate(
-    spec: PipelineSpec, kafka_config: dict[str, Any], control_key: bytes, s3_client: Any
+    spec: PipelineSpec, kafka_config: dict[str, Any], operator: Signer, s3_client: Any
 ) -> None:
-    with running_fleet(spec, kafka_config, control_key, faults={"9": "crash"}):
-        crash = push_assignment(spec, kafka_config, control_key, group="plant-south", model_version="9")
-        eventually(lambda: apply_progress(spec, kafka_config, crash).complete, what="the crashing version is applied")
+    with running_fleet(spec, kafka_config, operator, faults={"9": "crash"}):
+        crash = push_assignment(spec, kafka_config, operator, group="plant-south", model_version="9")
         eventually(
-            lambda: (fleet_status(spec, kafka_config).group("plant-south").errors or 0) >= 30,
+            lambda: apply_progress(spec, kafka_config, crash, keyring(operator)).complete,
+            what="the crashing version is applied",
+        )
+        eventually(
+            lambda: (fleet_status(spec, kafka_config, keyring(operator)).group("plant-south").errors or 0) >= 30,
             what="inference errors reported in heartbeats",
         )
         # feedback from a device nobody registered
         ghost = {"device_id": "ghost-0001", "group_id": "plant-south", "records": 1, "errors": 0}
         publish_messages(kafka_config, spec.topic("health"), [(b"ghost-0001", json.dumps(ghost).encode())])
-        summary = run_fleet_health(spec, kafka_config, s3_client=s3_client)
+        summary = run_fleet_health(spec, kafka_config, keyring(operator), s3_client=s3_client)
 
     assert summary["alerts"] == [{"group": "plant-south", "reasons": ["error_rate"]}]
-    assert summary["unknown_devices"] == 1
+    assert summary["refused_reports"] == {"unsigned": 1}  # the ghost's heartbeat counts for nothing
     published = [parse_alert(r.value) for r in records(kafka_config, spec.topic("alerts"))]
     assert len(published) == 1
     alert = published[0]

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from edgeloop.contract.identity import signed_json
+from edgeloop.contract.keys import Keyring, Signer, public_hex
 from edgeloop.fleet.control import publish_messages, read_device_states
 from edgeloop.fleet.health import fleet_status
+from edgeloop.fleet.registry import enrol
 from edgeloop.generator.status import recent_alerts
 from edgeloop.kafka import ensure_pipeline_topics
 from edgeloop.spec import PipelineSpec
@@ -29,6 +32,8 @@ def test_hostile_records_on_the_fleet_topics_are_counted_and_the_good_ones_read(
     spec: PipelineSpec, kafka_config: dict[str, Any]
 ) -> None:
     ensure_pipeline_topics(spec, dict(kafka_config))
+    operator, device_key = Signer.generate(), Signer.generate()
+    enrol(spec, kafka_config, operator, [(DEVICE.decode(), "plant-north", public_hex(device_key.public))], now=0.0)
     twin = {"device_id": DEVICE.decode(), "group_id": "plant-north", "desired": {}, "reported": {}}
     beat = {"device_id": DEVICE.decode(), "group_id": "plant-north", "interval_s": 10, "records": 5, "errors": 0}
     hostile = [b"null", b'{"device_id": ' + DEEP + b"}", b'{"device_id": "\\ud800"}', b"\xff\xfe"]
@@ -36,16 +41,16 @@ def test_hostile_records_on_the_fleet_topics_are_counted_and_the_good_ones_read(
     publish_messages(
         kafka_config,
         spec.topic("device-state"),
-        [(DEVICE, json.dumps(twin).encode()), *((f"ghost-{i}".encode(), v) for i, v in enumerate(hostile))],
+        [(DEVICE, signed_json(twin, device_key)), *((f"ghost-{i}".encode(), v) for i, v in enumerate(hostile))],
     )
     publish_messages(
         kafka_config,
         spec.topic("health"),
         [
-            (DEVICE, json.dumps(beat).encode()),
-            (DEVICE, json.dumps({**beat, "records": 10**400}).encode()),
-            (DEVICE, json.dumps({**beat, "interval_s": -1}).encode()),
-            (DEVICE, json.dumps({**beat, "model_version": {"a": 1}}).encode()),
+            (DEVICE, signed_json(beat, device_key)),
+            (DEVICE, signed_json({**beat, "records": 10**400}, device_key)),
+            (DEVICE, signed_json({**beat, "interval_s": -1}, device_key)),
+            (DEVICE, signed_json({**beat, "model_version": {"a": 1}}, device_key)),
             *((DEVICE, v) for v in hostile),
         ],
     )
@@ -67,10 +72,11 @@ def test_hostile_records_on_the_fleet_topics_are_counted_and_the_good_ones_read(
     assert list(states.devices) == [DEVICE.decode()]
     assert len(states.bad_records) == len(hostile)
 
-    status = fleet_status(spec, kafka_config, timeout=60.0)
+    status = fleet_status(spec, kafka_config, Keyring.of([operator.public]), timeout=60.0)
     assert status.group("plant-north").devices == 1 and status.group("plant-north").online == 1
     assert status.bad_state_records == len(hostile)
     assert status.bad_feedback == 3 + 2 * len(hostile), "bad heartbeats and bad error reports, each counted"
+    assert status.refused_reports == {"bad_value": 3 + len(hostile)}  # out of range, or unreadable
 
     summary = recent_alerts(kafka_config, {spec.name: spec.topic("alerts")}, since, timeout=10.0)[spec.name]
     assert summary.counts == {"drift": 1}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import tempfile
 import threading
 import urllib.request
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers.keys import OPERATOR, TRUSTED
 from training_testkit import (
     DEMO,
     artifact_text,
@@ -205,7 +205,7 @@ def test_a_rollout_assignment_of_a_registered_version_carries_its_onnx_file(
     from edgeloop.rollout.job import assignment_id_for, run_kafka_wave
 
     ensure_pipeline_topics(spec, dict(kafka_config))
-    version, key = first_run["registered"]["version"], secrets.token_bytes(32)
+    version, key = first_run["registered"]["version"], OPERATOR
     assignment_id = assignment_id_for("ro-it", "plant-north", version)
 
     def wave() -> dict[str, Any]:
@@ -220,7 +220,8 @@ def test_a_rollout_assignment_of_a_registered_version_carries_its_onnx_file(
     tags = mlflow_client.get_model_version(spec.registry.model_name, version).tags
     assert (ref.sha256, ref.size) == (tags["edgeloop.artifact.sha256"], int(tags["edgeloop.artifact.size"]))
     groups = [g.name for g in spec.groups]
-    (published,) = [parse_assignment(r.value, key, groups) for r in read_topic(kafka_config, spec.topic("control"))]
+    wires = [r.value for r in read_topic(kafka_config, spec.topic("control"))]
+    (published,) = [parse_assignment(w, TRUSTED, groups) for w in wires]
     assert (published.id, published.model_version, published.artifact) == (assignment_id, version, ref)
     with urllib.request.urlopen(ref.url, timeout=30) as response:  # noqa: S310 - the presigned S3 URL
         served = response.read()
@@ -259,7 +260,8 @@ def test_the_rollout_job_process_reaches_the_file_through_the_pipelines_connecti
     data["rollout"]["timeout"] = "2s"  # no device answers: the job reports what it published and ends
     (tmp_path / f"{spec.name}.yaml").write_text(yaml.safe_dump(data))
     monkeypatch.setenv("EDGELOOP_PIPELINES_DIR", str(tmp_path))
-    monkeypatch.setenv("EDGELOOP_CONTROL_KEY", "a-test-control-key")
+    monkeypatch.setenv("EDGELOOP_SIGNING_KEY", OPERATOR.private_pem().decode())
+    monkeypatch.delenv("EDGELOOP_TRUSTED_KEYS", raising=False)
     ensure_pipeline_topics(spec, dict(kafka_config))
     version = first_run["registered"]["version"]
 
@@ -386,4 +388,6 @@ def test_a_version_without_an_onnx_file_is_neither_promoted_nor_assigned(
     assert not decision["promote"] and "edge fitness: no ONNX file is recorded on the version" in decision["reasons"]
     with pytest.raises(RolloutJobError, match=f"version {old.version} has no ONNX file recorded"):
         publish = lambda v: publish_edge_artifact(mlflow_client, s3_client, spec, v)  # noqa: E731
-        run_kafka_wave(spec, kafka_config, b"k", "plant-north", old.version, "ro-it.x", timeout_s=0, artifacts=publish)
+        run_kafka_wave(
+            spec, kafka_config, OPERATOR, "plant-north", old.version, "ro-it.x", timeout_s=0, artifacts=publish
+        )

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from tests.unit.edge.conftest import KEY, assignment_wire
+from tests.helpers.keys import INTRUDER, OPERATOR
+from tests.unit.edge.conftest import NOW, PIPELINE, assignment_wire
 
 from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.messages import Assignment, Target
@@ -27,7 +28,11 @@ def test_a_model_order_for_its_group_is_handed_to_the_caller(core: DeviceCore, s
 @pytest.mark.parametrize(
     ("wire", "reason"),
     [
-        (assignment_wire(b"forged key", model_version="3"), "signature: does not match"),
+        (assignment_wire(INTRUDER, model_version="3"), "is not a trusted key"),
+        (
+            assignment_wire(model_version="3", issued_at=NOW - 8 * 86_400, ttl_s=7 * 86_400),
+            "expires_at: the order expired",
+        ),
         (assignment_wire(model_version="3", pipeline="other_pipeline"), "the assignment is for 'other_pipeline'"),
         (b"null", "not a JSON object"),
         (b"[" * 5000 + b"]" * 5000, "levels deep"),
@@ -64,9 +69,56 @@ def test_an_order_is_carried_out_once(core: DeviceCore, spec: PipelineSpec, base
         "assignment_id": "asg-once",
         "status": "applied",
         "reason": None,
+        "sequence": order.assignment.sequence,
         "updated_at": "2026-01-01T00:00:00.000Z",
     }
-    assert core.on_control(wire, 1) == (None, [])
+    # the same message again (a replay) is refused and reported; nothing changes
+    again, out = core.on_control(wire, 1)
+    assert again is None and core.model_version == "3"
+    assert "replayed or out-of-order" in json.loads(out[0].value)["message"]
+
+
+def test_an_older_order_is_refused_as_a_replay(core: DeviceCore) -> None:
+    old = assignment_wire(model_version="2", artifact=ARTIFACT, assignment_id="asg-old", sequence=100)
+    new = assignment_wire(model_version="3", artifact=ARTIFACT, assignment_id="asg-new", sequence=200)
+    order, _ = core.on_control(new, 0)
+    assert order is not None and core.twin.sequence == 200
+    order, out = core.on_control(old, 1)
+    assert order is None and core.twin.desired_model == "3"
+    body = json.loads(out[0].value)
+    assert body["kind"] == "bad_control" and "sequence: 100 is not after 200" in body["message"]
+    assert core.counters.control_refused == 1
+
+
+def test_a_publisher_retry_of_an_applied_order_is_a_no_op(core: DeviceCore) -> None:
+    first = assignment_wire(config={"telemetry_interval_s": 2}, assignment_id="asg-cfg", sequence=100)
+    retry = assignment_wire(config={"telemetry_interval_s": 2}, assignment_id="asg-cfg", sequence=150)
+    core.on_control(first, 0)
+    assert core.on_control(retry, 1) == (None, [])
+    assert core.counters.control_refused == 0 and core.twin.sequence == 150
+
+
+def test_the_order_file_read_again_after_a_restart_is_not_a_replay(core: DeviceCore) -> None:
+    wire = assignment_wire(config={"telemetry_interval_s": 2}, assignment_id="asg-file")
+    core.on_control(wire, -1)
+    assert core.on_control(wire, -1) == (None, [])
+    assert core.counters.control_refused == 0
+
+
+def test_reports_are_signed_with_the_device_key(core: DeviceCore) -> None:
+    from edgeloop.contract.identity import DeviceRegistry, Enrolment
+    from edgeloop.contract.keys import Keyring
+
+    device_key = OPERATOR.derive("unit")
+    core.identity = device_key
+    enrolled = Enrolment(core.device_id, core.group_id, PIPELINE, Keyring.of([device_key.public]), "t")
+    registry = DeviceRegistry({core.device_id: enrolled})
+    beat = json.loads(core.heartbeat(NOW).value)
+    state = json.loads(core.state_update(NOW).value)
+    assert registry.check(beat) is None and registry.check(state) is None
+    forged = {**beat, "records": 10**6}
+    assert registry.check(forged) == "bad_signature"
+    assert registry.check({**beat, "device_id": "plant-north-00002"}) == "unknown_device"
 
 
 def test_a_failed_model_keeps_the_current_one_and_reports_why(core: DeviceCore) -> None:
@@ -84,11 +136,14 @@ def test_a_config_out_of_range_is_refused_and_the_old_one_kept(core: DeviceCore)
         Target("group", "plant-north"),
         "2026-01-01T00:00:00Z",
         "t",
+        PIPELINE,
+        1,
+        "2026-01-02T00:00:00Z",
         None,
         {"telemetry_interval_s": 0.0001},
         "cfg-1",
     )
-    _, out = core.on_control(too_fast.to_wire(KEY), 0)
+    _, out = core.on_control(too_fast.to_wire(OPERATOR), 0)
     kinds = [json.loads(m.value).get("kind") for m in out if m.kind == "errors"]
     assert kinds == ["bad_config"]
     assert core.config["telemetry_interval_s"] == 1.0

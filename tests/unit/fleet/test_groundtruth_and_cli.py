@@ -62,9 +62,9 @@ def test_cli_usage_errors_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     assert "no such valid pipeline spec" in capsys.readouterr().err
     assert main(["status", "--pipeline", "factory_maintenance"]) == 2
     assert "EDGELOOP_KAFKA_BOOTSTRAP" in capsys.readouterr().err
-    monkeypatch.delenv("EDGELOOP_CONTROL_KEY", raising=False)
+    monkeypatch.delenv("EDGELOOP_SIGNING_KEY", raising=False)
     code = main(
         ["push", "--pipeline", "factory_maintenance", "--bootstrap", "127.0.0.1:1", "--all", "--model-version", "2"]
     )
     assert code == 2
-    assert "EDGELOOP_CONTROL_KEY" in capsys.readouterr().err
+    assert "EDGELOOP_SIGNING_KEY is not set" in capsys.readouterr().err

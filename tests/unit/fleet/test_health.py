@@ -198,7 +198,9 @@ def test_rendering(spec: PipelineSpec) -> None:
 
 
 def test_assignment_progress_counts_applied_failed_and_pending() -> None:
-    assignment = new_assignment(Target("group", "plant-north"), model_version="4", assignment_id="asg-9")
+    assignment = new_assignment(
+        Target("group", "plant-north"), model_version="4", assignment_id="asg-9", pipeline="factory_maintenance"
+    )
     states = DeviceStates(
         {
             "n-0": DeviceState("n-0", "plant-north", {}, {"model_version": "4"}),

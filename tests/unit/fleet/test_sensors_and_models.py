@@ -12,7 +12,6 @@ from edgeloop.fleet.models import (
     BaselineRuleModel,
     InferenceError,
     ModelLoadError,
-    SklearnEdgeModel,
     baseline_provider,
 )
 from edgeloop.fleet.sensors import DEMO_FEATURES, DriftInjection, apply_drift, check_drift, sensor_profile
@@ -162,22 +161,3 @@ def test_without_a_registry_only_the_baseline_loads(spec: PipelineSpec) -> None:
 def test_unknown_fault_kinds_are_refused(spec: PipelineSpec) -> None:
     with pytest.raises(ValueError, match="not faults"):
         baseline_provider(sensor_profile(spec), faults={"3": "explode"})  # type: ignore[dict-item]
-
-
-def test_sklearn_models_get_their_columns_by_name(spec: PipelineSpec) -> None:
-    import pandas as pd
-    from sklearn.tree import DecisionTreeClassifier
-
-    readings, states = labelled_sample(spec, n=3000)
-    labels = np.array(["normal", "wear", "fault"])[states]
-    columns = list(reversed(DEMO_FEATURES))  # trained with another column order
-    frame = pd.DataFrame(readings[:, ::-1], columns=columns)
-    estimator = DecisionTreeClassifier(max_depth=6, random_state=0).fit(frame, labels)
-    model = SklearnEdgeModel("4", estimator, DEMO_FEATURES)
-    proba = model.predict_proba(readings)
-    predicted = np.asarray(model.labels)[proba.argmax(axis=1)]
-    assert (predicted == labels).mean() > 0.8
-    with pytest.raises(ModelLoadError, match="not in the spec"):
-        SklearnEdgeModel("4", estimator, DEMO_FEATURES[:-1])
-    with pytest.raises(ModelLoadError, match="predict_proba"):
-        SklearnEdgeModel("4", object(), DEMO_FEATURES)

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.helpers.keys import INTRUDER, OPERATOR, TRUSTED, device_key
 
-from edgeloop.contract.messages import Assignment, DeviceState, Target, new_assignment, parse_iso
+from edgeloop.contract.messages import Assignment, DeviceState, Target, new_assignment, next_sequence, parse_iso
 from edgeloop.edge.config import SchemaField
 from edgeloop.edge.device import DeviceCore, Outgoing
 from edgeloop.fleet.groundtruth import generated_ms
@@ -23,7 +24,7 @@ from edgeloop.spec import PipelineSpec, load_spec
 
 DEMO = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
 NO_BROKER = {"bootstrap.servers": "127.0.0.1:1"}  # the constructor never connects
-KEY = b"unit-test-control-key"
+KEY = TRUSTED
 NOW = 1_767_225_600.0
 DEVICE = "plant-north-00001"
 
@@ -70,7 +71,7 @@ class RecordingSensors:
 
 def simulator(spec: PipelineSpec, **options: object) -> FleetSimulator:
     provider = baseline_provider(sensor_profile(spec))
-    return FleetSimulator(spec, NO_BROKER, provider, b"key", SimulatorOptions(**options))  # type: ignore[arg-type]
+    return FleetSimulator(spec, NO_BROKER, provider, TRUSTED, SimulatorOptions(**options))  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def booted(spec: PipelineSpec) -> Iterator[tuple[FleetSimulator, Wire, CachedMod
     """Ten simulated devices on a stand-in wire, a fixed clock, every version the rule model."""
     provider = baseline_provider(sensor_profile(spec), every_version=True)
     options = SimulatorOptions(devices=10, ground_truth=False, hold_states=True)
-    sim = FleetSimulator(spec, NO_BROKER, provider, KEY, options, clock=lambda: NOW)
+    sim = FleetSimulator(spec, NO_BROKER, provider, KEY, options, clock=lambda: NOW, operator=OPERATOR)
     wire = Wire()
     sim.producer = wire  # type: ignore[assignment]
     sim.executor = ThreadPoolExecutor(max_workers=1)
@@ -101,6 +102,7 @@ def reference_core(spec: PipelineSpec, provider: CachedModelProvider) -> DeviceC
         [g.name for g in spec.groups],
         [SchemaField(f.name, f.role) for f in spec.schema_],
         KEY,
+        identity=device_key(spec.name, DEVICE),
         clock=lambda: NOW,
     )
     core.model = provider.load("0")
@@ -118,12 +120,23 @@ def as_agent(core: DeviceCore, provider: CachedModelProvider, value: bytes, offs
 def control_log(spec: PipelineSpec) -> list[bytes]:
     north = Target("group", "plant-north")
     return [
-        new_assignment(north, model_version="3", assignment_id="asg-model", pipeline=spec.name).to_wire(KEY),
-        new_assignment(north, model_version="4", assignment_id="asg-forged").to_wire(b"someone else's key"),
-        new_assignment(Target("all"), config={"telemetry_interval_s": 2}, assignment_id="asg-cfg").to_wire(KEY),
+        new_assignment(north, model_version="3", assignment_id="asg-model", pipeline=spec.name).to_wire(OPERATOR),
+        new_assignment(north, model_version="4", assignment_id="asg-forged", pipeline=spec.name).to_wire(INTRUDER),
+        new_assignment(
+            Target("all"), config={"telemetry_interval_s": 2}, assignment_id="asg-cfg", pipeline=spec.name
+        ).to_wire(OPERATOR),
         Assignment(
-            "asg-bad-cfg", north, "2026-01-01T00:00:00Z", "t", None, {"telemetry_interval_s": 0}, "cfg-0"
-        ).to_wire(KEY),
+            "asg-bad-cfg",
+            north,
+            "2026-01-01T00:00:00Z",
+            "t",
+            spec.name,
+            next_sequence(),
+            "2026-01-02T00:00:00Z",
+            None,
+            {"telemetry_interval_s": 0},
+            "cfg-0",
+        ).to_wire(OPERATOR),
     ]
 
 
@@ -148,6 +161,7 @@ def test_a_simulated_device_decides_and_reports_like_a_device_core(
     i = sim.index_of[DEVICE]
     agent = reference_core(spec, provider)
     expected: list[Outgoing] = [agent.state_update(NOW)]
+    assert "signature" in json.loads(expected[0].value)  # both sign with the device's own key
     for offset, value in enumerate(control_log(spec)):
         sim.on_control(value, offset, NOW)
         settle(sim)
@@ -169,7 +183,7 @@ def test_a_simulated_device_decides_and_reports_like_a_device_core(
     sim._emit_heartbeats(np.array([i]), NOW)
     beat = json.loads(wire.of(DEVICE, sim.health_topic)[-1])
     reference = json.loads(agent.heartbeat(NOW).value)
-    simulated_hardware = {"cpu_pct", "mem_mb", "temperature_c"}
+    simulated_hardware = {"cpu_pct", "mem_mb", "temperature_c", "signature"}  # the signature covers them
     assert {k: v for k, v in beat.items() if k not in simulated_hardware} == {
         k: v for k, v in reference.items() if k not in simulated_hardware
     }
@@ -182,7 +196,8 @@ def test_an_offline_device_decides_on_reconnect_in_log_order(
     sim.boot({}, [], NOW)
     i = sim.index_of[DEVICE]
     sim._disconnect(np.array([i]))
-    for offset, value in enumerate(control_log(spec)):
+    log = control_log(spec)
+    for offset, value in enumerate(log):
         sim.on_control(value, offset, NOW)
         settle(sim)
     peer = sim.cores[sim.index_of["plant-north-00002"]]
@@ -195,7 +210,7 @@ def test_an_offline_device_decides_on_reconnect_in_log_order(
     sim._reconnect(np.array([i]), NOW)
     settle(sim)
     agent = reference_core(spec, provider)
-    for offset, value in enumerate(control_log(spec)):
+    for offset, value in enumerate(log):
         as_agent(agent, provider, value, offset)
     assert sim.cores[i].twin == agent.twin and sim.cores[i].model_version == "3"
     sent = [(t, k) for t, k, _ in wire.sent if k == DEVICE.encode()]
@@ -209,7 +224,9 @@ def test_a_restart_restores_each_twin_and_replays_only_what_a_device_missed(
 ) -> None:
     sim, wire, _ = booted
     log = list(enumerate(control_log(spec)))
-    later = new_assignment(Target("device", DEVICE), model_version="6", assignment_id="asg-later").to_wire(KEY)
+    later = new_assignment(
+        Target("device", DEVICE), model_version="6", assignment_id="asg-later", pipeline=spec.name
+    ).to_wire(OPERATOR)
     log.append((len(log), later))
     twin = DeviceState(
         DEVICE,
@@ -240,7 +257,7 @@ def test_a_version_is_loaded_once_for_every_device_that_runs_it(spec: PipelineSp
     sim.executor = ThreadPoolExecutor(max_workers=1)
     sim.boot({}, [], NOW)
     for offset, (target, version) in enumerate([(Target("all"), "5"), (Target("group", "plant-north"), "7")]):
-        sim.on_control(new_assignment(target, model_version=version).to_wire(KEY), offset, NOW)
+        sim.on_control(new_assignment(target, model_version=version, pipeline=spec.name).to_wire(OPERATOR), offset, NOW)
         settle(sim)
     sim.executor.shutdown()
     assert loads == ["0", "5", "7"]

@@ -406,6 +406,8 @@ def _simulate(spec: PipelineSpec, devices: int, runs: int) -> str:
                 m.Sample("edgeloop_fleet_version_skew_ratio", 0.0, labels),
                 m.Sample("edgeloop_drift_alerts_open", 1, labels),
             ]
+        for reason in m.REPORT_REFUSALS:
+            samples.append(m.Sample("edgeloop_fleet_refused_reports", 3, {"pipeline": spec.name, "refusal": reason}))
         return samples
 
     def lag() -> list[m.Sample]:

@@ -8,7 +8,9 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from tests.helpers.keys import OPERATOR, TRUSTED
 
+from edgeloop.contract.keys import Keyring
 from edgeloop.contract.messages import Target, new_assignment, parse_assignment
 from edgeloop.edge.config import parse_config
 from edgeloop.rollout.manifests import (
@@ -32,10 +34,12 @@ def spec() -> PipelineSpec:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_agent_daemonset_and_its_configmaps_validate(spec: PipelineSpec, version: str) -> None:
-    wire = new_assignment(Target("group", "plant-north"), model_version="7", assignment_id="ro-1.plant-north.v7")
+    wire = new_assignment(
+        Target("group", "plant-north"), model_version="7", assignment_id="ro-1.plant-north.v7", pipeline=spec.name
+    )
     objects = [
-        agent_configmap(spec, "plant-north", KAFKA),
-        assignment_configmap(spec, "plant-north", "ro-1.plant-north.v7", wire.to_wire(b"k")),
+        agent_configmap(spec, "plant-north", KAFKA, TRUSTED),
+        assignment_configmap(spec, "plant-north", "ro-1.plant-north.v7", wire.to_wire(OPERATOR)),
         agent_daemonset(spec, "plant-north", {"edgeloop.dev/group": "plant-north"}),
     ]
     for manifest in objects:
@@ -45,13 +49,16 @@ def test_the_agent_daemonset_and_its_configmaps_validate(spec: PipelineSpec, ver
 def test_the_agent_config_in_the_configmap_is_one_the_agent_accepts_and_holds_no_secret(
     spec: PipelineSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    configmap = agent_configmap(spec, "plant-north", KAFKA)
+    configmap = agent_configmap(spec, "plant-north", KAFKA, TRUSTED)
     text = configmap["data"]["agent.yaml"]
     assert "hunter2" not in text and "sasl.password" not in text
+    assert "PRIVATE" not in json.dumps(configmap["data"])
+    assert Keyring.from_text(configmap["data"]["trusted.pem"], "trusted.pem").ids == TRUSTED.ids
     monkeypatch.setenv("NODE_NAME", "edge-node-07")
     config = parse_config(yaml.safe_load(text))
     assert (config.device_id, config.group_id, config.control_topic) == ("edge-node-07", "plant-north", False)
-    assert config.control_key_file == "/etc/edgeloop/keys/control.key"
+    assert config.trusted_keys_file == "/etc/edgeloop/trusted/trusted.pem"
+    assert str(config.identity_path) == "/etc/edgeloop/keys/edge-node-07.key"  # this node's item of the Secret
     assert config.assignment_file == "/etc/edgeloop/assignment/assignment.json"
 
 
@@ -77,9 +84,9 @@ def test_a_wave_patch_points_the_pods_at_the_order_of_that_wave(spec: PipelineSp
 
 def test_the_order_in_its_configmap_verifies_on_the_device(spec: PipelineSpec) -> None:
     assignment = new_assignment(Target("group", "plant-north"), model_version="7", pipeline=spec.name)
-    configmap = assignment_configmap(spec, "plant-north", assignment.id, assignment.to_wire(b"control-key"))
+    configmap = assignment_configmap(spec, "plant-north", assignment.id, assignment.to_wire(OPERATOR))
     body = configmap["data"]["assignment.json"].encode()
-    assert parse_assignment(body, b"control-key", {"plant-north"}) == assignment
+    assert parse_assignment(body, TRUSTED, {"plant-north"}).to_dict() == assignment.to_dict()
     assert json.loads(body)["pipeline"] == spec.name
 
 
@@ -91,8 +98,13 @@ def test_long_names_get_a_hash_and_stay_distinct(spec: PipelineSpec) -> None:
     assert daemonset_name(spec, "plant-north") == "factory-maintenance-inference-plant-north"
 
 
-def test_the_cli_prints_what_a_gateway_and_a_cluster_need(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_prints_what_a_gateway_and_a_cluster_need(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from edgeloop.cli import main
+
+    monkeypatch.delenv("EDGELOOP_SIGNING_KEY", raising=False)
+    monkeypatch.setenv("EDGELOOP_TRUSTED_KEYS", " ".join(TRUSTED.pem().decode().split("\n\n")))
 
     assert (
         main(

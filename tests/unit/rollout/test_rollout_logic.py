@@ -115,13 +115,11 @@ def test_rendered_job_pod_is_valid_hardened_and_holds_no_secret(spec, k8s_versio
     assert pod["spec"]["serviceAccountName"] == "edgeloop-rollout"
     assert pod["metadata"]["namespace"] == "edge"
     secret_env = {e["name"]: e for e in container["env"] if "valueFrom" in e}
-    assert secret_env["EDGELOOP_CONTROL_KEY"]["valueFrom"]["secretKeyRef"] == {
+    assert secret_env["EDGELOOP_SIGNING_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "edgeloop-control",
         "key": "signing-key",
     }
     text = json.dumps(pod)
-    for env_name in ("AIRFLOW_CONN_EDGELOOP_KAFKA", "EDGELOOP_CONTROL_KEY"):
+    for env_name in ("AIRFLOW_CONN_EDGELOOP_KAFKA", "EDGELOOP_SIGNING_KEY"):
         assert all("value" not in e for e in container["env"] if e["name"] == env_name)
-    assert "password" not in text.lower() and "hmac" not in text.lower()
-
-
+    assert "password" not in text.lower() and "PRIVATE KEY" not in text

@@ -1,0 +1,146 @@
+"""Device identity: the device registry, and device reports signed by the device's own key.
+
+Enrolment creates a key pair on (or for) a device and publishes a registry record on
+the compacted `<prefix>.devices` topic, keyed by the device id::
+
+    {"type": "enrolment", "device_id": "dev-0001", "group_id": "plant-north",
+     "pipeline": "demo", "public_key": "<64 hex>", "device_key_id": "9a1c...",
+     "enrolled_at": "2026-01-01T00:00:00.000Z", "key_id": "<operator key id>",
+     "signature": "ed25519:..."}
+
+The record is signed by the operator's signing key (the one that signs assignments):
+a device cannot enrol itself, nor move itself to another group. A tombstone removes
+the device.
+
+Heartbeats, error reports and device-state records carry `key_id` (the device key's
+id) and `signature` over their canonical JSON, like assignments. A reader verifies a
+report against the registry and puts it in one of these classes, counted by reason:
+`unsigned`, `unknown_device`, `bad_signature`, `wrong_group`; reports that pass go on
+to the range checks of their reader.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeloop.contract.keys import BadKey, BadSignature, Keyring, Signer, public_from_hex, public_hex
+from edgeloop.contract.messages import signed_bytes
+from edgeloop.contract.safejson import JsonRefused, loads_object
+
+MAX_REGISTRY_RECORD_BYTES = 4096
+REFUSAL_REASONS = ("unsigned", "unknown_device", "bad_signature", "wrong_group")
+
+
+def signed_json(body: Mapping[str, Any], signer: Signer) -> bytes:
+    """`body` as JSON with `key_id` and `signature` (Ed25519 over the canonical JSON without the signature)."""
+    out = dict(body)
+    out["key_id"] = signer.key_id
+    out["signature"] = signer.sign(signed_bytes(out))
+    return json.dumps(out).encode()
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    device_id: str
+    group_id: str
+    pipeline: str
+    keys: Keyring  # the device's own public key, by its id
+    enrolled_at: str
+
+    @property
+    def key_id(self) -> str:
+        return self.keys.ids[0]
+
+
+def enrolment_record(
+    signer: Signer, *, device_id: str, group_id: str, pipeline: str, device_public_hex: str, enrolled_at: str
+) -> bytes:
+    """The registry record for a device, signed by the operator's key."""
+    public = public_from_hex(device_public_hex)
+    return signed_json(
+        {
+            "type": "enrolment",
+            "device_id": device_id,
+            "group_id": group_id,
+            "pipeline": pipeline,
+            "public_key": public_hex(public),
+            "device_key_id": Keyring.of([public]).ids[0],
+            "enrolled_at": enrolled_at,
+        },
+        signer,
+    )
+
+
+class BadEnrolment(ValueError):
+    """A registry record that is not a valid enrolment signed by a trusted key."""
+
+
+def parse_enrolment(key: bytes | None, value: bytes, trusted: Keyring, pipeline: str) -> Enrolment:
+    device = key.decode("utf-8", "replace") if key else "<no key>"
+    where = f"devices[{device[:64]}]"
+    try:
+        body = loads_object(value, max_bytes=MAX_REGISTRY_RECORD_BYTES)
+    except JsonRefused as exc:
+        raise BadEnrolment(f"{where}: {exc}") from None
+    try:
+        trusted.verify(body.get("key_id"), body.get("signature"), signed_bytes(body))
+    except BadSignature as exc:
+        raise BadEnrolment(f"{where}: {exc}") from None
+    for name in ("device_id", "group_id", "pipeline", "public_key", "enrolled_at"):
+        if not isinstance(body.get(name), str):
+            raise BadEnrolment(f"{where}.{name}: missing or not a string")
+    if body["device_id"] != device:
+        raise BadEnrolment(f"{where}.device_id: {body['device_id'][:64]!r} differs from the record's key")
+    if body["pipeline"] != pipeline:
+        raise BadEnrolment(f"{where}.pipeline: enrolled for {body['pipeline'][:64]!r}, not {pipeline!r}")
+    try:
+        keys = Keyring.of([public_from_hex(body["public_key"])])
+    except BadKey as exc:
+        raise BadEnrolment(f"{where}.public_key: {exc}") from None
+    return Enrolment(device, body["group_id"], pipeline, keys, body["enrolled_at"])
+
+
+@dataclass
+class DeviceRegistry:
+    """The enrolled devices of a pipeline (the `<prefix>.devices` topic read to its end)."""
+
+    devices: dict[str, Enrolment] = field(default_factory=dict)
+    bad_records: list[str] = field(default_factory=list)
+
+    def check(self, body: Mapping[str, Any]) -> str | None:
+        """None if `body` (a decoded device report) is signed by its device and names the device's group;
+        else the refusal reason (one of REFUSAL_REASONS)."""
+        signature = body.get("signature")
+        if signature is None:
+            return "unsigned"
+        device_id = body.get("device_id")
+        enrolled = self.devices.get(device_id) if isinstance(device_id, str) else None
+        if enrolled is None:
+            return "unknown_device"
+        try:
+            enrolled.keys.verify(body.get("key_id"), signature, signed_bytes(body))
+        except BadSignature:
+            return "bad_signature"
+        if body.get("group_id") != enrolled.group_id:
+            return "wrong_group"
+        return None
+
+
+@dataclass
+class Refusals:
+    """Device reports left out of a decision, by reason, with a few examples."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if len(self.examples) < 10:
+            self.examples.append(f"{where}: {reason}")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())

@@ -1,0 +1,76 @@
+"""The device registry on Kafka: enrol devices, read who is enrolled (see edgeloop.contract.identity).
+
+`enrol` publishes one registry record per device on the compacted `<prefix>.devices`
+topic, signed with the operator's key; `read_registry` reads the topic to its end and
+keeps, per device, the newest record signed by a trusted key (a forged record does not
+hide the real one; it is counted in `bad_records`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from edgeloop.contract.identity import BadEnrolment, DeviceRegistry, enrolment_record, parse_enrolment
+from edgeloop.contract.keys import Keyring, Signer
+from edgeloop.contract.messages import iso_ms
+from edgeloop.fleet.control import publish_messages
+from edgeloop.fleet.topics import TopicMissing, read_topic
+from edgeloop.spec import PipelineSpec
+
+
+def enrol(
+    spec: PipelineSpec,
+    kafka_config: Mapping[str, Any],
+    operator: Signer,
+    devices: Iterable[tuple[str, str, str]],
+    *,
+    now: float,
+) -> int:
+    """Register (device id, group, device public key hex) triples; return how many records were published.
+
+    Raise ValueError naming a group the spec does not have.
+    """
+    groups = {g.name for g in spec.groups}
+    messages = []
+    for device_id, group_id, public in devices:
+        if group_id not in groups:
+            raise ValueError(f"group: {group_id!r} is not a group of {spec.name}")
+        record = enrolment_record(
+            operator,
+            device_id=device_id,
+            group_id=group_id,
+            pipeline=spec.name,
+            device_public_hex=public,
+            enrolled_at=iso_ms(now),
+        )
+        messages.append((device_id.encode(), record))
+    for start in range(0, len(messages), 5000):
+        publish_messages(kafka_config, spec.topic("devices"), messages[start : start + 5000])
+    return len(messages)
+
+
+def read_registry(
+    spec: PipelineSpec, kafka_config: Mapping[str, Any], trusted: Keyring, *, timeout: float = 60.0
+) -> DeviceRegistry:
+    """The enrolled devices of the pipeline (tombstones remove a device)."""
+    history: dict[bytes, list[tuple[int, bytes | None]]] = {}
+    try:
+        for record in read_topic(kafka_config, spec.topic("devices"), timeout=timeout):
+            if record.key is not None:
+                history.setdefault(record.key, []).append((record.offset, record.value))
+    except TopicMissing:
+        return DeviceRegistry()
+    registry = DeviceRegistry()
+    for key, records in history.items():
+        for offset, value in reversed(records):  # the newest valid record counts
+            if value is None:
+                break
+            try:
+                enrolled = parse_enrolment(key, value, trusted, spec.name)
+            except BadEnrolment as exc:
+                registry.bad_records.append(f"{exc} (offset {offset})")
+                continue
+            registry.devices[enrolled.device_id] = enrolled
+            break
+    return registry

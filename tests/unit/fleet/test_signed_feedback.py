@@ -1,0 +1,143 @@
+"""Device feedback counts only when its device signed it as enrolled: forged heartbeats cannot pass a canary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.helpers.keys import INTRUDER, OPERATOR, TRUSTED, device_key
+
+from edgeloop.contract.identity import DeviceRegistry, enrolment_record, parse_enrolment, signed_json
+from edgeloop.contract.keys import public_hex
+from edgeloop.contract.messages import DeviceState, iso_ms
+from edgeloop.fleet.control import DeviceStates
+from edgeloop.fleet.health import summarize_fleet
+from edgeloop.fleet.topics import TopicRecord
+from edgeloop.rollout.gate import GroupReading, evaluate_gate
+from edgeloop.spec import PipelineSpec, load_spec
+
+DEMO = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
+NOW_MS = 1_767_225_600_000
+CANARY = "line-canary"
+DEVICES = [f"canary-{i}" for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def spec() -> PipelineSpec:
+    return load_spec(DEMO)
+
+
+@pytest.fixture(scope="module")
+def registry(spec: PipelineSpec) -> DeviceRegistry:
+    enrolled = {}
+    for device, group in [*((d, CANARY) for d in DEVICES), ("north-0", "plant-north")]:
+        record = enrolment_record(
+            OPERATOR,
+            device_id=device,
+            group_id=group,
+            pipeline=spec.name,
+            device_public_hex=public_hex(device_key(spec.name, device).public),
+            enrolled_at=iso_ms(NOW_MS / 1000),
+        )
+        enrolled[device] = parse_enrolment(device.encode(), record, TRUSTED, spec.name)
+    return DeviceRegistry(enrolled)
+
+
+def heartbeat(device: str, group: str, age_s: float, records: int, errors: int, confidence: float) -> dict[str, object]:
+    return {
+        "device_id": device,
+        "group_id": group,
+        "records": records,
+        "errors": errors,
+        "uptime_s": 10_000.0,
+        "interval_s": 10.0,
+        "confidence_mean": confidence,
+    }
+
+
+def record(value: bytes, age_s: float, offset: int) -> TopicRecord:
+    body = json.loads(value)
+    return TopicRecord(0, offset, NOW_MS - int(age_s * 1000), body["device_id"].encode(), value)
+
+
+def failing_canary(spec: PipelineSpec) -> list[TopicRecord]:
+    """Each canary device: 70 records and 30 errors in the window (30% errors), confidence 0.2; signed."""
+    out = []
+    for device in DEVICES:
+        key = device_key(spec.name, device)
+        out.append(record(signed_json(heartbeat(device, CANARY, 70, 1000, 0, 0.2), key), 70, len(out)))
+        out.append(record(signed_json(heartbeat(device, CANARY, 5, 1070, 30, 0.2), key), 5, len(out)))
+    return out
+
+
+def forged(spec: PipelineSpec) -> list[TopicRecord]:
+    """What an attacker sends for canary-0: unsigned, signed with a key nobody enrolled, and signed by a device
+    of another group claiming the canary group; all with a billion clean records and full confidence."""
+    lie = heartbeat("canary-0", CANARY, 1, 10**9, 0, 1.0)
+    return [
+        record(json.dumps(lie).encode(), 1, 100),
+        record(signed_json(lie, INTRUDER), 1, 101),
+        record(signed_json({**lie, "device_id": "north-0"}, device_key(spec.name, "north-0")), 1, 102),
+        record(signed_json({**lie, "device_id": "ghost-9"}, device_key(spec.name, "ghost-9")), 1, 103),
+        record(json.dumps({**lie, "records": 1e300}).encode(), 1, 104),
+    ]
+
+
+def gate(spec: PipelineSpec, beats: list[TopicRecord], registry: DeviceRegistry | None) -> tuple[str, dict[str, int]]:
+    states = DeviceStates({d: DeviceState(d, CANARY, {"model_version": "2"}, {"model_version": "2"}) for d in DEVICES})
+    status = summarize_fleet(
+        spec, states, beats, [], now_ms=NOW_MS, window_s=60.0, stale_after_s=120.0, registry=registry
+    )
+    health = status.group(CANARY)
+    reading = GroupReading(CANARY, 3, 3, 0, health.offline_ratio, health.error_rate, health.mean_confidence)
+    decision = evaluate_gate([reading], spec.rollout.thresholds, spec.rollout.max_failure_ratio, soak_over=True)
+    return decision.state, status.refused_reports
+
+
+def test_a_failing_canary_fails_its_gate(spec: PipelineSpec, registry: DeviceRegistry) -> None:
+    assert gate(spec, failing_canary(spec), registry) == ("fail", {})
+
+
+def test_forged_heartbeats_are_refused_counted_and_cannot_pass_a_failing_canary(
+    spec: PipelineSpec, registry: DeviceRegistry
+) -> None:
+    beats = failing_canary(spec) + forged(spec)
+    assert gate(spec, beats, None)[0] == "pass"  # without identities, one forged heartbeat turns the gate
+    state, refused = gate(spec, beats, registry)
+    assert state == "fail"
+    assert refused == {"unsigned": 2, "bad_signature": 1, "wrong_group": 1, "unknown_device": 1}
+
+
+def test_a_registry_record_must_be_signed_by_the_operator(spec: PipelineSpec) -> None:
+    from edgeloop.contract.identity import BadEnrolment
+
+    rogue = enrolment_record(
+        INTRUDER,
+        device_id="rogue-1",
+        group_id=CANARY,
+        pipeline=spec.name,
+        device_public_hex=public_hex(INTRUDER.public),
+        enrolled_at=iso_ms(NOW_MS / 1000),
+    )
+    with pytest.raises(BadEnrolment, match="is not a trusted key"):
+        parse_enrolment(b"rogue-1", rogue, TRUSTED, spec.name)
+    genuine = enrolment_record(
+        OPERATOR,
+        device_id="rogue-1",
+        group_id=CANARY,
+        pipeline=spec.name,
+        device_public_hex=public_hex(INTRUDER.public),
+        enrolled_at=iso_ms(NOW_MS / 1000),
+    )
+    with pytest.raises(BadEnrolment, match="differs from the record's key"):
+        parse_enrolment(b"canary-0", genuine, TRUSTED, spec.name)  # a valid record re-keyed to another device
+    with pytest.raises(BadEnrolment, match="does not verify"):
+        parse_enrolment(b"rogue-1", genuine.replace(CANARY.encode(), b"plant-north"), TRUSTED, spec.name)
+
+
+def test_the_refusal_metric_knows_every_reason() -> None:
+    from edgeloop.contract.identity import REFUSAL_REASONS
+    from edgeloop.metrics import REPORT_REFUSALS
+
+    assert set(REPORT_REFUSALS) == {*REFUSAL_REASONS, "bad_value"}
