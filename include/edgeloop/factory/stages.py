@@ -95,7 +95,7 @@ _STAGE_DOCS = {
     "train": "Retrain with a bounded hyperparameter search, register the challenger and run the evaluation gate.",
     "rollout": "Roll the new model out to edge groups in waves with health gates and automatic rollback.",
     "fleet_health": "Compute per-group fleet health from heartbeats and error reports; alert on thresholds.",
-    "config_push": "Push a config or model assignment to a group and wait until its devices report it applied.",
+    "config_push": "Push a configuration (models go through the rollout) to a group and wait until it is applied.",
 }
 
 
@@ -593,7 +593,6 @@ def build_config_push(spec: PipelineSpec) -> DAG:
     params = {
         "group": Param(spec.groups[0].name, type="string", enum=[g.name for g in spec.groups]),
         "config": Param({}, type="object", description="configuration to assign to the group"),
-        "model_version": Param(None, type=["null", "string"], description="optional model version to assign"),
         "timeout_seconds": Param(600, type="integer", minimum=10),
     }
     with _dag(spec, "config_push", None, params) as dag:
@@ -608,6 +607,8 @@ def build_config_push(spec: PipelineSpec) -> DAG:
             from edgeloop.fleet.control import push_assignment
 
             params = context["params"]
+            if not params.get("config"):
+                raise ValueError("params.config: no configuration to push (a model goes through the rollout DAG)")
             key = os.environ.get("EDGELOOP_CONTROL_KEY")
             if not key:
                 raise RuntimeError("EDGELOOP_CONTROL_KEY is not set: assignments cannot be signed")
@@ -618,7 +619,6 @@ def build_config_push(spec: PipelineSpec) -> DAG:
                 key.encode(),
                 group=params["group"],
                 config=params.get("config") or None,
-                model_version=params.get("model_version") or None,
                 issuer="config_push",
                 assignment_id=f"push-{run_hash}",
             )
