@@ -465,7 +465,7 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                 and not wave.canary
                 and not any("approve" in t for t in (dag.task_ids or []))
             ):
-                from edgeloop.rollout.approval import RolloutApprovalOperator
+                from edgeloop.rollout.approval import RolloutApprovalOperator, approvers
 
                 approve_production = RolloutApprovalOperator(
                     task_id="approve_production",
@@ -473,6 +473,7 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                     body="Canary gate: {{ ti.xcom_pull(task_ids='gate_canary') | tojson }}",
                     defaults=RolloutApprovalOperator.REJECT,
                     response_timeout=spec.rollout.approval_timeout,
+                    assigned_users=approvers(spec),
                     trigger_rule="none_failed",
                 )
                 previous >> approve_production

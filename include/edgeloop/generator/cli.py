@@ -1,7 +1,7 @@
 """`edgeloop spec new`: the wizard's proposal from the command line.
 
     edgeloop spec new --from-topic plant1.telemetry --template predictive_maintenance \\
-        --name plant1 --groups line-a line-b --preset cautious
+        --name plant1 --groups line-a line-b --preset cautious --approvers alice
 
 Samples the topic, infers the schema and roles, takes the edge groups from the fleet
 state topic (or `--groups`), renders and validates the spec and writes
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--preset", choices=PRESET_IDS, default="standard", help="rollout preset")
     parser.add_argument("--canary", help="canary group (default: the smallest group)")
+    parser.add_argument(
+        "--approvers", nargs="+", default=[], metavar="USER", help="Airflow users who may approve (cautious preset)"
+    )
     parser.add_argument("--labels", nargs="+", help="annotation labels (default: predicted values or the template's)")
     parser.add_argument("--description", default="")
     parser.add_argument("--owner", default="edgeloop")
@@ -150,6 +153,8 @@ def spec_new(
         updates["canary"] = pick_canary([GroupChoice(g.name, g.devices) for g in groups])
     if args.canary:
         updates["canary"] = args.canary
+    if args.approvers:
+        updates["approvers"] = list(args.approvers)
     draft = draft.model_copy(update=updates)
     for note in [*proposal.notes, *proposal.inference.problems, *proposal.inference.skipped_fields]:
         print(f"note: {note}", file=err)

@@ -60,6 +60,9 @@ class Draft(BaseModel):
     groups: list[DraftGroup] = Field(min_length=1, max_length=500)
     preset: PresetId = "standard"
     canary: str | None = None
+    approvers: list[str] = Field(
+        default_factory=list, max_length=100, description="Airflow users who may approve (presets with approval)"
+    )
     bucket: str = Field(default="edgeloop", max_length=63)
 
 
@@ -67,7 +70,7 @@ def render_spec(draft: Draft) -> dict[str, Any]:
     """The spec mapping of a draft: template defaults, the draft's data, the preset's rollout."""
     template = get_template(draft.template)
     groups, rollout = plan_rollout(
-        [GroupChoice(g.name, g.devices) for g in draft.groups], PRESETS[draft.preset], draft.canary
+        [GroupChoice(g.name, g.devices) for g in draft.groups], PRESETS[draft.preset], draft.canary, draft.approvers
     )
     schema = []
     for f in draft.schema_:
