@@ -418,7 +418,14 @@ def build_rollout(spec: PipelineSpec) -> DAG:
     params = {
         "model_version": Param(None, type=["null", "string"], description="registry version; default: from the event"),
         "groups": Param([g.name for g in spec.groups], type="array"),
-        "skip_canary_reason": Param("", type="string", description="leaving out the canary wave needs a reason"),
+        "skip_canary_reason": Param(
+            "", type="string", description="leaving out the canary wave: an admin's manual run, with a reason"
+        ),
+        "override_reason": Param(
+            "",
+            type="string",
+            description="rolling out a version the evaluation gate did not pass: an admin's manual run, with a reason",
+        ),
     }
     waves = spec_waves(spec)
     with _dag(spec, "rollout", [model_asset(spec)], params) as dag:
@@ -426,6 +433,7 @@ def build_rollout(spec: PipelineSpec) -> DAG:
         @task
         def plan(**context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
+            from edgeloop.rollout.admission import RunOrigin
             from edgeloop.rollout.steps import model_version_from_events, plan_step
 
             clients = PipelineClients(spec)
@@ -437,7 +445,7 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                 run.run_id,
                 context["params"],
                 model_version_from_events(context.get("triggering_asset_events")),
-                started_by=f"{run.run_type}",
+                RunOrigin.of(run),
             )
 
         def apply_task(index: int, name: str) -> Any:
