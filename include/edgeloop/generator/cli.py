@@ -4,7 +4,8 @@
         --name plant1 --groups line-a line-b --preset cautious --approvers alice
 
 Samples the topic, infers the schema and roles, takes the edge groups from the fleet
-state topic (or `--groups`), renders and validates the spec and writes
+state topic (or `--groups`), renders and validates the spec (with the deployment's
+allowlist, EDGELOOP_DEPLOYMENT, and Airflow's users for the approvers) and writes
 `<pipelines folder>/<name>.yaml` atomically (or prints it with `--dry-run`). The
 Kafka cluster is `--bootstrap-servers`, else EDGELOOP_KAFKA_BOOTSTRAP, else the
 Airflow connection `--kafka-conn` (default edgeloop_kafka).
@@ -88,6 +89,8 @@ def spec_new(
     err: TextIO | None = None,
 ) -> int:
     """Run `edgeloop spec new` with these arguments; return the exit code."""
+    from edgeloop.airflow_users import known_user_names
+    from edgeloop.deployment import DeploymentInvalid, load_deployment, usual_choices
     from edgeloop.generator.discovery import (
         KafkaUnavailable,
         UnknownTopic,
@@ -159,11 +162,14 @@ def spec_new(
     for note in [*proposal.notes, *proposal.inference.problems, *proposal.inference.skipped_fields]:
         print(f"note: {note}", file=err)
     try:
-        text = render_yaml(render_spec(draft), draft.template)
-    except ValueError as exc:
+        deployment = load_deployment(environ)
+        rendered = render_spec(draft)
+        rendered["rollout"].update(usual_choices(deployment))
+        text = render_yaml(rendered, draft.template)
+    except (ValueError, DeploymentInvalid) as exc:
         print(f"error: {exc}", file=err)
         return EXIT_INVALID
-    result = check_spec_text(text, draft.name)
+    result = check_spec_text(text, draft.name, deployment=deployment, users=known_user_names())
     if not result.ok:
         print(f"{draft.name}.yaml: INVALID ({len(result.errors)} errors)", file=err)
         for error in result.errors:

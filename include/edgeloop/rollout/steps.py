@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from edgeloop.rollout.audit import assemble_audit, now_iso, write_part
 from edgeloop.rollout.job import assignment_id_for, rollout_id_for
-from edgeloop.rollout.plan import left_out_canary, plan_rollout
+from edgeloop.rollout.plan import RolloutPlanError, left_out_canary, plan_rollout
 from edgeloop.spec import PipelineSpec
 
 if TYPE_CHECKING:
+    from edgeloop.deployment import DeploymentSettings
     from edgeloop.rollout.admission import AdminCheck, RunOrigin
 
 # Jobs of one wave that run at the same time (local processes or pods started by this task).
@@ -45,14 +46,17 @@ def plan_step(
     origin: RunOrigin,
     *,
     is_admin: AdminCheck | None = None,
+    deployment: DeploymentSettings | None = None,
 ) -> dict[str, Any]:
     """Decide what this rollout does and write the plan part, or raise RolloutPlanError before any change.
 
-    The version must be one the evaluation gate passed, rolled out canary first; an admin's manual
-    run may override either with a reason (`rollout.admission`). `is_admin` defaults to Airflow's users.
+    The version must be one the evaluation gate passed, rolled out canary first, with Kubernetes
+    values the deployment allows; an admin's manual run may override the first two with a reason
+    (`rollout.admission`). `is_admin` and `deployment` default to Airflow's users and EDGELOOP_DEPLOYMENT.
     """
     from edgeloop.airflow_users import is_admin as airflow_admin
     from edgeloop.contract.messages import BASELINE_VERSION
+    from edgeloop.deployment import NotAllowed, require_allowed
     from edgeloop.registry.aliases import alias_version
     from edgeloop.rollout.admission import admin_override, admit_version, gate_record
     from edgeloop.training.tracking import mlflow_client
@@ -61,6 +65,10 @@ def plan_step(
     version = str(params.get("model_version") or event_version or "")
     skip_canary_reason = str(params.get("skip_canary_reason") or "")
     waves = plan_rollout(spec, version, params.get("groups") or None, skip_canary_reason)
+    try:
+        require_allowed(spec, deployment)
+    except NotAllowed as exc:
+        raise RolloutPlanError(str(exc)) from exc
     client = mlflow_client(tracking_uri)
     name = spec.registry.model_name
     gate = gate_record(client, name, version)
