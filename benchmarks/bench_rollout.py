@@ -102,13 +102,19 @@ def write_bench_spec(folder: Path, devices: int, groups: int, soak_s: int) -> Pa
 
 
 def register_versions(tracking_uri: str, model_name: str, count: int) -> None:
-    """`count` versions of a registered model (the simulator runs them as rule models), champion = 1."""
+    """`count` versions of a registered model (the simulator runs them as rule models), champion = 1.
+
+    Each carries a "promote" decision of the evaluation gate: the rollout refuses any other version.
+    """
     from mlflow import MlflowClient
+
+    from edgeloop.registry.gate import TAG_DECISION, TAG_REASON
 
     client = MlflowClient(tracking_uri=tracking_uri)
     client.create_registered_model(model_name, tags={"edgeloop.benchmark": "rollout"})
+    passed = {TAG_DECISION: "promote", TAG_REASON: "benchmark stand-in for a version the gate promoted"}
     for _ in range(count):
-        client.create_model_version(model_name, f"s3://edgeloop/bench-rollout/{model_name}/model", tags={})
+        client.create_model_version(model_name, f"s3://edgeloop/bench-rollout/{model_name}/model", tags=passed)
     client.set_registered_model_alias(model_name, "champion", START)
 
 
@@ -260,12 +266,12 @@ class EdgeloopRun:
 
 
 def edgeloop_rollout(spec: Any, s3: Any, tracking_uri: str, kafka: dict[str, Any], version: str) -> EdgeloopRun:
+    from edgeloop.rollout.admission import RunOrigin
     from edgeloop.rollout.steps import apply_step, plan_step, promote_step, record_gate, rollback_step
 
     run = EdgeloopRun(started=time.time())
-    plan = plan_step(
-        spec, s3, tracking_uri, f"bench__{uuid.uuid4().hex[:8]}", {"model_version": version}, None, "benchmark"
-    )
+    origin = RunOrigin("benchmark")
+    plan = plan_step(spec, s3, tracking_uri, f"bench__{uuid.uuid4().hex[:8]}", {"model_version": version}, None, origin)
     run.plan_s = time.time() - run.started
     applies: dict[int, Any] = {}
     gates: dict[int, Any] = {}

@@ -40,13 +40,26 @@ def _print_status(statuses: Sequence[object], as_json: bool) -> None:
 
 
 def _cmd_spec_validate(args: argparse.Namespace) -> int:
+    """Each file as the factory loads it, then as this deployment would let it be written (allowlist, approvers)."""
+    from edgeloop.airflow_users import known_user_names
+    from edgeloop.deployment import DeploymentInvalid, load_deployment
+    from edgeloop.generator.render import deployment_errors
     from edgeloop.spec import SpecInvalid, load_spec
 
+    try:
+        deployment = load_deployment()
+    except DeploymentInvalid as exc:
+        print(f"deployment settings: {exc}")
+        return 1
+    users = known_user_names()
     failures = 0
     for name in args.files:
         path = Path(name)
         try:
             spec = load_spec(path)
+            refused = deployment_errors(spec, path, deployment, users)
+            if refused:
+                raise SpecInvalid(path, refused)
         except SpecInvalid as exc:
             failures += 1
             print(f"{path}: INVALID ({len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''})")

@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -240,6 +241,9 @@ class HealthThresholds(_Strict):
     min_mean_confidence: float = Field(default=0.5, ge=0, le=1)
 
 
+APPROVER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$"  # an Airflow user name
+
+
 class Resources(_Strict):
     cpu: str = Field(default="250m", pattern=r"^\d+(\.\d+)?m?$")
     memory: str = Field(default="256Mi", pattern=r"^\d+(Ki|Mi|Gi)?$")
@@ -253,6 +257,10 @@ class RolloutSpec(_Strict):
     max_unavailable: str = Field(default="10%", pattern=r"^\d+%?$")
     approval_required: bool = False
     approval_timeout: Duration = timedelta(hours=24)  # unanswered by then: rejected (the canary is rolled back)
+    # the Airflow users who may answer the approval (and no one else); required when approval_required
+    approvers: list[Annotated[str, Field(pattern=APPROVER_PATTERN)]] = Field(
+        default_factory=list, max_length=100, validate_default=True
+    )
     launcher: Literal["kubernetes", "local"] = "local"
     image: str = "edgeloop/bundle:latest"  # the rollout job's image (the bundle)
     # what edge nodes of `kubernetes` groups run: the agent image, and the Secret holding its control key
@@ -263,6 +271,15 @@ class RolloutSpec(_Strict):
     kubernetes_conn_id: str = "kubernetes_default"
     resources: Resources = Resources()
     timeout: Duration = timedelta(minutes=30)
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers_named(cls, approvers: list[str], info: ValidationInfo) -> list[str]:
+        if len(set(approvers)) != len(approvers):
+            raise ValueError("each Airflow user once")
+        if info.data.get("approval_required") and not approvers:
+            raise ValueError("approval_required needs at least one Airflow user who may approve")
+        return approvers
 
 
 class FleetHealthSpec(_Strict):

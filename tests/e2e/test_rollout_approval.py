@@ -61,7 +61,9 @@ def approval_spec(name: str) -> dict[str, Any]:
         {"name": group, "selector": {"edgeloop.dev/group": group}, "wave": wave, "devices": DEVICES_PER_GROUP}
         for group, wave in ((CANARY, 0), (PRODUCTION[0], 1), (PRODUCTION[1], 1))
     ]
-    data["rollout"].update({"canary_groups": [CANARY], "soak": "15s", "approval_required": True})
+    data["rollout"].update(
+        {"canary_groups": [CANARY], "soak": "15s", "approval_required": True, "approvers": ["admin"]}
+    )
     return data
 
 

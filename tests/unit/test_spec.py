@@ -144,6 +144,20 @@ def test_cli_validate_prints_every_error_with_its_path(tmp_path: Path, capsys: p
     assert cli_main(["spec", "validate", str(DEMO)]) == 0
 
 
+def test_an_approval_names_who_may_give_it() -> None:
+    data = demo_data()
+    data["rollout"]["approval_required"] = True
+    assert errors_of(data) == {
+        "rollout.approvers": "Value error, approval_required needs at least one Airflow user who may approve"
+    }
+    data["rollout"]["approvers"] = ["alice", "alice"]
+    assert errors_of(data) == {"rollout.approvers": "Value error, each Airflow user once"}
+    data["rollout"]["approvers"] = ["alice", "bob:admin"]
+    assert list(errors_of(data)) == ["rollout.approvers[1]"]
+    data["rollout"]["approvers"] = ["alice", "ops.lead@example.com"]
+    assert parse_spec(yaml.safe_dump(data)).rollout.approvers == ["alice", "ops.lead@example.com"]
+
+
 def test_ingest_checks_by_role_have_safe_defaults_and_refuse_a_broken_pattern() -> None:
     from edgeloop.ingest.decode import record_schema
 

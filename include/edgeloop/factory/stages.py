@@ -95,7 +95,7 @@ _STAGE_DOCS = {
     "train": "Retrain with a bounded hyperparameter search, register the challenger and run the evaluation gate.",
     "rollout": "Roll the new model out to edge groups in waves with health gates and automatic rollback.",
     "fleet_health": "Compute per-group fleet health from heartbeats and error reports; alert on thresholds.",
-    "config_push": "Push a config or model assignment to a group and wait until its devices report it applied.",
+    "config_push": "Push a configuration (models go through the rollout) to a group and wait until it is applied.",
 }
 
 
@@ -418,7 +418,14 @@ def build_rollout(spec: PipelineSpec) -> DAG:
     params = {
         "model_version": Param(None, type=["null", "string"], description="registry version; default: from the event"),
         "groups": Param([g.name for g in spec.groups], type="array"),
-        "skip_canary_reason": Param("", type="string", description="leaving out the canary wave needs a reason"),
+        "skip_canary_reason": Param(
+            "", type="string", description="leaving out the canary wave: an admin's manual run, with a reason"
+        ),
+        "override_reason": Param(
+            "",
+            type="string",
+            description="rolling out a version the evaluation gate did not pass: an admin's manual run, with a reason",
+        ),
     }
     waves = spec_waves(spec)
     with _dag(spec, "rollout", [model_asset(spec)], params) as dag:
@@ -426,6 +433,7 @@ def build_rollout(spec: PipelineSpec) -> DAG:
         @task
         def plan(**context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
+            from edgeloop.rollout.admission import RunOrigin
             from edgeloop.rollout.steps import model_version_from_events, plan_step
 
             clients = PipelineClients(spec)
@@ -437,7 +445,7 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                 run.run_id,
                 context["params"],
                 model_version_from_events(context.get("triggering_asset_events")),
-                started_by=f"{run.run_type}",
+                RunOrigin.of(run),
             )
 
         def apply_task(index: int, name: str) -> Any:
@@ -465,7 +473,7 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                 and not wave.canary
                 and not any("approve" in t for t in (dag.task_ids or []))
             ):
-                from edgeloop.rollout.approval import RolloutApprovalOperator
+                from edgeloop.rollout.approval import RolloutApprovalOperator, approvers
 
                 approve_production = RolloutApprovalOperator(
                     task_id="approve_production",
@@ -473,6 +481,7 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                     body="Canary gate: {{ ti.xcom_pull(task_ids='gate_canary') | tojson }}",
                     defaults=RolloutApprovalOperator.REJECT,
                     response_timeout=spec.rollout.approval_timeout,
+                    assigned_users=approvers(spec),
                     trigger_rule="none_failed",
                 )
                 previous >> approve_production
@@ -593,7 +602,6 @@ def build_config_push(spec: PipelineSpec) -> DAG:
     params = {
         "group": Param(spec.groups[0].name, type="string", enum=[g.name for g in spec.groups]),
         "config": Param({}, type="object", description="configuration to assign to the group"),
-        "model_version": Param(None, type=["null", "string"], description="optional model version to assign"),
         "timeout_seconds": Param(600, type="integer", minimum=10),
     }
     with _dag(spec, "config_push", None, params) as dag:
@@ -607,6 +615,8 @@ def build_config_push(spec: PipelineSpec) -> DAG:
             from edgeloop.fleet.control import push_assignment
 
             params = context["params"]
+            if not params.get("config"):
+                raise ValueError("params.config: no configuration to push (a model goes through the rollout DAG)")
             run_hash = hashlib.sha256(context["dag_run"].run_id.encode()).hexdigest()[:16]
             assignment = push_assignment(
                 spec,
@@ -614,7 +624,6 @@ def build_config_push(spec: PipelineSpec) -> DAG:
                 control_signer(),
                 group=params["group"],
                 config=params.get("config") or None,
-                model_version=params.get("model_version") or None,
                 issuer="config_push",
                 assignment_id=f"push-{run_hash}",
             )

@@ -2,8 +2,10 @@
 
 Every route needs a logged-in Airflow user (a JWT as `Authorization: Bearer` or the UI's
 `_token` cookie; none gives 401). Reading needs the right to read DAGs; creating,
-changing or deleting a pipeline needs the right to edit every DAG of that pipeline (its
-`dag_ids`), and a drift report the right to read them (403 otherwise). The DAG ids always
+changing or deleting a pipeline needs an Airflow admin (a spec decides what runs where:
+images, approvers, rollouts) who may also edit every DAG of that pipeline (its
+`dag_ids`), and a drift report the right to read them (403 otherwise). A spec is written
+only if the deployment allows its Kubernetes values and its approvers are Airflow users. The DAG ids always
 come from the pipeline the request acts on, never from a query parameter. Airflow's auth
 manager answers, through an `Access` so unit tests can give fake users; `airflow_access()`
 is what the plugin uses.
@@ -32,6 +34,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from edgeloop.airflow_users import known_user_names
+from edgeloop.deployment import DeploymentInvalid, DeploymentSettings, load_deployment, usual_choices
 from edgeloop.generator import charts as pipeline_charts
 from edgeloop.generator import discovery
 from edgeloop.generator import status as pipeline_status
@@ -120,6 +124,7 @@ class Access:
     user: Callable[..., Any]
     can_read: Callable[..., Any]
     may_edit: Callable[[Any], bool]
+    may_write_specs: Callable[[Any], bool]  # create, change or delete specs: an Airflow admin
     may_access_dags: Callable[[Any, str, Sequence[str]], bool]  # (user, "GET" or "PUT", DAG ids)
     username: Callable[[Any], str]
     readable_dags: Callable[[Any], set[str] | None]
@@ -131,6 +136,8 @@ def airflow_access() -> Access:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
     from airflow.api_fastapi.core_api.security import GetUserDep, get_user
+
+    from edgeloop.airflow_users import is_admin_user
 
     def can_read(user: GetUserDep) -> None:
         # Not requires_access_dag: it would take a `dag_id` from the query string.
@@ -154,6 +161,7 @@ def airflow_access() -> Access:
         user=get_user,
         can_read=can_read,
         may_edit=may_edit,
+        may_write_specs=is_admin_user,
         may_access_dags=may_access_dags,
         username=lambda user: str(user.get_name()),
         readable_dags=readable_dags,
@@ -178,6 +186,8 @@ class Sources:
     ensure_topics: Callable[[PipelineSpec, dict[str, Any]], list[str]] | None = None
     fleet: Callable[[PipelineSpec, dict[str, Any]], dict[str, Any]] | None = None
     query_range: Callable[[str, str, float, float, float, float], list[dict[str, Any]]] = query_range
+    deployment: Callable[[], DeploymentSettings] = load_deployment  # the allowlist, read at each write
+    users: Callable[[], set[str] | None] = known_user_names  # None: the auth manager cannot list them
 
 
 def airflow_sources() -> Sources:
@@ -260,7 +270,8 @@ class ErrorBody(BaseModel):
 
 _ERROR_MEANING = {
     401: "no Airflow login (no or expired token)",
-    403: "the user may not do this (reading needs DAG read access, changes need DAG edit access), or a bad token",
+    403: "the user may not do this (reading needs DAG read access, changes an admin with DAG edit access), "
+    "or a bad token",
     404: "no such pipeline or topic",
     409: "the pipeline exists already, or was changed since the given version (concurrent edit)",
     422: "invalid input: a bad name, or a spec with errors (each with its field path)",
@@ -315,7 +326,7 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
         description=(
             "Create, review and edit edgeloop pipeline specs. Every route needs an Airflow login: "
             "`Authorization: Bearer <token>` (from `POST /auth/token`) or the Airflow UI's cookie. "
-            "Reading needs permission to read DAGs, writing permission to edit DAGs."
+            "Reading needs permission to read DAGs; writing an Airflow admin who may edit the pipeline's DAGs."
         ),
         openapi_url=None,
         docs_url=None,
@@ -357,6 +368,25 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
         if not access.may_access_dags(user, method, dag_ids(name)):
             verb = "edit" if method == "PUT" else "read"
             raise _problem(403, f"you may not {verb} the DAGs of pipeline '{name}'")
+
+    def require_spec_writer(user: Any) -> None:
+        """403 unless the user may write specs at all (an admin), before anything is read or checked."""
+        if not access.may_write_specs(user):
+            raise _problem(403, "writing pipeline specs needs an Airflow admin")
+
+    def write_policy() -> dict[str, Any]:
+        """What a spec must also satisfy to be written here: the deployment's allowlist, Airflow's users."""
+        try:
+            deployment = sources.deployment()
+        except DeploymentInvalid as exc:
+            raise _problem(503, f"the deployment settings are not usable: {exc}") from exc
+        return {"deployment": deployment, "users": sources.users()}
+
+    def render_draft(draft: Draft, user: Any, deployment: DeploymentSettings) -> str:
+        """A draft as spec text; a preset asking for approval names the writing user unless the draft names others."""
+        if PRESETS[draft.preset].approval_required and not draft.approvers:
+            draft = draft.model_copy(update={"approvers": [access.username(user)]})
+        return _render(draft, usual_choices(deployment))
 
     def check(stored: StoredSpec) -> CheckResult:
         key = (stored.name, stored.version)
@@ -462,7 +492,8 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
     @app.get("/api/session", dependencies=read_deps, tags=["session"], responses=_errors())
     def session(request: Request, user: User) -> dict[str, Any]:
         """Who is logged in and whether they may create and edit pipelines."""
-        return {"user": access.username(user), "can_edit": access.may_edit(user), "airflow_root": airflow_root(request)}
+        can_edit = access.may_edit(user) and access.may_write_specs(user)
+        return {"user": access.username(user), "can_edit": can_edit, "airflow_root": airflow_root(request)}
 
     @app.get("/api/templates", dependencies=read_deps, tags=["wizard"], responses=_errors())
     def templates(user: User) -> dict[str, Any]:
@@ -604,7 +635,7 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
     def diff(name: PipelineName, body: DiffRequest, user: User) -> dict[str, Any]:
         """What saving `text` would change, and whether it is valid (nothing is written)."""
         stored = _read(folder, name)
-        result = check_spec_text(body.text, name)
+        result = check_spec_text(body.text, name, **write_policy())
         return {
             "name": name,
             "version": stored.version,
@@ -617,7 +648,7 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
     @app.post("/api/validate", dependencies=read_deps, tags=["wizard"], responses=_errors(422))
     def validate(body: TextRequest, user: User) -> dict[str, Any]:
         """Validate spec text: every error with its field path, and the DAG ids it would create."""
-        result = check_spec_text(body.text, body.name)
+        result = check_spec_text(body.text, body.name, **write_policy())
         name = result.spec.name if result.spec is not None else body.name
         return {
             "valid": result.ok,
@@ -629,8 +660,9 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
     @app.post("/api/render", dependencies=read_deps, tags=["wizard"], responses=_errors(422))
     def render(draft: Draft, user: User) -> dict[str, Any]:
         """A wizard draft as spec YAML, validated, with the DAG ids it would create (nothing is written)."""
-        text = _render(draft)
-        result = check_spec_text(text, draft.name)
+        policy = write_policy()
+        text = render_draft(draft, user, policy["deployment"])
+        result = check_spec_text(text, draft.name, **policy)
         return {
             "name": draft.name,
             "text": text,
@@ -694,14 +726,17 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
     def create(body: CreateRequest, user: User) -> dict[str, Any]:
         """Create a pipeline: validate, write `<name>.yaml` atomically, create its missing Kafka topics.
 
-        Needs the right to edit every DAG the new pipeline makes.
+        Needs an Airflow admin with the right to edit every DAG the new pipeline makes.
         """
+        require_spec_writer(user)
         if (body.text is None) == (body.draft is None):
             raise _problem(422, "give either 'text' (spec YAML) or 'draft', not both or neither")
         if body.draft is not None:
             require_dags(user, "PUT", body.draft.name)
-        text = body.text if body.text is not None else _render(body.draft)  # type: ignore[arg-type]
-        result = check_spec_text(text)
+        policy = write_policy()
+        draft, deployment = body.draft, policy["deployment"]
+        text = render_draft(draft, user, deployment) if draft is not None else str(body.text)
+        result = check_spec_text(text, **policy)
         if result.spec is None:
             if not access.may_edit(user):  # no pipeline name to check against: who may edit DAGs at all
                 raise _problem(403, "you may not create pipelines")
@@ -730,8 +765,9 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
     @app.put("/api/pipelines/{name}", dependencies=read_deps, tags=["pipelines"], responses=_errors(404, 409, 422, 503))
     def update(name: PipelineName, body: UpdateRequest, user: User) -> dict[str, Any]:
         """Save an edit made from `version`; 409 if the spec changed since (someone else saved first)."""
+        require_spec_writer(user)
         require_dags(user, "PUT", name)
-        result = check_spec_text(body.text, name)
+        result = check_spec_text(body.text, name, **write_policy())
         if result.spec is None:
             raise _invalid(result)
         before = _read(folder, name)
@@ -759,6 +795,7 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
         version: Annotated[str, Query(pattern=VERSION_PATTERN, description="the version you mean to delete")],
     ) -> Response:
         """Delete a spec (its DAGs disappear after the next parse; data and topics stay)."""
+        require_spec_writer(user)
         require_dags(user, "PUT", name)
         with _store_errors("delete"):
             delete_spec_file(folder, name, version)
@@ -850,9 +887,12 @@ def _read(folder: Path, name: str) -> StoredSpec:
         raise _problem(404, str(exc)) from exc
 
 
-def _render(draft: Draft) -> str:
+def _render(draft: Draft, kubernetes: Mapping[str, str]) -> str:
+    """Spec text of a draft; `kubernetes`: rollout values the deployment allows in place of the spec defaults."""
     try:
-        return render_yaml(render_spec(draft), draft.template)
+        spec = render_spec(draft)
+        spec["rollout"].update(kubernetes)
+        return render_yaml(spec, draft.template)
     except RolloutPlanError as exc:
         location, _, message = str(exc).partition(": ")
         raise _problem(422, str(exc), errors=[{"location": location, "message": message}]) from exc

@@ -1,10 +1,11 @@
 """`edgeloop spec new`: the wizard's proposal from the command line.
 
     edgeloop spec new --from-topic plant1.telemetry --template predictive_maintenance \\
-        --name plant1 --groups line-a line-b --preset cautious
+        --name plant1 --groups line-a line-b --preset cautious --approvers alice
 
 Samples the topic, infers the schema and roles, takes the edge groups from the fleet
-state topic (or `--groups`), renders and validates the spec and writes
+state topic (or `--groups`), renders and validates the spec (with the deployment's
+allowlist, EDGELOOP_DEPLOYMENT, and Airflow's users for the approvers) and writes
 `<pipelines folder>/<name>.yaml` atomically (or prints it with `--dry-run`). The
 Kafka cluster is `--bootstrap-servers`, else EDGELOOP_KAFKA_BOOTSTRAP, else the
 Airflow connection `--kafka-conn` (default edgeloop_kafka).
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--preset", choices=PRESET_IDS, default="standard", help="rollout preset")
     parser.add_argument("--canary", help="canary group (default: the smallest group)")
+    parser.add_argument(
+        "--approvers", nargs="+", default=[], metavar="USER", help="Airflow users who may approve (cautious preset)"
+    )
     parser.add_argument("--labels", nargs="+", help="annotation labels (default: predicted values or the template's)")
     parser.add_argument("--description", default="")
     parser.add_argument("--owner", default="edgeloop")
@@ -85,6 +89,8 @@ def spec_new(
     err: TextIO | None = None,
 ) -> int:
     """Run `edgeloop spec new` with these arguments; return the exit code."""
+    from edgeloop.airflow_users import known_user_names
+    from edgeloop.deployment import DeploymentInvalid, load_deployment, usual_choices
     from edgeloop.generator.discovery import (
         KafkaUnavailable,
         UnknownTopic,
@@ -150,15 +156,20 @@ def spec_new(
         updates["canary"] = pick_canary([GroupChoice(g.name, g.devices) for g in groups])
     if args.canary:
         updates["canary"] = args.canary
+    if args.approvers:
+        updates["approvers"] = list(args.approvers)
     draft = draft.model_copy(update=updates)
     for note in [*proposal.notes, *proposal.inference.problems, *proposal.inference.skipped_fields]:
         print(f"note: {note}", file=err)
     try:
-        text = render_yaml(render_spec(draft), draft.template)
-    except ValueError as exc:
+        deployment = load_deployment(environ)
+        rendered = render_spec(draft)
+        rendered["rollout"].update(usual_choices(deployment))
+        text = render_yaml(rendered, draft.template)
+    except (ValueError, DeploymentInvalid) as exc:
         print(f"error: {exc}", file=err)
         return EXIT_INVALID
-    result = check_spec_text(text, draft.name)
+    result = check_spec_text(text, draft.name, deployment=deployment, users=known_user_names())
     if not result.ok:
         print(f"{draft.name}.yaml: INVALID ({len(result.errors)} errors)", file=err)
         for error in result.errors:

@@ -2,7 +2,7 @@
 
 A preset decides the waves (a canary group first, then the others together or one
 by one), how long each wave soaks, the health gate thresholds, and whether a person
-approves before the wide waves. The result is the `groups` and `rollout` sections of
+approves before the wide waves (and who may). The result is the `groups` and `rollout` sections of
 a spec; the user can still edit every value in the YAML.
 """
 
@@ -40,8 +40,9 @@ class RolloutPreset:
             "rollout": self.rollout_section([]),
         }
 
-    def rollout_section(self, canary_groups: Sequence[str]) -> dict[str, Any]:
-        return {
+    def rollout_section(self, canary_groups: Sequence[str], approvers: Sequence[str] = ()) -> dict[str, Any]:
+        """The spec's `rollout` section; `approvers` (Airflow user names) go in when the preset asks for approval."""
+        section: dict[str, Any] = {
             "canary_groups": list(canary_groups),
             "soak": self.soak,
             "thresholds": dict(self.thresholds),
@@ -50,6 +51,9 @@ class RolloutPreset:
             "approval_required": self.approval_required,
             "timeout": self.timeout,
         }
+        if self.approval_required:
+            section["approvers"] = list(approvers)
+        return section
 
 
 PRESETS: dict[PresetId, RolloutPreset] = {
@@ -57,9 +61,10 @@ PRESETS: dict[PresetId, RolloutPreset] = {
         id="cautious",
         title="Cautious",
         explanation=(
-            "The canary group gets the new model first and runs it for 30 minutes. Then a person approves, and "
-            "the other groups follow one at a time, each watched for 30 minutes. Strict health gates: at most "
-            "1% errors, 5% devices offline, 98% of devices must apply the model. Slow, safest for critical sites."
+            "The canary group gets the new model first and runs it for 30 minutes. Then one of the named "
+            "approvers approves, and the other groups follow one at a time, each watched for 30 minutes. Strict "
+            "health gates: at most 1% errors, 5% devices offline, 98% of devices must apply the model. Slow, "
+            "safest for critical sites."
         ),
         one_wave_per_group=True,
         soak="30m",
@@ -146,9 +151,13 @@ def pick_canary(groups: Sequence[GroupChoice]) -> str | None:
 
 
 def plan_rollout(
-    groups: Sequence[GroupChoice], preset: RolloutPreset, canary: str | None
+    groups: Sequence[GroupChoice], preset: RolloutPreset, canary: str | None, approvers: Sequence[str] = ()
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The spec's `groups` (with waves) and `rollout` sections for a preset."""
+    """The spec's `groups` (with waves) and `rollout` sections for a preset.
+
+    `approvers`: the Airflow users who may approve, for a preset that asks for approval (the spec
+    requires at least one then).
+    """
     names = [g.name for g in groups]
     for i, group in enumerate(groups):
         if not GROUP_NAME.match(group.name):
@@ -174,4 +183,4 @@ def plan_rollout(
         }
         for g in groups
     ]
-    return section, preset.rollout_section(canary_groups)
+    return section, preset.rollout_section(canary_groups, approvers)

@@ -4,7 +4,8 @@ The draft is what the wizard collects (template, topic prefix, corrected schema,
 groups, preset). `render_spec` turns it into the mapping of a spec and `render_yaml`
 into text with `yaml.safe_dump`, so whatever a user typed is quoted as YAML data.
 `check_spec_text` is the one gate every spec passes before it is saved: size, no YAML
-anchors or aliases, the safe loader, the PipelineSpec model, name = file name.
+anchors or aliases, the safe loader, the PipelineSpec model, name = file name, and (for a
+write) the deployment's allowlist and its Airflow users.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgeloop.deployment import DeploymentSettings, spec_errors
 from edgeloop.factory import STAGES
 from edgeloop.generator.presets import PRESETS, GroupChoice, PresetId, plan_rollout
 from edgeloop.generator.templates import TemplateId, get_template
@@ -60,6 +62,9 @@ class Draft(BaseModel):
     groups: list[DraftGroup] = Field(min_length=1, max_length=500)
     preset: PresetId = "standard"
     canary: str | None = None
+    approvers: list[str] = Field(
+        default_factory=list, max_length=100, description="Airflow users who may approve (presets with approval)"
+    )
     bucket: str = Field(default="edgeloop", max_length=63)
 
 
@@ -67,7 +72,7 @@ def render_spec(draft: Draft) -> dict[str, Any]:
     """The spec mapping of a draft: template defaults, the draft's data, the preset's rollout."""
     template = get_template(draft.template)
     groups, rollout = plan_rollout(
-        [GroupChoice(g.name, g.devices) for g in draft.groups], PRESETS[draft.preset], draft.canary
+        [GroupChoice(g.name, g.devices) for g in draft.groups], PRESETS[draft.preset], draft.canary, draft.approvers
     )
     schema = []
     for f in draft.schema_:
@@ -155,8 +160,31 @@ def _has_alias(text: str, path: Path) -> SpecError | None:
     return None
 
 
-def check_spec_text(text: str, name: str | None = None) -> CheckResult:
-    """Validate spec text; `name` (the file name without .yaml) must then match the spec's name."""
+def deployment_errors(
+    spec: PipelineSpec, path: Path, deployment: DeploymentSettings | None = None, users: set[str] | None = None
+) -> list[SpecError]:
+    """What this deployment refuses in a valid spec: Kubernetes values outside its allowlist, unknown approvers.
+
+    `users`: the Airflow user names (None when the auth manager cannot list them: approvers are not checked).
+    """
+    errors = spec_errors(spec, deployment, path) if deployment is not None else []
+    for i, approver in enumerate(spec.rollout.approvers if users is not None else []):
+        if approver not in (users or set()):
+            errors.append(SpecError(path, f"rollout.approvers[{i}]", f"'{approver}' is not an Airflow user"))
+    return errors
+
+
+def check_spec_text(
+    text: str,
+    name: str | None = None,
+    *,
+    deployment: DeploymentSettings | None = None,
+    users: set[str] | None = None,
+) -> CheckResult:
+    """Validate spec text; `name` (the file name without .yaml) must then match the spec's name.
+
+    With `deployment` and `users`, also what `deployment_errors` refuses (checks before a write).
+    """
     path = Path(f"{name}.yaml") if name else Path("<spec>")
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
         return CheckResult(None, [SpecError(path, "(file)", f"larger than {MAX_SPEC_BYTES // 1024} KiB")])
@@ -167,6 +195,9 @@ def check_spec_text(text: str, name: str | None = None) -> CheckResult:
         spec = parse_spec(text, path)
     except SpecInvalid as exc:
         return CheckResult(None, exc.errors)
+    refused = deployment_errors(spec, path, deployment, users)
+    if refused:
+        return CheckResult(None, refused)
     return CheckResult(spec, [])
 
 

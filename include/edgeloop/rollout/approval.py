@@ -2,8 +2,9 @@
 
 On "Reject" the ApprovalOperator skips its downstream tasks by raising inside `execute_complete`,
 so its return value never reaches XCom; the rollback task needs the answer for the audit record
-(who rejected, when). This subclass pushes the answer under `ANSWER_KEY` before deciding. Imported
-only by rollout DAGs whose spec asks for approval.
+(who rejected, when). This subclass pushes the answer under `ANSWER_KEY` before deciding. Only the
+spec's `rollout.approvers` may answer (the task's assigned users). Imported only by rollout DAGs
+whose spec asks for approval.
 """
 
 from __future__ import annotations
@@ -13,7 +14,17 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+from edgeloop.spec import PipelineSpec
+
 ANSWER_KEY = "answer"
+
+
+def approvers(spec: PipelineSpec) -> list[dict[str, str]]:
+    """The spec's approvers as the HITL task's assigned users: only they may answer it.
+
+    Airflow compares a responder's user id with these ids; the simple auth manager's id is the user name.
+    """
+    return [{"id": name, "name": name} for name in spec.rollout.approvers]
 
 
 def answer_of(event: dict[str, Any]) -> dict[str, Any] | None:

@@ -55,6 +55,9 @@ def launch_group(
     context: Any,
     rollback: bool = False,
 ) -> dict[str, Any]:
+    from edgeloop.deployment import require_allowed
+
+    require_allowed(spec)  # the deployment's allowlist, read now: a spec picks among its values, never invents one
     if spec.rollout.launcher == "kubernetes":
         operator = rollout_pod_operator(spec, group, model_version, wave, rollout_id)
         if rollback:

@@ -45,7 +45,8 @@ def plan_rollout(
 ) -> list[Wave]:
     """The waves of one rollout, restricted to `groups`; raise RolloutPlanError before any change.
 
-    Leaving out a canary group while rolling out to production groups needs a reason.
+    Leaving out a canary group while rolling out to production groups needs a reason (and an
+    admin: `rollout.admission`).
     """
     if not model_version or not str(model_version).isdigit():
         raise RolloutPlanError(f"model_version: {model_version!r} is not a registry version number")
@@ -58,12 +59,19 @@ def plan_rollout(
     for wave in spec_waves(spec):
         kept = tuple(g for g in wave.groups if g in wanted)
         waves.append(Wave(wave.index, kept, wave.canary))
-    skipped_canary = [g for w in waves if w.canary for g in spec.rollout.canary_groups if g not in w.groups]
-    production = [g for w in waves if not w.canary for g in w.groups]
-    if skipped_canary and production and not skip_canary_reason.strip():
+    skipped_canary = left_out_canary(spec, waves)
+    if skipped_canary and not skip_canary_reason.strip():
+        production = [g for w in waves if not w.canary for g in w.groups]
         raise RolloutPlanError(
             f"canary group(s) {skipped_canary} left out of a rollout to {production}: give skip_canary_reason"
         )
     if not any(w.groups for w in waves):
         raise RolloutPlanError("no group left to roll out to")
     return waves
+
+
+def left_out_canary(spec: PipelineSpec, waves: Sequence[Wave]) -> list[str]:
+    """The canary groups a rollout leaves out while it goes to production groups (empty: canary first)."""
+    if not any(w.groups for w in waves if not w.canary):
+        return []
+    return [g for w in waves if w.canary for g in spec.rollout.canary_groups if g not in w.groups]

@@ -6,12 +6,16 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.rollout.audit import assemble_audit, now_iso, write_part
 from edgeloop.rollout.job import assignment_id_for, rollout_id_for
-from edgeloop.rollout.plan import plan_rollout
+from edgeloop.rollout.plan import RolloutPlanError, left_out_canary, plan_rollout
 from edgeloop.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from edgeloop.deployment import DeploymentSettings
+    from edgeloop.rollout.admission import AdminCheck, RunOrigin
 
 # Jobs of one wave that run at the same time (local processes or pods started by this task).
 PARALLEL_JOBS = 8
@@ -39,17 +43,45 @@ def plan_step(
     run_id: str,
     params: Mapping[str, Any],
     event_version: str | None,
-    started_by: str,
+    origin: RunOrigin,
+    *,
+    is_admin: AdminCheck | None = None,
+    deployment: DeploymentSettings | None = None,
 ) -> dict[str, Any]:
+    """Decide what this rollout does and write the plan part, or raise RolloutPlanError before any change.
+
+    The version must be one the evaluation gate passed, rolled out canary first, with Kubernetes
+    values the deployment allows; an admin's manual run may override the first two with a reason
+    (`rollout.admission`). `is_admin` and `deployment` default to Airflow's users and EDGELOOP_DEPLOYMENT.
+    """
+    from edgeloop.airflow_users import is_admin as airflow_admin
     from edgeloop.contract.messages import BASELINE_VERSION
+    from edgeloop.deployment import NotAllowed, require_allowed
     from edgeloop.registry.aliases import alias_version
+    from edgeloop.rollout.admission import admin_override, admit_version, gate_record
     from edgeloop.training.tracking import mlflow_client
 
+    is_admin = is_admin or airflow_admin
     version = str(params.get("model_version") or event_version or "")
-    waves = plan_rollout(spec, version, params.get("groups") or None, str(params.get("skip_canary_reason") or ""))
-    _check_version_exists(tracking_uri, spec.registry.model_name, version)
+    skip_canary_reason = str(params.get("skip_canary_reason") or "")
+    waves = plan_rollout(spec, version, params.get("groups") or None, skip_canary_reason)
+    try:
+        require_allowed(spec, deployment)
+    except NotAllowed as exc:
+        raise RolloutPlanError(str(exc)) from exc
+    client = mlflow_client(tracking_uri)
+    name = spec.registry.model_name
+    gate = gate_record(client, name, version)
+    overrides = []
+    admitted = admit_version(gate, name, str(params.get("override_reason") or ""), origin, is_admin)
+    if admitted:
+        overrides.append(admitted)
+    skipped = left_out_canary(spec, waves)
+    if skipped:
+        what = f"leaving out the canary group(s) {skipped}"
+        overrides.append(admin_override("skip_canary_reason", skip_canary_reason, origin, is_admin, what))
     rollout_id = rollout_id_for(spec.name, run_id)
-    current = alias_version(mlflow_client(tracking_uri), spec.registry.model_name, "champion")
+    current = alias_version(client, name, "champion")
     champion_at_plan = str(current.version) if current is not None else None
     # What devices go back to on a rollback: the champion, or the on-device baseline when the version
     # being rolled out is the first model (the gate made it champion before any device ran it).
@@ -60,24 +92,15 @@ def plan_step(
         "champion_at_plan": champion_at_plan,
         "previous_version": previous,
         "waves": [w.to_dict() for w in waves],
-        "started_by": started_by,
-        "skip_canary_reason": params.get("skip_canary_reason") or None,
+        "started_by": origin.run_type,
+        "triggered_by": origin.user,
+        "gate": gate.to_dict(),
+        "overrides": overrides,
+        "skip_canary_reason": skip_canary_reason.strip() if skipped else None,
         "planned_at": now_iso(),
     }
     write_part(s3, spec, rollout_id, 0, "plan", plan)
     return plan
-
-
-def _check_version_exists(tracking_uri: str, model_name: str, version: str) -> None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from edgeloop.rollout.plan import RolloutPlanError
-
-    try:
-        MlflowClient(tracking_uri=tracking_uri).get_model_version(model_name, version)
-    except MlflowException as exc:
-        raise RolloutPlanError(f"model_version: {model_name} version {version} is not in the registry") from exc
 
 
 def launch_groups(
@@ -189,6 +212,7 @@ def promote_step(
         "model_version": plan["model_version"],
         "previous_version": plan["previous_version"],
         "champion": plan["model_version"],
+        "overrides": list(plan.get("overrides") or []),
         "finished_at": now_iso(),
     }
     decision = record_approval(spec, s3, plan, approval)
@@ -247,6 +271,7 @@ def rollback_step(
         "rolled_back_groups": touched,
         "restored": restored,
         "reasons": reasons,
+        "overrides": list(plan.get("overrides") or []),
         "finished_at": now_iso(),
     }
     if decision:

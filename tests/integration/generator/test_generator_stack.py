@@ -236,6 +236,8 @@ def test_spec_new_writes_a_valid_spec_from_the_topic(tmp_path: Path, kafka_confi
         "line-canary=4,plant-north=30",
         "--preset",
         "cautious",
+        "--approvers",
+        "admin",
         "--folder",
         str(tmp_path),
         "--bootstrap-servers",
@@ -245,6 +247,7 @@ def test_spec_new_writes_a_valid_spec_from_the_topic(tmp_path: Path, kafka_confi
     spec = load_spec(tmp_path / "cli_pipeline.yaml")
     assert spec.topics.prefix == source and [g.name for g in spec.groups] == ["line-canary", "plant-north"]
     assert spec.rollout.canary_groups == ["line-canary"] and spec.rollout.approval_required
+    assert spec.rollout.approvers == ["admin"]
     assert "wrote" in out.getvalue() and "not JSON" in err.getvalue()
     assert spec_new(argv, environ={}, out=io.StringIO(), err=err) == 3  # exists
 

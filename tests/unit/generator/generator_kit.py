@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 from fastapi.testclient import TestClient
 
+from edgeloop.deployment import DeploymentSettings
 from edgeloop.generator.app import Access, GeneratorSettings, Sources, create_app
 from edgeloop.generator.discovery import TopicInfo, UnknownTopic, split_topic
 from edgeloop.generator.inference import SampleMessage
@@ -25,18 +26,21 @@ REPO = Path(__file__).resolve().parents[3]
 DEMO_SPEC = REPO / "include" / "pipelines" / "factory_maintenance.yaml"
 PREFIX = "/edgeloop/generator"
 
-# Fake users: the header names the user; "admin" may edit, "viewer" may only read, and "alice"
-# (a per-DAG auth manager's user) may read every DAG but edit only those of pipeline "alices_line".
+# Fake users: the header names the user; "admin" may edit, "viewer" may only read, "alice" (a
+# per-DAG auth manager's user who may write specs) may read every DAG but edit only those of pipeline
+# "alices_line", and "bob" may edit every DAG but is no admin, so he may not write specs.
 ADMIN = {"X-Test-User": "admin"}
 VIEWER = {"X-Test-User": "viewer"}
 ALICE = {"X-Test-User": "alice"}
+BOB = {"X-Test-User": "bob"}
+AIRFLOW_USERS = {"admin", "viewer", "alice", "bob"}
 
 
 def _user(request: Request) -> str:
     name = request.headers.get("X-Test-User")
     if not name:
         raise HTTPException(status_code=401, detail="Not authenticated")
-    if name not in ("admin", "viewer", "alice"):
+    if name not in AIRFLOW_USERS:
         raise HTTPException(status_code=403, detail="Invalid JWT token")
     return name
 
@@ -46,7 +50,7 @@ def _can_read(request: Request) -> None:
 
 
 def _may_access_dags(user: str, method: str, dag_ids: Sequence[str]) -> bool:
-    if method == "GET" or user == "admin":
+    if method == "GET" or user in ("admin", "bob"):
         return True
     return user == "alice" and all(d.startswith("alices_line__") for d in dag_ids)
 
@@ -54,7 +58,8 @@ def _may_access_dags(user: str, method: str, dag_ids: Sequence[str]) -> bool:
 FAKE_ACCESS = Access(
     user=_user,
     can_read=_can_read,
-    may_edit=lambda user: user == "admin",
+    may_edit=lambda user: user in ("admin", "bob"),
+    may_write_specs=lambda user: user in ("admin", "alice"),
     may_access_dags=_may_access_dags,
     username=str,
     readable_dags=lambda user: None,
@@ -119,7 +124,12 @@ class FakeKafka:
             raise KafkaUnavailable("Kafka at fake:9092 did not answer in 5s")
 
 
-def fake_sources(kafka: FakeKafka, dag_states: dict[str, DagStatus] | None = None, mlflow_up: bool = True) -> Sources:
+def fake_sources(
+    kafka: FakeKafka,
+    dag_states: dict[str, DagStatus] | None = None,
+    mlflow_up: bool = True,
+    deployment: DeploymentSettings | None = None,
+) -> Sources:
     states = dag_states or {}
 
     def champions(uri: str, names: Iterable[str]) -> dict[str, str | None]:
@@ -138,6 +148,8 @@ def fake_sources(kafka: FakeKafka, dag_states: dict[str, DagStatus] | None = Non
         champions=champions,
         ensure_topics=kafka.ensure_topics,
         fleet=kafka.fleet,
+        deployment=lambda: deployment or DeploymentSettings(),
+        users=lambda: set(AIRFLOW_USERS),
     )
 
 
@@ -148,12 +160,13 @@ def make_client(
     dag_states: dict[str, DagStatus] | None = None,
     mlflow_up: bool = True,
     with_demo: bool = True,
+    deployment: DeploymentSettings | None = None,
 ) -> TestClient:
     if with_demo:
         shutil.copy(DEMO_SPEC, folder / DEMO_SPEC.name)
     app = create_app(
         GeneratorSettings(pipelines_dir=folder),
         FAKE_ACCESS,
-        fake_sources(kafka or FakeKafka(), dag_states, mlflow_up),
+        fake_sources(kafka or FakeKafka(), dag_states, mlflow_up, deployment),
     )
     return TestClient(app, root_path=PREFIX)

@@ -57,6 +57,15 @@ def test_cautious_rolls_out_one_group_per_wave_smallest_first_with_approval() ->
     assert rollout["thresholds"]["max_error_rate"] < PRESETS["standard"].thresholds["max_error_rate"]
 
 
+def test_a_preset_with_approval_names_its_approvers_and_the_others_name_none() -> None:
+    _, cautious = plan_rollout(GROUPS, PRESETS["cautious"], "line-canary", ["alice", "ops.lead"])
+    assert cautious["approvers"] == ["alice", "ops.lead"]
+    _, unnamed = plan_rollout(GROUPS, PRESETS["cautious"], "line-canary")
+    assert unnamed["approvers"] == []  # the spec refuses it: rollout.approvers is required with approval
+    _, standard = plan_rollout(GROUPS, PRESETS["standard"], "line-canary", ["alice"])
+    assert "approvers" not in standard and not standard["approval_required"]
+
+
 def test_fast_soaks_briefly_and_allows_more_devices_at_once() -> None:
     _, rollout = plan_rollout(GROUPS, PRESETS["fast"], "line-canary")
     assert (rollout["soak"], rollout["max_unavailable"]) == ("2m", "25%")
