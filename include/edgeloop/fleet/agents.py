@@ -66,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     enrol.add_argument("--group", required=True)
     enrol.add_argument("--device-id", required=True)
     enrol.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers (the operator's view)")
+    enrol.add_argument("--kafka-config", help="a JSON file of further client settings (SASL, TLS)")
     enrol.add_argument("--key-file", required=True, help="where the device's key goes (kept if it exists)")
     enrol.set_defaults(func=_cmd_enrol)
     manifests = agent_sub.add_parser("manifests", help="print the agent ConfigMap and DaemonSet of a kubernetes group")
@@ -135,9 +136,12 @@ def _cmd_enrol(args: argparse.Namespace) -> int:
     except BadKey as exc:
         raise SystemExit(str(exc)) from None
     spec = _spec(args.pipeline)
-    device_key = enrol_device(
-        spec, {"bootstrap.servers": args.bootstrap}, operator, args.group, args.device_id, Path(args.key_file)
-    )
+    kafka = {"bootstrap.servers": args.bootstrap}
+    if args.kafka_config:
+        import json
+
+        kafka = {**json.loads(Path(args.kafka_config).read_text()), **kafka}
+    device_key = enrol_device(spec, kafka, operator, args.group, args.device_id, Path(args.key_file))
     print(f"enrolled {args.device_id} in {spec.name}/{args.group} with key {device_key.key_id} ({args.key_file})")
     return 0
 
