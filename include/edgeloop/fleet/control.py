@@ -28,7 +28,7 @@ from edgeloop.contract.messages import (
     new_assignment,
     parse_device_state,
 )
-from edgeloop.fleet.topics import TopicMissing, producer_config, read_topic
+from edgeloop.fleet.topics import TopicMissing, producer_config, records_by_key
 from edgeloop.spec import PipelineSpec
 
 
@@ -130,11 +130,8 @@ def read_device_states(
     newest such record, so a forged record neither counts nor hides the real one; the
     others are counted in `refused` by reason.
     """
-    history: dict[bytes, list[tuple[int, bytes | None]]] = {}
     try:
-        for record in read_topic(kafka_config, spec.topic("device-state"), timeout=timeout):
-            if record.key is not None:
-                history.setdefault(record.key, []).append((record.offset, record.value))
+        history = records_by_key(kafka_config, spec.topic("device-state"), timeout=timeout)
     except TopicMissing:
         return DeviceStates()
     states = DeviceStates()

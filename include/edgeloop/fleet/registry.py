@@ -15,7 +15,7 @@ from edgeloop.contract.identity import BadEnrolment, DeviceRegistry, enrolment_r
 from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.contract.messages import iso_ms
 from edgeloop.fleet.control import publish_messages
-from edgeloop.fleet.topics import TopicMissing, read_topic
+from edgeloop.fleet.topics import TopicMissing, records_by_key
 from edgeloop.spec import PipelineSpec
 
 
@@ -54,11 +54,8 @@ def read_registry(
     spec: PipelineSpec, kafka_config: Mapping[str, Any], trusted: Keyring, *, timeout: float = 60.0
 ) -> DeviceRegistry:
     """The enrolled devices of the pipeline (tombstones remove a device)."""
-    history: dict[bytes, list[tuple[int, bytes | None]]] = {}
     try:
-        for record in read_topic(kafka_config, spec.topic("devices"), timeout=timeout):
-            if record.key is not None:
-                history.setdefault(record.key, []).append((record.offset, record.value))
+        history = records_by_key(kafka_config, spec.topic("devices"), timeout=timeout)
     except TopicMissing:
         return DeviceRegistry()
     registry = DeviceRegistry()

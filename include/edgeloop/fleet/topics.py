@@ -283,3 +283,19 @@ def read_topic(
         yield from read_assigned(consumer, topic, starts, ends, deadline=deadline, batch=batch)
     finally:
         consumer.close()
+
+
+def records_by_key(
+    kafka_config: Mapping[str, Any], topic: str, *, timeout: float = 60.0
+) -> dict[bytes, list[tuple[int, bytes | None]]]:
+    """A compacted topic read to its end: each key's (offset, value) records, oldest first (None: a tombstone).
+
+    Readers walk a key's records from the newest back to the newest one they accept, so that a
+    record they refuse (forged, unreadable) neither counts nor hides the good one before it.
+    Raise TopicMissing if the topic does not exist.
+    """
+    history: dict[bytes, list[tuple[int, bytes | None]]] = {}
+    for record in read_topic(kafka_config, topic, timeout=timeout):
+        if record.key is not None:
+            history.setdefault(record.key, []).append((record.offset, record.value))
+    return history

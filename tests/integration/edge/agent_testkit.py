@@ -29,6 +29,7 @@ from edgeloop.devstack.config import Ports, StackConfig
 from edgeloop.devstack.services import format_kafka_storage
 from edgeloop.edge.outbox import Outbox
 from edgeloop.fleet.sensors import SensorProfile
+from edgeloop.spec import PipelineSpec
 
 REPO = Path(__file__).resolve().parents[3]
 RECORD_SEQ = "record_seq"  # the outbox counter of the last queued record's seq (see Agent.enqueue)
@@ -309,3 +310,15 @@ class AgentProcess:
 
 def all_of(agents: Iterable[AgentProcess], check: Callable[[AgentProcess], bool]) -> bool:
     return all(check(a) for a in agents)
+
+
+def delete_pipeline_topics(spec: PipelineSpec, kafka_config: Mapping[str, Any]) -> None:
+    """Remove the topics a test made for its pipeline (those that exist)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(dict(kafka_config))
+    existing = set(admin.list_topics(timeout=10).topics)
+    names = [t for t in spec.all_topics if t in existing]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result(timeout=30)

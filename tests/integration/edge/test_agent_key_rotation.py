@@ -23,8 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_testkit import REPO, AgentProcess, free_ports, upload_artifact, wait_until, write_readings
-from confluent_kafka.admin import AdminClient
+from agent_testkit import (
+    REPO,
+    AgentProcess,
+    delete_pipeline_topics,
+    free_ports,
+    upload_artifact,
+    wait_until,
+    write_readings,
+)
 
 from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, Keyring, Signer
 from edgeloop.fleet.agents import agent_config, enrol_device
@@ -49,12 +56,7 @@ def fleet(
     )
     ensure_pipeline_topics(spec, dict(kafka_config))
     yield spec, [], tmp_path
-    admin = AdminClient(kafka_config)
-    existing = set(admin.list_topics(timeout=10).topics)
-    names = [t for t in spec.all_topics if t in existing]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=30).values():
-            future.result(timeout=30)
+    delete_pipeline_topics(spec, kafka_config)
 
 
 def write_trusted(files: list[Path], *keys: Signer) -> None:

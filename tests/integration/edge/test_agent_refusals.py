@@ -32,12 +32,12 @@ import pytest
 from agent_testkit import (
     agent_health,
     agent_metrics,
+    delete_pipeline_topics,
     free_ports,
     upload_artifact,
     wait_until,
     write_readings,
 )
-from confluent_kafka.admin import AdminClient
 from tests.helpers.edge_models import tampered_golden
 from tests.helpers.keys import OPERATOR, TRUSTED
 
@@ -145,12 +145,7 @@ def deployment(
         agent.stop.set()
         serving.join(10)
         agent.shutdown()
-        admin = AdminClient(kafka_config)
-        existing = set(admin.list_topics(timeout=10).topics)
-        names = [t for t in spec.all_topics if t in existing]
-        if names:
-            for future in admin.delete_topics(names, operation_timeout=30).values():
-                future.result(timeout=30)
+        delete_pipeline_topics(spec, kafka_config)
 
 
 def model_order(here: Deployment, ref: ArtifactRef) -> Assignment:
