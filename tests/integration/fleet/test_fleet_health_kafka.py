@@ -52,3 +52,47 @@ def test_exactly_one_alert_for_the_group_pushed_over_its_error_rate(
     assert report["alerts"] == published
     groups = {g["group"]: g for g in report["status"]["groups"]}
     assert groups["plant-north"]["error_rate"] == 0.0 and groups["line-canary"]["online"] == 3
+
+
+def test_forged_heartbeats_on_the_broker_cannot_pass_a_failing_canary(
+    spec: PipelineSpec, kafka_config: dict[str, Any], operator: Signer
+) -> None:
+    """The canary's model crashes on every reading; an attacker floods the health topic with heartbeats for the
+    canary's devices claiming a billion clean records at full confidence: unsigned, signed with a key nobody
+    enrolled, signed by an enrolled device of another group, and from a device nobody enrolled. The gate reads
+    the broker and fails the canary, counting each forged report by its reason."""
+    from edgeloop.contract.identity import signed_json
+    from edgeloop.rollout.gate import evaluate_gate
+    from edgeloop.rollout.job import read_group_readings
+
+    canary = "line-canary"
+    with running_fleet(spec, kafka_config, operator, faults={"9": "crash"}) as fleet:
+        crash = push_assignment(spec, kafka_config, operator, group=canary, model_version="9")
+        eventually(
+            lambda: apply_progress(spec, kafka_config, crash, keyring(operator)).complete,
+            what="the crashing version is applied on the canary",
+        )
+        victims = [d for d in fleet.device_ids if d.startswith(canary)]
+        north = next(i for i, d in enumerate(fleet.device_ids) if d.startswith("plant-north"))
+        lie = {"group_id": canary, "records": 10**9, "errors": 0, "confidence_mean": 1.0, "interval_s": 10.0}
+        forged: list[tuple[bytes, bytes]] = []  # keyed by the victim's id, as a forger would
+        for device in victims:
+            body = {**lie, "device_id": device}
+            neighbour = {**body, "device_id": fleet.device_ids[north]}
+            values = [
+                json.dumps(body).encode(),
+                signed_json(body, Signer.generate()),
+                signed_json(neighbour, fleet.cores[north].identity),  # type: ignore[arg-type]
+                signed_json({**body, "device_id": f"ghost-{device}"}, Signer.generate()),
+            ]
+            forged += [(device.encode(), value) for value in values]
+        publish_messages(kafka_config, spec.topic("health"), forged)
+
+        def gate_reading() -> tuple[Any, dict[str, int]] | None:
+            readings, refused = read_group_readings(spec, kafka_config, [canary], "9", {}, 60.0, keyring(operator))
+            return (readings, refused) if refused.get("unknown_device") == len(victims) else None
+
+        readings, refused = eventually(gate_reading, 60, what="the forged heartbeats read and refused")
+        decision = evaluate_gate(readings, spec.rollout.thresholds, spec.rollout.max_failure_ratio, soak_over=True)
+    assert decision.state == "fail" and any("error rate" in reason for reason in decision.reasons), decision
+    assert refused == {"unsigned": 3, "bad_signature": 3, "wrong_group": 3, "unknown_device": 3}
