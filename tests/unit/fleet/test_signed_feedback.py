@@ -141,3 +141,11 @@ def test_the_refusal_metric_knows_every_reason() -> None:
     from edgeloop.metrics import REPORT_REFUSALS
 
     assert set(REPORT_REFUSALS) == {*REFUSAL_REASONS, "bad_value"}
+
+
+def test_a_report_verified_before_is_not_trusted_once_changed(spec: PipelineSpec, registry: DeviceRegistry) -> None:
+    """Verifications are remembered (readers poll the same window); the memory is keyed by what was signed."""
+    body = json.loads(signed_json(heartbeat("canary-1", CANARY, 5, 10, 0, 0.9), device_key(spec.name, "canary-1")))
+    assert registry.check(body) is None and registry.check(dict(body)) is None
+    assert registry.check({**body, "errors": 1}) == "bad_signature"
+    assert registry.check({**body, "signature": body["signature"][:-4] + "AAA="}) == "bad_signature"
