@@ -113,6 +113,8 @@ def airflow_env(cfg: StackConfig, sec: Secrets) -> dict[str, str]:
     return {
         "AIRFLOW_HOME": str(home),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "include"), os.environ.get("PYTHONPATH")])),
+        # the bundle's own modules are compiled once, not by every task process (empty = unset for Python)
+        "PYTHONDONTWRITEBYTECODE": "",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
