@@ -11,12 +11,15 @@ The terminal shows each stage's runs as they happen and ends with a summary.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import requests
 
 from edgeloop.airflow_api import AirflowApi
 from edgeloop.devstack.config import StackConfig
@@ -25,10 +28,108 @@ from edgeloop.spec import PipelineSpec, load_all
 
 STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health")
 LOOP_STAGES = ("drift", "annotate", "train", "rollout")
+LOG_TAIL_LINES = 15
 
 
 class DemoError(RuntimeError):
     """The stack is not in a state the demo can use, or a stage failed."""
+
+
+# What to change for each kind of reason the evaluation gate writes (registry/gate.py, training/fitness.py).
+GATE_HINTS = (
+    (
+        re.compile(r"^edge fitness: model size"),
+        "too large for the devices: raise training.limits.max_model_mb in the spec if the devices allow it, "
+        "or search smaller models (fewer n_estimators, a lower max_depth in training.search_space)",
+    ),
+    (
+        re.compile(r"^edge fitness: single-record latency"),
+        "too slow on a device: raise training.limits.max_latency_ms in the spec if the devices allow it, "
+        "or search smaller models (a lower max_depth, fewer n_estimators in training.search_space)",
+    ),
+    (
+        re.compile(r"^edge fitness: memory"),
+        "needs too much memory on a device: raise training.limits.max_memory_mb in the spec if the devices "
+        "allow it, or search smaller models",
+    ),
+    (
+        re.compile(r"^edge fitness: (no ONNX file|not measured)"),
+        "the model has no measured ONNX file: read the train_model task's log (the ONNX export or its "
+        "measurement failed)",
+    ),
+    (
+        re.compile(r"does not beat the champion"),
+        "not better than the champion: give it more labels (annotation.batch_size) or a longer drift "
+        "window (drift.window) so the batch holds more of the drifted data; or lower training.margin",
+    ),
+    (
+        re.compile(r"^group \S+: .* below the champion"),
+        "one group got worse than with the champion: that group needs labels in the batch "
+        "(annotation.strategy: diversity), or allow more with training.group_tolerance",
+    ),
+)
+
+
+def gate_hints(reasons: list[str]) -> list[str]:
+    """One hint per kind of reason, in the order the reasons come; reasons of no known kind get none."""
+    hints: list[str] = []
+    for reason in reasons:
+        for pattern, hint in GATE_HINTS:
+            if pattern.search(reason) and hint not in hints:
+                hints.append(hint)
+    return hints
+
+
+class GateRejected(DemoError):
+    """The evaluation gate did not promote the challenger: no new champion will come from this run."""
+
+    def __init__(self, run_id: str, decision: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.decision = str(decision.get("decision"))
+        self.version = decision.get("version")
+        self.reasons = [str(r) for r in decision.get("reasons") or []] or [str(decision.get("reason") or "")]
+        self.hints = gate_hints(self.reasons)
+        if self.decision == "unchanged":
+            self.hints.append("the training registered the champion's own version: nothing new to roll out")
+        lines = [f"the evaluation gate decided '{self.decision}' for version {self.version} (train run {run_id}):"]
+        lines += [f"  - {reason}" for reason in self.reasons]
+        if self.hints:
+            lines.append("what to change:")
+            lines += [f"  - {hint}" for hint in self.hints]
+        super().__init__("\n".join(lines))
+
+
+class RolloutGateFailed(DemoError):
+    """A wave's health gate failed: the rollout stopped there and rolled the fleet back."""
+
+    def __init__(self, run_id: str, wave: str, reasons: list[str], rollback_state: str | None) -> None:
+        self.run_id = run_id
+        self.wave = wave
+        self.reasons = reasons
+        self.rolled_back = rollback_state == "failed"  # the rollback task fails the run on purpose once it is done
+        lines = [f"the health gate of wave '{wave}' failed (rollout run {run_id}):"]
+        lines += [f"  - {reason}" for reason in reasons]
+        if self.rolled_back:
+            lines.append("the fleet was rolled back to the version it ran before; the champion did not change")
+        else:
+            lines.append(f"the rollback task ended '{rollback_state}': look at rollout run {run_id} in the Airflow UI")
+        super().__init__("\n".join(lines))
+
+
+class StageFailed(DemoError):
+    """A run of one of the pipeline's DAGs failed."""
+
+    def __init__(self, dag_id: str, run_id: str, task_ids: list[str], log_tail: list[str]) -> None:
+        self.dag_id = dag_id
+        self.run_id = run_id
+        self.task_ids = task_ids
+        self.log_tail = log_tail
+        failed = ", ".join(task_ids) or "no task failed (the run itself was failed)"
+        lines = [f"{dag_id} run {run_id} failed; failed task(s): {failed}"]
+        if log_tail:
+            lines.append(f"last lines of the log of {task_ids[0]}:")
+            lines += [f"  | {line}" for line in log_tail]
+        super().__init__("\n".join(lines))
 
 
 @dataclass
@@ -156,14 +257,19 @@ def all_devices_on(versions: dict[str, dict[str, int]], version: str, expected: 
 
 
 class StageWatcher:
-    """Prints each new DAG run and each state change of the pipeline's stages."""
+    """Prints each new DAG run and each state change of the pipeline's stages, and each gate's result."""
 
     def __init__(self, api: AirflowApi, spec: PipelineSpec, timeline: Timeline) -> None:
+        from edgeloop.rollout.plan import spec_waves
+
         self.api = api
         self.spec = spec
         self.timeline = timeline
         self.seen: dict[tuple[str, str], str] = {}
         self.known: set[tuple[str, str]] = set()
+        self.waves = [wave.name for wave in spec_waves(spec)]
+        self.gates: dict[tuple[str, str], dict[str, Any]] = {}  # (run id, gate task id) -> its result, once told
+        self.settled: set[tuple[str, str]] = set()  # finished runs whose outcome was looked at
 
     def baseline(self) -> None:
         for stage in STAGES:
@@ -186,6 +292,78 @@ class StageWatcher:
                     changes.append((stage, run))
         return changes
 
+    def check_outcomes(self) -> None:
+        """Tell each gate result of the new train and rollout runs once; raise when one ends the loop.
+
+        A challenger the evaluation gate does not promote raises `GateRejected`; a rollout that ended
+        with a failed wave gate (after its rollback) raises `RolloutGateFailed`; any other failed run
+        of the pipeline raises `StageFailed` with its failed tasks and the end of the first one's log.
+        """
+        for (stage, run_id), state in list(self.seen.items()):
+            if (stage, run_id) in self.known or (stage, run_id) in self.settled or state == "queued":
+                continue
+            finished = state in ("success", "failed")
+            if stage == "train":
+                self._evaluation_gate(run_id)
+            elif stage == "rollout":
+                self._rollout_gates(run_id, finished)
+            if state == "failed":
+                raise self._failure(stage, run_id)
+            if finished:
+                self.settled.add((stage, run_id))
+
+    def _evaluation_gate(self, run_id: str) -> None:
+        if (run_id, "evaluation_gate") in self.gates:
+            return
+        dag_id = f"{self.spec.name}__train"
+        states = {ti["task_id"]: ti["state"] for ti in self.api.task_instances(dag_id, run_id)}
+        if states.get("evaluation_gate") != "success":
+            return
+        decision = xcom(self.api, dag_id, run_id, "evaluation_gate")
+        if not decision:
+            return  # not readable yet: asked again at the next poll
+        self.gates[(run_id, "evaluation_gate")] = decision
+        word = decision.get("decision")
+        self.timeline.mark(f"{'gate':<12} {word!s:<8} version {decision.get('version')}: {decision.get('reason')}")
+        if word != "promote":
+            raise GateRejected(run_id, decision)
+
+    def _rollout_gates(self, run_id: str, finished: bool) -> None:
+        dag_id = f"{self.spec.name}__rollout"
+        instances = {ti["task_id"]: ti for ti in self.api.task_instances(dag_id, run_id)}
+        failed: tuple[str, list[str]] | None = None
+        for wave in self.waves:
+            task_id = f"gate_{wave}"
+            result = self.gates.get((run_id, task_id))
+            if result is None and instances.get(task_id, {}).get("state") in ("success", "failed"):
+                result = xcom(self.api, dag_id, run_id, task_id)
+                if result:
+                    self.gates[(run_id, task_id)] = result
+                    reasons = "; ".join(result.get("reasons") or []) or "healthy"
+                    self.timeline.mark(f"{'gate':<12} {result.get('state')!s:<8} wave {wave}: {reasons}")
+            if result and result.get("state") != "pass" and failed is None:
+                failed = (wave, [str(r) for r in result.get("reasons") or []])
+        if failed and finished:  # the rollback runs after the failed gate: the run's end says it is done
+            raise RolloutGateFailed(run_id, failed[0], failed[1], instances.get("rollback", {}).get("state"))
+
+    def _failure(self, stage: str, run_id: str) -> StageFailed:
+        dag_id = f"{self.spec.name}__{stage}"
+        failed = sorted(
+            (ti for ti in self.api.task_instances(dag_id, run_id) if ti["state"] == "failed"),
+            key=lambda ti: str(ti.get("end_date") or ""),
+        )
+        tail: list[str] = []
+        if failed:
+            first = failed[0]
+            try:
+                lines = self.api.task_log(
+                    dag_id, run_id, first["task_id"], int(first["try_number"]), int(first.get("map_index", -1))
+                )
+                tail = lines[-LOG_TAIL_LINES:]
+            except requests.RequestException as exc:
+                tail = [f"(the log could not be read: {exc})"]
+        return StageFailed(dag_id, run_id, [ti["task_id"] for ti in failed], tail)
+
     def first(self, stage: str, state: str = "success") -> dict[str, Any] | None:
         """The first run of a stage since the drift was injected: the one the story is about."""
         for run in reversed(self.api.runs(f"{self.spec.name}__{stage}", limit=50)):
@@ -206,6 +384,7 @@ def wait_until(check: Any, timeout: float, what: str, watcher: StageWatcher, eve
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         watcher.poll()
+        watcher.check_outcomes()
         result = check()
         if result:
             return result
