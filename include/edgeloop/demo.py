@@ -575,6 +575,20 @@ def print_urls(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo; a stage that ends the loop and Ctrl-C each end it with what to know, never a traceback."""
+    try:
+        return run_demo()
+    except KeyboardInterrupt:
+        # "\r" writes over the terminal's "^C" so this stays the only line
+        start = "\r" if sys.stdout.isatty() else ""
+        print(f"{start}edgeloop demo: interrupted; the stack keeps running (make stack-down stops it)", flush=True)
+        return 130
+    except DemoError as exc:
+        print(f"\nedgeloop demo: stopped: {exc}", flush=True)
+        return 1
+
+
+def run_demo() -> int:
     cfg = StackConfig.from_env()
     env = read_env_file(cfg)
     settings = DemoSettings.from_env()

@@ -1,4 +1,4 @@
-"""The demo tells what happened: gate decisions and failed runs end its wait with why.
+"""The demo tells what happened: gate decisions, failed runs and Ctrl-C.
 
 Each story runs the demo's real `run_loop` against an Airflow REST API that lives in memory: runs
 and task instances appear and end on a fake clock, the way the scheduler would run them after the
@@ -377,3 +377,46 @@ def test_a_failed_task_ends_the_wait_with_its_task_id_and_the_end_of_its_log(wor
             {"full_content": "true", "map_index": -1},
         )
     ]
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run_demo", interrupted)
+    assert demo.main() == 130
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        "edgeloop demo: interrupted; the stack keeps running (make stack-down stops it)"
+    ]
+    assert captured.err == ""
+
+
+def test_ctrl_c_in_the_middle_of_a_wait_ends_the_same_way(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def sleep(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(world.clock, "sleep", sleep)
+    monkeypatch.setattr(demo, "run_demo", lambda: len(world.run_loop()))
+    assert demo.main() == 130
+    lines = capsys.readouterr().out.splitlines()
+    assert "drift injected into plant-north" in lines[-2]  # what the demo showed before Ctrl-C
+    assert lines[-1] == "edgeloop demo: interrupted; the stack keeps running (make stack-down stops it)"
+
+
+def test_a_stage_that_ends_the_loop_is_told_without_a_traceback(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    drift_alert(world.api)
+    annotation(world.api)
+    training(world.api, {"decision": "reject", "reasons": ["edge fitness: model size 51.00 MB > limit 40 MB"]})
+    monkeypatch.setattr(demo, "run_demo", lambda: len(world.run_loop()))
+    assert demo.main() == 1
+    captured = capsys.readouterr()
+    assert "edgeloop demo: stopped: the evaluation gate decided 'reject' for version 2" in captured.out
+    assert "training.limits.max_model_mb" in captured.out
+    assert "Traceback" not in captured.out + captured.err
