@@ -159,18 +159,47 @@ class DemoSettings:
 
 @dataclass
 class Timeline:
+    """What the terminal showed as it happened (`mark`), and the loop's milestones at their real times."""
+
     started: float = field(default_factory=time.monotonic)
     events: list[tuple[float, str]] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    milestones: list[tuple[datetime, str]] = field(default_factory=list)
 
     def mark(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
         self.events.append((elapsed, text))
         print(f"  [{_clock(elapsed)}] {text}", flush=True)
 
+    def milestone(self, text: str, at: str | datetime | None) -> None:
+        """A milestone at `at` (an Airflow timestamp or an aware datetime); one with no time is left out."""
+        if at:
+            self.milestones.append((_utc(at), text))
+
+    def story(self) -> list[str]:
+        """The milestones in time order: local clock time, text, time since the previous one and since the first."""
+        rows = sorted(self.milestones, key=lambda m: m[0])
+        if not rows:
+            return []
+        first = previous = rows[0][0]
+        width = max(len(text) for _, text in rows)
+        lines = []
+        for at, text in rows:
+            since_previous = _clock((at - previous).total_seconds())
+            since_first = _clock((at - first).total_seconds())
+            lines.append(f"{at.astimezone():%H:%M:%S}  {text:<{width}}  +{since_previous}  ({since_first} in)")
+            previous = at
+        return lines
+
 
 def _clock(seconds: float) -> str:
-    return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
+    whole = round(seconds)
+    return f"{whole // 60:02d}:{whole % 60:02d}"
+
+
+def _utc(at: str | datetime) -> datetime:
+    """An Airflow timestamp (ISO 8601, `Z` or offset) as an aware datetime."""
+    return datetime.fromisoformat(at.replace("Z", "+00:00")) if isinstance(at, str) else at
 
 
 def api_for(env: dict[str, str]) -> AirflowApi:
@@ -435,6 +464,7 @@ def run_loop(
     injected = time.monotonic()
     timeline.facts["drift_injected_at"] = time.strftime("%H:%M:%S")
     timeline.facts["drift_injected_utc"] = datetime.now(UTC).isoformat()
+    timeline.milestone(f"drift injected into {settings.drift_group}", timeline.facts["drift_injected_utc"])
     timeline.mark(f"drift injected into {settings.drift_group}: {', '.join(d.split(':')[0] for d in settings.drift)}")
 
     def new_champion() -> str | None:
@@ -449,6 +479,7 @@ def run_loop(
         watcher,
     )
     loop_seconds = time.monotonic() - injected
+    timeline.milestone(f"every device runs version {version}", datetime.now(UTC))
     timeline.mark(f"loop closed: every device runs version {version}")
     # the alias moves in the rollout's promote task; its run ends a moment later (the skipped rollback task)
     wait_until(
@@ -463,8 +494,10 @@ def run_loop(
 def collect_summary(
     api: AirflowApi, spec: PipelineSpec, watcher: StageWatcher, first: str, version: str, loop_seconds: float
 ) -> dict[str, Any]:
+    """What the loop did, read back from Airflow: the runs and XComs of each stage, and the timeline's milestones."""
+    timeline = watcher.timeline
     summary: dict[str, Any] = {"first_champion": first, "champion_now": version, "loop_seconds": loop_seconds}
-    summary.update(watcher.timeline.facts)
+    summary.update(timeline.facts)
     ends: dict[str, str | None] = {}
     for drift in reversed(api.runs(f"{spec.name}__drift", limit=50)):
         if (("drift", drift["dag_run_id"]) in watcher.known) or drift["state"] != "success":
@@ -474,40 +507,60 @@ def collect_summary(
             continue  # looking for the run that raised the first alert
         summary["drift_run"] = drift["dag_run_id"]
         ends["detection"] = drift.get("end_date")
+        timeline.milestone(f"drift alert raised (drift run {drift['dag_run_id']})", drift.get("end_date"))
         summary["alert"] = result["alert_ids"]
         groups = result.get("drifted_groups") or []
         links = result.get("report_links") or {}
         summary["drift_report"] = next(
             (v for k, v in links.items() if any(str(g) in k for g in groups)), links.get("fleet")
         )
+        break
     annotate = watcher.first("annotate")
     if annotate:
-        selection = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "select_batch") or {}
-        exported = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "export_dataset") or {}
-        opened = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "open_batch") or {}
-        summary["annotate_run"] = annotate["dag_run_id"]
+        dag_id, run_id = f"{spec.name}__annotate", annotate["dag_run_id"]
+        selection = xcom(api, dag_id, run_id, "select_batch") or {}
+        exported = xcom(api, dag_id, run_id, "export_dataset") or {}
+        opened = xcom(api, dag_id, run_id, "open_batch") or {}
+        summary["annotate_run"] = run_id
         ends["annotation"] = annotate.get("end_date")
         summary["batch_url"] = opened.get("url")
         summary["batch"] = selection.get("batch_id")
         summary["batch_group"] = selection.get("groups")
         summary["curated_version"] = exported.get("version")
+        timeline.milestone(
+            f"annotation batch {summary['batch']} opened", task_ends(api, dag_id, run_id).get("open_batch")
+        )
+        timeline.milestone(f"labels done (annotate run {run_id})", annotate.get("end_date"))
     train = watcher.first("train")
     if train:
-        gate = xcom(api, f"{spec.name}__train", train["dag_run_id"], "evaluation_gate") or {}
+        dag_id, run_id = f"{spec.name}__train", train["dag_run_id"]
+        gate = xcom(api, dag_id, run_id, "evaluation_gate") or {}
         summary["trained_version"] = gate.get("version")
         ends["training"] = train.get("end_date")
         summary["gate_decision"] = gate.get("decision")
+        task_end = task_ends(api, dag_id, run_id)
+        timeline.milestone(f"version {gate.get('version')} trained (train run {run_id})", task_end.get("train_model"))
+        timeline.milestone(f"evaluation gate: {gate.get('decision')}", task_end.get("evaluation_gate"))
     rollout = watcher.first("rollout")
     if rollout:
-        promoted = xcom(api, f"{spec.name}__rollout", rollout["dag_run_id"], "promote") or {}
+        dag_id, run_id = f"{spec.name}__rollout", rollout["dag_run_id"]
+        promoted = xcom(api, dag_id, run_id, "promote") or {}
         summary["rollout_id"] = promoted.get("rollout_id")
         ends["rollout"] = rollout.get("end_date")
-        summary["rollout_waves"] = [
-            (xcom(api, f"{spec.name}__rollout", rollout["dag_run_id"], f"gate_{name}") or {}).get("state")
-            for name in ("canary", "wave_1")
-        ]
+        task_end = task_ends(api, dag_id, run_id)
+        summary["rollout_waves"] = []
+        for wave in watcher.waves:
+            state = (xcom(api, dag_id, run_id, f"gate_{wave}") or {}).get("state")
+            summary["rollout_waves"].append(state)
+            timeline.milestone(f"rollout gate of wave {wave}: {state}", task_end.get(f"gate_{wave}"))
     summary["stage_seconds"] = stage_seconds(summary.get("drift_injected_utc"), ends, loop_seconds)
+    summary["timeline"] = timeline.story()
     return summary
+
+
+def task_ends(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, str | None]:
+    """When each task of a run ended (None: not yet)."""
+    return {ti["task_id"]: ti.get("end_date") for ti in api.task_instances(dag_id, run_id)}
 
 
 def stage_seconds(injected_utc: str | None, ends: dict[str, str | None], loop_seconds: float) -> dict[str, float]:
@@ -519,14 +572,14 @@ def stage_seconds(injected_utc: str | None, ends: dict[str, str | None], loop_se
     """
     if not injected_utc:
         return {}
-    start = datetime.fromisoformat(injected_utc)
+    start = _utc(injected_utc)
     out: dict[str, float] = {}
     previous = 0.0
     for stage in ("detection", "annotation", "training", "rollout"):
         end = ends.get(stage)
         if not end:
             return out
-        at = (datetime.fromisoformat(end.replace("Z", "+00:00")) - start).total_seconds()
+        at = (_utc(end) - start).total_seconds()
         out[stage] = round(at - previous, 1)
         previous = at
     out["fleet"] = round(max(0.0, loop_seconds - previous), 1)
@@ -550,6 +603,11 @@ def print_summary(summary: dict[str, Any], env: dict[str, str], cfg: StackConfig
     ]
     for name, value in rows:
         print(f"  {name:<20} {value}")
+    if summary.get("timeline"):
+        print()
+        print("  timeline (clock time, since the previous step, since the injection)")
+        for line in summary["timeline"]:
+            print(f"    {line}")
     print_urls(env, cfg, summary.get("drift_report"), summary.get("batch_url"))
 
 

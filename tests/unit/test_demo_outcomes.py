@@ -1,4 +1,4 @@
-"""The demo tells what happened: gate decisions, failed runs and Ctrl-C.
+"""The demo tells what happened: gate decisions, failed runs, Ctrl-C and the loop's timeline.
 
 Each story runs the demo's real `run_loop` against an Airflow REST API that lives in memory: runs
 and task instances appear and end on a fake clock, the way the scheduler would run them after the
@@ -420,3 +420,66 @@ def test_a_stage_that_ends_the_loop_is_told_without_a_traceback(
     assert "edgeloop demo: stopped: the evaluation gate decided 'reject' for version 2" in captured.out
     assert "training.limits.max_model_mb" in captured.out
     assert "Traceback" not in captured.out + captured.err
+
+
+def test_a_closed_loop_ends_with_a_timeline_of_every_step(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    drift_alert(world.api, ends=130)
+    annotation(world.api, opened=140, ends=170)
+    training(world.api, PROMOTE, trained=200, gate=230)
+    world.api.add(
+        "rollout",
+        FakeRun(
+            "asset_triggered__rollout",
+            240,
+            420,
+            "success",
+            {
+                "plan": FakeTask(245, xcom={"rollout_id": "r-1"}),
+                "gate_canary": FakeTask(310, xcom={"wave": 0, "state": "pass", "reasons": []}),
+                "gate_wave_1": FakeTask(400, xcom={"wave": 1, "state": "pass", "reasons": []}),
+                "promote": FakeTask(410, xcom={"rollout_id": "r-1", "champion": "2"}),
+                "rollback": FakeTask(420, "skipped"),
+            },
+        ),
+    )
+    world.champion_moves_at = 410
+    world.fleet_on_new_at = 340
+
+    summary = world.run_loop()
+    demo.print_summary(summary, ENV, world.cfg)
+
+    assert summary["gate_decision"] == "promote"
+    assert summary["trained_version"] == summary["champion_now"] == "2" != summary["first_champion"]
+    assert summary["batch_group"] == ["plant-north"] and summary["curated_version"] == "curated-3"
+    assert summary["rollout_waves"] == ["pass", "pass"]
+    assert summary["stage_seconds"]["detection"] == 130.0
+    out = capsys.readouterr().out
+    timeline = out[out.index("timeline (") :].splitlines()[1:11]
+    local = [(INJECTED_AT + timedelta(seconds=s)).astimezone().strftime("%H:%M:%S") for s in (0, 130, 140, 170, 200)]
+    expected = [
+        (local[0], "drift injected into plant-north", "+00:00", "(00:00 in)"),
+        (local[1], "drift alert raised (drift run asset_triggered__drift)", "+02:10", "(02:10 in)"),
+        (local[2], "annotation batch b-7 opened", "+00:10", "(02:20 in)"),
+        (local[3], "labels done (annotate run asset_triggered__annotate)", "+00:30", "(02:50 in)"),
+        (local[4], "version 2 trained (train run asset_triggered__train)", "+00:30", "(03:20 in)"),
+        (None, "evaluation gate: promote", "+00:30", "(03:50 in)"),
+        (None, "rollout gate of wave canary: pass", "+01:20", "(05:10 in)"),
+        (None, "rollout gate of wave wave_1: pass", "+01:30", "(06:40 in)"),
+        (None, "every device runs version 2", "+00:11", "(06:51 in)"),  # the first poll after the promotion
+    ]
+    for line, (clock, text, since_previous, since_injection) in zip(timeline, expected, strict=False):
+        if clock:
+            assert line.split()[0] == clock, line
+        assert text in line and line.endswith(f"{since_previous}  {since_injection}"), line
+    assert len([line for line in timeline if line.strip()]) == len(expected)
+
+
+ENV = {
+    "EDGELOOP_AIRFLOW_URL": "http://airflow.invalid",
+    "MLFLOW_TRACKING_URI": "http://mlflow.invalid",
+    "EDGELOOP_LABEL_STUDIO_URL": "http://label-studio.invalid",
+    "EDGELOOP_PROMETHEUS_URL": "http://prometheus.invalid",
+    "EDGELOOP_S3_ENDPOINT": "http://s3.invalid",
+    "EDGELOOP_BUCKET": "edgeloop",
+    "EDGELOOP_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+}
