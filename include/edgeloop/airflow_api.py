@@ -72,3 +72,35 @@ class AirflowApi:
 
     def runs(self, dag_id: str, limit: int = 50) -> list[dict[str, Any]]:
         return list(self.get(f"/dags/{dag_id}/dagRuns", limit=limit, order_by="-run_after")["dag_runs"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return list(self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100)["task_instances"])
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> list[str]:
+        """The whole log of one try of a task, as text lines (see `log_lines`)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        return log_lines(self.get(path, full_content="true", map_index=map_index).get("content") or [])
+
+
+def log_lines(content: list[Any]) -> list[str]:
+    """Text lines of a task log as the log route returns it (JSON `content`).
+
+    Structured messages become `HH:MM:SS level event`, an exception its innermost frame and
+    `Type: value`; plain strings (a log the server could not parse) stay as they are. The UI's
+    `::group::` markers are left out.
+    """
+    lines: list[str] = []
+    for message in content:
+        if not isinstance(message, dict):
+            lines.extend(str(message).splitlines())
+            continue
+        stamp = str(message.get("timestamp") or "")[11:19]
+        head = " ".join(part for part in (stamp, message.get("level"), str(message.get("event", ""))) if part)
+        lines.extend(line for line in head.splitlines() if "::group::" not in line and "::endgroup::" not in line)
+        for stack in message.get("error_detail") or []:
+            frames = stack.get("frames") or []
+            if frames:
+                frame = frames[-1]
+                lines.append(f"  File {frame.get('filename')}:{frame.get('lineno')} in {frame.get('name')}")
+            lines.append(f"  {stack.get('exc_type')}: {stack.get('exc_value')}")
+    return lines

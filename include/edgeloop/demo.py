@@ -11,12 +11,15 @@ The terminal shows each stage's runs as they happen and ends with a summary.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import requests
 
 from edgeloop.airflow_api import AirflowApi
 from edgeloop.devstack.config import StackConfig
@@ -25,10 +28,108 @@ from edgeloop.spec import PipelineSpec, load_all
 
 STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health")
 LOOP_STAGES = ("drift", "annotate", "train", "rollout")
+LOG_TAIL_LINES = 15
 
 
 class DemoError(RuntimeError):
     """The stack is not in a state the demo can use, or a stage failed."""
+
+
+# What to change for each kind of reason the evaluation gate writes (registry/gate.py, training/fitness.py).
+GATE_HINTS = (
+    (
+        re.compile(r"^edge fitness: model size"),
+        "too large for the devices: raise training.limits.max_model_mb in the spec if the devices allow it, "
+        "or search smaller models (fewer n_estimators, a lower max_depth in training.search_space)",
+    ),
+    (
+        re.compile(r"^edge fitness: single-record latency"),
+        "too slow on a device: raise training.limits.max_latency_ms in the spec if the devices allow it, "
+        "or search smaller models (a lower max_depth, fewer n_estimators in training.search_space)",
+    ),
+    (
+        re.compile(r"^edge fitness: memory"),
+        "needs too much memory on a device: raise training.limits.max_memory_mb in the spec if the devices "
+        "allow it, or search smaller models",
+    ),
+    (
+        re.compile(r"^edge fitness: (no ONNX file|not measured)"),
+        "the model has no measured ONNX file: read the train_model task's log (the ONNX export or its "
+        "measurement failed)",
+    ),
+    (
+        re.compile(r"does not beat the champion"),
+        "not better than the champion: give it more labels (annotation.batch_size) or a longer drift "
+        "window (drift.window) so the batch holds more of the drifted data; or lower training.margin",
+    ),
+    (
+        re.compile(r"^group \S+: .* below the champion"),
+        "one group got worse than with the champion: that group needs labels in the batch "
+        "(annotation.strategy: diversity), or allow more with training.group_tolerance",
+    ),
+)
+
+
+def gate_hints(reasons: list[str]) -> list[str]:
+    """One hint per kind of reason, in the order the reasons come; reasons of no known kind get none."""
+    hints: list[str] = []
+    for reason in reasons:
+        for pattern, hint in GATE_HINTS:
+            if pattern.search(reason) and hint not in hints:
+                hints.append(hint)
+    return hints
+
+
+class GateRejected(DemoError):
+    """The evaluation gate did not promote the challenger: no new champion will come from this run."""
+
+    def __init__(self, run_id: str, decision: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.decision = str(decision.get("decision"))
+        self.version = decision.get("version")
+        self.reasons = [str(r) for r in decision.get("reasons") or []] or [str(decision.get("reason") or "")]
+        self.hints = gate_hints(self.reasons)
+        if self.decision == "unchanged":
+            self.hints.append("the training registered the champion's own version: nothing new to roll out")
+        lines = [f"the evaluation gate decided '{self.decision}' for version {self.version} (train run {run_id}):"]
+        lines += [f"  - {reason}" for reason in self.reasons]
+        if self.hints:
+            lines.append("what to change:")
+            lines += [f"  - {hint}" for hint in self.hints]
+        super().__init__("\n".join(lines))
+
+
+class RolloutGateFailed(DemoError):
+    """A wave's health gate failed: the rollout stopped there and rolled the fleet back."""
+
+    def __init__(self, run_id: str, wave: str, reasons: list[str], rollback_state: str | None) -> None:
+        self.run_id = run_id
+        self.wave = wave
+        self.reasons = reasons
+        self.rolled_back = rollback_state == "failed"  # the rollback task fails the run on purpose once it is done
+        lines = [f"the health gate of wave '{wave}' failed (rollout run {run_id}):"]
+        lines += [f"  - {reason}" for reason in reasons]
+        if self.rolled_back:
+            lines.append("the fleet was rolled back to the version it ran before; the champion did not change")
+        else:
+            lines.append(f"the rollback task ended '{rollback_state}': look at rollout run {run_id} in the Airflow UI")
+        super().__init__("\n".join(lines))
+
+
+class StageFailed(DemoError):
+    """A run of one of the pipeline's DAGs failed."""
+
+    def __init__(self, dag_id: str, run_id: str, task_ids: list[str], log_tail: list[str]) -> None:
+        self.dag_id = dag_id
+        self.run_id = run_id
+        self.task_ids = task_ids
+        self.log_tail = log_tail
+        failed = ", ".join(task_ids) or "no task failed (the run itself was failed)"
+        lines = [f"{dag_id} run {run_id} failed; failed task(s): {failed}"]
+        if log_tail:
+            lines.append(f"last lines of the log of {task_ids[0]}:")
+            lines += [f"  | {line}" for line in log_tail]
+        super().__init__("\n".join(lines))
 
 
 @dataclass
@@ -58,18 +159,47 @@ class DemoSettings:
 
 @dataclass
 class Timeline:
+    """What the terminal showed as it happened (`mark`), and the loop's milestones at their real times."""
+
     started: float = field(default_factory=time.monotonic)
     events: list[tuple[float, str]] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    milestones: list[tuple[datetime, str]] = field(default_factory=list)
 
     def mark(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
         self.events.append((elapsed, text))
         print(f"  [{_clock(elapsed)}] {text}", flush=True)
 
+    def milestone(self, text: str, at: str | datetime | None) -> None:
+        """A milestone at `at` (an Airflow timestamp or an aware datetime); one with no time is left out."""
+        if at:
+            self.milestones.append((_utc(at), text))
+
+    def story(self) -> list[str]:
+        """The milestones in time order: local clock time, text, time since the previous one and since the first."""
+        rows = sorted(self.milestones, key=lambda m: m[0])
+        if not rows:
+            return []
+        first = previous = rows[0][0]
+        width = max(len(text) for _, text in rows)
+        lines = []
+        for at, text in rows:
+            since_previous = _clock((at - previous).total_seconds())
+            since_first = _clock((at - first).total_seconds())
+            lines.append(f"{at.astimezone():%H:%M:%S}  {text:<{width}}  +{since_previous}  ({since_first} in)")
+            previous = at
+        return lines
+
 
 def _clock(seconds: float) -> str:
-    return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
+    whole = round(seconds)
+    return f"{whole // 60:02d}:{whole % 60:02d}"
+
+
+def _utc(at: str | datetime) -> datetime:
+    """An Airflow timestamp (ISO 8601, `Z` or offset) as an aware datetime."""
+    return datetime.fromisoformat(at.replace("Z", "+00:00")) if isinstance(at, str) else at
 
 
 def api_for(env: dict[str, str]) -> AirflowApi:
@@ -156,14 +286,19 @@ def all_devices_on(versions: dict[str, dict[str, int]], version: str, expected: 
 
 
 class StageWatcher:
-    """Prints each new DAG run and each state change of the pipeline's stages."""
+    """Prints each new DAG run and each state change of the pipeline's stages, and each gate's result."""
 
     def __init__(self, api: AirflowApi, spec: PipelineSpec, timeline: Timeline) -> None:
+        from edgeloop.rollout.plan import spec_waves
+
         self.api = api
         self.spec = spec
         self.timeline = timeline
         self.seen: dict[tuple[str, str], str] = {}
         self.known: set[tuple[str, str]] = set()
+        self.waves = [wave.name for wave in spec_waves(spec)]
+        self.gates: dict[tuple[str, str], dict[str, Any]] = {}  # (run id, gate task id) -> its result, once told
+        self.settled: set[tuple[str, str]] = set()  # finished runs whose outcome was looked at
 
     def baseline(self) -> None:
         for stage in STAGES:
@@ -186,6 +321,78 @@ class StageWatcher:
                     changes.append((stage, run))
         return changes
 
+    def check_outcomes(self) -> None:
+        """Tell each gate result of the new train and rollout runs once; raise when one ends the loop.
+
+        A challenger the evaluation gate does not promote raises `GateRejected`; a rollout that ended
+        with a failed wave gate (after its rollback) raises `RolloutGateFailed`; any other failed run
+        of the pipeline raises `StageFailed` with its failed tasks and the end of the first one's log.
+        """
+        for (stage, run_id), state in list(self.seen.items()):
+            if (stage, run_id) in self.known or (stage, run_id) in self.settled or state == "queued":
+                continue
+            finished = state in ("success", "failed")
+            if stage == "train":
+                self._evaluation_gate(run_id)
+            elif stage == "rollout":
+                self._rollout_gates(run_id, finished)
+            if state == "failed":
+                raise self._failure(stage, run_id)
+            if finished:
+                self.settled.add((stage, run_id))
+
+    def _evaluation_gate(self, run_id: str) -> None:
+        if (run_id, "evaluation_gate") in self.gates:
+            return
+        dag_id = f"{self.spec.name}__train"
+        states = {ti["task_id"]: ti["state"] for ti in self.api.task_instances(dag_id, run_id)}
+        if states.get("evaluation_gate") != "success":
+            return
+        decision = xcom(self.api, dag_id, run_id, "evaluation_gate")
+        if not decision:
+            return  # not readable yet: asked again at the next poll
+        self.gates[(run_id, "evaluation_gate")] = decision
+        word = decision.get("decision")
+        self.timeline.mark(f"{'gate':<12} {word!s:<8} version {decision.get('version')}: {decision.get('reason')}")
+        if word != "promote":
+            raise GateRejected(run_id, decision)
+
+    def _rollout_gates(self, run_id: str, finished: bool) -> None:
+        dag_id = f"{self.spec.name}__rollout"
+        instances = {ti["task_id"]: ti for ti in self.api.task_instances(dag_id, run_id)}
+        failed: tuple[str, list[str]] | None = None
+        for wave in self.waves:
+            task_id = f"gate_{wave}"
+            result = self.gates.get((run_id, task_id))
+            if result is None and instances.get(task_id, {}).get("state") in ("success", "failed"):
+                result = xcom(self.api, dag_id, run_id, task_id)
+                if result:
+                    self.gates[(run_id, task_id)] = result
+                    reasons = "; ".join(result.get("reasons") or []) or "healthy"
+                    self.timeline.mark(f"{'gate':<12} {result.get('state')!s:<8} wave {wave}: {reasons}")
+            if result and result.get("state") != "pass" and failed is None:
+                failed = (wave, [str(r) for r in result.get("reasons") or []])
+        if failed and finished:  # the rollback runs after the failed gate: the run's end says it is done
+            raise RolloutGateFailed(run_id, failed[0], failed[1], instances.get("rollback", {}).get("state"))
+
+    def _failure(self, stage: str, run_id: str) -> StageFailed:
+        dag_id = f"{self.spec.name}__{stage}"
+        failed = sorted(
+            (ti for ti in self.api.task_instances(dag_id, run_id) if ti["state"] == "failed"),
+            key=lambda ti: str(ti.get("end_date") or ""),
+        )
+        tail: list[str] = []
+        if failed:
+            first = failed[0]
+            try:
+                lines = self.api.task_log(
+                    dag_id, run_id, first["task_id"], int(first["try_number"]), int(first.get("map_index", -1))
+                )
+                tail = lines[-LOG_TAIL_LINES:]
+            except requests.RequestException as exc:
+                tail = [f"(the log could not be read: {exc})"]
+        return StageFailed(dag_id, run_id, [ti["task_id"] for ti in failed], tail)
+
     def first(self, stage: str, state: str = "success") -> dict[str, Any] | None:
         """The first run of a stage since the drift was injected: the one the story is about."""
         for run in reversed(self.api.runs(f"{self.spec.name}__{stage}", limit=50)):
@@ -206,6 +413,7 @@ def wait_until(check: Any, timeout: float, what: str, watcher: StageWatcher, eve
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         watcher.poll()
+        watcher.check_outcomes()
         result = check()
         if result:
             return result
@@ -256,6 +464,7 @@ def run_loop(
     injected = time.monotonic()
     timeline.facts["drift_injected_at"] = time.strftime("%H:%M:%S")
     timeline.facts["drift_injected_utc"] = datetime.now(UTC).isoformat()
+    timeline.milestone(f"drift injected into {settings.drift_group}", timeline.facts["drift_injected_utc"])
     timeline.mark(f"drift injected into {settings.drift_group}: {', '.join(d.split(':')[0] for d in settings.drift)}")
 
     def new_champion() -> str | None:
@@ -270,6 +479,7 @@ def run_loop(
         watcher,
     )
     loop_seconds = time.monotonic() - injected
+    timeline.milestone(f"every device runs version {version}", datetime.now(UTC))
     timeline.mark(f"loop closed: every device runs version {version}")
     # the alias moves in the rollout's promote task; its run ends a moment later (the skipped rollback task)
     wait_until(
@@ -284,8 +494,10 @@ def run_loop(
 def collect_summary(
     api: AirflowApi, spec: PipelineSpec, watcher: StageWatcher, first: str, version: str, loop_seconds: float
 ) -> dict[str, Any]:
+    """What the loop did, read back from Airflow: the runs and XComs of each stage, and the timeline's milestones."""
+    timeline = watcher.timeline
     summary: dict[str, Any] = {"first_champion": first, "champion_now": version, "loop_seconds": loop_seconds}
-    summary.update(watcher.timeline.facts)
+    summary.update(timeline.facts)
     ends: dict[str, str | None] = {}
     for drift in reversed(api.runs(f"{spec.name}__drift", limit=50)):
         if (("drift", drift["dag_run_id"]) in watcher.known) or drift["state"] != "success":
@@ -295,40 +507,60 @@ def collect_summary(
             continue  # looking for the run that raised the first alert
         summary["drift_run"] = drift["dag_run_id"]
         ends["detection"] = drift.get("end_date")
+        timeline.milestone(f"drift alert raised (drift run {drift['dag_run_id']})", drift.get("end_date"))
         summary["alert"] = result["alert_ids"]
         groups = result.get("drifted_groups") or []
         links = result.get("report_links") or {}
         summary["drift_report"] = next(
             (v for k, v in links.items() if any(str(g) in k for g in groups)), links.get("fleet")
         )
+        break
     annotate = watcher.first("annotate")
     if annotate:
-        selection = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "select_batch") or {}
-        exported = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "export_dataset") or {}
-        opened = xcom(api, f"{spec.name}__annotate", annotate["dag_run_id"], "open_batch") or {}
-        summary["annotate_run"] = annotate["dag_run_id"]
+        dag_id, run_id = f"{spec.name}__annotate", annotate["dag_run_id"]
+        selection = xcom(api, dag_id, run_id, "select_batch") or {}
+        exported = xcom(api, dag_id, run_id, "export_dataset") or {}
+        opened = xcom(api, dag_id, run_id, "open_batch") or {}
+        summary["annotate_run"] = run_id
         ends["annotation"] = annotate.get("end_date")
         summary["batch_url"] = opened.get("url")
         summary["batch"] = selection.get("batch_id")
         summary["batch_group"] = selection.get("groups")
         summary["curated_version"] = exported.get("version")
+        timeline.milestone(
+            f"annotation batch {summary['batch']} opened", task_ends(api, dag_id, run_id).get("open_batch")
+        )
+        timeline.milestone(f"labels done (annotate run {run_id})", annotate.get("end_date"))
     train = watcher.first("train")
     if train:
-        gate = xcom(api, f"{spec.name}__train", train["dag_run_id"], "evaluation_gate") or {}
+        dag_id, run_id = f"{spec.name}__train", train["dag_run_id"]
+        gate = xcom(api, dag_id, run_id, "evaluation_gate") or {}
         summary["trained_version"] = gate.get("version")
         ends["training"] = train.get("end_date")
         summary["gate_decision"] = gate.get("decision")
+        task_end = task_ends(api, dag_id, run_id)
+        timeline.milestone(f"version {gate.get('version')} trained (train run {run_id})", task_end.get("train_model"))
+        timeline.milestone(f"evaluation gate: {gate.get('decision')}", task_end.get("evaluation_gate"))
     rollout = watcher.first("rollout")
     if rollout:
-        promoted = xcom(api, f"{spec.name}__rollout", rollout["dag_run_id"], "promote") or {}
+        dag_id, run_id = f"{spec.name}__rollout", rollout["dag_run_id"]
+        promoted = xcom(api, dag_id, run_id, "promote") or {}
         summary["rollout_id"] = promoted.get("rollout_id")
         ends["rollout"] = rollout.get("end_date")
-        summary["rollout_waves"] = [
-            (xcom(api, f"{spec.name}__rollout", rollout["dag_run_id"], f"gate_{name}") or {}).get("state")
-            for name in ("canary", "wave_1")
-        ]
+        task_end = task_ends(api, dag_id, run_id)
+        summary["rollout_waves"] = []
+        for wave in watcher.waves:
+            state = (xcom(api, dag_id, run_id, f"gate_{wave}") or {}).get("state")
+            summary["rollout_waves"].append(state)
+            timeline.milestone(f"rollout gate of wave {wave}: {state}", task_end.get(f"gate_{wave}"))
     summary["stage_seconds"] = stage_seconds(summary.get("drift_injected_utc"), ends, loop_seconds)
+    summary["timeline"] = timeline.story()
     return summary
+
+
+def task_ends(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, str | None]:
+    """When each task of a run ended (None: not yet)."""
+    return {ti["task_id"]: ti.get("end_date") for ti in api.task_instances(dag_id, run_id)}
 
 
 def stage_seconds(injected_utc: str | None, ends: dict[str, str | None], loop_seconds: float) -> dict[str, float]:
@@ -340,14 +572,14 @@ def stage_seconds(injected_utc: str | None, ends: dict[str, str | None], loop_se
     """
     if not injected_utc:
         return {}
-    start = datetime.fromisoformat(injected_utc)
+    start = _utc(injected_utc)
     out: dict[str, float] = {}
     previous = 0.0
     for stage in ("detection", "annotation", "training", "rollout"):
         end = ends.get(stage)
         if not end:
             return out
-        at = (datetime.fromisoformat(end.replace("Z", "+00:00")) - start).total_seconds()
+        at = (_utc(end) - start).total_seconds()
         out[stage] = round(at - previous, 1)
         previous = at
     out["fleet"] = round(max(0.0, loop_seconds - previous), 1)
@@ -371,6 +603,11 @@ def print_summary(summary: dict[str, Any], env: dict[str, str], cfg: StackConfig
     ]
     for name, value in rows:
         print(f"  {name:<20} {value}")
+    if summary.get("timeline"):
+        print()
+        print("  timeline (clock time, since the previous step, since the injection)")
+        for line in summary["timeline"]:
+            print(f"    {line}")
     print_urls(env, cfg, summary.get("drift_report"), summary.get("batch_url"))
 
 
@@ -396,6 +633,20 @@ def print_urls(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo; a stage that ends the loop and Ctrl-C each end it with what to know, never a traceback."""
+    try:
+        return run_demo()
+    except KeyboardInterrupt:
+        # "\r" writes over the terminal's "^C" so this stays the only line
+        start = "\r" if sys.stdout.isatty() else ""
+        print(f"{start}edgeloop demo: interrupted; the stack keeps running (make stack-down stops it)", flush=True)
+        return 130
+    except DemoError as exc:
+        print(f"\nedgeloop demo: stopped: {exc}", flush=True)
+        return 1
+
+
+def run_demo() -> int:
     cfg = StackConfig.from_env()
     env = read_env_file(cfg)
     settings = DemoSettings.from_env()
