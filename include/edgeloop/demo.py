@@ -28,6 +28,7 @@ from edgeloop.spec import PipelineSpec, load_all
 
 STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health")
 LOOP_STAGES = ("drift", "annotate", "train", "rollout")
+BLOCKING_STAGES = ("ingest", *LOOP_STAGES)  # a failed run of these means the loop cannot close
 LOG_TAIL_LINES = 15
 
 
@@ -326,7 +327,8 @@ class StageWatcher:
 
         A challenger the evaluation gate does not promote raises `GateRejected`; a rollout that ended
         with a failed wave gate (after its rollback) raises `RolloutGateFailed`; any other failed run
-        of the pipeline raises `StageFailed` with its failed tasks and the end of the first one's log.
+        of a stage the loop needs (BLOCKING_STAGES) raises `StageFailed` with its failed tasks and the end
+        of the first one's log.
         """
         for (stage, run_id), state in list(self.seen.items()):
             if (stage, run_id) in self.known or (stage, run_id) in self.settled or state == "queued":
@@ -336,8 +338,10 @@ class StageWatcher:
                 self._evaluation_gate(run_id)
             elif stage == "rollout":
                 self._rollout_gates(run_id, finished)
-            if state == "failed":
+            if state == "failed" and stage in BLOCKING_STAGES:
                 raise self._failure(stage, run_id)
+            if state == "failed":  # fleet health does not stand between a drift and the new model: said, not fatal
+                self.timeline.mark(f"{stage:<12} failed   {run_id} (the loop goes on; see its log in the Airflow UI)")
             if finished:
                 self.settled.add((stage, run_id))
 
