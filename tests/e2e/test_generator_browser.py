@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 from tests.helpers.browser import ARTIFACTS, README_IMAGES, Clicks, airflow_login, chromium
 
+from edgeloop.spec import STAGES
+
 pytestmark = pytest.mark.e2e
 
 CLICK_TARGET = 10
-STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
 
 
 @pytest.fixture
