@@ -4,7 +4,7 @@ Story: a pipeline's drift and rollout tasks pushed their metrics. Without a logi
 route answers 401; a viewer gets each group's series, and in headless Chromium (Debian's
 `chromium`) the page draws them as SVG lines when the viewer clicks "Charts".
 
-Run as a script, this module renders the README picture from the running stack:
+Run as a script, this module renders the README picture from the running stack (`make docs-images` does):
 
     set -a; . .edgeloop/stack.env; set +a
     PYTHONPATH=include:. .venv/bin/python -m tests.e2e.test_pipeline_charts --pipeline factory_maintenance
