@@ -189,6 +189,13 @@ bench-k8s-rollout: $(VENV)/.installed k8s-build ## 1,000 KWOK edge nodes: edgelo
 dashboards: $(VENV)/.installed ## regenerate the Grafana dashboards (JSON) from monitoring/grafana/build_dashboards.py
 	$(PY) monitoring/grafana/build_dashboards.py
 
+.PHONY: docs-images
+docs-images: export EDGELOOP_README_IMAGES := $(CURDIR)/docs/img
+docs-images: stack-up ## refresh the README's pictures in docs/img on purpose (browser tests, closed loop, demo charts); make test never writes there
+	@$(call run_pytest,tests/e2e/test_generator_browser.py -q -m e2e)
+	@$(call run_pytest,tests/e2e/test_closed_loop.py -q -m loop)
+	set -a; . $(STATE_DIR)/stack.env; set +a; $(PY) -m tests.e2e.test_pipeline_charts --out $(EDGELOOP_README_IMAGES)/pipelines-charts.png
+
 .PHONY: clean
 clean: stack-down ## stop the stack and remove its state (keeps the virtualenvs and Kafka jars)
 	rm -rf $(STATE_DIR)/airflow $(STATE_DIR)/kafka $(STATE_DIR)/mlflow $(STATE_DIR)/label-studio \

@@ -54,10 +54,10 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from edgeloop.contract.keys import Keyring, Signer
+from edgeloop.spec import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "include" / "pipelines" / "factory_maintenance.yaml"
-STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
 # registry versions of the run (all registered up front; the simulator knows 5 and 6 crash)
 START, EDGELOOP_GOOD, NAIVE_ALL, NAIVE_SCRIPT, EDGELOOP_BAD, NAIVE_BAD, DAG_RUN = (str(v) for v in range(1, 8))
 

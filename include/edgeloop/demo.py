@@ -24,9 +24,10 @@ import requests
 from edgeloop.airflow_api import AirflowApi
 from edgeloop.devstack.config import StackConfig
 from edgeloop.devstack.stack import process_pid, read_env_file, start_process
+from edgeloop.spec import STAGES as ALL_STAGES
 from edgeloop.spec import PipelineSpec, load_all
 
-STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health")
+STAGES = tuple(stage for stage in ALL_STAGES if stage != "config_push")  # config_push runs only when triggered by hand
 LOOP_STAGES = ("drift", "annotate", "train", "rollout")
 BLOCKING_STAGES = ("ingest", *LOOP_STAGES)  # a failed run of these means the loop cannot close
 LOG_TAIL_LINES = 15
@@ -209,8 +210,6 @@ def api_for(env: dict[str, str]) -> AirflowApi:
 
 def load_pipelines(api: AirflowApi, specs: list[PipelineSpec], timeout: float = 240) -> list[str]:
     """Wait until the dag-processor has the pipelines' DAGs, and unpause them."""
-    from edgeloop.factory import STAGES as ALL_STAGES
-
     dag_ids = {f"{spec.name}__{stage}" for spec in specs for stage in ALL_STAGES}
     api.wait_for_dags(dag_ids, timeout=timeout)
     for dag_id in sorted(dag_ids):

@@ -1,10 +1,18 @@
-"""Kafka glue shared by the stages: client config from an Airflow connection, pipeline topics."""
+"""Kafka glue shared by the stages: client config from an Airflow connection, pipeline topics, acknowledged writes."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError, Message
+
+
+class PublishError(RuntimeError):
+    """A message was not acknowledged by Kafka; the message names the topic."""
 
 
 def kafka_config_from_connection(conn_id: str) -> dict[str, Any]:
@@ -39,7 +47,7 @@ def kafka_config_for_job(conn_id: str) -> dict[str, Any]:
     return kafka_config_from_connection(conn_id)
 
 
-def client_config(config: dict[str, Any]) -> dict[str, Any]:
+def client_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Only what every client accepts: drop consumer-only keys for producers and admins."""
     consumer_only = {"group.id", "enable.auto.commit", "auto.offset.reset", "enable.partition.eof"}
     return {k: v for k, v in config.items() if k not in consumer_only}
@@ -51,3 +59,34 @@ def ensure_pipeline_topics(spec: PipelineSpec, config: dict[str, Any], timeout: 
 
     result = ensure_topics(spec, client_config(config), timeout=timeout)
     return sorted(name for name, state in result.items() if state == "created")
+
+
+def publish_messages(
+    kafka_config: Mapping[str, Any],
+    topic: str,
+    items: Sequence[tuple[bytes | None, bytes | None]],
+    *,
+    timeout: float = 30.0,
+) -> None:
+    """Produce (key, value) pairs and wait for every acknowledgement (idempotent producer, acks from all replicas).
+
+    Raise PublishError, naming the topic and the first failed keys, unless all are acknowledged within `timeout` s.
+    """
+    from confluent_kafka import Producer
+
+    producer = Producer({**client_config(kafka_config), "enable.idempotence": True, "acks": "all"})
+    failures: list[str] = []
+
+    def delivered(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            key = message.key()
+            failures.append(f"{key.decode('utf-8', 'replace') if key else '?'}: {error}")
+
+    for key, value in items:
+        producer.produce(topic, value, key, on_delivery=delivered)
+    remaining = producer.flush(timeout)
+    if remaining or failures:
+        raise PublishError(
+            f"topic {topic}: {remaining} message(s) undelivered after {timeout:.0f} s, "
+            f"{len(failures)} failed: " + "; ".join(failures[:3])
+        )

@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeloop.spec import PipelineSpec, TrainingSpec
+from edgeloop.spec import STAGES, PipelineSpec, TrainingSpec
 
 if TYPE_CHECKING:
     import threading
@@ -55,9 +55,6 @@ REPORT_REFUSALS = ("unsigned", "unknown_device", "bad_signature", "wrong_group",
 DEADLETTER_REASONS = ("decode", "schema", "field", "too_large", "other")
 """Why a record went to dead-letter: not decodable, does not match the schema, a value its role does not allow
 (confidence, label, group, device id, clock skew), over max_record_bytes, other."""
-
-STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
-"""The DAG stages (same as edgeloop.factory.STAGES, kept here so this module stays light)."""
 
 SPEC_LIMITS = (
     "fleet_max_offline_ratio",

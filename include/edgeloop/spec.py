@@ -299,6 +299,10 @@ class ConnectionsSpec(_Strict):
     label_studio: str = "edgeloop_label_studio"
 
 
+STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
+"""The stages every pipeline spec becomes, one DAG each: dag_id `<pipeline>__<stage>`."""
+
+
 class PipelineSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""

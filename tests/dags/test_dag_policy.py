@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgeloop.spec import STAGES
+
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 DEMO = REPO / "include" / "pipelines" / "factory_maintenance.yaml"
-STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
 HEAVY = ("pandas", "mlflow", "evidently", "sklearn", "kubernetes", "pyarrow", "boto3", "label_studio_sdk")
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.helpers.browser import ARTIFACTS, README_IMAGES, airflow_login, chromium
+from tests.helpers.browser import ARTIFACTS, airflow_login, chromium, keep_readme_picture
 from tests.helpers.registry import copy_version
 
 from edgeloop.demo import (
@@ -165,9 +164,8 @@ def test_the_airflow_ui_shows_the_loop_and_opens_its_drift_report_and_label_stud
         tool.goto(summary["batch_url"])
         expect(tool.get_by_text(str(summary["batch"])).first).to_be_visible(timeout=60_000)
         tool.screenshot(path=ARTIFACTS / "loop-label-studio-batch.png")
-    README_IMAGES.mkdir(parents=True, exist_ok=True)
     for name in ("loop-drift-task.png", "loop-drift-reports.png", "loop-annotate-task.png"):
-        shutil.copy(ARTIFACTS / name, README_IMAGES / name)
+        keep_readme_picture(ARTIFACTS / name, name)
 
 
 @pytest.mark.loop

@@ -5,8 +5,8 @@ who has never opened the page logs in to Airflow, opens "Pipelines", clicks thro
 wizard (template, topic, groups and preset, review, create) and sees the seven DAGs of
 the new pipeline listed once the dag-processor has parsed them; then "Run ingestion now"
 starts the ingest DAG. Clicks and wall time are counted and printed (the target is at
-most 10 clicks and 2 minutes); screenshots go to test-artifacts/ and, for the README,
-docs/img/generator-page.png and docs/img/generator-wizard.png.
+most 10 clicks and 2 minutes); screenshots go to test-artifacts/ and, under `make docs-images`,
+to the README's docs/img/generator-page.png and docs/img/generator-wizard.png.
 
 Needs /usr/bin/chromium (Debian package `chromium`) and the Python package playwright;
 no browser is downloaded.
@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.helpers.browser import ARTIFACTS, README_IMAGES, Clicks, airflow_login, chromium
+from tests.helpers.browser import ARTIFACTS, Clicks, airflow_login, chromium, keep_readme_picture
+
+from edgeloop.spec import STAGES
 
 pytestmark = pytest.mark.e2e
 
 CLICK_TARGET = 10
-STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
 
 
 @pytest.fixture
@@ -168,9 +168,8 @@ def test_a_new_user_creates_a_pipeline_from_a_topic_in_the_wizard(
     assert run["note"] == "started from the edgeloop Pipelines page"
     dags = {d["dag_id"] for d in airflow_api.get("/dags", dag_id_pattern=name, limit=100)["dags"]}
     assert dags == {f"{name}__{stage}" for stage in STAGES}
-    README_IMAGES.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ARTIFACTS / "generator-page.png", README_IMAGES / "generator-page.png")
-    shutil.copy(ARTIFACTS / "generator-wizard-schema.png", README_IMAGES / "generator-wizard.png")
+    keep_readme_picture(ARTIFACTS / "generator-page.png", "generator-page.png")
+    keep_readme_picture(ARTIFACTS / "generator-wizard-schema.png", "generator-wizard.png")
 
 
 def test_an_edit_shows_its_diff_and_a_concurrent_change_is_refused_on_the_page(

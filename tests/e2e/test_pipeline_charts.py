@@ -4,7 +4,7 @@ Story: a pipeline's drift and rollout tasks pushed their metrics. Without a logi
 route answers 401; a viewer gets each group's series, and in headless Chromium (Debian's
 `chromium`) the page draws them as SVG lines when the viewer clicks "Charts".
 
-Run as a script, this module renders the README picture from the running stack:
+Run as a script, this module renders the README picture from the running stack (`make docs-images` does):
 
     set -a; . .edgeloop/stack.env; set +a
     PYTHONPATH=include:. .venv/bin/python -m tests.e2e.test_pipeline_charts --pipeline factory_maintenance
@@ -27,13 +27,12 @@ from tests.helpers.browser import ARTIFACTS, README_IMAGES, airflow_login, chrom
 
 from edgeloop import metrics as m
 from edgeloop.airflow_api import AirflowApi
-from edgeloop.spec import PipelineSpec, parse_spec
+from edgeloop.spec import STAGES, PipelineSpec, parse_spec
 
 pytestmark = pytest.mark.e2e
 
 DEMO_SPEC = Path(__file__).resolve().parents[2] / "include" / "pipelines" / "factory_maintenance.yaml"
 API = "/edgeloop/generator/api"
-STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
 SCRAPE_DEADLINE_S = 60.0  # four scrapes of the stack's 15 s interval
 README_PICTURE = README_IMAGES / "pipelines-charts.png"
 

@@ -34,11 +34,10 @@ from tests.helpers.registry import copy_version
 from edgeloop.demo import DemoSettings, champion, fleet_versions, start_fleet
 from edgeloop.devstack.config import StackConfig
 from edgeloop.devstack.stack import read_env_file, stop_process
-from edgeloop.spec import PipelineSpec, load_spec
+from edgeloop.spec import STAGES, PipelineSpec, load_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
 CANARY, PRODUCTION = "canary", ("prod-east", "prod-west")
 DEVICES_PER_GROUP = 4
 APPROVAL_TASK = "approve_production"

@@ -1,7 +1,13 @@
-"""Headless Chromium from Debian's `chromium` package, driven by Playwright; nothing downloads a browser."""
+"""Headless Chromium from Debian's `chromium` package, driven by Playwright; nothing downloads a browser.
+
+Screenshots go to test-artifacts/ (ignored by git). The README's pictures in docs/img are refreshed only
+on purpose: `make docs-images` sets EDGELOOP_README_IMAGES, and only then does `keep_readme_picture` copy.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 README_IMAGES = REPO / "docs" / "img"
+README_IMAGES_VAR = "EDGELOOP_README_IMAGES"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -38,6 +45,17 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def keep_readme_picture(screenshot: Path, name: str) -> Path | None:
+    """Copy a screenshot into the README's pictures as `name` when EDGELOOP_README_IMAGES names their folder."""
+    folder = os.environ.get(README_IMAGES_VAR)
+    if not folder:
+        return None
+    target = Path(folder) / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(screenshot, target)
+    return target
 
 
 class Clicks:

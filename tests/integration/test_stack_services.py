@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 import requests
 
+from edgeloop.spec import STAGES
+
 pytestmark = pytest.mark.integration
 
-DEMO_DAGS = {
-    f"factory_maintenance__{s}"
-    for s in ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
-}
+DEMO_DAGS = {f"factory_maintenance__{stage}" for stage in STAGES}
 
 
 def test_kafka_round_trip_and_pipeline_topics(kafka_config: dict[str, str]) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.devstack.config import REPO_ROOT, env_port
-from edgeloop.devstack.stack import _start_ticks
+from edgeloop.devstack.processes import log_tail, start_ticks
 
 K8S_SOURCE_DIR = REPO_ROOT / "devstack" / "k8s"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -335,7 +335,7 @@ def _recorded_pid(cfg: K8sConfig, name: str) -> int | None:
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    if _start_ticks(record["pid"]) != record["start_ticks"] or _is_zombie(record["pid"]):
+    if start_ticks(record["pid"]) != record["start_ticks"] or _is_zombie(record["pid"]):
         return None
     return int(record["pid"])
 
@@ -347,7 +347,7 @@ def _gone(pid: int) -> bool:
             return True
     except ChildProcessError:
         pass
-    return _start_ticks(pid) is None or _is_zombie(pid)
+    return start_ticks(pid) is None or _is_zombie(pid)
 
 
 def _stop(pid: int, grace: float) -> None:
@@ -386,11 +386,8 @@ def component_port(cfg: K8sConfig, name: str) -> int:
     }[name]
 
 
-def _log_tail(cfg: K8sConfig, name: str, lines: int = 20) -> str:
-    path = cfg.root / "logs" / f"{name}.log"
-    if not path.exists():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+def _log_tail(cfg: K8sConfig, name: str) -> str:
+    return log_tail(cfg.root / "logs" / f"{name}.log", 20)
 
 
 def _launch(cfg: K8sConfig, name: str, command: list[str]) -> subprocess.Popen[bytes]:
@@ -409,7 +406,7 @@ def _launch(cfg: K8sConfig, name: str, command: list[str]) -> subprocess.Popen[b
         )
     path = _pid_file(cfg, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": process.pid, "start_ticks": _start_ticks(process.pid), "command": command[0]}))
+    path.write_text(json.dumps({"pid": process.pid, "start_ticks": start_ticks(process.pid), "command": command[0]}))
     return process
 
 

@@ -8,10 +8,7 @@ started, never a process that merely reused the pid.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeloop.devstack.config import Secrets, StackConfig
+from edgeloop.devstack.processes import launch, log_tail, recorded_pid, stop_process_group
 from edgeloop.devstack.services import Service, build_services, connection_env
 
 
@@ -35,49 +33,22 @@ class ServiceStatus:
     url: str | None
 
 
-def _start_ticks(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # field 22 (starttime); the command name in field 2 may contain spaces, so split after ')'
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
 def _pid_file(cfg: StackConfig, name: str) -> Path:
     return cfg.state_dir / "pids" / f"{name}.json"
 
 
-def _recorded_pid(cfg: StackConfig, name: str) -> int | None:
-    """The pid of a process this stack started and that is still the same process, else None."""
-    path = _pid_file(cfg, name)
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    ticks = _start_ticks(record["pid"])
-    if ticks is None or ticks != record["start_ticks"]:
-        return None
-    return int(record["pid"])
+def _log_file(cfg: StackConfig, name: str) -> Path:
+    return cfg.state_dir / "logs" / f"{name}.log"
 
 
 def _launch(cfg: StackConfig, service: Service) -> int:
-    logs = cfg.state_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with (logs / f"{service.name}.log").open("ab") as log:
-        process = subprocess.Popen(
-            service.command,
-            env={**os.environ, **service.env},
-            cwd=cfg.state_dir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    ticks = _start_ticks(process.pid)
-    pid_path = _pid_file(cfg, service.name)
-    pid_path.parent.mkdir(parents=True, exist_ok=True)
-    pid_path.write_text(json.dumps({"pid": process.pid, "start_ticks": ticks, "command": service.command[:2]}))
-    return process.pid
+    return launch(
+        service.command,
+        env={**os.environ, **service.env},
+        cwd=cfg.state_dir,
+        log_file=_log_file(cfg, service.name),
+        pid_file=_pid_file(cfg, service.name),
+    )
 
 
 def _wait_ready(cfg: StackConfig, service: Service, pid: int) -> None:
@@ -85,19 +56,12 @@ def _wait_ready(cfg: StackConfig, service: Service, pid: int) -> None:
     while time.monotonic() < deadline:
         if service.ready():
             return
-        if _recorded_pid(cfg, service.name) != pid:
-            tail = _log_tail(cfg, service.name)
+        if process_pid(service.name, cfg) != pid:
+            tail = log_tail(_log_file(cfg, service.name), 15)
             raise StackError(f"{service.name} exited during start; last log lines:\n{tail}")
         time.sleep(0.5)
-    tail = _log_tail(cfg, service.name)
+    tail = log_tail(_log_file(cfg, service.name), 15)
     raise StackError(f"{service.name} not healthy after {service.start_timeout:.0f}s; last log lines:\n{tail}")
-
-
-def _log_tail(cfg: StackConfig, name: str, lines: int = 15) -> str:
-    path = cfg.state_dir / "logs" / f"{name}.log"
-    if not path.exists():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def write_env_file(cfg: StackConfig, sec: Secrets) -> Path:
@@ -131,10 +95,10 @@ def up(cfg: StackConfig | None = None, only: list[str] | None = None, progress: 
                 done[name].set()
                 return
         try:
-            pid = _recorded_pid(cfg, name)
+            pid = process_pid(name, cfg)
             if pid is None:
                 if name == "s3":
-                    _forget_registry_without_artifacts(cfg)
+                    forget_registry_without_artifacts(cfg)
                 if service.prepare:
                     service.prepare()
                 pid = _launch(cfg, service)
@@ -157,11 +121,11 @@ def up(cfg: StackConfig | None = None, only: list[str] | None = None, progress: 
     return status(cfg)
 
 
-def _forget_registry_without_artifacts(cfg: StackConfig) -> None:
+def forget_registry_without_artifacts(cfg: StackConfig) -> None:
     """moto keeps objects in memory, so a new S3 process starts empty; the MLflow registry whose
     model artifacts and training data were in it would point at nothing, so it starts empty too."""
     db = cfg.state_dir / "mlflow" / "mlflow.db"
-    if db.exists() and _recorded_pid(cfg, "mlflow") is None:
+    if db.exists() and process_pid("mlflow", cfg) is None:
         db.unlink()
         print("  mlflow registry reset: its artifacts were in the previous, in-memory S3", flush=True)
 
@@ -183,24 +147,6 @@ def _with_dependencies(services: dict[str, Service], names: list[str]) -> list[s
     return result
 
 
-def _stop_pid(pid: int, grace: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-
-
 def down(cfg: StackConfig | None = None, grace: float = 20.0) -> list[str]:
     """Stop the processes this stack started (their whole process groups); return the names stopped."""
     cfg = cfg or StackConfig.from_env()
@@ -208,10 +154,10 @@ def down(cfg: StackConfig | None = None, grace: float = 20.0) -> list[str]:
     if not pid_dir.exists():
         return []
     names = [p.stem for p in pid_dir.glob("*.json")]
-    targets = {name: _recorded_pid(cfg, name) for name in names}
+    targets = {name: process_pid(name, cfg) for name in names}
     running = [pid for pid in targets.values() if pid]
     with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
-        list(pool.map(lambda pid: _stop_pid(pid, grace), running))
+        list(pool.map(lambda pid: stop_process_group(pid, grace), running))
     for name in names:
         _pid_file(cfg, name).unlink(missing_ok=True)
     return [name for name, pid in targets.items() if pid]
@@ -222,7 +168,7 @@ def status(cfg: StackConfig | None = None) -> list[ServiceStatus]:
     sec = Secrets.load_or_create(cfg.secrets_file)
     result = []
     for service in build_services(cfg, sec):
-        pid = _recorded_pid(cfg, service.name)
+        pid = process_pid(service.name, cfg)
         healthy = bool(pid) and service.ready()
         result.append(ServiceStatus(service.name, pid, pid is not None, healthy, service.url))
     return result
@@ -245,7 +191,7 @@ def start_process(
     Idempotent: a process of that name that is still running is left alone. `down` stops it.
     """
     cfg = cfg or StackConfig.from_env()
-    pid = _recorded_pid(cfg, name)
+    pid = process_pid(name, cfg)
     if pid is not None:
         return pid
     return _launch(cfg, Service(name=name, command=command, ready=lambda: True, env=env or {}))
@@ -253,13 +199,14 @@ def start_process(
 
 def stop_process(name: str, cfg: StackConfig | None = None, grace: float = 20.0) -> bool:
     cfg = cfg or StackConfig.from_env()
-    pid = _recorded_pid(cfg, name)
+    pid = process_pid(name, cfg)
     if pid is None:
         return False
-    _stop_pid(pid, grace)
+    stop_process_group(pid, grace)
     _pid_file(cfg, name).unlink(missing_ok=True)
     return True
 
 
 def process_pid(name: str, cfg: StackConfig | None = None) -> int | None:
-    return _recorded_pid(cfg or StackConfig.from_env(), name)
+    """The pid of the process this stack started as `name` if that very process still runs, else None."""
+    return recorded_pid(_pid_file(cfg or StackConfig.from_env(), name))

@@ -10,14 +10,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeloop.spec import PipelineSpec, load_all
+from edgeloop.spec import STAGES, PipelineSpec, load_all
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
 log = logging.getLogger(__name__)
-
-STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
 
 
 def build_pipeline_dags(spec: PipelineSpec, stages: tuple[str, ...] = STAGES) -> dict[str, DAG]:

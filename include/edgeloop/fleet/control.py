@@ -10,11 +10,9 @@ push DAG and the rollout gate poll it (in a deferrable wait, not a sleeping work
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-from confluent_kafka import KafkaError, Message, Producer
 
 from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.identity import DeviceRegistry, Refusals
@@ -28,30 +26,9 @@ from edgeloop.contract.messages import (
     new_assignment,
     parse_device_state,
 )
-from edgeloop.fleet.topics import TopicMissing, producer_config, records_by_key
+from edgeloop.fleet.topics import TopicMissing, records_by_key
+from edgeloop.kafka import publish_messages
 from edgeloop.spec import PipelineSpec
-
-
-class PublishError(RuntimeError):
-    """A message was not acknowledged by Kafka; the message names the topic."""
-
-
-def publish_messages(
-    kafka_config: Mapping[str, Any], topic: str, items: Sequence[tuple[bytes | None, bytes | None]]
-) -> None:
-    """Produce (key, value) pairs and wait for every acknowledgement; raise PublishError otherwise."""
-    producer = Producer({**producer_config(kafka_config), "enable.idempotence": True})
-    failures: list[str] = []
-
-    def delivered(error: KafkaError | None, _message: Message) -> None:
-        if error is not None:
-            failures.append(str(error))
-
-    for key, value in items:
-        producer.produce(topic, value, key, on_delivery=delivered)
-    remaining = producer.flush(30.0)
-    if remaining or failures:
-        raise PublishError(f"topic {topic}: {remaining} messages undelivered, failures: {failures[:3]}")
 
 
 def push_assignment(

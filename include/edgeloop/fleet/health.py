@@ -48,9 +48,10 @@ from edgeloop.contract.messages import (
     parse_iso,
 )
 from edgeloop.contract.safejson import JsonRefused, loads_object
-from edgeloop.fleet.control import DeviceStates, publish_messages, read_device_states
+from edgeloop.fleet.control import DeviceStates, read_device_states
 from edgeloop.fleet.registry import read_registry
 from edgeloop.fleet.topics import TopicMissing, TopicRecord, read_topic
+from edgeloop.kafka import publish_messages
 from edgeloop.spec import PipelineSpec
 
 log = logging.getLogger(__name__)

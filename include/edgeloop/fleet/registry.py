@@ -14,8 +14,8 @@ from typing import Any
 from edgeloop.contract.identity import BadEnrolment, DeviceRegistry, enrolment_record, parse_enrolment
 from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.contract.messages import iso_ms
-from edgeloop.fleet.control import publish_messages
 from edgeloop.fleet.topics import TopicMissing, records_by_key
+from edgeloop.kafka import publish_messages
 from edgeloop.spec import PipelineSpec
 
 

@@ -19,10 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeloop.deployment import DeploymentSettings, spec_errors
-from edgeloop.factory import STAGES
 from edgeloop.generator.presets import PRESETS, GroupChoice, PresetId, plan_rollout
 from edgeloop.generator.templates import TemplateId, get_template
-from edgeloop.spec import NAME_PATTERN, FieldRole, FieldType, PipelineSpec, SpecError, SpecInvalid, parse_spec
+from edgeloop.spec import NAME_PATTERN, STAGES, FieldRole, FieldType, PipelineSpec, SpecError, SpecInvalid, parse_spec
 
 MAX_SPEC_BYTES = 256 * 1024
 _SCAN_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -249,7 +249,7 @@ def rollback_step(
 
     `approval`: the approval task's XCom when the spec asks for one; a rejection is the reason then.
     """
-    from edgeloop.fleet.control import publish_messages
+    from edgeloop.kafka import publish_messages
 
     touched = [g for a in applies.values() if a for g in a["groups"]]
     previous = plan["previous_version"]

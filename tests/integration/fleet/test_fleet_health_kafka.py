@@ -10,8 +10,9 @@ from fleet_testkit import eventually, keyring, records, running_fleet
 
 from edgeloop.contract.keys import Signer
 from edgeloop.events import parse_alert
-from edgeloop.fleet.control import apply_progress, publish_messages, push_assignment
+from edgeloop.fleet.control import apply_progress, push_assignment
 from edgeloop.fleet.health import fleet_status, run_fleet_health
+from edgeloop.kafka import publish_messages
 from edgeloop.spec import PipelineSpec
 
 pytestmark = pytest.mark.integration

@@ -15,11 +15,11 @@ import pytest
 
 from edgeloop.contract.identity import signed_json
 from edgeloop.contract.keys import Keyring, Signer, public_hex
-from edgeloop.fleet.control import publish_messages, read_device_states
+from edgeloop.fleet.control import read_device_states
 from edgeloop.fleet.health import fleet_status
 from edgeloop.fleet.registry import enrol
 from edgeloop.generator.status import recent_alerts
-from edgeloop.kafka import ensure_pipeline_topics
+from edgeloop.kafka import ensure_pipeline_topics, publish_messages
 from edgeloop.spec import PipelineSpec
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from edgeloop.generator.cli import EXIT_OK, EXIT_USAGE, spec_new
 from edgeloop.generator.templates import get_template
-from edgeloop.spec import load_spec
+from edgeloop.spec import STAGES, load_spec
 
 pytestmark = pytest.mark.integration
 PREFIX = "/edgeloop/generator"
@@ -101,7 +101,7 @@ def cleanup(admin: Generator, base: str) -> Iterator[list[str]]:
         found = admin.call("GET", f"/api/pipelines/{name}")
         if found.status_code == 200:
             admin.call("DELETE", f"/api/pipelines/{name}", params={"version": found.json()["version"]})
-        for stage in ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push"):
+        for stage in STAGES:
             requests.delete(f"{base}/api/v2/dags/{name}__{stage}", headers=admin.headers, timeout=30)
 
 

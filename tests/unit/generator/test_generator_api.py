@@ -15,6 +15,7 @@ from generator_kit import ADMIN, VIEWER, FakeKafka, make_client, messages
 
 from edgeloop.generator.status import DagStatus
 from edgeloop.generator.templates import get_template
+from edgeloop.spec import STAGES
 
 PM = get_template("predictive_maintenance")
 
@@ -155,7 +156,7 @@ def test_the_list_shows_each_pipeline_with_the_state_of_its_dags(client: TestCli
     by_name = {p["name"]: p for p in body["pipelines"]}
     demo = by_name["factory_maintenance"]
     stages = {s["stage"]: s for s in demo["stages"]}
-    assert list(stages) == ["ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push"]
+    assert tuple(stages) == STAGES
     assert (stages["ingest"]["state"], stages["ingest"]["paused"]) == ("success", False)
     assert stages["drift"]["paused"] is True and stages["annotate"]["exists"] is False
     assert demo["groups"][0] == {"name": "line-canary", "wave": 0, "devices": 20}

@@ -1,0 +1,82 @@
+"""Processes the local stack starts, each in its own session and known by pid and kernel start time.
+
+A pid file (`<name>.json`) keeps the pid and the kernel start time of a process started here; the
+process counts as ours only while both still match, so a stop never signals a process that merely
+reused the pid. Stopping signals the whole process group: services that fork children end with them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def start_ticks(pid: int) -> int | None:
+    """The kernel start time of `pid` in clock ticks since boot, or None when no such process exists."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # field 22 (starttime); the command name in field 2 may contain spaces, so split after ')'
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def recorded_pid(pid_file: Path) -> int | None:
+    """The pid recorded in `pid_file` if that very process still runs, else None."""
+    if not pid_file.exists():
+        return None
+    record = json.loads(pid_file.read_text())
+    ticks = start_ticks(record["pid"])
+    if ticks is None or ticks != record["start_ticks"]:
+        return None
+    return int(record["pid"])
+
+
+def launch(command: list[str], *, env: Mapping[str, str], cwd: Path, log_file: Path, pid_file: Path) -> int:
+    """Start `command` in a session of its own, output appended to `log_file`; record it in `pid_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            env=dict(env),
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ticks = start_ticks(process.pid)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(json.dumps({"pid": process.pid, "start_ticks": ticks, "command": command[:2]}))
+    return process.pid
+
+
+def stop_process_group(pid: int, grace: float) -> None:
+    """SIGTERM to the process group of `pid` (a session leader started by `launch`), SIGKILL after `grace` s."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+def log_tail(log_file: Path, lines: int) -> str:
+    """The last `lines` lines of a process's log, for error messages."""
+    if not log_file.exists():
+        return "(no log)"
+    return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
