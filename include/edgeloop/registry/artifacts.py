@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,15 +75,18 @@ def _download(client: MlflowClient, name: str, version: str, run_id: str, path: 
         return Path(local).read_bytes()
 
 
-def publish_edge_artifact(
-    client: MlflowClient, s3: S3Client, spec: PipelineSpec, version: str, *, expires_s: int = PRESIGN_SECONDS
-) -> ArtifactRef:
-    """The `ArtifactRef` of a version's ONNX file, uploaded to the pipeline's bucket if needed (module docstring).
+@dataclass(frozen=True)
+class _RecordedFile:
+    version: str
+    sha256: str
+    size: int
+    run_id: str
+    path: str
 
-    Raise ArtifactMissing for a version without ONNX tags, ArtifactDigestMismatch when
-    MLflow's file is not the one the tags describe.
-    """
-    name, bucket = spec.registry.model_name, spec.storage.bucket
+
+def _recorded_file(client: MlflowClient, spec: PipelineSpec, version: str) -> _RecordedFile:
+    """The ONNX file a version's tags describe; raise ArtifactMissing without a complete record."""
+    name = spec.registry.model_name
     with mlflow_errors(client, f"reading the ONNX file of {name} version {version}"):
         tags = dict(client.get_model_version(name, version).tags or {})
     recorded = recorded_artifact(tags)
@@ -95,18 +99,55 @@ def publish_edge_artifact(
         )
     if recorded["format"] != ARTIFACT_FORMAT:
         raise ArtifactMissing(f"{name} version {version}: artifact format {recorded['format']!r} is not 'onnx'")
-    digest, size = str(recorded["sha256"]), int(recorded["size"])
+    return _RecordedFile(version, str(recorded["sha256"]), int(recorded["size"]), run_id, str(recorded["path"]))
+
+
+def _verified_download(client: MlflowClient, spec: PipelineSpec, recorded: _RecordedFile) -> bytes:
+    """The file from the training run's artifacts; raise ArtifactDigestMismatch unless it is the recorded one."""
+    name = spec.registry.model_name
+    with mlflow_errors(client, f"downloading the ONNX file of {name} version {recorded.version}"):
+        data = _download(client, name, recorded.version, recorded.run_id, recorded.path)
+    actual = sha256_hex(data)
+    if actual != recorded.sha256 or len(data) != recorded.size:
+        raise ArtifactDigestMismatch(
+            f"{name} version {recorded.version}: the ONNX file in run {recorded.run_id} at {recorded.path} has "
+            f"sha256 {actual} ({len(data)} bytes), the version's tags say sha256 {recorded.sha256} "
+            f"({recorded.size} bytes)"
+        )
+    return data
+
+
+def verified_edge_artifact(client: MlflowClient, s3: S3Client, spec: PipelineSpec, version: str) -> bytes:
+    """The bytes of a version's ONNX file, checked against the sha256 and size on the version (the pipeline's
+    content-addressed copy when it is there, else the training run's). What the evaluation gate judges."""
+    recorded = _recorded_file(client, spec, version)
+    bucket, key = spec.storage.bucket, artifact_key(spec, recorded.sha256)
+    if _stored_size(s3, bucket, key) == recorded.size:
+        def read() -> bytes:
+            return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+        data = with_retries(f"get s3://{bucket}/{key}", read)
+        if sha256_hex(data) == recorded.sha256:
+            return data
+        log.warning("s3://%s/%s does not hold the bytes its name says: reading the training run's copy", bucket, key)
+    return _verified_download(client, spec, recorded)
+
+
+def publish_edge_artifact(
+    client: MlflowClient, s3: S3Client, spec: PipelineSpec, version: str, *, expires_s: int = PRESIGN_SECONDS
+) -> ArtifactRef:
+    """The `ArtifactRef` of a version's ONNX file, uploaded to the pipeline's bucket if needed (module docstring).
+
+    Raise ArtifactMissing for a version without ONNX tags, ArtifactDigestMismatch when
+    MLflow's file is not the one the tags describe.
+    """
+    name, bucket = spec.registry.model_name, spec.storage.bucket
+    recorded = _recorded_file(client, spec, version)
+    digest, size = recorded.sha256, recorded.size
     key = artifact_key(spec, digest)
     stored = _stored_size(s3, bucket, key)
     if stored != size:
-        with mlflow_errors(client, f"downloading the ONNX file of {name} version {version}"):
-            data = _download(client, name, version, run_id, str(recorded["path"]))
-        actual = sha256_hex(data)
-        if actual != digest or len(data) != size:
-            raise ArtifactDigestMismatch(
-                f"{name} version {version}: the ONNX file in run {run_id} at {recorded['path']} has sha256 {actual} "
-                f"({len(data)} bytes), the version's tags say sha256 {digest} ({size} bytes)"
-            )
+        data = _verified_download(client, spec, recorded)
         if stored is None:
             created = put_if_absent(s3, bucket, key, data, content_type="application/octet-stream")
             log.info("%s version %s: %s s3://%s/%s", name, version, "uploaded" if created else "found", bucket, key)

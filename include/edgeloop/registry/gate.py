@@ -1,8 +1,11 @@
 """The evaluation gate: does the challenger deserve the fleet?
 
-Challenger and champion are loaded from the registry and scored on the same held-out
-recent data (the challenger's evaluation split: newest records of the triggering
-version, from devices the challenger never trained on), overall and per edge group.
+Challenger and champion are scored as the devices would run them: their ONNX files,
+checked against the sha256 and size recorded on each version and loaded by the agent's
+own loader (no pickle is loaded here), on the same held-out recent data (the
+challenger's evaluation split: newest records of the triggering version, from devices
+the challenger never trained on), overall and per edge group. A challenger without a
+verified ONNX file is not scored and is rejected.
 The challenger is promoted when it fits the device limits (measured on its ONNX file in
 onnxruntime at training; a version without an ONNX file does not fit), beats the
 champion by the spec's `margin` on the spec's `metric`, and no group with enough
@@ -37,7 +40,6 @@ from edgeloop.training.tracking import (
     TAG_PIPELINE,
     TAG_RUN_KIND,
     TAG_TRAINING_RUN,
-    load_sklearn_model,
     mlflow_errors,
 )
 
@@ -130,7 +132,7 @@ def _gate_run(client: MlflowClient, version: Any, decision: Mapping[str, Any], m
     metrics: dict[str, float] = {}
     for role in ("challenger", "champion"):
         result = decision.get(role)
-        if result:
+        if result and result["score"] is not None:  # an unscored challenger (no verified ONNX file) logs none
             metrics[f"{role}_{metric}"] = float(result["score"])
             for group, values in result["groups"].items():
                 metrics[f"{role}_{metric}.{group}"] = float(values["score"])
@@ -144,15 +146,41 @@ def _gate_run(client: MlflowClient, version: Any, decision: Mapping[str, Any], m
     return str(run.info.run_id)
 
 
+class EdgeModelScorer:
+    """A version's ONNX file as `evaluate_model` calls it: `predict(frame)` gives the labels the device would."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict(self, frame: Any) -> list[str]:
+        import numpy as np
+
+        proba = self.model.predict_proba(np.asarray(frame, dtype=np.float32))
+        return [self.model.labels[i] for i in np.argmax(proba, axis=1)]
+
+
+def edge_scorer(client: MlflowClient, s3: S3Client, spec: PipelineSpec, version: str) -> EdgeModelScorer:
+    """The version's ONNX file, digest-checked and self-tested by the device's loader; raise ArtifactMissing,
+    ArtifactDigestMismatch or ModelRefused naming what is wrong."""
+    from edgeloop.edge.runtime import load_model
+    from edgeloop.registry.artifacts import verified_edge_artifact
+
+    data = verified_edge_artifact(client, s3, spec, version)
+    return EdgeModelScorer(load_model(data, version, spec.features))
+
+
 def _score_champion(
-    client: MlflowClient, spec: PipelineSpec, name: str, champion: Any, evaluation: Any
+    client: MlflowClient, s3: S3Client, spec: PipelineSpec, champion: Any, evaluation: Any
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """The champion's result on the held-out data, or None and why it cannot score it (e.g. a schema change)."""
-    model = load_sklearn_model(client, f"models:/{name}/{champion.version}")
+    """The champion's result on the held-out data, or None and why it cannot score it (no verified ONNX file,
+    a schema change)."""
+    from edgeloop.edge.runtime import ModelRefused
+    from edgeloop.registry.artifacts import ArtifactDigestMismatch, ArtifactMissing
+
     try:
-        return evaluate_model(spec, model, evaluation), None
-    except (KeyError, ValueError) as exc:
-        return None, f"the champion (version {champion.version}) cannot score the current schema: {exc}"
+        return evaluate_model(spec, edge_scorer(client, s3, spec, str(champion.version)), evaluation), None
+    except (ArtifactMissing, ArtifactDigestMismatch, ModelRefused, KeyError, ValueError) as exc:
+        return None, f"the champion (version {champion.version}) cannot be scored: {exc}"
 
 
 @dataclass
@@ -168,6 +196,7 @@ class _Verdict:
 
 def _judge(
     client: MlflowClient,
+    s3: S3Client,
     spec: PipelineSpec,
     version_id: str,
     tags: Mapping[str, str],
@@ -193,7 +222,7 @@ def _judge(
         return _Verdict(
             [], "the challenger is the champion already", champion_version=str(current.version), unchanged=True
         )
-    champion, unusable = _score_champion(client, spec, name, current, evaluation)
+    champion, unusable = _score_champion(client, s3, spec, current, evaluation)
     reasons = decide(spec.training, challenger, champion, edge, min_group_records=settings.min_group_records)
     if unusable:
         return _Verdict(reasons, unusable, champion_version=str(current.version))
@@ -204,6 +233,22 @@ def _judge(
         f"by at least {training.margin:g} and no group regresses beyond {training.group_tolerance:g}"
     )
     return _Verdict(reasons, note, champion, str(current.version))
+
+
+def _score_challenger(
+    client: MlflowClient, s3: S3Client, spec: PipelineSpec, version_id: str, evaluation: Any
+) -> tuple[dict[str, Any], str | None]:
+    """The challenger's result from its verified ONNX file; without one, an unscored result and the reason."""
+    from edgeloop.edge.runtime import ModelRefused
+    from edgeloop.registry.artifacts import ArtifactDigestMismatch, ArtifactMissing
+
+    try:
+        return evaluate_model(spec, edge_scorer(client, s3, spec, version_id), evaluation), None
+    except ArtifactMissing:
+        reason = "edge fitness: no ONNX file is recorded on the version"
+    except (ArtifactDigestMismatch, ModelRefused) as exc:
+        reason = f"edge fitness: the ONNX file cannot be judged: {exc}"
+    return {"metric": spec.training.metric, "score": None, "records": len(evaluation), "groups": {}}, reason
 
 
 def evaluation_gate(
@@ -230,8 +275,11 @@ def evaluation_gate(
         if TAG_DATASET not in tags or TAG_EDGE not in tags:
             raise RegistryError(f"{name} version {version_id}: missing '{TAG_DATASET}'/'{TAG_EDGE}' tags")
         evaluation = read_split(s3, json.loads(tags[TAG_DATASET]), "eval")
-        challenger = evaluate_model(spec, load_sklearn_model(client, f"models:/{name}/{version_id}"), evaluation)
-        verdict = _judge(client, spec, version_id, tags, challenger, evaluation, settings)
+        challenger, unscored = _score_challenger(client, s3, spec, version_id, evaluation)
+        if unscored is not None:
+            verdict = _Verdict([unscored], unscored)
+        else:
+            verdict = _judge(client, s3, spec, version_id, tags, challenger, evaluation, settings)
         promote = not verdict.reasons and not verdict.unchanged
         word = "unchanged" if verdict.unchanged else ("promote" if promote else "reject")
         decision: dict[str, Any] = {

@@ -261,18 +261,6 @@ def log_sklearn_model(
     return LoggedModelRef(logged.model_id, logged.artifact_location)
 
 
-def load_sklearn_model(client: MlflowClient, model_uri: str) -> Any:
-    """Download a model (`models:/<name>/<version>`, `models:/m-…`) from this client's server and load it."""
-    import mlflow.sklearn
-    from mlflow.artifacts import download_artifacts
-
-    with tempfile.TemporaryDirectory(prefix="edgeloop-load-") as tmp:
-        local = download_artifacts(
-            artifact_uri=model_uri, dst_path=tmp, tracking_uri=client.tracking_uri, registry_uri=client.tracking_uri
-        )
-        return mlflow.sklearn.load_model(local)
-
-
 def model_id_of_source(source: str) -> str | None:
     """`m-…` from a model version source `models:/m-…`; None for other sources."""
     prefix = "models:/"
