@@ -184,7 +184,7 @@ def test_a_bad_model_stops_at_the_canary_and_is_rolled_back(
     start_fleet(cfg, spec, DemoSettings(devices=DEVICES, faults=(f"{bad}=crash",)), {**env})
     time.sleep(10)
 
-    run_id = f"manual__e2e_bad_model_{bad}"
+    run_id = f"manual__e2e_bad_model_{bad}_{int(time.time())}"  # a reused state folder may hold an older run
     airflow_api.trigger(f"{PIPELINE}__rollout", run_id, conf={"model_version": str(bad)}, note="e2e: a bad model")
     run = airflow_api.wait_for_run(f"{PIPELINE}__rollout", run_id, timeout=900)
     assert run["state"] == "failed"

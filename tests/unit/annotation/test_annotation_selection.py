@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -45,13 +46,13 @@ def test_request_from_alert_takes_its_groups_id_and_window(spec: PipelineSpec) -
     alert = {
         "alert_id": "drift-9",
         "groups": ["plant-south", "plant-north"],
-        "window": {"start": "2026-03-01T10:50:00+00:00", "end": "2026-03-01T11:00:00Z"},
+        "window": {"start": "2026-03-01T10:56:00+00:00", "end": "2026-03-01T11:00:00Z"},
     }
     request = selection_request(spec, now=NOW, alert=alert)
     assert request.alert_id == "drift-9"
     assert request.groups == ("plant-north", "plant-south")
     assert (request.start, request.end) == (
-        datetime(2026, 3, 1, 10, 50, tzinfo=UTC),
+        datetime(2026, 3, 1, 10, 56, tzinfo=UTC),
         datetime(2026, 3, 1, 11, tzinfo=UTC),
     )
     assert request.size == spec.annotation.batch_size
@@ -76,24 +77,23 @@ def test_request_rejects_unknown_groups_and_bad_windows(spec: PipelineSpec) -> N
         selection_request(spec, now=NOW, alert={"window": {"end": "yesterday"}})
 
 
+ELEVEN = datetime(2026, 3, 1, 11, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
-    ("window", "start", "end"),
-    [
-        ({"start": "0001-01-01T00:00:00Z", "end": "9999-12-31T23:59:59Z"}, NOW - 4 * timedelta(minutes=5), NOW),
-        (
-            {"start": "2026-03-01T10:00:00Z", "end": "2026-03-01T11:00:00Z"},
-            datetime(2026, 3, 1, 10, 40, tzinfo=UTC),
-            None,
-        ),
-        ({"end": "2026-03-02T00:00:00Z"}, NOW - timedelta(minutes=5), NOW),
+    ("window", "start_of", "end"),
+    [  # start_of: the expected start, from the spec's drift window W
+        ({"start": "0001-01-01T00:00:00Z", "end": "9999-12-31T23:59:59Z"}, lambda w: NOW - 4 * w, NOW),
+        ({"start": "2026-03-01T10:00:00Z", "end": "2026-03-01T11:00:00Z"}, lambda w: ELEVEN - 4 * w, ELEVEN),
+        ({"end": "2026-03-02T00:00:00Z"}, lambda w: NOW - w, NOW),
     ],
 )
 def test_an_alert_window_ends_by_now_and_spans_a_few_drift_windows(
-    spec: PipelineSpec, window: dict[str, str], start: datetime, end: datetime | None
+    spec: PipelineSpec, window: dict[str, str], start_of: Any, end: datetime
 ) -> None:
     request = selection_request(spec, now=NOW, alert={"window": window})
-    assert request.start == start
-    assert request.end == (end or datetime(2026, 3, 1, 11, tzinfo=UTC))
+    assert request.start == start_of(spec.drift.window)
+    assert request.end == end
     assert request.end - request.start <= ALERT_WINDOWS * spec.drift.window
 
 
