@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -40,12 +41,16 @@ DISTRIBUTIONS |= {"onnxruntime": "onnxruntime", "yaml": "pyyaml"}
 def test_every_package_the_agent_imports_is_in_its_pinned_set() -> None:
     """What `sys.modules` holds after importing the agent, beyond the standard library, is installed on a gateway
     by requirements-agent.txt (a missing pin is an agent that does not start there)."""
-    code = "import sys, edgeloop.edge.agent; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    code = "import json, sys, edgeloop.edge.agent; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     root = Path(__file__).resolve().parents[3]
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(root / "include")}
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(root / "include")},
     )
-    loaded = set(eval(result.stdout))  # noqa: S307 - our own child's printed list of module names
+    loaded = set(json.loads(result.stdout))
     third_party = {m for m in loaded - set(sys.stdlib_module_names) if not m.startswith("_") and m != "edgeloop"}
     pinned = {line.split("==")[0].lower() for line in (root / "requirements-agent.txt").read_text().splitlines()}
     unknown = sorted(m for m in third_party if m not in DISTRIBUTIONS and m not in pinned)
