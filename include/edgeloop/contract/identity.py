@@ -127,20 +127,3 @@ class DeviceRegistry:
         if body.get("group_id") != enrolled.group_id:
             return "wrong_group"
         return None
-
-
-@dataclass
-class Refusals:
-    """Device reports left out of a decision, by reason, with a few examples."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    examples: list[str] = field(default_factory=list)
-
-    def add(self, reason: str, where: str) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + 1
-        if len(self.examples) < 10:
-            self.examples.append(f"{where}: {reason}")
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())

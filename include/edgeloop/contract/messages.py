@@ -451,6 +451,14 @@ class RefusedReport(ValueError):
         self.reason = reason
 
 
+def require_signed(registry: ReportChecker | None, body: Mapping[str, Any], where: str) -> None:
+    """Raise RefusedReport unless `body` is signed by its enrolled device (no `registry`: nothing is checked)."""
+    if registry is not None:
+        refused = registry.check(body)
+        if refused is not None:
+            raise RefusedReport(refused, where)
+
+
 def device_message(value: bytes | None, where: str, error: type[ValueError]) -> dict[str, Any]:
     """Decode a JSON object that names a device and its group; raise `error` naming `where` and the field."""
     try:
@@ -467,10 +475,7 @@ def parse_device_state(key: bytes | None, value: bytes, registry: ReportChecker 
     """One device-state record; with a `registry`, raise RefusedReport unless its device signed it."""
     device_id = key.decode("utf-8", "replace") if key else "<no key>"
     body = device_message(value, f"device-state[{device_id}]", BadDeviceState)
-    if registry is not None:
-        refused = registry.check(body)
-        if refused is not None:
-            raise RefusedReport(refused, f"device-state[{device_id}]")
+    require_signed(registry, body, f"device-state[{device_id}]")
     if body["device_id"] != device_id:
         raise BadDeviceState(f"device-state[{device_id}].device_id: {body['device_id']!r} differs from the key")
     desired = body.get("desired") or {}

@@ -10,12 +10,13 @@ push DAG and the rollout gate poll it (in a deferrable wait, not a sleeping work
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgeloop.contract.artifact import ArtifactRef
-from edgeloop.contract.identity import DeviceRegistry, Refusals
+from edgeloop.contract.identity import DeviceRegistry
 from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.contract.messages import (
     Assignment,
@@ -88,7 +89,7 @@ class DeviceStates:
 
     devices: dict[str, DeviceState] = field(default_factory=dict)
     bad_records: list[str] = field(default_factory=list)
-    refused: Refusals = field(default_factory=Refusals)  # records not signed by their enrolled device
+    refused: Counter[str] = field(default_factory=Counter)  # records not signed by their enrolled device, by reason
 
     def in_group(self, group: str) -> list[DeviceState]:
         return [s for s in self.devices.values() if s.group_id == group]
@@ -122,7 +123,7 @@ def read_device_states(
                 states.bad_records.append(f"{exc} (offset {offset})")
                 continue
             except RefusedReport as exc:
-                states.refused.add(exc.reason, f"device-state offset {offset}")
+                states.refused[exc.reason] += 1
                 continue
             states.devices[state.device_id] = state
             break

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edgeloop.contract.identity import DeviceRegistry, Refusals
+from edgeloop.contract.identity import DeviceRegistry
 from edgeloop.contract.keys import Keyring
 from edgeloop.contract.messages import (
     MAX_DEVICE_MESSAGE_BYTES,
@@ -46,6 +46,7 @@ from edgeloop.contract.messages import (
     device_message,
     iso_ms,
     parse_iso,
+    require_signed,
 )
 from edgeloop.contract.safejson import JsonRefused, loads_object
 from edgeloop.fleet.control import DeviceStates, read_device_states
@@ -100,10 +101,7 @@ def parse_heartbeat(record: TopicRecord, registry: ReportChecker | None = None) 
     """
     where = f"health[{record.partition}@{record.offset}]"
     body = device_message(record.value, where, BadFeedback)
-    if registry is not None:
-        refused = registry.check(body)
-        if refused is not None:
-            raise RefusedReport(refused, where)
+    require_signed(registry, body, where)
     model_version = body.get("model_version")
     if model_version is not None and not isinstance(model_version, str):
         raise BadFeedback(f"{where}.model_version: {type(model_version).__name__} is not a string")
@@ -219,18 +217,18 @@ def summarize_fleet(
     window_start = now_ms - int(window_s * 1000)
     unknown: set[str] = set()
     bad_feedback = 0
-    refusals = Refusals(dict(states.refused.counts))
+    refusals = Counter(states.refused)
     beats: dict[str, list[Heartbeat]] = {}
     for record in heartbeats:
         try:
             beat = parse_heartbeat(record, registry)
         except RefusedReport as exc:
-            refusals.add(exc.reason, f"health {record.partition}@{record.offset}")
+            refusals[exc.reason] += 1
             continue
         except BadFeedback as exc:
             bad_feedback += 1
             if registry is not None:
-                refusals.add("bad_value", f"health {record.partition}@{record.offset}")
+                refusals["bad_value"] += 1
             log.debug("%s", exc)
             continue
         if beat.seen_ms > now_ms:
@@ -254,7 +252,7 @@ def summarize_fleet(
             continue
         refused = registry.check(body) if registry is not None else None
         if refused is not None:
-            refusals.add(refused, f"errors {record.partition}@{record.offset}")
+            refusals[refused] += 1
             continue
         state = states.devices.get(body["device_id"])
         if state is None or state.group_id not in error_kinds:
@@ -335,7 +333,7 @@ def summarize_fleet(
         unknown_device_ids=sorted(unknown)[:20],
         bad_feedback=bad_feedback,
         bad_state_records=len(states.bad_records),
-        refused_reports=refusals.counts,
+        refused_reports=dict(refusals),
     )
 
 
