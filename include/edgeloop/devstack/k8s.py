@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import socket
 import ssl
 import string
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.devstack.config import REPO_ROOT, env_port
-from edgeloop.devstack.processes import log_tail, start_ticks
+from edgeloop.devstack.processes import log_tail, start_ticks, stop_process_group
 
 K8S_SOURCE_DIR = REPO_ROOT / "devstack" / "k8s"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -350,26 +349,6 @@ def _gone(pid: int) -> bool:
     return start_ticks(pid) is None or _is_zombie(pid)
 
 
-def _stop(pid: int, grace: float) -> None:
-    """SIGTERM to the component's process group, SIGKILL after `grace` seconds."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if _gone(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 5.0
-    while not _gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
 def _port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -645,7 +624,7 @@ def k8s_down(state_dir: Path, *, config: K8sConfig | None = None, grace: float =
     for name in reversed(COMPONENTS):
         pid = _recorded_pid(cfg, name)
         if pid is not None:
-            _stop(pid, grace)
+            stop_process_group(pid, grace, gone=_gone, poll=0.1, reap=5.0)
             stopped.append(name)
         _pid_file(cfg, name).unlink(missing_ok=True)
     return stopped

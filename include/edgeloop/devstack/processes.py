@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -56,23 +56,38 @@ def launch(command: list[str], *, env: Mapping[str, str], cwd: Path, log_file: P
     return process.pid
 
 
-def stop_process_group(pid: int, grace: float) -> None:
-    """SIGTERM to the process group of `pid` (a session leader started by `launch`), SIGKILL after `grace` s."""
+def _group_gone(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def stop_process_group(
+    pid: int, grace: float, *, gone: Callable[[int], bool] = _group_gone, poll: float = 0.2, reap: float = 0.0
+) -> None:
+    """SIGTERM to the process group of `pid` (a session leader started by `launch`), SIGKILL after `grace` s.
+
+    `gone` says when to stop waiting (default: no process of the group is left); after a SIGKILL,
+    wait up to `reap` seconds more for `gone` (a caller that reaps its own children).
+    """
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+        if gone(pid):
             return
-        time.sleep(0.2)
+        time.sleep(poll)
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
+    deadline = time.monotonic() + reap
+    while time.monotonic() < deadline and not gone(pid):
+        time.sleep(poll)
 
 
 def log_tail(log_file: Path, lines: int) -> str:
