@@ -17,20 +17,24 @@ from edgeloop.spec import PipelineSpec
 FORBIDDEN = ("airflow", "mlflow", "pandas", "sklearn", "evidently", "pydantic", "edgeloop.spec", "edgeloop.fleet")
 
 
-def test_the_agent_imports_nothing_of_the_cloud() -> None:
-    code = (
-        "import sys, edgeloop.edge.agent; "
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r} or m in {FORBIDDEN!r}))"
-    )
-    root = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def modules_of_the_agent() -> list[str]:
+    """Every module a fresh interpreter holds after importing the agent (only the bundle on its path)."""
+    code = "import json, sys, edgeloop.edge.agent; print(json.dumps(sorted(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
-        env={"PYTHONPATH": str(root / "include")},
+        env={"PYTHONPATH": str(ROOT / "include")},
     )
-    assert result.stdout.strip() == "[]"
+    return list(json.loads(result.stdout))
+
+
+def test_the_agent_imports_nothing_of_the_cloud() -> None:
+    assert [m for m in modules_of_the_agent() if m.split(".")[0] in FORBIDDEN or m in FORBIDDEN] == []
 
 
 # The distribution that provides each third-party module the agent imports.
@@ -41,18 +45,9 @@ DISTRIBUTIONS |= {"onnxruntime": "onnxruntime", "yaml": "pyyaml"}
 def test_every_package_the_agent_imports_is_in_its_pinned_set() -> None:
     """What `sys.modules` holds after importing the agent, beyond the standard library, is installed on a gateway
     by requirements-agent.txt (a missing pin is an agent that does not start there)."""
-    code = "import json, sys, edgeloop.edge.agent; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
-    root = Path(__file__).resolve().parents[3]
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(root / "include")},
-    )
-    loaded = set(json.loads(result.stdout))
+    loaded = {m.split(".")[0] for m in modules_of_the_agent()}
     third_party = {m for m in loaded - set(sys.stdlib_module_names) if not m.startswith("_") and m != "edgeloop"}
-    pinned = {line.split("==")[0].lower() for line in (root / "requirements-agent.txt").read_text().splitlines()}
+    pinned = {line.split("==")[0].lower() for line in (ROOT / "requirements-agent.txt").read_text().splitlines()}
     unknown = sorted(m for m in third_party if m not in DISTRIBUTIONS and m not in pinned)
     assert not unknown, f"modules of unknown distributions: {unknown}"
     missing = sorted(DISTRIBUTIONS[m] for m in third_party if m in DISTRIBUTIONS and DISTRIBUTIONS[m] not in pinned)

@@ -9,7 +9,7 @@ import pytest
 from tests.helpers.keys import INTRUDER, OPERATOR, TRUSTED, device_key
 
 from edgeloop.contract.identity import DeviceRegistry, enrolment_record, parse_enrolment, signed_json
-from edgeloop.contract.keys import public_hex
+from edgeloop.contract.keys import Signer, public_hex
 from edgeloop.contract.messages import DeviceState, iso_ms
 from edgeloop.fleet.control import DeviceStates
 from edgeloop.fleet.health import summarize_fleet
@@ -28,18 +28,23 @@ def spec() -> PipelineSpec:
     return load_spec(DEMO)
 
 
+def enrolment(spec: PipelineSpec, signer: Signer, device: str, group: str, device_public: Signer) -> bytes:
+    """The registry record for `device`, signed by `signer`, naming `device_public`'s public key."""
+    return enrolment_record(
+        signer,
+        device_id=device,
+        group_id=group,
+        pipeline=spec.name,
+        device_public_hex=public_hex(device_public.public),
+        enrolled_at=iso_ms(NOW_MS / 1000),
+    )
+
+
 @pytest.fixture(scope="module")
 def registry(spec: PipelineSpec) -> DeviceRegistry:
     enrolled = {}
     for device, group in [*((d, CANARY) for d in DEVICES), ("north-0", "plant-north")]:
-        record = enrolment_record(
-            OPERATOR,
-            device_id=device,
-            group_id=group,
-            pipeline=spec.name,
-            device_public_hex=public_hex(device_key(spec.name, device).public),
-            enrolled_at=iso_ms(NOW_MS / 1000),
-        )
+        record = enrolment(spec, OPERATOR, device, group, device_key(spec.name, device))
         enrolled[device] = parse_enrolment(device.encode(), record, TRUSTED, spec.name)
     return DeviceRegistry(enrolled)
 
@@ -112,24 +117,10 @@ def test_forged_heartbeats_are_refused_counted_and_cannot_pass_a_failing_canary(
 def test_a_registry_record_must_be_signed_by_the_operator(spec: PipelineSpec) -> None:
     from edgeloop.contract.identity import BadEnrolment
 
-    rogue = enrolment_record(
-        INTRUDER,
-        device_id="rogue-1",
-        group_id=CANARY,
-        pipeline=spec.name,
-        device_public_hex=public_hex(INTRUDER.public),
-        enrolled_at=iso_ms(NOW_MS / 1000),
-    )
+    rogue = enrolment(spec, INTRUDER, "rogue-1", CANARY, INTRUDER)
     with pytest.raises(BadEnrolment, match="is not a trusted key"):
         parse_enrolment(b"rogue-1", rogue, TRUSTED, spec.name)
-    genuine = enrolment_record(
-        OPERATOR,
-        device_id="rogue-1",
-        group_id=CANARY,
-        pipeline=spec.name,
-        device_public_hex=public_hex(INTRUDER.public),
-        enrolled_at=iso_ms(NOW_MS / 1000),
-    )
+    genuine = enrolment(spec, OPERATOR, "rogue-1", CANARY, INTRUDER)
     with pytest.raises(BadEnrolment, match="differs from the record's key"):
         parse_enrolment(b"canary-0", genuine, TRUSTED, spec.name)  # a valid record re-keyed to another device
     with pytest.raises(BadEnrolment, match="does not verify"):
