@@ -123,6 +123,7 @@ def verified_edge_artifact(client: MlflowClient, s3: S3Client, spec: PipelineSpe
     recorded = _recorded_file(client, spec, version)
     bucket, key = spec.storage.bucket, artifact_key(spec, recorded.sha256)
     if _stored_size(s3, bucket, key) == recorded.size:
+
         def read() -> bytes:
             return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
