@@ -41,7 +41,6 @@ from edgeloop.contract.keys import (
     TRUSTED_KEYS_ENV,
     Keyring,
     Signer,
-    public_hex,
     signer_from_env,
     trusted_from_env,
 )
@@ -155,7 +154,7 @@ def memory_section(
     env = {k: v for k, v in os.environ.items() if k != SIGNING_KEY_ENV}  # a device holds public keys only
     env |= {
         "PYTHONPATH": str(ROOT / "include"),
-        TRUSTED_KEYS_ENV: " ".join(public_hex(k) for k in trusted.keys.values()),
+        TRUSTED_KEYS_ENV: " ".join(trusted.hex_keys()),
     }
     agent = subprocess.Popen(
         [sys.executable, "-m", "edgeloop.edge.agent", "--config", str(config_path), "--log-level", "WARNING"],

@@ -35,21 +35,31 @@ def _base_url(conn: Any, conn_id: str, what: str) -> str:
 SIGNING_CONN_ID = "edgeloop_signing"
 
 
-def control_signer() -> Any:
-    """The key that signs orders (`edgeloop.contract.keys.Signer`): the password of the Airflow connection
-    `edgeloop_signing` when it exists, else $EDGELOOP_SIGNING_KEY (e.g. from a Kubernetes Secret)."""
-    import os
-
+def _signing_connection() -> Any | None:
+    """The Airflow connection `edgeloop_signing`, or None when there is none."""
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
+    try:
+        return BaseHook.get_connection(SIGNING_CONN_ID)
+    except AirflowNotFoundException:
+        return None
+
+
+def _signer_of(conn: Any | None) -> Any:
+    import os
+
     from edgeloop.contract.keys import Signer, signer_from_env
 
-    try:
-        conn = BaseHook.get_connection(SIGNING_CONN_ID)
-    except AirflowNotFoundException:
+    if conn is None:
         return signer_from_env(os.environ)
     return Signer.from_text(conn.password or "", f"Airflow connection {SIGNING_CONN_ID!r} (password)")
+
+
+def control_signer() -> Any:
+    """The key that signs orders (`edgeloop.contract.keys.Signer`): the password of the Airflow connection
+    `edgeloop_signing` when it exists, else $EDGELOOP_SIGNING_KEY (e.g. from a Kubernetes Secret)."""
+    return _signer_of(_signing_connection())
 
 
 def control_trusted_keys() -> Any:
@@ -57,17 +67,11 @@ def control_trusted_keys() -> Any:
     key's, and those in $EDGELOOP_TRUSTED_KEYS or the `trusted_keys` extra of `edgeloop_signing` (a rotation)."""
     import os
 
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
     from edgeloop.contract.keys import Keyring, trusted_from_env
 
-    signer = control_signer()
-    try:
-        extra = BaseHook.get_connection(SIGNING_CONN_ID).extra_dejson
-    except AirflowNotFoundException:
-        extra = {}
-    keys = dict(trusted_from_env(os.environ, signer).keys)
+    conn = _signing_connection()
+    extra = conn.extra_dejson if conn is not None else {}
+    keys = dict(trusted_from_env(os.environ, _signer_of(conn)).keys)
     if extra.get("trusted_keys"):
         keys.update(Keyring.from_text(str(extra["trusted_keys"]), f"{SIGNING_CONN_ID}.extra.trusted_keys").keys)
     return Keyring(keys)

@@ -164,6 +164,10 @@ class Keyring:
     def ids(self) -> list[str]:
         return sorted(self.keys)
 
+    def hex_keys(self) -> list[str]:
+        """Every key as 64 hex digits, in key-id order (what `from_text` reads back; for task-to-trigger hand-offs)."""
+        return [public_hex(self.keys[i]) for i in self.ids]
+
     def pem(self) -> bytes:
         """Every key as a PEM public-key block, in key-id order (a trusted-keys file)."""
         return b"".join(

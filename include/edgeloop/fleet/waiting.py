@@ -72,7 +72,6 @@ class WaitForAssignmentOperator(BaseOperator):
 
     def execute(self, context: Any) -> None:
         from edgeloop.connections import control_trusted_keys
-        from edgeloop.contract.keys import public_hex
 
         pushed = context["ti"].xcom_pull(task_ids=self.push_task_id)
         timeout = float(context["params"].get("timeout_seconds") or 600)
@@ -81,7 +80,7 @@ class WaitForAssignmentOperator(BaseOperator):
                 pipeline=self.pipeline,
                 assignment=pushed["assignment"],
                 deadline=pushed["pushed_at"] + timeout,
-                trusted_keys=[public_hex(k) for k in control_trusted_keys().keys.values()],
+                trusted_keys=control_trusted_keys().hex_keys(),
             ),
             method_name="execute_complete",
         )

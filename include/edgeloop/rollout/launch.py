@@ -22,7 +22,7 @@ def run_local_job(
     if rollback:
         args.append("--rollback")
     from edgeloop.connections import PipelineClients, control_signer, control_trusted_keys
-    from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, public_hex
+    from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
     from edgeloop.rollout.job import version_artifact
 
     timeout = spec.rollout.timeout.total_seconds() + 120
@@ -31,7 +31,7 @@ def run_local_job(
         **os.environ,
         "EDGELOOP_KAFKA_CONFIG": json.dumps(PipelineClients(spec).kafka()),
         SIGNING_KEY_ENV: control_signer().private_pem().decode(),
-        TRUSTED_KEYS_ENV: " ".join(public_hex(k) for k in control_trusted_keys().keys.values()),
+        TRUSTED_KEYS_ENV: " ".join(control_trusted_keys().hex_keys()),
     }
     artifact = version_artifact(spec, group, model_version, None)
     if artifact is not None:

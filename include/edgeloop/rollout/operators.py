@@ -22,7 +22,6 @@ class RolloutGateOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from edgeloop.connections import control_trusted_keys
-        from edgeloop.contract.keys import public_hex
         from edgeloop.rollout.trigger import RolloutGateTrigger
 
         applied = context["ti"].xcom_pull(task_ids=self.apply_task_id)
@@ -36,7 +35,7 @@ class RolloutGateOperator(BaseOperator):
             started_at=float(applied["applied_at"]),
             soak_seconds=self.soak_seconds,
             poll_seconds=min(5.0, max(1.0, self.soak_seconds / 10)),
-            trusted_keys=[public_hex(k) for k in control_trusted_keys().keys.values()],
+            trusted_keys=control_trusted_keys().hex_keys(),
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 

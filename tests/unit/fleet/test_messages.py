@@ -119,6 +119,8 @@ def test_a_tampered_message_is_rejected_even_if_well_formed() -> None:
 def test_any_of_the_trusted_keys_may_sign_and_an_order_names_its_key() -> None:
     new_key = Signer.from_seed(b"next key")
     both = Keyring.of([OPERATOR.public, new_key.public])
+    assert Keyring.from_text(" ".join(both.hex_keys()), "hand-off").ids == both.ids  # how tasks pass keys on
+    assert Keyring.from_text(both.pem().decode(), "trusted.pem").ids == both.ids
     order = new_assignment(Target("all"), model_version="2", pipeline=P)
     assert parse_assignment(order.to_wire(new_key), both, GROUPS).key_id == new_key.key_id
     assert parse_assignment(order.to_wire(OPERATOR), both, GROUPS).key_id == OPERATOR.key_id
