@@ -21,25 +21,16 @@ to the range checks of their reader.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from edgeloop.contract.keys import BadKey, BadSignature, Keyring, Signer, public_from_hex, public_hex
-from edgeloop.contract.messages import signed_bytes
+from edgeloop.contract.messages import signed_bytes, signed_json
 from edgeloop.contract.safejson import JsonRefused, loads_object
 
 MAX_REGISTRY_RECORD_BYTES = 4096
 REFUSAL_REASONS = ("unsigned", "unknown_device", "bad_signature", "wrong_group")
-
-
-def signed_json(body: Mapping[str, Any], signer: Signer) -> bytes:
-    """`body` as JSON with `key_id` and `signature` (Ed25519 over the canonical JSON without the signature)."""
-    out = dict(body)
-    out["key_id"] = signer.key_id
-    out["signature"] = signer.sign(signed_bytes(out))
-    return json.dumps(out).encode()
 
 
 @dataclass(frozen=True)

@@ -166,10 +166,7 @@ class Assignment:
 
     def to_wire(self, signer: Signer) -> bytes:
         """The signed JSON message for the control topic."""
-        body = self.payload()
-        body["key_id"] = signer.key_id
-        body["signature"] = sign(body, signer)
-        return json.dumps(body, sort_keys=True).encode()
+        return signed_json(self.payload(), signer)
 
     def to_dict(self) -> dict[str, Any]:
         return self.payload()
@@ -253,6 +250,15 @@ def signed_bytes(body: Mapping[str, Any]) -> bytes:
 
 def sign(body: Mapping[str, Any], signer: Signer) -> str:
     return signer.sign(signed_bytes(body))
+
+
+def signed_json(body: Mapping[str, Any], signer: Signer) -> bytes:
+    """`body` as JSON with `key_id` and `signature` (Ed25519 over the canonical JSON without the signature):
+    how orders, enrolments and device reports are signed."""
+    out = dict(body)
+    out["key_id"] = signer.key_id
+    out["signature"] = sign(out, signer)
+    return json.dumps(out).encode()
 
 
 def _target_of(raw: Any, groups: Collection[str]) -> Target:

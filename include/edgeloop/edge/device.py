@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgeloop.contract.identity import signed_json
 from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.contract.messages import (
     Assignment,
@@ -27,6 +26,7 @@ from edgeloop.contract.messages import (
     DeviceState,
     iso_ms,
     parse_assignment,
+    signed_json,
     validate_device_config,
 )
 from edgeloop.edge.config import AgentConfig, SchemaField

@@ -62,7 +62,7 @@ def test_forged_heartbeats_on_the_broker_cannot_pass_a_failing_canary(
     canary's devices claiming a billion clean records at full confidence: unsigned, signed with a key nobody
     enrolled, signed by an enrolled device of another group, and from a device nobody enrolled. The gate reads
     the broker and fails the canary, counting each forged report by its reason."""
-    from edgeloop.contract.identity import signed_json
+    from edgeloop.contract.messages import signed_json
     from edgeloop.rollout.gate import evaluate_gate
     from edgeloop.rollout.job import read_group_readings
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from edgeloop.contract.identity import signed_json
 from edgeloop.contract.keys import Keyring, Signer, public_hex
+from edgeloop.contract.messages import signed_json
 from edgeloop.fleet.control import read_device_states
 from edgeloop.fleet.health import fleet_status
 from edgeloop.fleet.registry import enrol

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from tests.helpers.keys import INTRUDER, OPERATOR, TRUSTED, device_key
 
-from edgeloop.contract.identity import DeviceRegistry, enrolment_record, parse_enrolment, signed_json
+from edgeloop.contract.identity import DeviceRegistry, enrolment_record, parse_enrolment
 from edgeloop.contract.keys import Signer, public_hex
-from edgeloop.contract.messages import DeviceState, iso_ms
+from edgeloop.contract.messages import DeviceState, iso_ms, signed_json
 from edgeloop.fleet.control import DeviceStates
 from edgeloop.fleet.health import summarize_fleet
 from edgeloop.fleet.topics import TopicRecord
