@@ -89,9 +89,19 @@ FieldRole = Literal[
     "model_version",
     "config_version",
     "image_ref",
+    "sample_reason",
     "meta",
 ]
-_SINGLE_ROLES = ("prediction", "confidence", "device_id", "group_id", "timestamp", "record_id", "model_version")
+_SINGLE_ROLES = (
+    "prediction",
+    "confidence",
+    "device_id",
+    "group_id",
+    "timestamp",
+    "record_id",
+    "model_version",
+    "sample_reason",
+)
 _REQUIRED_ROLES = ("device_id", "group_id", "timestamp", "record_id")
 
 
@@ -109,7 +119,7 @@ class TopicsSpec(_Strict):
     prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(default=6, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=7)
-    ingest: list[Literal["telemetry", "health", "errors"]] = Field(min_length=1)
+    ingest: list[Literal["telemetry", "health", "errors", "profiles"]] = Field(min_length=1)
 
 
 class StorageSpec(_Strict):
@@ -170,6 +180,30 @@ class DriftSpec(_Strict):
     sample_per_group: int = Field(default=20_000, ge=100)
     per_group: bool = True
     confidence_drop: float = Field(default=0.1, ge=0, le=1)
+
+
+SampleReason = Literal["all", "uniform", "low_confidence", "local_drift"]
+SAMPLE_REASONS: tuple[str, ...] = ("all", "uniform", "low_confidence", "local_drift")
+
+
+class TelemetrySpec(_Strict):
+    """What a device sends: every record (`raw`), or a profile per window plus chosen records (`profiles`).
+
+    In `profiles` mode each device sends, per `window` and model version, a mergeable profile of
+    every feature, the confidence and the prediction (Apache DataSketches KLL and frequent items),
+    and of its raw records only: a uniform `sample_rate`, every record whose confidence is under
+    `low_confidence`, and `drift_sample_rate` while its own window drifts from the reference
+    profile in the model (PSI over `local_drift_threshold`). Each sent record names why
+    (the schema's `sample_reason` field).
+    """
+
+    mode: Literal["raw", "profiles"] = "raw"
+    window: Duration = Field(default=timedelta(seconds=60), description="profile window on the device")
+    sample_rate: float = Field(default=0.01, ge=0, le=1, description="share of records sent at random")
+    low_confidence: float = Field(default=0.5, ge=0, le=1, description="records under this confidence are all sent")
+    drift_sample_rate: float = Field(default=0.2, ge=0, le=1, description="share sent while the device sees drift")
+    local_drift_threshold: float = Field(default=0.2, gt=0, description="PSI of a window against the model's")
+    sketch_k: int = Field(default=64, ge=8, le=1000, description="KLL accuracy parameter (larger: finer, bigger)")
 
 
 SelectionStrategy = Literal["low_confidence", "disagreement", "diversity"]
@@ -314,6 +348,7 @@ class PipelineSpec(_Strict):
     schema_: list[FieldSpec] = Field(alias="schema", min_length=1)
     storage: StorageSpec
     ingest: IngestSpec = IngestSpec()
+    telemetry: TelemetrySpec = TelemetrySpec()
     drift: DriftSpec = DriftSpec()
     annotation: AnnotationSpec
     training: TrainingSpec = TrainingSpec()
@@ -339,6 +374,10 @@ class PipelineSpec(_Strict):
             raise ValueError(f"schema: no field has the role(s) {missing}")
         if not self.features:
             raise ValueError("schema: at least one field must have the role 'feature'")
+        if self.telemetry.mode == "profiles":
+            needed = [r for r in ("sample_reason", "model_version") if not any(f.role == r for f in self.schema_)]
+            if needed:
+                raise ValueError(f"telemetry.mode profiles: the schema needs a field with the role(s) {needed}")
         unknown = sorted(set(self.drift.columns) - set(self.features))
         if unknown:
             raise ValueError(f"drift.columns: {unknown} are not feature fields of the schema")
@@ -367,7 +406,7 @@ class PipelineSpec(_Strict):
 
     @property
     def all_topics(self) -> list[str]:
-        kinds = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices")
+        kinds = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices", "profiles")
         return [self.topic(k) for k in kinds]
 
     def storage_prefix(self, area: str) -> str:
@@ -381,6 +420,19 @@ class PipelineSpec(_Strict):
     @property
     def canary_groups(self) -> list[EdgeGroup]:
         return [g for g in self.groups if g.name in self.rollout.canary_groups]
+
+
+SAMPLE_REASON_FIELD = {"name": "sample_reason", "type": "string", "role": "sample_reason", "nullable": True}
+
+
+def with_profiles(spec: PipelineSpec, **telemetry: Any) -> PipelineSpec:
+    """`spec` in `telemetry.mode: profiles` (other telemetry settings from `telemetry`), with a
+    `sample_reason` field added to its schema when it has none."""
+    data = spec.model_dump(by_alias=True)
+    data["telemetry"] = {**data["telemetry"], **telemetry, "mode": "profiles"}
+    if not any(f.role == "sample_reason" for f in spec.schema_):
+        data["schema"] = [*data["schema"], SAMPLE_REASON_FIELD]
+    return PipelineSpec.model_validate(data)
 
 
 def kubernetes_objects(spec: PipelineSpec) -> list[tuple[str, str, str, str]]:

@@ -8,7 +8,8 @@ Training exports every candidate to ONNX (`edgeloop.training.onnx_export`) with:
   of strings, the labels in the classifier's `classes_` order;
 - a golden batch in `edgeloop.golden` (`{"rows": [[...]], "probabilities": [[...]]}`):
   a few validation rows and what the source model answered for them, so a device can
-  self-test a model after loading it and before it serves.
+  self-test a model after loading it and before it serves;
+- optionally the reference profile in `edgeloop.reference` (see `edgeloop.contract.profile`).
 
 Everything a device needs is inside the one file, so one digest covers it. The digest
 and size are recorded on the registry's model version at registration and carried in the
@@ -29,6 +30,9 @@ PROBABILITIES_OUTPUT = "probabilities"
 META_FEATURES = "edgeloop.features"
 META_LABELS = "edgeloop.labels"
 META_GOLDEN = "edgeloop.golden"
+# The reference profile: `{feature: base64 KLL floats sketch}` of the validation rows (see contract.profile);
+# a device in profiles mode scores each window against it (optional: older artifacts have none).
+META_REFERENCE = "edgeloop.reference"
 # A device's self-test: the golden batch's probabilities within this absolute tolerance.
 GOLDEN_TOLERANCE = 1e-4
 MAX_ARTIFACT_BYTES = 256 * 1024 * 1024

@@ -21,7 +21,7 @@ to the range checks of their reader.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,14 +107,22 @@ class DeviceRegistry:
         signature = body.get("signature")
         if signature is None:
             return "unsigned"
-        device_id = body.get("device_id")
+        return self.check_signature(
+            body.get("device_id"), body.get("group_id"), body.get("key_id"), signature, lambda: signed_bytes(body)
+        )
+
+    def check_signature(
+        self, device_id: object, group_id: object, key_id: object, signature: object, data: Callable[[], bytes]
+    ) -> str | None:
+        """None if `signature` over `data()` is by `device_id`'s enrolled key and `group_id` is its group;
+        else the refusal reason (`unknown_device`, `bad_signature`, `wrong_group`)."""
         enrolled = self.devices.get(device_id) if isinstance(device_id, str) else None
         if enrolled is None:
             return "unknown_device"
         try:
-            enrolled.keys.verify(body.get("key_id"), signature, signed_bytes(body))
+            enrolled.keys.verify(key_id, signature, data())
         except BadSignature:
             return "bad_signature"
-        if body.get("group_id") != enrolled.group_id:
+        if group_id != enrolled.group_id:
             return "wrong_group"
         return None

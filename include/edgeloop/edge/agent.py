@@ -470,8 +470,8 @@ class Agent:
         except Exception as exc:  # a model that raises is an error report, never a crash of the agent
             self.enqueue([self.core.inference_failed(str(exc)[:300], now)])
             return
-        out = [self.core.observe(row, None if proba is None else proba[i], now) for i, row in enumerate(rows)]
-        self.enqueue(out)
+        observed = (self.core.observe(row, None if proba is None else proba[i], now) for i, row in enumerate(rows))
+        self.enqueue([m for m in observed if m is not None] + self.core.profiles_due(now))
 
     def enqueue(self, messages: list[Outgoing]) -> None:
         queued = [(self.config.topic(m.kind), m.key, m.value, m.ts_ms) for m in messages if m.kind in QUEUED_KINDS]

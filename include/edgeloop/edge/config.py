@@ -51,6 +51,7 @@ ROLES = (
     "model_version",
     "config_version",
     "image_ref",
+    "sample_reason",
     "meta",
 )
 SOURCE_KINDS = ("replay", "stdin", "none", "external")
@@ -81,6 +82,26 @@ class InitialModel:
 
 
 @dataclass(frozen=True)
+class TelemetryPolicy:
+    """What the device sends (the spec's `telemetry` section): every record, or profiles and chosen records."""
+
+    mode: str = "raw"
+    window_s: float = 60.0
+    sample_rate: float = 0.01
+    low_confidence: float = 0.5
+    drift_sample_rate: float = 0.2
+    local_drift_threshold: float = 0.2
+    sketch_k: int = 64
+
+    @property
+    def profiles(self) -> bool:
+        return self.mode == "profiles"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     device_id: str
     group_id: str
@@ -107,6 +128,7 @@ class AgentConfig:
     download_timeout_s: float = 60.0
     control_topic: bool = True  # read orders from `<prefix>.control` (agents outside Kubernetes)
     assignment_file: str | None = None  # read the order from this file (a ConfigMap in a DaemonSet pod)
+    telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
 
     @property
     def features(self) -> list[str]:
@@ -228,6 +250,26 @@ def parse_config(raw: Any) -> AgentConfig:
         download_timeout_s=_number(raw, "download_timeout_s", 60.0, 1.0, 3600.0),
         control_topic=_bool(raw, "control_topic", True),
         assignment_file=_str(raw, "assignment_file", default=None),
+        telemetry=_telemetry(raw.get("telemetry")),
+    )
+
+
+def _telemetry(raw: Any) -> TelemetryPolicy:
+    if raw is None:
+        return TelemetryPolicy()
+    if not isinstance(raw, Mapping) or set(raw) - set(TelemetryPolicy.__dataclass_fields__):
+        raise ConfigError(f"telemetry: a mapping of {sorted(TelemetryPolicy.__dataclass_fields__)}")
+    mode = raw.get("mode", "raw")
+    if mode not in ("raw", "profiles"):
+        raise ConfigError(f"telemetry.mode: {mode!r} is not raw or profiles")
+    return TelemetryPolicy(
+        mode=mode,
+        window_s=_number(raw, "window_s", 60.0, 1.0, 86400.0),
+        sample_rate=_number(raw, "sample_rate", 0.01, 0.0, 1.0),
+        low_confidence=_number(raw, "low_confidence", 0.5, 0.0, 1.0),
+        drift_sample_rate=_number(raw, "drift_sample_rate", 0.2, 0.0, 1.0),
+        local_drift_threshold=_number(raw, "local_drift_threshold", 0.2, 1e-6, 100.0),
+        sketch_k=int(_number(raw, "sketch_k", 64, 8, 1000)),
     )
 
 

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -29,10 +29,13 @@ from edgeloop.contract.messages import (
     signed_json,
     validate_device_config,
 )
-from edgeloop.edge.config import AgentConfig, SchemaField
+from edgeloop.edge.config import AgentConfig, SchemaField, TelemetryPolicy
+
+if TYPE_CHECKING:
+    from edgeloop.edge.profile import RecordSampler, WindowProfiler
 
 # Where each kind of message goes: the durable queue or straight to Kafka.
-QUEUED_KINDS = ("telemetry", "errors")
+QUEUED_KINDS = ("telemetry", "errors", "profiles")
 
 
 class ServingModel(Protocol):
@@ -68,6 +71,8 @@ class ModelOrder:
 @dataclass
 class Counters:
     records: int = 0
+    not_sent: int = 0  # records only in a profile (telemetry.mode profiles)
+    profiles: int = 0
     errors: int = 0
     control_applied: int = 0
     control_refused: int = 0
@@ -141,6 +146,7 @@ class DeviceCore:
         identity: Signer | None = None,
         telemetry_interval_s: float = 1.0,
         heartbeat_interval_s: float = 10.0,
+        telemetry: TelemetryPolicy | None = None,
         clock: Any = time.time,
     ) -> None:
         self.device_id = device_id
@@ -169,12 +175,28 @@ class DeviceCore:
         self._errors_since_beat = 0
         self.clock_offset_s = 0.0  # a simulated clock error (the fleet harness's skew): added to reported `ts`
         self.last_record_id: str | None = None
+        self.telemetry = telemetry or TelemetryPolicy()
+        self.profiler: WindowProfiler | None = None
+        self.sampler: RecordSampler | None = None
+        self.local_drift: float | None = None  # the last closed window's PSI against the model's reference
+        if self.telemetry.profiles:
+            from edgeloop.edge.profile import RecordSampler, WindowProfiler
+
+            policy = self.telemetry
+            self.profiler = WindowProfiler(self.features, window_s=policy.window_s, k=policy.sketch_k, start=clock())
+            self.sampler = RecordSampler(
+                rate=policy.sample_rate,
+                low_confidence=policy.low_confidence,
+                drift_rate=policy.drift_sample_rate,
+                seed=device_id,
+            )
 
     @classmethod
     def for_config(cls, config: AgentConfig, trusted: Keyring, **kwargs: Any) -> DeviceCore:
         """The core of the device an agent config describes (ids, groups, schema, intervals)."""
         kwargs.setdefault("telemetry_interval_s", config.telemetry_interval_s)
         kwargs.setdefault("heartbeat_interval_s", config.heartbeat_interval_s)
+        kwargs.setdefault("telemetry", config.telemetry)
         return cls(config.device_id, config.group_id, config.pipeline, config.groups, config.schema, trusted, **kwargs)
 
     # --- control ---------------------------------------------------------------
@@ -304,8 +326,12 @@ class DeviceCore:
         """Probabilities for readings from the current model, or None without a model."""
         return None if self.model is None else self.model.predict_proba(rows)
 
-    def observe(self, reading: Sequence[float], proba: Sequence[float] | None, now: float) -> Outgoing:
-        """The telemetry record of one reading scored by the current model (`proba` None: no model)."""
+    def observe(self, reading: Sequence[float], proba: Sequence[float] | None, now: float) -> Outgoing | None:
+        """The telemetry record of one reading scored by the current model (`proba` None: no model).
+
+        In profiles mode the reading goes into the window's profile, and the record is
+        returned only if the sampler chose it (None otherwise); see `profiles_due`.
+        """
         self.seq += 1
         now_ms = int(now * 1000)
         record_id = f"{self.device_id}-{now_ms}-{self.seq}"
@@ -318,16 +344,52 @@ class DeviceCore:
             confidence = round(float(proba[best]), 4)
             self._conf_sum += confidence
             self._conf_n += 1
-        record = self._record(record_id, iso_ms(now + self.clock_offset_s), reading, prediction, confidence)
         self.counters.records += 1
+        reason = "all"
+        if self.sampler is not None and self.profiler is not None:
+            chosen = self.sampler.reason(confidence)
+            self.profiler.add(reading, prediction, confidence, self.model_version, sent=chosen is not None)
+            if chosen is None:
+                self.counters.not_sent += 1
+                return None
+            reason = chosen
+        record = self._record(record_id, iso_ms(now + self.clock_offset_s), reading, prediction, confidence, reason)
         return Outgoing("telemetry", self.key, json.dumps(record).encode(), now_ms)
+
+    def profiles_due(self, now: float) -> list[Outgoing]:
+        """The profiles of the window that ended by `now` (signed with the device's key), else nothing.
+
+        Closing a window also scores it against the reference profile in the serving model:
+        above `local_drift_threshold` the next window samples at `drift_sample_rate`.
+        """
+        if self.profiler is None or self.sampler is None or not self.profiler.due(now):
+            return []
+        from edgeloop.contract.profile import encode_profile
+        from edgeloop.edge.profile import local_drift_score
+
+        reference = getattr(self.model, "reference", None)
+        if reference:
+            version = self.model_version
+            window = {c: self.profiler.current_sketch(version, c) for c in reference}
+            self.local_drift = local_drift_score(reference, {k: v for k, v in window.items() if v is not None})
+            self.sampler.drifting = self.local_drift > self.telemetry.local_drift_threshold
+        profiles = self.profiler.close(now, device_id=self.device_id, group_id=self.group_id, pipeline=self.pipeline)
+        self.counters.profiles += len(profiles)
+        now_ms = int(now * 1000)
+        return [Outgoing("profiles", self.key, encode_profile(p, self.identity), now_ms) for p in profiles]
 
     def inference_failed(self, reason: str, now: float) -> Outgoing:
         self.counters.inference_errors += 1
         return self.error_report("inference", f"model version {self.model_version}: inference failed: {reason}", now)
 
     def _record(
-        self, record_id: str, ts: str, reading: Sequence[float], prediction: str | None, confidence: float | None
+        self,
+        record_id: str,
+        ts: str,
+        reading: Sequence[float],
+        prediction: str | None,
+        confidence: float | None,
+        reason: str,
     ) -> dict[str, Any]:
         values = dict(zip(self.features, (round(float(v), 3) for v in reading), strict=True))
         by_role: dict[str, Any] = {
@@ -339,6 +401,7 @@ class DeviceCore:
             "confidence": confidence,
             "model_version": self.model_version,
             "config_version": self.config_version,
+            "sample_reason": reason,
         }
         return {f.name: values[f.name] if f.role == "feature" else by_role.get(f.role) for f in self.schema}
 

@@ -22,9 +22,11 @@ from edgeloop.contract.artifact import (
     META_FEATURES,
     META_GOLDEN,
     META_LABELS,
+    META_REFERENCE,
     PROBABILITIES_OUTPUT,
     sha256_hex,
 )
+from edgeloop.contract.profile import BadProfile, parse_reference
 
 
 class ModelRefused(RuntimeError):
@@ -41,6 +43,7 @@ class OnnxModel:
     features: list[str]
     labels: list[str]
     session: Any = field(repr=False)
+    reference: dict[str, Any] = field(default_factory=dict, repr=False)  # KLL sketches (contract.profile)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
@@ -95,7 +98,13 @@ def load_model(data: bytes, version: str, features: Sequence[str]) -> OnnxModel:
         raise ModelRefused(
             f"model version {version}: features {model_features} differ from the device's {list(features)}"
         )
-    model = OnnxModel(version, sha256_hex(data), len(data), model_features, labels, session)
+    reference: dict[str, Any] = {}
+    if META_REFERENCE in meta:
+        try:
+            reference = parse_reference(meta[META_REFERENCE], model_features)
+        except BadProfile as exc:
+            raise ModelRefused(f"model version {version}: {exc}") from None
+    model = OnnxModel(version, sha256_hex(data), len(data), model_features, labels, session, reference)
     self_test(model, golden)
     release_freed_memory()
     return model

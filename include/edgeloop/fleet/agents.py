@@ -39,9 +39,24 @@ def agent_config(
         "schema": [{"name": f.name, "role": f.role} for f in spec.schema_],
         "kafka": {k: v for k, v in kafka_config.items() if not k.startswith(("group.", "enable.auto", "auto.offset"))},
         "state_dir": str(state_dir),
+        "telemetry": telemetry_policy(spec),
     }
     config.update(settings)
     return config
+
+
+def telemetry_policy(spec: PipelineSpec) -> dict[str, Any]:
+    """The spec's `telemetry` section as the agent config's `telemetry` mapping (`edge.config.TelemetryPolicy`)."""
+    t = spec.telemetry
+    return {
+        "mode": t.mode,
+        "window_s": t.window.total_seconds(),
+        "sample_rate": t.sample_rate,
+        "low_confidence": t.low_confidence,
+        "drift_sample_rate": t.drift_sample_rate,
+        "local_drift_threshold": t.local_drift_threshold,
+        "sketch_k": t.sketch_k,
+    }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

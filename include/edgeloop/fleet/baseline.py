@@ -15,7 +15,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgeloop.contract.artifact import INPUT_NAME, META_FEATURES, META_GOLDEN, META_LABELS, PROBABILITIES_OUTPUT
+from edgeloop.contract.artifact import (
+    INPUT_NAME,
+    META_FEATURES,
+    META_GOLDEN,
+    META_LABELS,
+    META_REFERENCE,
+    PROBABILITIES_OUTPUT,
+)
+from edgeloop.contract.profile import reference_metadata
 from edgeloop.fleet.sensors import SensorProfile
 
 OPSET = 17
@@ -73,7 +81,18 @@ def baseline_onnx(profile: SensorProfile) -> bytes:
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgeloop")
-    return with_metadata(model.SerializeToString(), features, labels, _typical_rows(profile))
+    return with_metadata(
+        model.SerializeToString(), features, labels, _typical_rows(profile), reference_rows=reference_readings(profile)
+    )
+
+
+def reference_readings(profile: SensorProfile, n: int = 4000, seed: int = 0) -> np.ndarray:
+    """Readings of a fleet without drift (every group, steady-state machines): the baseline's reference profile."""
+    rng = np.random.default_rng(seed)
+    offsets = list(profile.group_offsets.values())
+    groups = rng.integers(len(offsets), size=n) if offsets else np.zeros(n, dtype=int)
+    offset = np.array(offsets)[groups] if offsets else np.zeros((n, len(profile.features)))
+    return profile.sample(profile.initial_states(n, rng), profile.device_bias(n, rng), offset, rng)
 
 
 def _typical_rows(profile: SensorProfile) -> np.ndarray:
@@ -83,8 +102,16 @@ def _typical_rows(profile: SensorProfile) -> np.ndarray:
     return rows
 
 
-def with_metadata(data: bytes, features: Sequence[str], labels: Sequence[str], golden_rows: np.ndarray) -> bytes:
-    """ONNX bytes with the contract's metadata: features, labels and a golden batch scored by the model itself."""
+def with_metadata(
+    data: bytes,
+    features: Sequence[str],
+    labels: Sequence[str],
+    golden_rows: np.ndarray,
+    *,
+    reference_rows: np.ndarray | None = None,
+) -> bytes:
+    """ONNX bytes with the contract's metadata: features, labels, a golden batch scored by the model itself
+    and, given `reference_rows`, the reference profile of those rows."""
     import onnx
     import onnxruntime as ort
 
@@ -96,4 +123,8 @@ def with_metadata(data: bytes, features: Sequence[str], labels: Sequence[str], g
     for key, value in ((META_FEATURES, list(features)), (META_LABELS, list(labels)), (META_GOLDEN, golden)):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
+    if reference_rows is not None:
+        entry = model.metadata_props.add()
+        entry.key = META_REFERENCE
+        entry.value = reference_metadata({f: reference_rows[:, i] for i, f in enumerate(features)})
     return bytes(model.SerializeToString())

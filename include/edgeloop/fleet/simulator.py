@@ -60,9 +60,10 @@ from edgeloop.contract.messages import (
     iso_ms,
     parse_device_state,
 )
-from edgeloop.edge.config import SchemaField
+from edgeloop.edge.config import SchemaField, TelemetryPolicy
 from edgeloop.edge.device import QUEUED_KINDS, ControlVerdict, DeviceCore, ModelOrder, Outgoing, verify_control
 from edgeloop.fleet import groundtruth
+from edgeloop.fleet.agents import telemetry_policy
 from edgeloop.fleet.models import EdgeModel, ModelLoadError, ModelProvider
 from edgeloop.fleet.registry import enrol, read_registry
 from edgeloop.fleet.sensors import DriftInjection, SensorProfile, apply_drift, check_drift, sensor_profile
@@ -110,6 +111,7 @@ class SimulationStats:
     elapsed_s: float = 0.0
     steps: int = 0
     telemetry: int = 0
+    profiles: int = 0
     heartbeats: int = 0
     errors: int = 0
     state_updates: int = 0
@@ -220,6 +222,7 @@ class FleetSimulator:
         self.skew = np.where(skewed, rng.uniform(-opts.clock_skew_s, opts.clock_skew_s, n), 0.0)
         schema = [SchemaField(f.name, f.role) for f in spec.schema_]
         self.cores: list[DeviceCore] = []
+        telemetry = TelemetryPolicy(**telemetry_policy(spec))
         for i, device in enumerate(self.device_ids):
             core = DeviceCore(
                 device,
@@ -231,6 +234,7 @@ class FleetSimulator:
                 identity=operator.derive(f"{spec.name}/{device}") if operator is not None else None,
                 telemetry_interval_s=opts.telemetry_interval_s,
                 heartbeat_interval_s=opts.heartbeat_interval_s,
+                telemetry=telemetry,
                 clock=clock,
             )
             core.clock_offset_s = float(self.skew[i])
@@ -262,7 +266,7 @@ class FleetSimulator:
         self.injected_drift: list[DriftInjection] = []
         self.outage_done: set[int] = set()
         self.outage_devices: dict[int, np.ndarray] = {}
-        self.topics = {kind: spec.topic(kind) for kind in ("telemetry", "health", "errors", "device-state")}
+        self.topics = {kind: spec.topic(kind) for kind in ("telemetry", "health", "errors", "device-state", "profiles")}
         self.telemetry_topic = spec.topic("telemetry")
         self.health_topic = spec.topic("health")
         self.state_topic = spec.topic("device-state")
@@ -477,6 +481,8 @@ class FleetSimulator:
                 self._send(i, self.topics[kind], message.value)
                 if kind == "errors":
                     self.stats.errors += 1
+                elif kind == "profiles":
+                    self.stats.profiles += 1
                 else:
                     self.stats.telemetry += 1
             elif direct and self.online[i]:
@@ -766,10 +772,14 @@ class FleetSimulator:
             for r, row_proba in zip(rows.tolist(), proba, strict=True):
                 i = devices[r]
                 core = cores[i]
-                value = core.observe(readings[r], row_proba, now).value
-                truth.append((str(core.last_record_id), labels[true_states[r]]))
-                self._send(i, topic, self._corrupt(value) if bad is not None and bad[r] else value)
-            self.stats.telemetry += rows.size
+                message = core.observe(readings[r], row_proba, now)
+                if message is not None:
+                    value = message.value
+                    truth.append((str(core.last_record_id), labels[true_states[r]]))
+                    self._send(i, topic, self._corrupt(value) if bad is not None and bad[r] else value)
+                    self.stats.telemetry += 1
+                if core.profiler is not None:
+                    self._emit(i, core.profiles_due(now))
         np.add.at(self.group_records, groups, 1)
         step = self.tel_interval[due]
         nxt = self.next_tel[due] + step

@@ -5,6 +5,7 @@ Topic layout per pipeline (`<prefix>` = `spec.topics.prefix` or the pipeline nam
 | topic | partitions | cleanup | notes |
 |---|---|---|---|
 | `.telemetry`, `.health`, `.errors`, `.alerts` | spec.topics.partitions | delete | key = device (alerts: group) |
+| `<prefix>.profiles` | spec.topics.partitions | delete | key = device, one binary profile per device and window |
 | `<prefix>.control` | 1 | delete | one partition: every device sees assignments in one total order |
 | `<prefix>.device-state` | spec.topics.partitions | compact | key = device id, desired and reported state |
 | `<prefix>.devices` | 1 | compact | key = device id, the device registry (enrolments signed by the operator) |
@@ -45,7 +46,7 @@ _LEADER_ERRORS = {
 }
 
 GROUND_TRUTH = "ground-truth"
-PIPELINE_TOPIC_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices")
+PIPELINE_TOPIC_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices", "profiles")
 COMPACTED_KINDS = ("device-state", "devices")
 _COMPACTED = {
     "cleanup.policy": "compact",

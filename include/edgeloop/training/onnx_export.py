@@ -39,9 +39,11 @@ from edgeloop.contract.artifact import (
     META_FEATURES,
     META_GOLDEN,
     META_LABELS,
+    META_REFERENCE,
     PROBABILITIES_OUTPUT,
     sha256_hex,
 )
+from edgeloop.contract.profile import reference_metadata
 
 if TYPE_CHECKING:
     import numpy as np
@@ -325,7 +327,8 @@ def export_onnx(
     parity = check_parity(proto.SerializeToString(), model, validation, features)
     # the golden answers are the file's own: metadata does not change the graph (self_test checks it)
     golden = golden_batch(proto.SerializeToString(), validation[features].to_numpy(np.float32), golden_rows)
-    _set_metadata(proto, {META_GOLDEN: json.dumps(golden)})
+    reference = reference_metadata({f: validation[f].to_numpy(np.float32) for f in features})
+    _set_metadata(proto, {META_GOLDEN: json.dumps(golden), META_REFERENCE: reference})
     data = proto.SerializeToString()
     self_test(data)
     return OnnxModel(data, sha256_hex(data), opset_text(proto), tuple(features), tuple(labels), parity)

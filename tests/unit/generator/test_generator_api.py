@@ -289,7 +289,8 @@ def test_create_from_a_draft_writes_the_spec_and_creates_topics(
     created = create_from_topic(client)
     assert created["file"] == "plant1.yaml" and created["dag_ids"][0] == "plant1__ingest"
     assert created["topics_created"] == [
-        f"plant1.{k}" for k in ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices")
+        f"plant1.{k}"
+        for k in ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices", "profiles")
     ]
     assert (tmp_path / "plant1.yaml").read_text().startswith("# Pipeline spec written by the edgeloop")
     listed = [p["name"] for p in client.get("/api/pipelines", headers=VIEWER).json()["pipelines"]]
