@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -113,13 +113,17 @@ class FieldSpec(_Strict):
     description: str = ""
 
 
+IngestibleKind = Literal["telemetry", "health", "errors", "profiles"]
+INGESTIBLE: tuple[str, ...] = get_args(IngestibleKind)
+
+
 class TopicsSpec(_Strict):
     """Kafka topic names are `<prefix>.<name>`; the prefix defaults to the pipeline name."""
 
     prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(default=6, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=7)
-    ingest: list[Literal["telemetry", "health", "errors", "profiles"]] = Field(min_length=1)
+    ingest: list[IngestibleKind] = Field(min_length=1)
 
 
 class StorageSpec(_Strict):
@@ -378,6 +382,8 @@ class PipelineSpec(_Strict):
             needed = [r for r in ("sample_reason", "model_version") if not any(f.role == r for f in self.schema_)]
             if needed:
                 raise ValueError(f"telemetry.mode profiles: the schema needs a field with the role(s) {needed}")
+            if "profiles" not in self.topics.ingest:
+                raise ValueError("topics.ingest: telemetry.mode profiles needs 'profiles' among the ingested topics")
         unknown = sorted(set(self.drift.columns) - set(self.features))
         if unknown:
             raise ValueError(f"drift.columns: {unknown} are not feature fields of the schema")
@@ -430,6 +436,7 @@ def with_profiles(spec: PipelineSpec, **telemetry: Any) -> PipelineSpec:
     `sample_reason` field added to its schema when it has none."""
     data = spec.model_dump(by_alias=True)
     data["telemetry"] = {**data["telemetry"], **telemetry, "mode": "profiles"}
+    data["topics"]["ingest"] = sorted({*data["topics"]["ingest"], "telemetry", "profiles"})
     if not any(f.role == "sample_reason" for f in spec.schema_):
         data["schema"] = [*data["schema"], SAMPLE_REASON_FIELD]
     return PipelineSpec.model_validate(data)

@@ -23,7 +23,7 @@ from airflow.sdk import (
 
 from edgeloop.drift.link import DriftReportLink, report_url
 from edgeloop.events import AlertTrigger
-from edgeloop.spec import PipelineSpec, parse_schedule
+from edgeloop.spec import INGESTIBLE, PipelineSpec, parse_schedule
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -152,16 +152,17 @@ def build_ingest(spec: PipelineSpec) -> DAG:
         @task
         def plan(params: dict[str, Any] | None = None) -> list[str]:
             topics = (params or {}).get("topics") or list(spec.topics.ingest)
-            unknown = sorted(set(topics) - {"telemetry", "health", "errors"})
+            unknown = sorted(set(topics) - set(INGESTIBLE))
             if unknown:
-                raise ValueError(f"params.topics: {unknown} are not ingestible topics (telemetry, health, errors)")
+                raise ValueError(f"params.topics: {unknown} are not ingestible topics {list(INGESTIBLE)}")
             return list(topics)
 
         @task(map_index_template="{{ task.op_kwargs['topic'] }}")
         def ingest_topic(topic: str, **context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
+            from edgeloop.connections import PipelineClients, control_trusted_keys
             from edgeloop.ingest import ingest_topic as move_records
             from edgeloop.ingest.metrics import record_ingest_metrics
+            from edgeloop.ingest.profiles import profile_codec
 
             clients = PipelineClients(spec)
             result = move_records(
@@ -169,6 +170,7 @@ def build_ingest(spec: PipelineSpec) -> DAG:
                 topic,
                 consumer_config=clients.kafka(),
                 s3=clients.s3(),
+                codec=profile_codec(spec, clients.kafka(), control_trusted_keys()) if topic == "profiles" else None,
                 max_records=int(context["params"].get("max_records") or spec.ingest.max_records),
                 accept_lost_offsets=bool(context["params"].get("accept_lost_offsets")),
             )

@@ -17,7 +17,8 @@ from edgeloop.ingest.keys import (
 )
 from edgeloop.ingest.metrics import ingest_metrics, record_ingest_metrics
 from edgeloop.ingest.progress import FlushMarker, PartitionProgress, read_progress
-from edgeloop.ingest.run import INGESTIBLE, FlushConflictError, IngestError, OffsetsLostError, ingest_topic
+from edgeloop.ingest.run import FlushConflictError, IngestError, OffsetsLostError, ingest_topic
+from edgeloop.spec import INGESTIBLE
 
 __all__ = [
     "INGESTIBLE",

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +44,7 @@ import pyarrow.json as pj
 from edgeloop.contract.safejson import JsonRefused, has_surrogate_escape, loads_bounded, too_deep
 from edgeloop.spec import DEFAULT_DEVICE_ID_PATTERN, FieldSpec, PipelineSpec
 
-BadKind = Literal["empty", "oversized", "undecodable", "invalid_json", "schema", "field"]
+BadKind = Literal["empty", "oversized", "undecodable", "invalid_json", "schema", "field", "profile", "refused"]
 ARROW_TYPES: dict[str, pa.DataType] = {
     "float": pa.float64(),
     "int": pa.int64(),
@@ -106,6 +106,49 @@ class RecordSchema:
     def parsed(self) -> pa.Schema:
         """The schema of decoded tables (all nullable: Arrow's JSON reader does not mark not-null)."""
         return pa.schema([pa.field(f.name, ARROW_TYPES[f.type]) for f in self.fields])
+
+
+def timestamp_field(schema: RecordSchema) -> str:
+    """The field that places each record in its hour: role `timestamp`, type `timestamp`."""
+    field = next((f for f in schema.fields if f.role == "timestamp"), None)
+    if field is None or field.type != "timestamp":
+        name = field.name if field else None
+        raise ValueError(
+            f"schema: the field with role 'timestamp' ({name}) must exist and have type timestamp: "
+            "it places each record in its hour"
+        )
+    return field.name
+
+
+class Codec(Protocol):
+    """What ingest needs to turn a topic's message values into rows: the stored columns, the column
+    that places a row in its hour, and the decoder (good rows as a table, bad ones with reasons)."""
+
+    @property
+    def arrow(self) -> pa.Schema: ...
+
+    @property
+    def timestamp_field(self) -> str: ...
+
+    def decode(self, values: Sequence[bytes | None], kafka_timestamps_ms: Sequence[int]) -> Decoded: ...
+
+
+@dataclass(frozen=True)
+class JsonRecords:
+    """The spec's JSON records (`decode_records`)."""
+
+    schema: RecordSchema
+
+    @property
+    def arrow(self) -> pa.Schema:
+        return self.schema.arrow
+
+    @property
+    def timestamp_field(self) -> str:
+        return timestamp_field(self.schema)
+
+    def decode(self, values: Sequence[bytes | None], kafka_timestamps_ms: Sequence[int]) -> Decoded:
+        return decode_records(values, self.schema, kafka_timestamps_ms)
 
 
 def int64_array(values: Sequence[int] | np.ndarray) -> pa.Array:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from edgeloop.ingest.decode import RecordSchema, decode_records, int64_array, record_schema
+from edgeloop.ingest.decode import Codec, JsonRecords, RecordSchema, int64_array, record_schema
 from edgeloop.ingest.keys import OffsetRange, deadletter_object_key, flush_marker_key, raw_object_key
 from edgeloop.ingest.progress import FlushMarker, PartitionProgress, read_progress
 from edgeloop.ingest.staging import (
@@ -36,12 +36,11 @@ from edgeloop.ingest.staging import (
     deadletter_line,
     stored_schema,
 )
-from edgeloop.spec import PipelineSpec
+from edgeloop.spec import INGESTIBLE, PipelineSpec
 from edgeloop.storage import DEFAULT_RETRY, RetryPolicy, get_bytes, put_if_absent
 
 log = logging.getLogger(__name__)
 
-INGESTIBLE = ("telemetry", "health", "errors")
 # Settings that exactly-once depends on: never taken from the caller's config.
 _FORCED_CONSUMER_CONFIG = {"enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True}
 # Prefetch sized for throughput within a bounded memory (messages pin whole fetch buffers).
@@ -116,18 +115,6 @@ def _consumer_config(spec: PipelineSpec, config: dict[str, Any], group_id: str |
     return {**merged, **_FORCED_CONSUMER_CONFIG}
 
 
-def timestamp_field(schema: RecordSchema) -> str:
-    """The field that places each record in its hour: role `timestamp`, type `timestamp`."""
-    field = next((f for f in schema.fields if f.role == "timestamp"), None)
-    if field is None or field.type != "timestamp":
-        name = field.name if field else None
-        raise ValueError(
-            f"schema: the field with role 'timestamp' ({name}) must exist and have type timestamp: "
-            "it places each record in its hour"
-        )
-    return field.name
-
-
 def _seconds(value: timedelta | float | None, default: timedelta) -> float:
     if value is None:
         return default.total_seconds()
@@ -144,13 +131,14 @@ def ingest_topic(
     max_duration: timedelta | float | None = None,
     group_id: str | None = None,
     schema: RecordSchema | None = None,
+    codec: Codec | None = None,
     spool_dir: Path | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
     upload_workers: int = 4,
     on_step: StepHook | None = None,
     accept_lost_offsets: bool = False,
 ) -> dict[str, Any]:
-    """Move new records of one of the pipeline's topics (`telemetry`, `health`, `errors`) to object storage.
+    """Move new records of one of the pipeline's topics (`telemetry`, `health`, `errors`, `profiles`) to object storage.
 
     Reads from where the object store says the last run stopped, until the topic's end
     offsets at start are reached or the record/time budget (default: the spec's) is
@@ -163,13 +151,15 @@ def ingest_topic(
     first offset and `skipped_by_retention` counts what was lost.
     The record budget counts consumed messages (good and bad) and is checked between
     batches, so a run may read up to one batch (`spec.ingest.batch_size`) past it.
+    `codec` turns message values into rows (default: the spec's JSON records, `schema`);
+    `edgeloop.ingest.profiles.ProfileCodec` lands device profiles.
     """
     if topic not in INGESTIBLE:
         raise ValueError(f"topic '{topic}' is not one of the ingestible topics {list(INGESTIBLE)}")
     started = time.monotonic()
     kafka_topic = spec.topic(topic)
-    schema = schema or record_schema(spec)
-    timestamp_field(schema)  # fail before connecting to anything
+    codec = codec or JsonRecords(schema or record_schema(spec))
+    codec.timestamp_field  # noqa: B018 - fail before connecting to anything
     record_limit = max_records if max_records is not None else spec.ingest.max_records
     deadline = started + _seconds(max_duration, spec.ingest.max_duration)
     step: StepHook = on_step or (lambda _name: None)
@@ -179,7 +169,7 @@ def ingest_topic(
     run = _Run(
         spec=spec,
         topic=kafka_topic,
-        schema=schema,
+        codec=codec,
         consumer=consumer,
         s3=s3,
         spool=spool,
@@ -226,7 +216,7 @@ class _Run:
         *,
         spec: PipelineSpec,
         topic: str,
-        schema: RecordSchema,
+        codec: Codec,
         consumer: Consumer,
         s3: Any,
         spool: Path,
@@ -237,9 +227,9 @@ class _Run:
     ) -> None:
         self.spec = spec
         self.topic = topic
-        self.schema = schema
-        self.arrow_schema = stored_schema(schema.arrow)
-        self.timestamp_field = timestamp_field(schema)
+        self.codec = codec
+        self.arrow_schema = stored_schema(codec.arrow)
+        self.timestamp_field = codec.timestamp_field
         self.consumer = consumer
         self.s3 = s3
         self.bucket = spec.storage.bucket
@@ -388,7 +378,7 @@ class _Run:
         stage.note_offsets(offsets[0], offsets[-1], len(messages))
         self.totals.messages += len(messages)
         self.totals.value_bytes += sum(map(len, filter(None, values)))
-        decoded = decode_records(values, self.schema, [_timestamp_ms(m) for m in messages])
+        decoded = self.codec.decode(values, [_timestamp_ms(m) for m in messages])
         if decoded.table.num_rows:
             rows = decoded.table.num_rows
             offset_column = int64_array(offsets).take(decoded.indices)

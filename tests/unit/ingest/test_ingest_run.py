@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from edgeloop.ingest import ingest_topic
-from edgeloop.ingest.decode import RecordSchema
-from edgeloop.ingest.run import _consumer_config, timestamp_field
+from edgeloop.ingest.decode import RecordSchema, timestamp_field
+from edgeloop.ingest.run import _consumer_config
 from edgeloop.spec import FieldSpec, PipelineSpec, load_spec
 
 DEMO = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
