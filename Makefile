@@ -165,6 +165,10 @@ bench-rollout: stack-up ## 10,000 simulated devices in 20 groups: gated waves vs
 bench-agent: stack-up ## edge agent: ONNX vs scikit-learn latency, agent RSS, artifact size, store-and-forward drain
 	$(PY) benchmarks/bench_agent.py
 
+.PHONY: bench-uplink
+bench-uplink: $(VENV)/.installed ## bytes a device sends per hour in raw and profiles mode; cloud merge of 10,000 devices' profiles
+	$(PY) benchmarks/bench_uplink.py
+
 .PHONY: bench-loop
 bench-loop: stack-up ## the closed loop's time and each stage's share; alert -> DAG run latency over 20 alerts
 	$(PY) benchmarks/bench_loop.py

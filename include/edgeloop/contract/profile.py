@@ -144,10 +144,14 @@ def decode_profile(value: bytes | None, *, check_sketches: bool = True) -> Devic
         signature = SIGNATURE_PREFIX + base64.b64encode(trailer[-SIGNATURE_BYTES:]).decode()
     reader = _Reader(body, len(MAGIC))
     header = _header(reader.take(reader.unpack("<H", "header length")[0], "header"))
-    columns = tuple(_column(reader, i, check_sketches) for i in range(_column_count(reader)))
-    if reader.pos != len(body):
-        raise BadProfile(f"trailing bytes: {len(body) - reader.pos} after the last column")
-    return DeviceProfile(**header, columns=columns, key_id=key_id, signature=signature, signed_part=body)
+    count = _column_count(reader)
+    pos, columns = reader.pos, []
+    for i in range(count):
+        column, pos = _column(body, pos, i, check_sketches)
+        columns.append(column)
+    if pos != len(body):
+        raise BadProfile(f"trailing bytes: {len(body) - pos} after the last column")
+    return DeviceProfile(**header, columns=tuple(columns), key_id=key_id, signature=signature, signed_part=body)
 
 
 def check_signed(profile: DeviceProfile, devices: DeviceRegistry) -> str | None:
@@ -221,16 +225,27 @@ def _column_count(reader: _Reader) -> int:
     return int(count)
 
 
-def _column(reader: _Reader, index: int, check_sketch: bool) -> ColumnProfile:
-    (name_length,) = reader.unpack("<B", f"columns[{index}] name length")
+def _column(body: bytes, pos: int, index: int, check_sketch: bool) -> tuple[ColumnProfile, int]:
+    """The column at `pos` and the position after it (struct.unpack_from: this runs per column of every
+    profile the drift stage merges)."""
+    size = len(body)
+    if pos >= size:
+        raise BadProfile(f"truncated: columns[{index}] starts at offset {pos}, {size} bytes in all")
+    name_end = pos + 1 + body[pos]
+    stats_end = name_end + _COLUMN.size
+    if stats_end > size:
+        raise BadProfile(f"truncated: columns[{index}] needs {stats_end - pos} bytes at offset {pos}")
     try:
-        name = reader.take(name_length, f"columns[{index}] name").decode()
+        name = body[pos + 1 : name_end].decode()
     except UnicodeDecodeError:
         raise BadProfile(f"columns[{index}].name: not UTF-8") from None
-    kind, count, missing, low, high, mean, variance, sketch_length = reader.unpack(_COLUMN.format, f"columns[{index}]")
+    kind, count, missing, low, high, mean, variance, sketch_length = _COLUMN.unpack_from(body, name_end)
     if kind >= len(_KINDS):
         raise BadProfile(f"columns[{index}] ({name}).kind: {kind} is not 0 (numeric) or 1 (categorical)")
-    sketch = reader.take(sketch_length, f"columns[{index}] ({name}) sketch")
+    end = stats_end + sketch_length
+    if end > size:
+        raise BadProfile(f"truncated: columns[{index}] ({name}) sketch needs {sketch_length} bytes at {stats_end}")
+    sketch = body[stats_end:end]
     column = ColumnProfile(name, _KINDS[kind], count, missing, low, high, mean, variance, sketch)  # type: ignore[arg-type]
     if check_sketch and sketch:
         try:
@@ -239,7 +254,7 @@ def _column(reader: _Reader, index: int, check_sketch: bool) -> ColumnProfile:
             raise BadProfile(f"columns[{index}] ({name}).sketch: not a {column.kind} sketch ({exc})") from None
         if n != count:
             raise BadProfile(f"columns[{index}] ({name}).sketch: holds {n} values, count says {count}")
-    return column
+    return column, end
 
 
 def load_sketch(column: ColumnProfile) -> Any:

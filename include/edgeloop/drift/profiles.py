@@ -82,6 +82,22 @@ class MergedScope:
                 self.confidence_sum += column.mean * column.count
                 self.confidence_count += column.count
 
+    def absorb(self, other: MergedScope) -> None:
+        """Add another scope's merged profile to this one."""
+        self.records += other.records
+        self.sent += other.sent
+        self.devices |= other.devices
+        self.groups.update(other.groups)
+        self.missing.update(other.missing)
+        self.predictions.update(other.predictions)
+        self.confidence_sum += other.confidence_sum
+        self.confidence_count += other.confidence_count
+        for name, sketch in other.numeric.items():
+            merged = self.numeric.get(name)
+            if merged is None:
+                merged = self.numeric[name] = _kll(MERGE_K)
+            merged.merge(sketch)
+
 
 def _kll(k: int) -> Any:
     import datasketches as ds
@@ -126,10 +142,18 @@ def scopes_of(profile: DeviceProfile, per_group: bool) -> Iterator[Stratum]:
 
 
 def merge_profiles(profiles: Iterable[DeviceProfile], *, per_group: bool = True) -> dict[Stratum, MergedScope]:
-    scopes: dict[Stratum, MergedScope] = {}
+    """Each scope's merged profile: every profile is read once into its (group, model version) cell,
+    and the cells are rolled up into the fleet, the groups and the model versions."""
+    cells: dict[tuple[str, str | None], tuple[DeviceProfile, MergedScope]] = {}
     for profile in profiles:
-        for stratum in scopes_of(profile, per_group):
-            scopes.setdefault(stratum, MergedScope()).add(profile)
+        key = (profile.group_id, profile.model_version)
+        if key not in cells:
+            cells[key] = (profile, MergedScope())
+        cells[key][1].add(profile)
+    scopes: dict[Stratum, MergedScope] = {}
+    for first, cell in cells.values():
+        for stratum in scopes_of(first, per_group):
+            scopes.setdefault(stratum, MergedScope()).absorb(cell)
     return scopes
 
 

@@ -89,8 +89,8 @@ class TelemetryPolicy:
     window_s: float = 60.0
     sample_rate: float = 0.01
     low_confidence: float = 0.5
-    drift_sample_rate: float = 0.2
-    local_drift_threshold: float = 0.2
+    drift_sample_rate: float = 0.1
+    local_drift_threshold: float = 2.5
     sketch_k: int = 64
 
     @property
@@ -267,8 +267,8 @@ def _telemetry(raw: Any) -> TelemetryPolicy:
         window_s=_number(raw, "window_s", 60.0, 1.0, 86400.0),
         sample_rate=_number(raw, "sample_rate", 0.01, 0.0, 1.0),
         low_confidence=_number(raw, "low_confidence", 0.5, 0.0, 1.0),
-        drift_sample_rate=_number(raw, "drift_sample_rate", 0.2, 0.0, 1.0),
-        local_drift_threshold=_number(raw, "local_drift_threshold", 0.2, 1e-6, 100.0),
+        drift_sample_rate=_number(raw, "drift_sample_rate", 0.1, 0.0, 1.0),
+        local_drift_threshold=_number(raw, "local_drift_threshold", 2.5, 1e-6, 100.0),
         sketch_k=int(_number(raw, "sketch_k", 64, 8, 1000)),
     )
 

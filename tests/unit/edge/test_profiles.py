@@ -102,18 +102,18 @@ def test_a_window_that_drifts_from_the_models_reference_raises_the_sample_rate(
     profiled: tuple[DeviceCore, list[float]], profile: SensorProfile
 ) -> None:
     core, _ = profiled
-    clean, shifted = _readings(profile, 300), _readings(profile, 300, shift=25.0)
+    clean, shifted = _readings(profile, 300), _readings(profile, 300, shift=60.0)
     for i, row in enumerate(clean):
         core.observe(row, None, NOW + i * 0.1)
     core.profiles_due(NOW + 60)
-    assert core.local_drift is not None and core.local_drift < 0.2 and not core.sampler.drifting  # type: ignore[union-attr]
+    assert core.local_drift is not None and core.local_drift < 2.5 and not core.sampler.drifting  # type: ignore[union-attr]
     for i, row in enumerate(shifted):
         core.observe(row, None, NOW + 60 + i * 0.1)
     core.profiles_due(NOW + 120)
-    assert core.local_drift > 0.2 and core.sampler.drifting  # type: ignore[union-attr,operator]
+    assert core.local_drift > 2.5 and core.sampler.drifting  # type: ignore[union-attr,operator]
     sent = [core.observe(row, None, NOW + 120 + i * 0.1) for i, row in enumerate(shifted)]
     reasons = [json.loads(m.value)["sample_reason"] for m in sent if m is not None]
-    assert reasons.count("local_drift") > 0.1 * len(shifted)
+    assert reasons.count("local_drift") > 0.05 * len(shifted)  # drift_sample_rate 0.1 of 300
 
 
 def test_a_raw_mode_record_says_it_is_one_of_all(core: DeviceCore, profile: SensorProfile) -> None:
