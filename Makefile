@@ -118,7 +118,7 @@ test-e2e: install ## the real scheduler, dag-processor and triggerer end to end
 
 .PHONY: test-loop
 test-loop: install ## the closed loop end to end (drift -> new champion on every device; bad model rolled back)
-	@$(call run_pytest,tests/e2e/test_closed_loop.py -q -m loop)
+	@$(call run_pytest,tests/e2e/test_closed_loop.py tests/e2e/test_closed_loop_profiles.py -q -m loop)
 
 .PHONY: fuzz
 fuzz: $(VENV)/.installed ## fuzz every parser at a trust boundary with Hypothesis for FUZZ_MINUTES (10); not in make test
@@ -197,7 +197,7 @@ dashboards: $(VENV)/.installed ## regenerate the Grafana dashboards (JSON) from 
 docs-images: export EDGELOOP_README_IMAGES := $(CURDIR)/docs/img
 docs-images: stack-up ## refresh the README's pictures in docs/img on purpose (browser tests, closed loop, demo charts); make test never writes there
 	@$(call run_pytest,tests/e2e/test_generator_browser.py -q -m e2e)
-	@$(call run_pytest,tests/e2e/test_closed_loop.py -q -m loop)
+	@$(call run_pytest,tests/e2e/test_closed_loop.py tests/e2e/test_closed_loop_profiles.py -q -m loop)
 	set -a; . $(STATE_DIR)/stack.env; set +a; $(PY) -m tests.e2e.test_pipeline_charts --out $(EDGELOOP_README_IMAGES)/pipelines-charts.png
 
 .PHONY: clean

@@ -29,12 +29,13 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from tests.helpers.pipelines import remove_pipeline
 from tests.helpers.registry import copy_version
 
 from edgeloop.demo import DemoSettings, champion, fleet_versions, start_fleet
 from edgeloop.devstack.config import StackConfig
 from edgeloop.devstack.stack import read_env_file, stop_process
-from edgeloop.spec import STAGES, PipelineSpec, load_spec
+from edgeloop.spec import PipelineSpec, load_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -103,38 +104,6 @@ def pipeline(airflow_api: Any, s3_client: Any) -> Iterator[Pipeline]:
         target.unlink(missing_ok=True)
         remove_pipeline(airflow_api, s3_client, spec, env)
         shutil.rmtree(private, ignore_errors=True)
-
-
-def remove_pipeline(api: Any, s3: Any, spec: PipelineSpec, env: dict[str, str]) -> None:
-    """Pause and delete the DAGs, delete topics, objects and the registered model (best effort, all of it)."""
-    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
-    from mlflow import MlflowClient
-
-    for stage in STAGES:
-        dag_id = f"{spec.name}__{stage}"
-        if api.session.patch(f"{api.base_url}/api/v2/dags/{dag_id}", json={"is_paused": True}, timeout=30).ok:
-            for run in api.runs(dag_id, limit=20):
-                if run["state"] not in ("success", "failed"):
-                    api.patch(f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", {"state": "failed"})
-        api.session.delete(f"{api.base_url}/api/v2/dags/{dag_id}", timeout=30)
-    admin = AdminClient({"bootstrap.servers": env["EDGELOOP_KAFKA_BOOTSTRAP"]})
-    topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(f"{spec.name}.")]
-    for future in admin.delete_topics(topics, operation_timeout=30).values() if topics else []:
-        future.result(timeout=30)
-    for area in ("raw", "deadletter", "reports", "curated", "annotations", "rollouts"):
-        for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=spec.storage.bucket, Prefix=f"{spec.storage_prefix(area)}/"
-        ):
-            for item in page.get("Contents", []):
-                s3.delete_object(Bucket=spec.storage.bucket, Key=item["Key"])
-    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    if client.search_registered_models(filter_string=f"name = '{spec.registry.model_name}'"):
-        client.delete_registered_model(spec.registry.model_name)
-    from edgeloop.training.tracking import experiment_name
-
-    experiment = client.get_experiment_by_name(experiment_name(spec))
-    if experiment is not None and experiment.lifecycle_stage == "active":
-        client.delete_experiment(experiment.experiment_id)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 2.0) -> Any:

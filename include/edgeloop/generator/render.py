@@ -21,7 +21,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeloop.deployment import DeploymentSettings, spec_errors
 from edgeloop.generator.presets import PRESETS, GroupChoice, PresetId, plan_rollout
 from edgeloop.generator.templates import TemplateId, get_template
-from edgeloop.spec import NAME_PATTERN, STAGES, FieldRole, FieldType, PipelineSpec, SpecError, SpecInvalid, parse_spec
+from edgeloop.spec import (
+    NAME_PATTERN,
+    SAMPLE_REASON_FIELD,
+    STAGES,
+    FieldRole,
+    FieldType,
+    IngestibleKind,
+    PipelineSpec,
+    SpecError,
+    SpecInvalid,
+    parse_spec,
+)
 
 MAX_SPEC_BYTES = 256 * 1024
 _SCAN_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -54,7 +65,7 @@ class Draft(BaseModel):
     description: str = Field(default="", max_length=2000)
     owner: str = Field(default="edgeloop", max_length=100)
     topic_prefix: str = Field(pattern=r"^[A-Za-z0-9._-]{1,100}$", description="topics are <prefix>.<kind>")
-    ingest: list[Literal["telemetry", "health", "errors"]] = Field(default=["telemetry"], min_length=1)
+    ingest: list[IngestibleKind] = Field(default=["telemetry"], min_length=1)
     partitions: int = Field(default=6, ge=1, le=1000)
     schema_: list[DraftField] = Field(alias="schema", min_length=1, max_length=500)
     labels: list[str] | None = Field(default=None, max_length=100)
@@ -65,6 +76,9 @@ class Draft(BaseModel):
         default_factory=list, max_length=100, description="Airflow users who may approve (presets with approval)"
     )
     bucket: str = Field(default="edgeloop", max_length=63)
+    telemetry: Literal["raw", "profiles"] = Field(
+        default="raw", description="what devices send: every record, or profiles and chosen records"
+    )
 
 
 def render_spec(draft: Draft) -> dict[str, Any]:
@@ -81,15 +95,23 @@ def render_spec(draft: Draft) -> dict[str, Any]:
         if f.description:
             entry["description"] = f.description
         schema.append(entry)
+    ingest = list(draft.ingest)
+    extra: dict[str, Any] = {}
+    if draft.telemetry == "profiles":
+        ingest += [k for k in ("telemetry", "profiles") if k not in ingest]
+        if not any(f["role"] == "sample_reason" for f in schema):
+            schema.append(dict(SAMPLE_REASON_FIELD))
+        extra["telemetry"] = {"mode": "profiles"}
     sections = {k: dict(v) for k, v in template.sections.items()}
     annotation = {"labels": list(draft.labels or template.labels), **sections.pop("annotation", {})}
     return {
         "name": draft.name,
         "description": draft.description or template.summary,
         "owner": draft.owner,
-        "topics": {"prefix": draft.topic_prefix, "partitions": draft.partitions, "ingest": list(draft.ingest)},
+        "topics": {"prefix": draft.topic_prefix, "partitions": draft.partitions, "ingest": ingest},
         "schema": schema,
         "storage": {"bucket": draft.bucket, "prefix": ""},
+        **extra,
         "ingest": sections.pop("ingest", {}),
         "drift": sections.pop("drift", {}),
         "annotation": annotation,

@@ -179,6 +179,17 @@ def test_user_text_is_yaml_data_never_structure_or_code() -> None:
     assert spec.name == "plant1_2"
 
 
+@pytest.mark.parametrize("template_id", sorted(TEMPLATES))
+def test_profiles_mode_adds_the_profiles_topic_and_the_sample_reason_field(template_id: str) -> None:
+    draft = Draft.model_validate({**proposal_for(template_id).draft, "telemetry": "profiles"})
+    result = check_spec_text(render_yaml(render_spec(draft), draft.template), draft.name)
+    assert result.errors == []
+    spec = result.spec
+    assert spec is not None and spec.telemetry.mode == "profiles"
+    assert spec.topics.ingest == ["telemetry", "profiles"]
+    assert spec.field_with_role("sample_reason") == "sample_reason"
+
+
 def test_rendered_yaml_reads_like_a_hand_written_spec() -> None:
     text = render_yaml(render_spec(draft()), "predictive_maintenance")
     assert text.startswith("# Pipeline spec written by the edgeloop pipeline generator (template: Predictive")

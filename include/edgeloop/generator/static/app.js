@@ -692,6 +692,7 @@ function collectDraft() {
     groups,
     preset: state.preset,
     canary: groups.some((g) => g.name === canary) ? canary : null,
+    telemetry: $("telemetry-mode").value === "profiles" ? "profiles" : "raw",
   };
 }
 

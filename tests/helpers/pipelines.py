@@ -1,0 +1,39 @@
+"""Pipelines a test adds to the running stack, and their removal (DAGs, topics, objects, registered model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeloop.spec import STAGES, PipelineSpec
+
+
+def remove_pipeline(api: Any, s3: Any, spec: PipelineSpec, env: dict[str, str]) -> None:
+    """Pause and delete the DAGs, delete topics, objects and the registered model (best effort, all of it)."""
+    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+    from mlflow import MlflowClient
+
+    for stage in STAGES:
+        dag_id = f"{spec.name}__{stage}"
+        if api.session.patch(f"{api.base_url}/api/v2/dags/{dag_id}", json={"is_paused": True}, timeout=30).ok:
+            for run in api.runs(dag_id, limit=20):
+                if run["state"] not in ("success", "failed"):
+                    api.patch(f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", {"state": "failed"})
+        api.session.delete(f"{api.base_url}/api/v2/dags/{dag_id}", timeout=30)
+    admin = AdminClient({"bootstrap.servers": env["EDGELOOP_KAFKA_BOOTSTRAP"]})
+    topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(f"{spec.name}.")]
+    for future in admin.delete_topics(topics, operation_timeout=30).values() if topics else []:
+        future.result(timeout=30)
+    for area in ("raw", "deadletter", "reports", "curated", "annotations", "rollouts"):
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=spec.storage.bucket, Prefix=f"{spec.storage_prefix(area)}/"
+        ):
+            for item in page.get("Contents", []):
+                s3.delete_object(Bucket=spec.storage.bucket, Key=item["Key"])
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    if client.search_registered_models(filter_string=f"name = '{spec.registry.model_name}'"):
+        client.delete_registered_model(spec.registry.model_name)
+    from edgeloop.training.tracking import experiment_name
+
+    experiment = client.get_experiment_by_name(experiment_name(spec))
+    if experiment is not None and experiment.lifecycle_stage == "active":
+        client.delete_experiment(experiment.experiment_id)
