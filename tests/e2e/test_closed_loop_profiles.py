@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.helpers.pipelines import remove_pipeline
+from tests.helpers.pipelines import remove_pipeline, write_pipeline
 
 from edgeloop.demo import (
     DemoSettings,
@@ -35,7 +35,7 @@ from edgeloop.demo import (
 from edgeloop.devstack.config import StackConfig
 from edgeloop.devstack.stack import read_env_file, stop_process
 from edgeloop.ingest.keys import raw_prefix
-from edgeloop.spec import SAMPLE_REASON_FIELD, PipelineSpec, load_spec
+from edgeloop.spec import SAMPLE_REASON_FIELD, PipelineSpec
 
 pytestmark = [pytest.mark.timeout(2400)]
 
@@ -59,11 +59,7 @@ def profiles_pipeline(airflow_api: Any, s3_client: Any) -> Iterator[tuple[Pipeli
     stack_cfg = StackConfig.from_env()
     env = read_env_file(stack_cfg)
     name = f"profiles_e2e_{uuid.uuid4().hex[:6]}"
-    target = stack_cfg.pipelines_dir / f"{name}.yaml"
-    staging = stack_cfg.pipelines_dir / f".{name}.yaml.tmp"  # not *.yaml: never parsed half-written
-    staging.write_text(yaml.safe_dump(profiles_spec(name), sort_keys=False))
-    staging.replace(target)
-    spec = load_spec(target)
+    target, spec = write_pipeline(stack_cfg.pipelines_dir, profiles_spec(name))
     private = Path(tempfile.mkdtemp(prefix="profiles-loop-"))
     cfg = dataclasses.replace(stack_cfg, state_dir=private)  # its own fleet and bot pid files and logs
     try:

@@ -29,13 +29,13 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from tests.helpers.pipelines import remove_pipeline
+from tests.helpers.pipelines import remove_pipeline, write_pipeline
 from tests.helpers.registry import copy_version
 
 from edgeloop.demo import DemoSettings, champion, fleet_versions, start_fleet
 from edgeloop.devstack.config import StackConfig
 from edgeloop.devstack.stack import read_env_file, stop_process
-from edgeloop.spec import PipelineSpec, load_spec
+from edgeloop.spec import PipelineSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -86,11 +86,7 @@ def pipeline(airflow_api: Any, s3_client: Any) -> Iterator[Pipeline]:
     stack_cfg = StackConfig.from_env()
     env = read_env_file(stack_cfg)
     name = f"approval_e2e_{uuid.uuid4().hex[:6]}"
-    target = stack_cfg.pipelines_dir / f"{name}.yaml"
-    staging = stack_cfg.pipelines_dir / f".{name}.yaml.tmp"  # not *.yaml: never parsed half-written
-    staging.write_text(yaml.safe_dump(approval_spec(name), sort_keys=False))
-    staging.replace(target)
-    spec = load_spec(target)
+    target, spec = write_pipeline(stack_cfg.pipelines_dir, approval_spec(name))
     private = Path(tempfile.mkdtemp(prefix="rollout-approval-"))
     fleet_cfg = dataclasses.replace(stack_cfg, state_dir=private)  # its own pid file and log
     try:

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from edgeloop.spec import STAGES, PipelineSpec
+import yaml
+
+from edgeloop.spec import STAGES, PipelineSpec, load_spec
+
+
+def write_pipeline(folder: Path, data: dict[str, Any]) -> tuple[Path, PipelineSpec]:
+    """Put a spec into the pipelines folder the dag-processor reads (never half-written) and load it."""
+    name = data["name"]
+    target = folder / f"{name}.yaml"
+    staging = folder / f".{name}.yaml.tmp"  # not *.yaml: never parsed half-written
+    staging.write_text(yaml.safe_dump(data, sort_keys=False))
+    staging.replace(target)
+    return target, load_spec(target)
 
 
 def remove_pipeline(api: Any, s3: Any, spec: PipelineSpec, env: dict[str, str]) -> None:
