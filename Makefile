@@ -161,6 +161,10 @@ bench-generator: stack-up ## Pipelines page and API with 100 pipelines
 bench-rollout: stack-up ## 10,000 simulated devices in 20 groups: gated waves vs naive pushes, failing canary
 	$(PY) benchmarks/bench_rollout.py
 
+.PHONY: bench-metadata
+bench-metadata: $(VENV)/.installed $(KAFKA_LIBS)/.installed system-packages ## task start latency with the metadata on SQLite vs PostgreSQL (two stacks of its own, one after the other); BENCH_ARGS=--rollout adds bench-rollout's DAG run
+	EDGELOOP_KAFKA_LIBS=$(KAFKA_LIBS) $(PY) benchmarks/bench_metadata.py $(BENCH_ARGS)
+
 .PHONY: bench-agent
 bench-agent: stack-up ## edge agent: ONNX vs scikit-learn latency, agent RSS, artifact size, store-and-forward drain
 	$(PY) benchmarks/bench_agent.py
