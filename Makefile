@@ -11,7 +11,7 @@ VENV           := $(CURDIR)/.venv
 PY             := $(VENV)/bin/python
 LS_VENV        := $(STATE_DIR)/venvs/label-studio
 KAFKA_LIBS     := $(STATE_DIR)/kafka-libs
-APT_PACKAGES   := prometheus prometheus-pushgateway chromium
+APT_PACKAGES   := prometheus prometheus-pushgateway chromium postgresql
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)
 export EDGELOOP_STATE_DIR := $(STATE_DIR)
 export AIRFLOW_HOME := $(STATE_DIR)/airflow
@@ -59,7 +59,7 @@ $(KAFKA_LIBS)/.installed: devstack/kafka/pom.xml
 	touch $@
 
 .PHONY: system-packages
-system-packages: ## Debian packages (Prometheus, Pushgateway) when missing
+system-packages: ## Debian packages (Prometheus, Pushgateway, Chromium, PostgreSQL) when missing
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -74,7 +74,7 @@ lock: | $(UV) ## re-resolve the pinned requirements (see README: upgrading)
 # --- the stack ----------------------------------------------------------------------------
 
 .PHONY: stack-up stack-down stack-status
-stack-up: install ## start Kafka, S3 (moto), MLflow, Label Studio, Prometheus and Airflow on loopback
+stack-up: install ## start PostgreSQL, Kafka, S3 (moto), MLflow, Label Studio, Prometheus and Airflow on loopback
 	$(EDGELOOP) stack up
 
 stack-down: ## stop every process the stack started
@@ -161,6 +161,10 @@ bench-generator: stack-up ## Pipelines page and API with 100 pipelines
 bench-rollout: stack-up ## 10,000 simulated devices in 20 groups: gated waves vs naive pushes, failing canary
 	$(PY) benchmarks/bench_rollout.py
 
+.PHONY: bench-metadata
+bench-metadata: $(VENV)/.installed $(KAFKA_LIBS)/.installed system-packages ## task start latency with the metadata on SQLite vs PostgreSQL (two stacks of its own, one after the other); BENCH_ARGS=--rollout adds bench-rollout's DAG run
+	EDGELOOP_KAFKA_LIBS=$(KAFKA_LIBS) $(PY) benchmarks/bench_metadata.py $(BENCH_ARGS)
+
 .PHONY: bench-agent
 bench-agent: stack-up ## edge agent: ONNX vs scikit-learn latency, agent RSS, artifact size, store-and-forward drain
 	$(PY) benchmarks/bench_agent.py
@@ -202,5 +206,5 @@ docs-images: stack-up ## refresh the README's pictures in docs/img on purpose (b
 
 .PHONY: clean
 clean: stack-down ## stop the stack and remove its state (keeps the virtualenvs and Kafka jars)
-	rm -rf $(STATE_DIR)/airflow $(STATE_DIR)/kafka $(STATE_DIR)/mlflow $(STATE_DIR)/label-studio \
+	rm -rf $(STATE_DIR)/airflow $(STATE_DIR)/kafka $(STATE_DIR)/mlflow $(STATE_DIR)/label-studio $(STATE_DIR)/postgres \
 	  $(STATE_DIR)/prometheus $(STATE_DIR)/logs $(STATE_DIR)/pids $(STATE_DIR)/stack.env $(STATE_DIR)/secrets.json

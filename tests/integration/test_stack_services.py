@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Any
 
@@ -114,6 +115,40 @@ def test_airflow_rest_api_lists_the_demo_dags_with_auth(airflow_api: Any, stack_
     assert denied.status_code == 403
     wrong = requests.post(f"{base}/auth/token", json={"username": "admin", "password": "wrong"}, timeout=30)
     assert wrong.status_code == 401
+
+
+def test_airflow_and_mlflow_keep_their_metadata_in_the_stacks_database(
+    airflow_api: Any, stack_env: dict[str, str]
+) -> None:
+    """On PostgreSQL (the default; SQLite with EDGELOOP_METADATA_DB=sqlite) the DAGs Airflow's
+    dag-processor stored and an experiment made through MLflow's REST API are rows of that database."""
+    import sqlalchemy
+    from mlflow import MlflowClient
+
+    backend = stack_env.get("EDGELOOP_METADATA_DB")
+    assert backend, "the stack's env file names no metadata store: restart the stack (`edgeloop stack up`)"
+    dialect = {"postgres": "postgresql", "sqlite": "sqlite"}[backend]
+    airflow_db = sqlalchemy.create_engine(stack_env["EDGELOOP_AIRFLOW_DB_URL"])
+    mlflow_db = sqlalchemy.create_engine(stack_env["EDGELOOP_MLFLOW_STORE_URL"])
+    assert mlflow_db.dialect.name == dialect
+    if not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        assert airflow_db.dialect.name == dialect
+    try:
+        airflow_api.wait_for_dags(DEMO_DAGS)
+        with airflow_db.connect() as connection:
+            stored = set(connection.execute(sqlalchemy.text("SELECT dag_id FROM dag")).scalars())
+        assert stored >= DEMO_DAGS
+
+        client = MlflowClient(tracking_uri=stack_env["MLFLOW_TRACKING_URI"])
+        name = f"stack-store-check-{uuid.uuid4().hex[:8]}"
+        experiment_id = client.create_experiment(name)
+        query = sqlalchemy.text("SELECT experiment_id FROM experiments WHERE name = :name")
+        with mlflow_db.connect() as connection:
+            assert str(connection.execute(query, {"name": name}).scalar_one()) == experiment_id
+        client.delete_experiment(experiment_id)
+    finally:
+        airflow_db.dispose()
+        mlflow_db.dispose()
 
 
 def test_airflow_components_report_healthy(stack_env: dict[str, str]) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# where Airflow's and MLflow's metadata live: the stack's own PostgreSQL (default) or SQLite files
+METADATA_DBS = ("postgres", "sqlite")
 
 
 def env_port(name: str, default: int) -> int:
@@ -33,6 +35,7 @@ class Ports:
     prometheus: int = field(default_factory=lambda: env_port("PROMETHEUS", 19090))
     pushgateway: int = field(default_factory=lambda: env_port("PUSHGATEWAY", 19091))
     exporter: int = field(default_factory=lambda: env_port("EXPORTER", 19100))
+    postgres: int = field(default_factory=lambda: env_port("POSTGRES", 15432))
 
 
 @dataclass(frozen=True)
@@ -49,14 +52,13 @@ class Secrets:
     label_studio_password: str
     label_studio_token: str
     control_signing_key: str
+    postgres_password: str
 
     @classmethod
-    def load_or_create(cls, path: Path) -> Secrets:
-        if path.exists():
-            return cls(**json.loads(path.read_text()))
+    def generate(cls) -> Secrets:
         import base64
 
-        values = cls(
+        return cls(
             s3_access_key="EL" + secrets.token_hex(9).upper(),
             s3_secret_key=secrets.token_urlsafe(30),
             airflow_admin_password=secrets.token_urlsafe(12),
@@ -67,10 +69,20 @@ class Secrets:
             label_studio_password=secrets.token_urlsafe(12),
             label_studio_token=secrets.token_hex(20),
             control_signing_key=secrets.token_hex(32),
+            postgres_password=secrets.token_urlsafe(24),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(values.__dict__, indent=2))
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Secrets:
+        """The secrets in `path`; a secret the file lacks (a file older than that secret) is generated
+        and added to the file, every secret already there is kept as it is."""
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        fresh = cls.generate().__dict__
+        values = cls(**{name: stored.get(name, value) for name, value in fresh.items()})
+        if set(fresh) - set(stored):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(json.dumps({**stored, **values.__dict__}, indent=2))
         return values
 
 
@@ -84,7 +96,15 @@ class StackConfig:
     label_studio_venv: Path = Path()
     kafka_libs: Path = Path()
     pipelines_dir: Path = REPO_ROOT / "include" / "pipelines"
+    # "postgres" or "sqlite" (EDGELOOP_METADATA_DB); a non-empty `airflow_db_url` wins for Airflow
+    metadata_db: str = "postgres"
     airflow_db_url: str = ""
+    # PostgreSQL's server binaries (initdb, postgres); None: Debian's newest /usr/lib/postgresql/<n>/bin
+    postgres_bin: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.metadata_db not in METADATA_DBS:
+            raise ValueError(f"EDGELOOP_METADATA_DB={self.metadata_db!r}: expected one of {', '.join(METADATA_DBS)}")
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -98,9 +118,9 @@ class StackConfig:
             label_studio_venv=Path(os.environ.get("EDGELOOP_LABEL_STUDIO_VENV", state / "venvs" / "label-studio")),
             kafka_libs=Path(os.environ.get("EDGELOOP_KAFKA_LIBS", state / "kafka-libs")),
             pipelines_dir=pipelines.resolve(),
-            airflow_db_url=os.environ.get(
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{state / 'airflow' / 'airflow.db'}"
-            ),
+            metadata_db=os.environ.get("EDGELOOP_METADATA_DB", "postgres").strip().lower(),
+            airflow_db_url=os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ""),
+            postgres_bin=Path(bin_dir) if (bin_dir := os.environ.get("EDGELOOP_POSTGRES_BIN")) else None,
         )
 
     def url(self, port: int) -> str:

@@ -3,6 +3,8 @@
 A pid file (`<name>.json`) keeps the pid and the kernel start time of a process started here; the
 process counts as ours only while both still match, so a stop never signals a process that merely
 reused the pid. Stopping signals the whole process group: services that fork children end with them.
+The pid file also names the signal that asks the service to stop (SIGTERM unless the service says
+otherwise, e.g. SIGINT for PostgreSQL's fast shutdown).
 """
 
 from __future__ import annotations
@@ -37,7 +39,24 @@ def recorded_pid(pid_file: Path) -> int | None:
     return int(record["pid"])
 
 
-def launch(command: list[str], *, env: Mapping[str, str], cwd: Path, log_file: Path, pid_file: Path) -> int:
+def recorded_stop_signal(pid_file: Path) -> signal.Signals:
+    """The signal recorded at launch to ask the process to stop (SIGTERM for records that name none)."""
+    try:
+        name = json.loads(pid_file.read_text()).get("stop_signal", "SIGTERM")
+    except (OSError, ValueError):
+        return signal.SIGTERM
+    return signal.Signals[name] if name in signal.Signals.__members__ else signal.SIGTERM
+
+
+def launch(
+    command: list[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log_file: Path,
+    pid_file: Path,
+    stop_signal: signal.Signals = signal.SIGTERM,
+) -> int:
     """Start `command` in a session of its own, output appended to `log_file`; record it in `pid_file`."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
@@ -52,7 +71,8 @@ def launch(command: list[str], *, env: Mapping[str, str], cwd: Path, log_file: P
         )
     ticks = start_ticks(process.pid)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(json.dumps({"pid": process.pid, "start_ticks": ticks, "command": command[:2]}))
+    record = {"pid": process.pid, "start_ticks": ticks, "command": command[:2], "stop_signal": stop_signal.name}
+    pid_file.write_text(json.dumps(record))
     return process.pid
 
 
@@ -65,15 +85,21 @@ def _group_gone(pid: int) -> bool:
 
 
 def stop_process_group(
-    pid: int, grace: float, *, gone: Callable[[int], bool] = _group_gone, poll: float = 0.2, reap: float = 0.0
+    pid: int,
+    grace: float,
+    *,
+    sig: signal.Signals = signal.SIGTERM,
+    gone: Callable[[int], bool] = _group_gone,
+    poll: float = 0.2,
+    reap: float = 0.0,
 ) -> None:
-    """SIGTERM to the process group of `pid` (a session leader started by `launch`), SIGKILL after `grace` s.
+    """`sig` to the process group of `pid` (a session leader started by `launch`), SIGKILL after `grace` s.
 
     `gone` says when to stop waiting (default: no process of the group is left); after a SIGKILL,
     wait up to `reap` seconds more for `gone` (a caller that reaps its own children).
     """
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace

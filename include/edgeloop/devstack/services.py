@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import urllib.error
@@ -13,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeloop.contract.keys import Signer, public_hex
+from edgeloop.devstack import postgres
 from edgeloop.devstack.config import REPO_ROOT, Secrets, StackConfig
+
+# left by `up` when S3 starts while MLflow is down; MLflow's next start empties its registry first
+REGISTRY_RESET_MARKER = "reset-registry"
 
 
 @dataclass
@@ -27,6 +32,7 @@ class Service:
     after_ready: Callable[[], None] | None = None
     start_timeout: float = 180.0
     url: str | None = None
+    stop_signal: signal.Signals = signal.SIGTERM
 
 
 def http_ok(url: str, timeout: float = 2.0, expect: tuple[int, ...] = (200,)) -> bool:
@@ -107,6 +113,45 @@ def connection_env(cfg: StackConfig, sec: Secrets) -> dict[str, str]:
     }
 
 
+def airflow_on_stack_postgres(cfg: StackConfig) -> bool:
+    """Airflow's metadata is in the stack's PostgreSQL (not SQLite, and no explicit SQL_ALCHEMY_CONN)."""
+    return cfg.metadata_db == "postgres" and not cfg.airflow_db_url
+
+
+def airflow_database_url(cfg: StackConfig, sec: Secrets) -> str:
+    """An explicit AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, else the stack's PostgreSQL database or SQLite file."""
+    if cfg.airflow_db_url:
+        return cfg.airflow_db_url
+    if cfg.metadata_db == "postgres":
+        return postgres.database_url(cfg, sec, "airflow")
+    return f"sqlite:///{cfg.state_dir / 'airflow' / 'airflow.db'}"
+
+
+def mlflow_store_url(cfg: StackConfig, sec: Secrets) -> str:
+    """MLflow's backend store: the stack's PostgreSQL database or an SQLite file."""
+    if cfg.metadata_db == "postgres":
+        return postgres.database_url(cfg, sec, "mlflow")
+    return f"sqlite:///{cfg.state_dir / 'mlflow' / 'mlflow.db'}"
+
+
+def prepare_mlflow_store(cfg: StackConfig, sec: Secrets) -> None:
+    """MLflow's folder; an empty registry when S3 restarted since (its artifacts were in the old, in-memory S3)."""
+    folder = cfg.state_dir / "mlflow"
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / REGISTRY_RESET_MARKER
+    if not marker.exists():
+        return
+    if cfg.metadata_db == "postgres":
+        had_registry = postgres.recreate_database(cfg, sec, "mlflow")
+    else:
+        db = folder / "mlflow.db"
+        had_registry = db.exists()
+        db.unlink(missing_ok=True)
+    marker.unlink()
+    if had_registry:
+        print("  mlflow registry reset: its artifacts were in the previous, in-memory S3", flush=True)
+
+
 def airflow_env(cfg: StackConfig, sec: Secrets) -> dict[str, str]:
     home = cfg.state_dir / "airflow"
     api = cfg.url(cfg.ports.airflow)
@@ -124,7 +169,7 @@ def airflow_env(cfg: StackConfig, sec: Secrets) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": cfg.airflow_db_url,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_database_url(cfg, sec),
         "AIRFLOW__API__BASE_URL": api,
         "AIRFLOW__API__SECRET_KEY": sec.airflow_api_secret,
         "AIRFLOW__API_AUTH__JWT_SECRET": sec.airflow_jwt_secret,
@@ -299,13 +344,16 @@ def build_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
 
     def migrate_airflow() -> None:
         write_airflow_passwords(cfg, sec)
-        subprocess.run(
+        result = subprocess.run(
             [airflow, "db", "migrate"],
             env={**os.environ, **af_env},
-            check=True,
+            check=False,
             capture_output=True,
             text=True,
         )
+        if result.returncode != 0:
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+            raise RuntimeError(f"`airflow db migrate` failed (exit {result.returncode}):\n{tail}")
 
     def airflow_component_ready(component: str) -> Callable[[], bool]:
         def check() -> bool:
@@ -325,7 +373,24 @@ def build_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
         "MLFLOW_S3_ENDPOINT_URL": cfg.url(cfg.ports.s3),
     }
     ls_bin = cfg.label_studio_venv / "bin" / "label-studio"
+    on_postgres = cfg.metadata_db == "postgres"
+    metadata_services: list[Service] = []
+    if on_postgres:
+        metadata_services.append(
+            Service(
+                name="postgres",
+                command=postgres.server_command(cfg),
+                prepare=lambda: postgres.init_cluster(cfg, sec),
+                ready=lambda: postgres.ready(cfg, sec),
+                after_ready=lambda: postgres.ensure_databases(cfg, sec),
+                url=f"{cfg.host}:{cfg.ports.postgres}",
+                # fast shutdown: the postmaster ends its sessions and checkpoints (SIGTERM waits for every
+                # client); its children take SIGINT as a query cancel
+                stop_signal=signal.SIGINT,
+            )
+        )
     return [
+        *metadata_services,
         Service(
             name="kafka",
             command=[
@@ -356,8 +421,6 @@ def build_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
             command=[
                 cfg.tool("mlflow"),
                 "server",
-                "--backend-store-uri",
-                f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
                 "--artifacts-destination",
                 f"s3://{cfg.bucket}/mlflow",
                 "--serve-artifacts",
@@ -368,9 +431,10 @@ def build_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
                 "--workers",
                 "2",
             ],
-            env=s3_env,
-            depends_on=("s3",),
-            prepare=lambda: (state / "mlflow").mkdir(parents=True, exist_ok=True),
+            # the store's URL holds the database password: by environment, not on the command line
+            env={**s3_env, "MLFLOW_BACKEND_STORE_URI": mlflow_store_url(cfg, sec)},
+            depends_on=("s3", "postgres") if on_postgres else ("s3",),
+            prepare=lambda: prepare_mlflow_store(cfg, sec),
             ready=lambda: http_ok(f"{cfg.url(cfg.ports.mlflow)}/health"),
             url=cfg.url(cfg.ports.mlflow),
         ),
@@ -443,6 +507,7 @@ def build_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
             name="airflow-api-server",
             command=[airflow, "api-server", "--host", cfg.host, "--port", str(cfg.ports.airflow), "--workers", "1"],
             env=af_env,
+            depends_on=("postgres",) if airflow_on_stack_postgres(cfg) else (),
             prepare=migrate_airflow,
             ready=lambda: http_ok(f"{api}/api/v2/monitor/health"),
             start_timeout=240.0,

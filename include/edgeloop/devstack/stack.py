@@ -16,8 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeloop.devstack.config import Secrets, StackConfig
-from edgeloop.devstack.processes import launch, log_tail, recorded_pid, stop_process_group
-from edgeloop.devstack.services import Service, build_services, connection_env
+from edgeloop.devstack.processes import launch, log_tail, recorded_pid, recorded_stop_signal, stop_process_group
+from edgeloop.devstack.services import (
+    REGISTRY_RESET_MARKER,
+    Service,
+    airflow_database_url,
+    build_services,
+    connection_env,
+    mlflow_store_url,
+)
+
+# stopped after every other process: Airflow and MLflow close their sessions before the database goes
+STOPPED_LAST = ("postgres",)
 
 
 class StackError(RuntimeError):
@@ -48,6 +58,7 @@ def _launch(cfg: StackConfig, service: Service) -> int:
         cwd=cfg.state_dir,
         log_file=_log_file(cfg, service.name),
         pid_file=_pid_file(cfg, service.name),
+        stop_signal=service.stop_signal,
     )
 
 
@@ -69,6 +80,10 @@ def write_env_file(cfg: StackConfig, sec: Secrets) -> Path:
     env = connection_env(cfg, sec)
     env["AIRFLOW_ADMIN_PASSWORD"] = sec.airflow_admin_password
     env["AIRFLOW_VIEWER_PASSWORD"] = sec.airflow_viewer_password
+    # where the metadata lives, as SQLAlchemy URLs (for psql, drop the "+psycopg2")
+    env["EDGELOOP_METADATA_DB"] = cfg.metadata_db
+    env["EDGELOOP_AIRFLOW_DB_URL"] = airflow_database_url(cfg, sec)
+    env["EDGELOOP_MLFLOW_STORE_URL"] = mlflow_store_url(cfg, sec)
     path = cfg.env_file
     path.touch(mode=0o600)
     path.write_text("".join(f"{k}='{v}'\n" for k, v in sorted(env.items())))
@@ -123,11 +138,13 @@ def up(cfg: StackConfig | None = None, only: list[str] | None = None, progress: 
 
 def forget_registry_without_artifacts(cfg: StackConfig) -> None:
     """moto keeps objects in memory, so a new S3 process starts empty; the MLflow registry whose
-    model artifacts and training data were in it would point at nothing, so it starts empty too."""
-    db = cfg.state_dir / "mlflow" / "mlflow.db"
-    if db.exists() and process_pid("mlflow", cfg) is None:
-        db.unlink()
-        print("  mlflow registry reset: its artifacts were in the previous, in-memory S3", flush=True)
+    model artifacts and training data were in it would point at nothing, so it starts empty too.
+
+    Marked here, done by MLflow's prepare step: its store may be a PostgreSQL database not up yet."""
+    if process_pid("mlflow", cfg) is None:
+        folder = cfg.state_dir / "mlflow"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / REGISTRY_RESET_MARKER).touch()
 
 
 def _with_dependencies(services: dict[str, Service], names: list[str]) -> list[str]:
@@ -155,9 +172,15 @@ def down(cfg: StackConfig | None = None, grace: float = 20.0) -> list[str]:
         return []
     names = [p.stem for p in pid_dir.glob("*.json")]
     targets = {name: process_pid(name, cfg) for name in names}
-    running = [pid for pid in targets.values() if pid]
-    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
-        list(pool.map(lambda pid: stop_process_group(pid, grace), running))
+
+    def stop(name: str) -> None:
+        pid = targets[name]
+        if pid:
+            stop_process_group(pid, grace, sig=recorded_stop_signal(_pid_file(cfg, name)))
+
+    for batch in ([n for n in names if n not in STOPPED_LAST], [n for n in names if n in STOPPED_LAST]):
+        with ThreadPoolExecutor(max_workers=max(1, len(batch))) as pool:
+            list(pool.map(stop, batch))
     for name in names:
         _pid_file(cfg, name).unlink(missing_ok=True)
     return [name for name, pid in targets.items() if pid]
@@ -202,7 +225,7 @@ def stop_process(name: str, cfg: StackConfig | None = None, grace: float = 20.0)
     pid = process_pid(name, cfg)
     if pid is None:
         return False
-    stop_process_group(pid, grace)
+    stop_process_group(pid, grace, sig=recorded_stop_signal(_pid_file(cfg, name)))
     _pid_file(cfg, name).unlink(missing_ok=True)
     return True
 

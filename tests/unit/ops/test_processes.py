@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
-from edgeloop.devstack.processes import launch, log_tail, recorded_pid, start_ticks, stop_process_group
+from edgeloop.devstack.processes import (
+    launch,
+    log_tail,
+    recorded_pid,
+    recorded_stop_signal,
+    start_ticks,
+    stop_process_group,
+)
 
 
 def test_the_start_time_is_read_for_a_running_process_and_none_for_a_missing_one() -> None:
@@ -48,3 +56,42 @@ def test_the_log_tail_keeps_the_last_lines_and_says_when_there_is_no_log(tmp_pat
     assert log_tail(log_file, 3) == "(no log)"
     log_file.write_text("".join(f"line {n}\n" for n in range(10)))
     assert log_tail(log_file, 3) == "line 7\nline 8\nline 9"
+
+
+def test_a_service_is_stopped_with_the_signal_recorded_at_its_launch(tmp_path: Path) -> None:
+    """PostgreSQL takes SIGINT as "fast shutdown"; the signal is kept with the pid, so `down` needs no config."""
+    pid_file, log_file = tmp_path / "pids" / "db.json", tmp_path / "logs" / "db.log"
+    program = (
+        "import signal, sys, time\n"
+        "def stop(number, frame):\n"
+        "    print(signal.Signals(number).name, flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    pid = launch(
+        [sys.executable, "-c", program],
+        env=os.environ,
+        cwd=tmp_path,
+        log_file=log_file,
+        pid_file=pid_file,
+        stop_signal=signal.SIGINT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while log_tail(log_file, 1) != "up" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert recorded_stop_signal(pid_file) == signal.SIGINT
+    finally:
+        stop_process_group(
+            pid, grace=10, sig=recorded_stop_signal(pid_file), gone=lambda p: os.waitpid(p, os.WNOHANG) != (0, 0)
+        )
+    assert log_tail(log_file, 1) == "SIGINT"
+
+
+def test_a_pid_file_from_before_stop_signals_were_recorded_means_sigterm(tmp_path: Path) -> None:
+    pid_file = tmp_path / "old.json"
+    pid_file.write_text(json.dumps({"pid": 1, "start_ticks": 0, "command": ["kafka"]}))
+    assert recorded_stop_signal(pid_file) == signal.SIGTERM
+    assert recorded_stop_signal(tmp_path / "missing.json") == signal.SIGTERM

@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from edgeloop.devstack.config import Ports, StackConfig
+from edgeloop.devstack.config import Ports, Secrets, StackConfig
+from edgeloop.devstack.services import prepare_mlflow_store
 from edgeloop.devstack.stack import forget_registry_without_artifacts
 
 
@@ -14,13 +15,17 @@ def _config(tmp_path: Path) -> StackConfig:
     (tmp_path / "mlflow").mkdir()
     (tmp_path / "mlflow" / "mlflow.db").write_bytes(b"registry")
     (tmp_path / "pids").mkdir()
-    return StackConfig(state_dir=tmp_path, ports=Ports())
+    return StackConfig(state_dir=tmp_path, ports=Ports(), metadata_db="sqlite")
 
 
 def test_a_new_in_memory_s3_resets_the_registry_that_pointed_into_the_old_one(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
-    forget_registry_without_artifacts(cfg)
+    forget_registry_without_artifacts(cfg)  # S3 starts while MLflow is down
+    prepare_mlflow_store(cfg, Secrets.load_or_create(cfg.secrets_file))  # then MLflow starts
     assert not (tmp_path / "mlflow" / "mlflow.db").exists()
+    (tmp_path / "mlflow" / "mlflow.db").write_bytes(b"new registry")
+    prepare_mlflow_store(cfg, Secrets.load_or_create(cfg.secrets_file))  # reset once, not at every start
+    assert (tmp_path / "mlflow" / "mlflow.db").read_bytes() == b"new registry"
 
 
 def test_a_running_mlflow_keeps_its_registry(tmp_path: Path) -> None:
@@ -29,6 +34,7 @@ def test_a_running_mlflow_keeps_its_registry(tmp_path: Path) -> None:
         ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
     (tmp_path / "pids" / "mlflow.json").write_text(json.dumps({"pid": os.getpid(), "start_ticks": ticks}))
     forget_registry_without_artifacts(cfg)
+    prepare_mlflow_store(cfg, Secrets.load_or_create(cfg.secrets_file))
     assert (tmp_path / "mlflow" / "mlflow.db").read_bytes() == b"registry"
 
 
