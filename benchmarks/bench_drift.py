@@ -166,7 +166,7 @@ def run_plain(endpoint: str, window_keys: list[str], reference_keys: list[str], 
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from edgeloop.drift.detect import parse_snapshot
+    from edgeloop.drift.reports import parse_snapshot
 
     features = _features(columns)
     s3 = _client(endpoint)

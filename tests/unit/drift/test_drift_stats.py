@@ -1,6 +1,9 @@
-"""The drift statistics are Evidently's: the same scores, tests and bins, without building a report.
+"""The drift statistics are Evidently's: the same scores, tests, bins and verdicts, without building a report.
 
-Each statistic against Evidently's own stattest function on random and drifted columns.
+Two levels. Each statistic against Evidently's own stattest function on random and drifted
+columns; then whole checks (every scope, every spec method) against the Evidently report
+built from the same rows: per-column scores, methods, thresholds and verdicts, the drifted
+share, the dataset verdict and the prediction's drift must be the same.
 """
 
 from __future__ import annotations
@@ -12,8 +15,17 @@ import pandas as pd
 import pytest
 
 from edgeloop.drift import stats
+from edgeloop.drift.columns import drift_columns
+from edgeloop.drift.detect import DriftCheck, DriftMethodError, ScopeResult, check_drift
+from edgeloop.drift.reference import reference_from_frame
+from edgeloop.drift.reports import build_report, parse_snapshot
+from edgeloop.drift.synthetic import SensorDrift, make_telemetry, synthetic_spec
+from edgeloop.drift.window import frame_sample
+from edgeloop.spec import PipelineSpec
 
 RTOL = 1e-9
+NUMERIC = ["a", "b", "c"]
+GROUPS = ("plant-north", "plant-south")
 
 
 def evidently_stattest(name: str) -> Any:
@@ -144,3 +156,102 @@ def test_smoothing_follows_evidentlys_two_rules() -> None:
         stats.smooth_zeros(np.zeros(3))
     with pytest.raises(ValueError, match="not a binned drift method"):
         stats.binned_score("ks", np.ones(2) / 2, np.ones(2) / 2)
+
+
+# --- whole checks against Evidently's report ------------------------------------------------------
+
+
+def spec_with(method: str, *, columns: list[str] | None = None, threshold: float | None = None) -> PipelineSpec:
+    """Three numerical features and two categorical ones (`mode` with 3 values, `switch` with 2)."""
+    base = synthetic_spec(NUMERIC, GROUPS, name="stats_check")
+    data = base.model_dump(by_alias=True)
+    data["schema"] += [{"name": "mode", "type": "string"}, {"name": "switch", "type": "string"}]
+    data["drift"] |= {"method": method, "threshold": threshold, "drift_share": 0.3, "min_rows": 100}
+    data["drift"]["columns"] = columns or []
+    return PipelineSpec.model_validate(data)
+
+
+def telemetry(rows: int, seed: int, *, drifted: bool) -> pd.DataFrame:
+    """Rows per group; with `drifted`, plant-north's sensors and categories shift."""
+    change = {"plant-north": {"a": SensorDrift(offset=0.5), "b": SensorDrift(gain=1.5)}} if drifted else None
+    frame = make_telemetry(NUMERIC, dict.fromkeys(GROUPS, rows), seed=seed, drift=change)
+    rng = np.random.default_rng(seed)
+    north = (frame["group_id"] == "plant-north").to_numpy()
+    modes = np.array(["idle", "run", "</script>"], dtype=object)
+    skew = [0.6, 0.3, 0.1] if drifted else [1 / 3, 1 / 3, 1 / 3]
+    frame["mode"] = np.where(north, rng.choice(modes, len(frame), p=skew), rng.choice(modes, len(frame)))
+    switches = np.array(["on", "off"], dtype=object)
+    split = [0.7, 0.3] if drifted else None
+    frame["switch"] = np.where(north, rng.choice(switches, len(frame), p=split), rng.choice(switches, len(frame)))
+    return frame
+
+
+def checked(spec: PipelineSpec, rows: int, reference_rows: int, seed: int) -> DriftCheck:
+    reference = reference_from_frame(telemetry(reference_rows, seed=100 + seed, drifted=False), spec)
+    sample = frame_sample(telemetry(rows, seed=seed, drifted=True), drift_columns(spec), spec.drift.sample_per_group)
+    return check_drift(sample, reference.sample, spec)
+
+
+def assert_same_as_evidently(scope: ScopeResult) -> None:
+    assert scope.report is not None, scope.status
+    verdicts, share, dataset_drift = parse_snapshot(build_report(scope.report).dict())
+    ours = [*scope.columns, *([scope.prediction] if scope.prediction is not None else [])]
+    assert sorted(c.column for c in ours) == sorted(verdicts)
+    for column in ours:
+        theirs = verdicts[column.column]
+        where = f"{scope.stratum.label} {column.column}"
+        assert (column.method, column.threshold, column.status) == (theirs.method, theirs.threshold, theirs.status), (
+            where
+        )
+        assert column.drifted == theirs.drifted, where
+        if theirs.score is None:
+            assert column.score is None, where
+        else:
+            assert column.score == pytest.approx(theirs.score, rel=RTOL, abs=1e-300), where
+    assert scope.drift_share == pytest.approx(share, rel=RTOL)
+    assert scope.dataset_drift == dataset_drift
+
+
+CHECKS = {
+    # spec method: (columns, rows per group, reference rows per group)
+    "auto": (
+        None,
+        1500,
+        1500,
+    ),  # edgeloop picks PSI for the features; Evidently picks Jensen-Shannon for the prediction
+    "auto-small": (None, 400, 400),  # K-S for numbers, chi-square and Z for categories and the prediction
+    "psi": (None, 800, 1200),
+    "ks": (NUMERIC, 800, 1200),
+    "wasserstein": (NUMERIC, 800, 1200),
+    "jensenshannon": (None, 800, 1200),
+    "kl_div": (None, 800, 1200),
+    "z": (["switch"], 800, 1200),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKS))
+def test_every_scopes_verdicts_equal_evidentlys_report(case: str) -> None:
+    columns, rows, reference_rows = CHECKS[case]
+    spec = spec_with(case.removesuffix("-small"), columns=columns)
+    check = checked(spec, rows, reference_rows, seed=len(case))
+    assert [s.stratum.label for s in check.scopes] == ["fleet", "group=plant-north", "group=plant-south"]
+    assert "plant-north" in check.drifted_groups  # p-value tests may flag a clean group too: the verdicts matter
+    for scope in check.scopes:
+        assert_same_as_evidently(scope)
+
+
+def test_verdicts_equal_evidentlys_with_the_specs_threshold_on_a_second_window() -> None:
+    spec = spec_with("psi", threshold=0.05)
+    check = checked(spec, 1000, 1000, seed=21)
+    assert {c.threshold for s in check.scopes for c in s.columns} == {0.05}
+    for scope in check.scopes:
+        assert_same_as_evidently(scope)
+
+
+def test_a_method_that_does_not_fit_a_column_fails_with_its_name_as_evidently_does() -> None:
+    spec = spec_with("z", columns=["a", "switch"])
+    with pytest.raises(DriftMethodError, match="'z' does not apply to numerical column 'a'"):
+        checked(spec, 400, 400, seed=5)
+    spec = spec_with("wasserstein", columns=["a", "mode"])
+    with pytest.raises(DriftMethodError, match="'wasserstein' does not apply to categorical column 'mode'"):
+        checked(spec, 400, 400, seed=5)
