@@ -18,9 +18,12 @@ def test_report_urls_name_the_pipeline_the_run_and_the_file() -> None:
     )
 
 
-def test_the_link_shows_only_for_runs_that_wrote_reports() -> None:
-    result = {"summary_key": SUMMARY_KEY, "reports": {"fleet": SUMMARY_KEY.replace("summary.json", "fleet.html")}}
+def test_the_link_shows_only_for_runs_that_wrote_or_planned_reports() -> None:
+    fleet = SUMMARY_KEY.replace("summary.json", "fleet.html")
+    result = {"summary_key": SUMMARY_KEY, "reports": {"fleet": fleet}}
     assert drift_link_for(result, "factory_maintenance").endswith("/scheduled__2026-11-25T10_00_00_00_00/")
+    clean = {"summary_key": SUMMARY_KEY, "reports": {}, "pending_reports": {"fleet": fleet}}
+    assert drift_link_for(clean, "factory_maintenance").endswith("/scheduled__2026-11-25T10_00_00_00_00/")
     assert drift_link_for({"summary_key": SUMMARY_KEY, "reports": {}}, "factory_maintenance") == ""
     assert drift_link_for(None, "factory_maintenance") == ""
     assert drift_link_for("skipped: not enough data", "factory_maintenance") == ""
