@@ -50,3 +50,16 @@ def test_the_index_lists_drifted_reports_first_with_their_columns() -> None:
 def test_the_index_escapes_what_it_shows() -> None:
     page = render_report_index("p", "r", ["<script>.html"], {"status": "<b>"})
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_the_index_names_reports_still_being_written_without_a_link() -> None:
+    summary = {
+        "status": "drift",
+        "drifted_groups": ["plant-north"],
+        "groups": {"plant-north": {"dataset_drift": True}, "plant-south": {"dataset_drift": False}},
+        "pending_reports": {"fleet": "p/r/fleet.html", "group=plant-south": "p/r/group=plant-south.html"},
+    }
+    page = render_report_index("p", "r", ["group=plant-north.html", "fleet.html", "summary.json"], summary)
+    assert 'href="fleet.html"' in page  # written meanwhile
+    assert "<td>group=plant-south</td><td></td><td>report being written</td>" in page
+    assert 'href="group=plant-south.html"' not in page
