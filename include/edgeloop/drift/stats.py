@@ -136,14 +136,17 @@ def chisquare_p_value(reference_counts: np.ndarray, current_counts: np.ndarray) 
 # --- distances ---------------------------------------------------------------------------------
 
 
-def wasserstein_normed(reference: np.ndarray, current: np.ndarray) -> float:
+def wasserstein_normed(reference: np.ndarray, current: np.ndarray, *, presorted: bool = False) -> float:
     """First Wasserstein distance divided by the reference's standard deviation (at least 0.001).
 
     The standard deviation is computed as pandas computes it for Evidently (`np.std` of a
-    Series: a float64 two-pass sum, rounded to the values' float type).
+    Series: a float64 two-pass sum, rounded to the values' float type). With `presorted`
+    the inputs are taken as sorted already.
     """
     norm = max(_series_std(reference), 0.001)
-    return _wasserstein(np.sort(reference), np.sort(current)) / norm
+    if not presorted:
+        reference, current = np.sort(reference), np.sort(current)
+    return _wasserstein(reference, current) / norm
 
 
 def _series_std(values: np.ndarray) -> float:
@@ -261,7 +264,7 @@ def column_score(method: str, reference_sorted: np.ndarray, current_sorted: np.n
         ref, cur = bin_fractions(reference_sorted, current_sorted, categorical=categorical)
         return binned_score(method, ref, cur)
     if method == "wasserstein":
-        return wasserstein_normed(reference_sorted, current_sorted)
+        return wasserstein_normed(reference_sorted, current_sorted, presorted=True)
     if method == "ks":
         return ks_p_value(reference_sorted, current_sorted)
     if method == "z":
