@@ -204,7 +204,7 @@ def check_drift(
 
 
 def _reference_for(
-    stratum: Stratum, stats: StratumStats, reference: StratifiedSample, min_rows: int
+    stratum: Stratum, counts: StratumStats, reference: StratifiedSample, min_rows: int
 ) -> tuple[str, pd.DataFrame | None]:
     """The reference rows a scope is compared with, and which kind they are.
 
@@ -218,23 +218,23 @@ def _reference_for(
         if own is not None and len(own) >= min_rows:
             return "group", own
         return "fleet", reference.sample(FLEET)
-    mixed = _mixed_reference(stats, reference, min_rows)
+    mixed = _mixed_reference(counts, reference, min_rows)
     if mixed is not None:
         return "group mix", mixed
     return "fleet", reference.sample(FLEET)
 
 
-def _mixed_reference(stats: StratumStats, reference: StratifiedSample, min_rows: int) -> pd.DataFrame | None:
-    total = sum(stats.groups.values())
+def _mixed_reference(counts: StratumStats, reference: StratifiedSample, min_rows: int) -> pd.DataFrame | None:
+    total = sum(counts.groups.values())
     if total == 0:
         return None
     parts: dict[str, pd.DataFrame] = {}
-    for group in stats.groups:
+    for group in counts.groups:
         own = reference.sample(Stratum("group", group))
         if own is None or own.empty:
             return None  # a group the reference has never seen: no fair mix exists
         parts[group] = own
-    shares = {g: n / total for g, n in stats.groups.items()}
+    shares = {g: n / total for g, n in counts.groups.items()}
     size = min([reference.size] + [int(len(parts[g]) / shares[g]) for g in parts])
     if size < min_rows:
         return None
@@ -404,7 +404,7 @@ def inert_category(value: Any) -> Any:
 
 
 def _reference_confidence(
-    stratum: Stratum, stats: StratumStats, reference: StratifiedSample, reference_scope: str
+    stratum: Stratum, counts: StratumStats, reference: StratifiedSample, reference_scope: str
 ) -> float | None:
     """The reference's mean confidence, weighted like the reference rows the scope was compared with."""
     if reference_scope == "group":
@@ -413,11 +413,11 @@ def _reference_confidence(
     fleet_mean = fleet.confidence_mean if fleet is not None else None
     if reference_scope != "group mix":
         return fleet_mean
-    total = sum(stats.groups.values())
-    means = {g: reference.stats[Stratum("group", g)].confidence_mean for g in stats.groups}
+    total = sum(counts.groups.values())
+    means = {g: reference.stats[Stratum("group", g)].confidence_mean for g in counts.groups}
     if any(m is None for m in means.values()):
         return fleet_mean
-    return sum(float(m or 0.0) * n / total for (g, m), n in zip(means.items(), stats.groups.values(), strict=True))
+    return sum(float(m or 0.0) * n / total for (g, m), n in zip(means.items(), counts.groups.values(), strict=True))
 
 
 def _confidence(
@@ -441,13 +441,13 @@ def _number(value: Any) -> float | None:
 
 
 def _health(
-    stats: StratumStats | None, stratum: Stratum, fleet_state: Mapping[str, Mapping[str, Any]] | None
+    stratum_counts: StratumStats | None, stratum: Stratum, fleet_state: Mapping[str, Mapping[str, Any]] | None
 ) -> dict[str, Any]:
     """Versions and devices seen in this scope's window (and the fleet state's view of a group)."""
     health: dict[str, Any] = {}
-    if stats is not None:
-        health["versions"] = {c: dict(counts.most_common(10)) for c, counts in sorted(stats.context.items())}
-        health["devices"] = len(stats.devices)
+    if stratum_counts is not None:
+        health["versions"] = {c: dict(counts.most_common(10)) for c, counts in sorted(stratum_counts.context.items())}
+        health["devices"] = len(stratum_counts.devices)
     if stratum.kind == "group" and fleet_state is not None and stratum.name in fleet_state:
         health["fleet_state"] = dict(fleet_state[stratum.name])
     return health
