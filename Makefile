@@ -138,7 +138,7 @@ soak-ingest: stack-up ## ingest killed with SIGKILL at 1000 points; prints lost 
 	$(PY) benchmarks/soak_ingest.py --kills 1000
 
 .PHONY: bench-drift
-bench-drift: $(VENV)/.installed ## 1,000,000 rows x 20 columns: edgeloop drift check vs a plain Evidently DataDriftPreset
+bench-drift: $(VENV)/.installed ## 1,000,000 rows x 20 columns: edgeloop drift check vs a plain Evidently DataDriftPreset; the demo window's check
 	$(PY) benchmarks/bench_drift.py
 
 .PHONY: bench-train

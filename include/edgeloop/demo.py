@@ -509,8 +509,10 @@ def collect_summary(
         if not result.get("alert_ids"):
             continue  # looking for the run that raised the first alert
         summary["drift_run"] = drift["dag_run_id"]
-        ends["detection"] = drift.get("end_date")
-        timeline.milestone(f"drift alert raised (drift run {drift['dag_run_id']})", drift.get("end_date"))
+        # the alert is out when publish_alerts ends; the run goes on to render the clean scopes' reports
+        raised = task_ends(api, f"{spec.name}__drift", drift["dag_run_id"]).get("publish_alerts")
+        ends["detection"] = raised or drift.get("end_date")
+        timeline.milestone(f"drift alert raised (drift run {drift['dag_run_id']})", ends["detection"])
         summary["alert"] = result["alert_ids"]
         groups = result.get("drifted_groups") or []
         links = result.get("report_links") or {}
@@ -569,7 +571,7 @@ def task_ends(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, str | None
 def stage_seconds(injected_utc: str | None, ends: dict[str, str | None], loop_seconds: float) -> dict[str, float]:
     """Each stage's share of the loop, from the end times of its runs (seconds since the drift was injected).
 
-    detection: injection -> the drift run that raised the alert ended (ingest lag and drift schedule included);
+    detection: injection -> the drift run's alert was published (ingest lag and drift schedule included);
     annotation, training, rollout: from the previous stage's end to this one's (hand-offs included);
     fleet: from the promotion to the last device reporting the new version.
     """

@@ -87,6 +87,13 @@ def test_stages_are_chained_by_assets(dagbag) -> None:
     assert backlog.watchers[0].trigger.topics == ["factory_maintenance.alerts"]
 
 
+def test_the_drift_dag_renders_clean_scopes_reports_after_the_alert(dagbag) -> None:
+    drift = dagbag.dags["factory_maintenance__drift"]
+    assert drift.get_task("check_drift").downstream_task_ids == {"publish_alerts"}
+    assert drift.get_task("publish_alerts").downstream_task_ids == {"render_reports"}
+    assert drift.get_task("render_reports").downstream_task_ids == set()
+
+
 def test_parsing_opens_no_connection_and_runs_no_db_query(monkeypatch: pytest.MonkeyPatch) -> None:
     """Like Airflow's own example-DAG guard: no network I/O, connection lookup or DB query at parse time."""
     from sqlalchemy import event

@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 from tests.helpers.browser import ARTIFACTS, airflow_login, chromium
 
-from edgeloop.drift.detect import _run_evidently
+from edgeloop.drift.detect import ReportInput, evidently_method
+from edgeloop.drift.reports import build_report
 from edgeloop.drift.results import drift_reports_prefix
 from edgeloop.spec import load_spec
 
@@ -45,13 +46,17 @@ def hostile_report(spec: Any) -> str:
         frame["prediction"] = [values[(i + 1) % len(values)] for i in range(400)]
         return frame
 
-    snapshot, _, _, _ = _run_evidently(
-        window(1.5, HOSTILE),
-        window(0.0, ["normal", "wear"]),
-        [*features, "machine_type"],
-        categorical={"machine_type"},
-        prediction="prediction",
-        drift=spec.drift,
+    snapshot = build_report(
+        ReportInput(
+            current=window(1.5, HOSTILE),
+            reference=window(0.0, ["normal", "wear"]),
+            columns=(*features, "machine_type"),
+            categorical=("machine_type",),
+            prediction="prediction",
+            method=evidently_method(spec.drift.method, 400),
+            threshold=spec.drift.threshold,
+            drift_share=spec.drift.drift_share,
+        )
     )
     html: str = snapshot.get_html_str(as_iframe=False)
     return html

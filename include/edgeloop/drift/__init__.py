@@ -1,4 +1,4 @@
-"""Drift detection per edge group with Evidently.
+"""Drift detection per edge group, with Evidently's statistics and reports.
 
 One module per concept; each is imported by the task that needs it (pandas and
 Evidently are heavy, DAG files never import this package at parse time):
@@ -9,8 +9,10 @@ Evidently are heavy, DAG files never import this package at parse time):
 - `reference`: the reference sample (`champion_reference`: per group the champion's training rows, or the
   new normal of a group the champion was retrained for; before any model, a named raw window).
 - `lineage`: the curated versions in the champion's training data and the raw windows their batches came from.
-- `detect`: the Evidently runs for the fleet, each edge group and each model version.
-- `results`: the JSON summary and HTML reports under `reports/drift/<pipeline>/<run>/`.
+- `stats`: Evidently's drift statistics (tests, defaults, bins, smoothing) as numpy functions.
+- `detect`: the verdicts for the fleet, each edge group and each model version, as Evidently's tests give them.
+- `reports`: Evidently's HTML reports, drifted scopes before the alert, the others after it.
+- `results`: the JSON summary and report keys under `reports/drift/<pipeline>/<run>/`.
 - `alerts`: pure functions for alert messages and the open-alert state (duplicate suppression).
 - `alert_state`: that state as one JSON object in S3, changed only with conditional puts.
 """

@@ -1,10 +1,14 @@
-"""Drift detection with Evidently for the whole fleet, each edge group and each model version.
+"""Drift verdicts for the whole fleet, each edge group and each model version.
 
-Evidently is the detector: each scope runs `Report([DataDriftPreset(...)], include_tests=True)`
-with the spec's columns, method and thresholds (plus a `ValueDrift` on the prediction
-column when both sides have it), and the per-column and dataset verdicts are read from
-its test results. edgeloop only decides what Evidently sees: a bounded stratified sample
-per scope, numeric dtypes, and the columns with enough finite values.
+Each scope is checked the way Evidently's `DataDriftPreset` (with `include_tests=True`)
+and a `ValueDrift` on the prediction column check it: the same test per column (the
+spec's method, or Evidently's own choice), the same defaults, bins and thresholds, the
+same drifted share and dataset verdict. The statistics are `stats`' numpy versions of
+Evidently's, computed for all columns of a scope from one sort of its rows, so no report
+is built here; each checked scope keeps the rows it was compared on (`ReportInput`),
+from which `reports` builds its Evidently report when someone will open it. edgeloop
+decides what is compared: a bounded stratified sample per scope, numeric dtypes, and
+the columns with enough finite values.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from edgeloop.drift import stats
 from edgeloop.drift.sample import FLEET, StratifiedSample, Stratum, StratumStats
 from edgeloop.spec import DriftSpec, PipelineSpec
 
@@ -26,12 +31,17 @@ DRIFT = "drift"
 NO_DRIFT = "no drift"
 
 # Evidently's own rule: above this many reference rows it switches from p-value tests to distances.
-_LARGE_SAMPLE = 1000
+_LARGE_SAMPLE = stats.SMALL_REFERENCE
+
+
+class DriftMethodError(ValueError):
+    """The spec's drift method does not apply to a column's type (Evidently refuses it too)."""
 
 
 @dataclass(frozen=True)
 class ColumnDrift:
-    """One column's verdict, as Evidently's `ValueDrift` metric and test gave it."""
+    """One column's verdict, as Evidently's `ValueDrift` metric and test give it (`method` is the
+    spec's stattest name, or the display name of the test Evidently chose)."""
 
     column: str
     score: float | None
@@ -53,6 +63,25 @@ class ConfidenceSignal:
         return self.limit > 0 and self.drop >= self.limit
 
 
+@dataclass(frozen=True)
+class ReportInput:
+    """What a scope's Evidently report is built from: the rows compared and the check's settings."""
+
+    current: pd.DataFrame
+    reference: pd.DataFrame
+    columns: tuple[str, ...]
+    categorical: tuple[str, ...]
+    prediction: str | None
+    method: str | None  # the stattest named to Evidently; None lets Evidently choose per column
+    threshold: float | None
+    drift_share: float
+
+    @property
+    def names(self) -> list[str]:
+        """Every column the report reads: the checked features, then the prediction."""
+        return [*self.columns, *([self.prediction] if self.prediction is not None else [])]
+
+
 @dataclass
 class ScopeResult:
     """The drift verdict for one scope (the fleet, an edge group or a model version)."""
@@ -71,7 +100,7 @@ class ScopeResult:
     confidence: ConfidenceSignal | None = None
     nonfinite: dict[str, dict[str, int]] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
-    snapshot: Any = None  # the Evidently Snapshot (renders the HTML report)
+    report: ReportInput | None = None  # the rows checked, for its Evidently report
 
     @property
     def drifted_columns(self) -> dict[str, float | None]:
@@ -80,6 +109,11 @@ class ScopeResult:
     @property
     def skipped(self) -> bool:
         return self.status.startswith("skipped")
+
+    @property
+    def report_before_alert(self) -> bool:
+        """A drifted scope's report is written by the check, before its alert goes out; other scopes' after it."""
+        return self.status == DRIFT
 
 
 @dataclass
@@ -116,7 +150,8 @@ def evidently_method(method: str, reference_rows: int) -> str | None:
     """The Evidently stattest name for the spec's method; `None` lets Evidently choose.
 
     With `auto` on large samples edgeloop picks PSI: a distance like Evidently's own
-    large-sample choice (normed Wasserstein), about twice as fast on the same rows.
+    large-sample choice (normed Wasserstein), with the same 0.1 threshold, that needs only
+    each side's share of values per bin (so a histogram or sketch of the data is enough).
     """
     if method != "auto":
         return method
@@ -130,14 +165,15 @@ def check_drift(
     *,
     confidence_baseline: float | None = None,
     fleet_state: Mapping[str, Mapping[str, Any]] | None = None,
-    keep_snapshots: bool = True,
+    keep_report_input: bool = True,
 ) -> DriftCheck:
-    """Run Evidently for the fleet, each edge group (spec.drift.per_group) and each model version.
+    """Check the fleet, each edge group (spec.drift.per_group) and each model version.
 
     Model versions get a scope of their own when more than one runs in the window.
     A scope with fewer than spec.drift.min_rows records ends as "skipped: not enough data",
     never as "no drift". `fleet_state` (group -> versions the fleet state reports) is added
-    to each group's health context as it is.
+    to each group's health context as it is. With `keep_report_input`, each checked scope
+    keeps the rows it was compared on (`ScopeResult.report`) for its Evidently report.
     """
     drift = spec.drift
     strata = [FLEET]
@@ -151,8 +187,8 @@ def check_drift(
     for stratum in strata:
         result = _check_scope(stratum, current, reference, drift, confidence_baseline)
         result.health = _health(current.stats.get(stratum), stratum, fleet_state)
-        if not keep_snapshots:
-            result.snapshot = None
+        if not keep_report_input:
+            result.report = None
         scopes.append(result)
     settings = {
         "columns": list(current.columns.features),
@@ -168,7 +204,7 @@ def check_drift(
 
 
 def _reference_for(
-    stratum: Stratum, stats: StratumStats, reference: StratifiedSample, min_rows: int
+    stratum: Stratum, counts: StratumStats, reference: StratifiedSample, min_rows: int
 ) -> tuple[str, pd.DataFrame | None]:
     """The reference rows a scope is compared with, and which kind they are.
 
@@ -182,23 +218,23 @@ def _reference_for(
         if own is not None and len(own) >= min_rows:
             return "group", own
         return "fleet", reference.sample(FLEET)
-    mixed = _mixed_reference(stats, reference, min_rows)
+    mixed = _mixed_reference(counts, reference, min_rows)
     if mixed is not None:
         return "group mix", mixed
     return "fleet", reference.sample(FLEET)
 
 
-def _mixed_reference(stats: StratumStats, reference: StratifiedSample, min_rows: int) -> pd.DataFrame | None:
-    total = sum(stats.groups.values())
+def _mixed_reference(counts: StratumStats, reference: StratifiedSample, min_rows: int) -> pd.DataFrame | None:
+    total = sum(counts.groups.values())
     if total == 0:
         return None
     parts: dict[str, pd.DataFrame] = {}
-    for group in stats.groups:
+    for group in counts.groups:
         own = reference.sample(Stratum("group", group))
         if own is None or own.empty:
             return None  # a group the reference has never seen: no fair mix exists
         parts[group] = own
-    shares = {g: n / total for g, n in stats.groups.items()}
+    shares = {g: n / total for g, n in counts.groups.items()}
     size = min([reference.size] + [int(len(parts[g]) / shares[g]) for g in parts])
     if size < min_rows:
         return None
@@ -217,20 +253,20 @@ def _check_scope(
     drift: DriftSpec,
     confidence_baseline: float | None,
 ) -> ScopeResult:
-    stats = current.stats.get(stratum, StratumStats())
+    counts = current.stats.get(stratum, StratumStats())
     cur = current.sample(stratum)
-    result = ScopeResult(stratum=stratum, status=NOT_ENOUGH_DATA, rows=stats.rows, nonfinite=stats.nonfinite())
-    if cur is None or stats.rows < drift.min_rows:
+    result = ScopeResult(stratum=stratum, status=NOT_ENOUGH_DATA, rows=counts.rows, nonfinite=counts.nonfinite())
+    if cur is None or counts.rows < drift.min_rows:
         return result
-    result.reference_scope, ref = _reference_for(stratum, stats, reference, drift.min_rows)
+    result.reference_scope, ref = _reference_for(stratum, counts, reference, drift.min_rows)
     result.sample_size = len(cur)
     if ref is None or len(ref) < drift.min_rows:
         result.status = NOT_ENOUGH_REFERENCE
         result.reference_size = 0 if ref is None else len(ref)
         return result
     result.reference_size = len(ref)
-    ref_mean = _reference_confidence(stratum, stats, reference, result.reference_scope)
-    result.confidence = _confidence(stats.confidence_mean, ref_mean, confidence_baseline, drift.confidence_drop)
+    ref_mean = _reference_confidence(stratum, counts, reference, result.reference_scope)
+    result.confidence = _confidence(counts.confidence_mean, ref_mean, confidence_baseline, drift.confidence_drop)
 
     columns = current.columns
     testable = []
@@ -253,26 +289,122 @@ def _check_scope(
         and cur[prediction].notna().sum() >= drift.min_rows
         and ref[prediction].notna().sum() >= drift.min_rows
     )
-    snapshot, verdicts, share, dataset_drift = _run_evidently(
-        cur,
-        ref,
-        testable,
-        categorical={c for c in testable if c in columns.categorical_features},
-        prediction=prediction if with_prediction else None,
-        drift=drift,
+    categorical = tuple(sorted(c for c in testable if c in columns.categorical_features))
+    method = evidently_method(drift.method, len(ref))
+    verdicts = column_verdicts(
+        cur, ref, testable, categorical=set(categorical), method=method, threshold=drift.threshold
     )
-    result.snapshot = snapshot
-    result.columns = [verdicts[c] for c in testable if c in verdicts]
-    result.prediction = verdicts.get(prediction) if with_prediction and prediction is not None else None
-    result.drift_share = share
-    result.dataset_drift = dataset_drift
+    result.columns = [verdicts[c] for c in testable]
+    result.drift_share = sum(v.drifted for v in result.columns) / len(result.columns)
+    result.dataset_drift = result.drift_share >= drift.drift_share
+    if with_prediction and prediction is not None:
+        numeric = pd.api.types.is_numeric_dtype(cur[prediction].dtype)
+        by_evidently = column_verdicts(cur, ref, [prediction], categorical=set() if numeric else {prediction})
+        result.prediction = by_evidently[prediction]
+    result.report = ReportInput(
+        current=cur,
+        reference=ref,
+        columns=tuple(testable),
+        categorical=categorical,
+        prediction=prediction if with_prediction else None,
+        method=method,
+        threshold=drift.threshold,
+        drift_share=drift.drift_share,
+    )
     dropped = result.confidence is not None and result.confidence.dropped
-    result.status = DRIFT if dataset_drift or dropped else NO_DRIFT
+    result.status = DRIFT if result.dataset_drift or dropped else NO_DRIFT
     return result
 
 
+def column_verdicts(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    columns: list[str],
+    *,
+    categorical: set[str],
+    method: str | None = None,
+    threshold: float | None = None,
+) -> dict[str, ColumnDrift]:
+    """Each column's verdict as Evidently's `ValueDrift(column, method, threshold)` with its test gives it.
+
+    `method` None lets Evidently's rule choose per column (by reference size, type and
+    distinct values); `threshold` None takes the test's default. The numerical columns of
+    each side are sorted once, all together; every statistic reads the sorted values.
+    """
+    numerical = [c for c in columns if c not in categorical]
+    ref_sorted, cur_sorted = _finite_sorted(reference, numerical), _finite_sorted(current, numerical)
+    for column in columns:
+        if column in categorical:
+            ref_sorted[column], cur_sorted[column] = _category_codes(reference[column], current[column])
+    out = {}
+    for column in columns:
+        ref, cur, is_categorical = ref_sorted[column], cur_sorted[column], column in categorical
+        name = method
+        if name is None:
+            distinct = stats.distinct_sorted(np.sort(np.concatenate((ref, cur))))
+            name = stats.auto_test(ref.size, distinct, categorical=is_categorical)
+        test = stats.TESTS[name]
+        if not test.applies_to(is_categorical):
+            kind = "categorical" if is_categorical else "numerical"
+            raise DriftMethodError(f"drift method '{name}' does not apply to {kind} column '{column}'")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = stats.column_score(name, ref, cur, categorical=is_categorical)
+        limit = test.default_threshold if threshold is None else threshold
+        drifted = test.drifted(score, limit)
+        out[column] = ColumnDrift(
+            column=column,
+            score=_number(score),
+            method=method if method is not None else test.display_name,
+            threshold=limit,
+            drifted=drifted,
+            status="FAIL" if drifted else "SUCCESS",
+        )
+    return out
+
+
+def _finite_sorted(frame: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
+    """Each numerical column's finite values, sorted: one sort per dtype for all its columns."""
+    by_dtype: dict[np.dtype[Any], list[str]] = {}
+    for column in columns:
+        by_dtype.setdefault(np.dtype(frame[column].dtype), []).append(column)
+    out: dict[str, np.ndarray] = {}
+    for dtype, names in by_dtype.items():
+        block = frame[names].to_numpy(dtype=dtype, na_value=np.nan)
+        ordered = np.sort(block, axis=0)  # -inf first, then finite values, +inf, NaN last
+        finite = np.isfinite(block).sum(axis=0)
+        first = (block == -np.inf).sum(axis=0)
+        for j, name in enumerate(names):
+            out[name] = np.ascontiguousarray(ordered[first[j] : first[j] + finite[j], j])
+    return out
+
+
+def _category_codes(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides' categories as sorted codes that number the values (as Evidently sees them) in sort order."""
+    ref, cur = _as_category(reference), _as_category(current)
+    ref_names = [inert_category(v) for v in ref.cat.categories]
+    cur_names = [inert_category(v) for v in cur.cat.categories]
+    union = np.array(sorted(set(ref_names) | set(cur_names)), dtype=object)
+    out = []
+    for series, names in ((ref, ref_names), (cur, cur_names)):
+        position = np.searchsorted(union, np.array(names, dtype=object)) if names else np.zeros(0, dtype=np.intp)
+        codes = series.cat.codes.to_numpy()
+        out.append(np.sort(position[codes[codes >= 0]]))
+    return out[0], out[1]
+
+
+def _as_category(series: pd.Series) -> pd.Series:
+    return series if isinstance(series.dtype, pd.CategoricalDtype) else series.astype("category")
+
+
+def inert_category(value: Any) -> Any:
+    """A category as Evidently may embed it: its HTML report puts values unescaped in an inline script,
+    so a device value such as `</script><script>...` would run in the reader's browser. `<` is shown as U+FF1C.
+    The check compares these same values, so its verdicts are the report's."""
+    return value.replace("<", "\uff1c") if isinstance(value, str) else value
+
+
 def _reference_confidence(
-    stratum: Stratum, stats: StratumStats, reference: StratifiedSample, reference_scope: str
+    stratum: Stratum, counts: StratumStats, reference: StratifiedSample, reference_scope: str
 ) -> float | None:
     """The reference's mean confidence, weighted like the reference rows the scope was compared with."""
     if reference_scope == "group":
@@ -281,11 +413,11 @@ def _reference_confidence(
     fleet_mean = fleet.confidence_mean if fleet is not None else None
     if reference_scope != "group mix":
         return fleet_mean
-    total = sum(stats.groups.values())
-    means = {g: reference.stats[Stratum("group", g)].confidence_mean for g in stats.groups}
+    total = sum(counts.groups.values())
+    means = {g: reference.stats[Stratum("group", g)].confidence_mean for g in counts.groups}
     if any(m is None for m in means.values()):
         return fleet_mean
-    return sum(float(m or 0.0) * n / total for (g, m), n in zip(means.items(), stats.groups.values(), strict=True))
+    return sum(float(m or 0.0) * n / total for (g, m), n in zip(means.items(), counts.groups.values(), strict=True))
 
 
 def _confidence(
@@ -296,110 +428,6 @@ def _confidence(
     if current is None or ref is None:
         return None
     return ConfidenceSignal(current_mean=current, reference_mean=ref, drop=ref - current, limit=limit)
-
-
-def _evidently_frame(frame: pd.DataFrame, columns: list[str], categorical: set[str]) -> pd.DataFrame:
-    out = frame[columns].copy()
-    for column in categorical:
-        values = out[column].astype("object").where(out[column].notna(), None)
-        out[column] = values.map(_inert, na_action="ignore")
-    return out
-
-
-def _inert(value: Any) -> Any:
-    """A category as Evidently may embed it: its HTML report puts values unescaped in an inline script,
-    so a device value such as `</script><script>...` would run in the reader's browser. `<` is shown as U+FF1C."""
-    return value.replace("<", "\uff1c") if isinstance(value, str) else value
-
-
-def _run_evidently(
-    cur: pd.DataFrame,
-    ref: pd.DataFrame,
-    columns: list[str],
-    *,
-    categorical: set[str],
-    prediction: str | None,
-    drift: DriftSpec,
-) -> tuple[Any, dict[str, ColumnDrift], float | None, bool]:
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
-
-    numerical = [c for c in columns if c not in categorical]
-    cat_columns = sorted(categorical)
-    names = list(columns)
-    if prediction is not None:
-        names.append(prediction)
-        if pd.api.types.is_numeric_dtype(cur[prediction].dtype):
-            numerical.append(prediction)
-        else:
-            cat_columns.append(prediction)
-            categorical = categorical | {prediction}
-    definition = DataDefinition(numerical_columns=numerical, categorical_columns=cat_columns)
-    preset = DataDriftPreset(
-        columns=list(columns),
-        method=evidently_method(drift.method, len(ref)),
-        threshold=drift.threshold,
-        drift_share=drift.drift_share,
-    )
-    metrics: list[Any] = [preset]
-    if prediction is not None:
-        metrics.append(ValueDrift(column=prediction))
-    report = Report(metrics, include_tests=True)
-    snapshot = report.run(
-        Dataset.from_pandas(_evidently_frame(cur, names, categorical), data_definition=definition),
-        Dataset.from_pandas(_evidently_frame(ref, names, categorical), data_definition=definition),
-    )
-    verdicts, share, dataset_drift = parse_snapshot(snapshot.dict())
-    return snapshot, verdicts, share, dataset_drift
-
-
-def parse_snapshot(data: Mapping[str, Any]) -> tuple[dict[str, ColumnDrift], float | None, bool]:
-    """Per-column verdicts, the drifted share and the dataset-drift verdict from `Snapshot.dict()`.
-
-    A column drifted when its `ValueDrift` test failed; the dataset drifted when the
-    `DriftedColumnsCount` test (share below drift_share) failed.
-    """
-    scores: dict[str, tuple[float | None, str, float | None]] = {}
-    share: float | None = None
-    for metric in data.get("metrics", []):
-        config = metric.get("config", {})
-        kind = str(config.get("type", ""))
-        if kind.endswith(":ValueDrift"):
-            scores[config["column"]] = (
-                _number(metric.get("value")),
-                str(config.get("method")),
-                config.get("threshold"),
-            )
-        elif kind.endswith(":DriftedColumnsCount"):
-            share = _number((metric.get("value") or {}).get("share"))
-    statuses: dict[str, str] = {}
-    dataset_drift = False
-    for test in data.get("tests", []):
-        params = (test.get("metric_config") or {}).get("params") or {}
-        kind = str(params.get("type", ""))
-        status = _status_name(test.get("status"))
-        if kind.endswith(":ValueDrift"):
-            statuses[params["column"]] = status
-        elif kind.endswith(":DriftedColumnsCount"):
-            dataset_drift = dataset_drift or status == "FAIL"
-    verdicts = {
-        column: ColumnDrift(
-            column=column,
-            score=score,
-            method=method,
-            threshold=_number(threshold),
-            drifted=statuses.get(column) == "FAIL",
-            status=statuses.get(column, "MISSING"),
-        )
-        for column, (score, method, threshold) in scores.items()
-    }
-    return verdicts, share, dataset_drift
-
-
-def _status_name(status: Any) -> str:
-    """'FAIL', 'SUCCESS', ... from Evidently's TestStatus enum or its JSON string."""
-    return str(getattr(status, "value", status)).upper()
 
 
 def _number(value: Any) -> float | None:
@@ -413,13 +441,13 @@ def _number(value: Any) -> float | None:
 
 
 def _health(
-    stats: StratumStats | None, stratum: Stratum, fleet_state: Mapping[str, Mapping[str, Any]] | None
+    stratum_counts: StratumStats | None, stratum: Stratum, fleet_state: Mapping[str, Mapping[str, Any]] | None
 ) -> dict[str, Any]:
     """Versions and devices seen in this scope's window (and the fleet state's view of a group)."""
     health: dict[str, Any] = {}
-    if stats is not None:
-        health["versions"] = {c: dict(counts.most_common(10)) for c, counts in sorted(stats.context.items())}
-        health["devices"] = len(stats.devices)
+    if stratum_counts is not None:
+        health["versions"] = {c: dict(counts.most_common(10)) for c, counts in sorted(stratum_counts.context.items())}
+        health["devices"] = len(stratum_counts.devices)
     if stratum.kind == "group" and fleet_state is not None and stratum.name in fleet_state:
         health["fleet_state"] = dict(fleet_state[stratum.name])
     return health

@@ -26,8 +26,14 @@ def run_index_url(pipeline: str, summary_key: str) -> str:
 
 
 def drift_link_for(result: Any, pipeline: str) -> str:
-    """The link for a check_drift result (a dict with `summary_key`); "" when the run wrote no report."""
-    if not isinstance(result, dict) or not result.get("summary_key") or not result.get("reports"):
+    """The link for a check_drift result (a dict with `summary_key`); "" when the run has no report.
+
+    A run has reports when it wrote some (`reports`, the drifted scopes) or left some to
+    the `render_reports` task (`pending_reports`).
+    """
+    if not isinstance(result, dict) or not result.get("summary_key"):
+        return ""
+    if not result.get("reports") and not result.get("pending_reports"):
         return ""
     return run_index_url(pipeline, str(result["summary_key"]))
 
@@ -36,7 +42,7 @@ class DriftReportLink(BaseOperatorLink):
     """Extra link "Drift report" on the drift DAG's check task: the run's report index.
 
     Airflow 3 evaluates `get_link` in the worker when the task ends and stores the URL in
-    XCom; the UI shows the button for every run whose check wrote reports.
+    XCom; the UI shows the button for every run whose check wrote or planned reports.
     """
 
     @property

@@ -3,7 +3,9 @@
 Layout: `reports/drift/<pipeline>/<run>/summary.json` and one HTML report per checked
 scope (`fleet.html`, `group=<name>.html`, `model_version=<v>.html`). Keys depend only on
 the pipeline, run and scope, so a re-run overwrites the same objects. The summary is
-written last: when it exists, the run's reports are complete.
+written after the reports of the drifted scopes: when it exists, those are there, and
+`pending_reports` names the other scopes' reports, which the drift DAG's `render_reports`
+task writes after the alert is published (it then empties `pending_reports`; see `reports`).
 """
 
 from __future__ import annotations
@@ -124,11 +126,18 @@ def build_summary(
     reference: dict[str, Any],
     created_at: datetime,
 ) -> dict[str, Any]:
-    """The run's summary: overall (fleet) and per group / model version, with report keys."""
+    """The run's summary: overall (fleet) and per group / model version, with report keys.
+
+    Every checked scope has a report key; `pending_reports` ({scope label: key}) lists the
+    reports not written yet (scopes without drift, rendered after the alert).
+    """
     scopes: dict[str, dict[str, dict[str, Any]]] = {"group": {}, "model_version": {}}
     overall: dict[str, Any] = {}
+    pending: dict[str, str] = {}
     for scope in check.scopes:
-        key = report_key(spec, run_id, scope.stratum) if scope.snapshot is not None else None
+        key = report_key(spec, run_id, scope.stratum) if scope.report is not None else None
+        if key is not None and not scope.report_before_alert:
+            pending[scope.stratum.label] = key
         view = scope_summary(scope, key)
         view["reference_source"] = reference_source(scope, reference)
         if scope.stratum.kind == "fleet":
@@ -148,22 +157,13 @@ def build_summary(
         "overall": overall,
         "groups": scopes["group"],
         "model_versions": scopes["model_version"],
+        "pending_reports": pending,
         "summary_key": summary_key(spec, run_id),
     }
 
 
-def write_drift_results(
-    s3: S3Client, bucket: str, spec: PipelineSpec, check: DriftCheck, summary: dict[str, Any]
-) -> dict[str, Any]:
-    """Write each scope's Evidently HTML report, then the summary; return the keys written."""
-    reports: dict[str, str] = {}
-    for scope in check.scopes:
-        if scope.snapshot is None:
-            continue
-        key = report_key(spec, summary["run_id"], scope.stratum)
-        html = scope.snapshot.get_html_str(as_iframe=False)
-        s3.put_object(Bucket=bucket, Key=key, Body=html.encode("utf-8"), ContentType="text/html; charset=utf-8")
-        reports[scope.stratum.label] = key
+def write_summary(s3: S3Client, bucket: str, summary: dict[str, Any]) -> str:
+    """Write the run's summary (after the drifted scopes' reports); returns its key."""
     body = json.dumps(summary, indent=1, sort_keys=True, allow_nan=False).encode("utf-8")
     s3.put_object(Bucket=bucket, Key=summary["summary_key"], Body=body, ContentType="application/json")
-    return {"summary_key": summary["summary_key"], "reports": reports}
+    return str(summary["summary_key"])

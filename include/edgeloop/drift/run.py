@@ -1,7 +1,9 @@
 """One drift run end to end: read the window, check it, write the results, fold them into the open alerts.
 
-This is what the `<pipeline>__drift` DAG's task calls. It returns a small dict (keys,
-counts, statuses and the alert messages still to publish), never data frames.
+This is what the `<pipeline>__drift` DAG's check task calls. Only the drifted scopes'
+Evidently reports are built here (the alert links to them); the other scopes' rows are
+stored for the DAG's `render_reports` task (`reports.render_pending_reports`). It returns
+a small dict (keys, counts, statuses and the alert messages still to publish), never data frames.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 from edgeloop.drift.alert_state import record_drift_result
 from edgeloop.drift.detect import check_drift
 from edgeloop.drift.reference import ReferenceSample
-from edgeloop.drift.results import build_summary, write_drift_results
+from edgeloop.drift.reports import write_drifted_reports, write_pending_reports
+from edgeloop.drift.results import build_summary, write_summary
 from edgeloop.drift.window import S3Client, WindowBounds, read_window
 from edgeloop.spec import PipelineSpec
 
@@ -42,9 +45,11 @@ def run_drift_check(
     """Check the spec's current window against `reference`, write reports, update the open alerts.
 
     Returns `status` ("drift", "no drift", "skipped: not enough data", "skipped: not enough
-    reference data"), `summary_key`, `reports`, `drifted_groups`, `publish` (alert messages
-    for the `alerts` topic; confirm them with `alert_state.confirm_published` once sent),
-    `opened` / `updated` alert ids, and `seconds` spent reading, checking and writing.
+    reference data"), `summary_key`, `reports` (the drifted scopes' reports, written),
+    `pending_reports` (the other checked scopes' reports, for `render_pending_reports`),
+    `drifted_groups`, `publish` (alert messages for the `alerts` topic; confirm them with
+    `alert_state.confirm_published` once sent), `opened` / `updated` alert ids, and
+    `seconds` spent reading, checking, building the drifted scopes' reports and writing.
     """
     started = time.perf_counter()
     window = read_window(s3, bucket, spec, now, topic=topic, bounds=bounds, seed=seed_for(run_id))
@@ -56,13 +61,17 @@ def run_drift_check(
     summary = build_summary(
         check, spec, run_id, window=window.describe(), reference=reference.describe(), created_at=now
     )
-    written = write_drift_results(s3, bucket, spec, check, summary)
+    reports = write_drifted_reports(s3, bucket, spec, run_id, check)
+    reports_done = time.perf_counter()
+    pending = write_pending_reports(s3, bucket, spec, run_id, check)
+    key = write_summary(s3, bucket, summary)
     plan = record_drift_result(s3, bucket, spec, summary, now, max_open_age=max_open_age)
     finished = time.perf_counter()
     return {
         "status": summary["status"],
-        "summary_key": written["summary_key"],
-        "reports": written["reports"],
+        "summary_key": key,
+        "reports": reports,
+        "pending_reports": pending,
         "rows": window.rows,
         "corrupt_objects": len(window.corrupt),
         "drifted_groups": summary["drifted_groups"],
@@ -73,6 +82,7 @@ def run_drift_check(
         "seconds": {
             "read": round(read_done - started, 3),
             "check": round(check_done - read_done, 3),
-            "write": round(finished - check_done, 3),
+            "report": round(reports_done - check_done, 3),
+            "write": round(finished - reports_done, 3),
         },
     }

@@ -90,7 +90,8 @@ def timetable(schedule: str) -> CronTriggerTimetable | DeltaTriggerTimetable:
 
 _STAGE_DOCS = {
     "ingest": "Move device records from Kafka into object storage as Parquet, exactly once.",
-    "drift": "Check the recent window per edge group with Evidently against what the champion was trained for.",
+    "drift": "Check the recent window per edge group with Evidently's drift tests against what the champion was "
+    "trained for; alert; then render the reports of the scopes without drift.",
     "annotate": "Select the samples worth labelling, open a Label Studio batch, wait, export a curated dataset.",
     "train": "Retrain with a bounded hyperparameter search, register the challenger and run the evaluation gate.",
     "rollout": "Roll the new model out to edge groups in waves with health gates and automatic rollback.",
@@ -241,21 +242,30 @@ def build_drift(spec: PipelineSpec) -> DAG:
                 batch.mark_success("drift")
 
             push_metrics(spec, context, fill)
+            # the drifted scopes' reports exist now; the others' once render_reports has run
+            reports = {**(result.get("pending_reports") or {}), **(result.get("reports") or {})}
             return {
                 "alert_ids": ids,
                 "drifted_groups": result.get("drifted_groups"),
                 "summary_key": result["summary_key"],
-                "reports": result.get("reports") or {},
+                "reports": reports,
                 # open in the Airflow UI's host: the plugin serves reports behind the Airflow login
-                "report_links": {
-                    label: report_url(spec.name, key) for label, key in (result.get("reports") or {}).items()
-                },
+                "report_links": {label: report_url(spec.name, key) for label, key in reports.items()},
             }
+
+        @task
+        def render_reports(**context: Any) -> dict[str, Any]:
+            """The Evidently reports of the scopes without drift, off the alert's path."""
+            from edgeloop.connections import PipelineClients
+            from edgeloop.drift.reports import render_pending_reports
+
+            s3 = PipelineClients(spec).s3()
+            return render_pending_reports(s3, spec.storage.bucket, spec, context["dag_run"].run_id)
 
         checked = check_drift()
         # the "Drift report" button of the task in the UI (a decorated task takes links this way)
         checked.operator.operator_extra_links = (DriftReportLink(),)  # type: ignore[attr-defined]
-        publish_alerts(checked)
+        publish_alerts(checked) >> render_reports()
     return dag
 
 

@@ -931,7 +931,8 @@ __all__ = [
 
 
 def render_report_index(pipeline: str, run: str, files: Sequence[str], summary: Mapping[str, Any]) -> str:
-    """A plain HTML page listing one drift run's reports, the drifted ones first, with the run's status."""
+    """A plain HTML page listing one drift run's reports, the drifted ones first, with the run's status;
+    reports the run left to its render task and not written yet are listed without a link."""
     groups: Mapping[str, Any] = summary.get("groups") or {}
     drifted = set(summary.get("drifted_groups") or [])
 
@@ -949,7 +950,16 @@ def render_report_index(pipeline: str, run: str, files: Sequence[str], summary: 
         )
         return (0 if state else 1), f"<tr>{cells}</tr>"
 
+    # reports of scopes without drift are written after the alert (the drift DAG's render_reports task)
+    pending = sorted(
+        str(key).rsplit("/", 1)[-1]
+        for key in (summary.get("pending_reports") or {}).values()
+        if str(key).rsplit("/", 1)[-1] not in files
+    )
     rows = "\n".join(r for _, r in sorted(row(f) for f in files))
+    rows += "".join(
+        f"\n<tr><td>{html.escape(f.rsplit('.', 1)[0])}</td><td></td><td>report being written</td></tr>" for f in pending
+    )
     status = html.escape(str(summary.get("status", "unknown")))
     names = html.escape(", ".join(sorted(drifted)) or "none")
     return (

@@ -28,6 +28,7 @@ from edgeloop.drift.alert_state import (
 )
 from edgeloop.drift.columns import MissingColumnsError
 from edgeloop.drift.reference import read_reference_objects, read_reference_window
+from edgeloop.drift.reports import render_pending_reports
 from edgeloop.drift.run import run_drift_check
 from edgeloop.drift.synthetic import SensorDrift, make_telemetry, synthetic_spec
 from edgeloop.drift.window import WindowBounds, read_window
@@ -219,7 +220,20 @@ def test_drift_in_one_group_makes_reports_and_one_open_alert_over_three_runs(
 
     html = s3_client.get_object(Bucket=bucket, Key=north["report_key"])["Body"].read()
     assert html.lstrip().lower().startswith(b"<!doctype html>") and b"vibration_rms" in html
-    assert set(first["reports"]) == {"fleet", *(f"group={g}" for g in GROUPS)}
+    # the drifted scopes' reports are written before the alert, the others are left pending
+    drifted = {f"group={g}" for g in first["drifted_groups"]} | (
+        {"fleet"} if summary["overall"]["status"] == "drift" else set()
+    )
+    assert set(first["reports"]) == drifted and first["reports"]["group=plant-north"] == north["report_key"]
+    assert set(first["pending_reports"]) == {"fleet", *(f"group={g}" for g in GROUPS)} - drifted
+    assert summary["pending_reports"] == first["pending_reports"]
+
+    # after the alert, the DAG's render_reports task writes the other scopes' reports
+    rendered = render_pending_reports(s3_client, bucket, spec, f"scheduled__{NOW.isoformat()}")
+    assert rendered == {"reports": first["pending_reports"], "disagreements": []}
+    for key in first["pending_reports"].values():
+        assert s3_client.get_object(Bucket=bucket, Key=key)["Body"].read().lstrip().lower().startswith(b"<!doctype")
+    assert _json(s3_client, spec, first["summary_key"])["pending_reports"] == {}
 
     assert [len(r["publish"]) for r in results] == [1, 0, 0]
     (message,) = first["publish"]

@@ -1,7 +1,7 @@
 """An in-memory object store and a fleet's stored history, for the champion-reference unit tests.
 
-The store answers the few S3 calls the drift stage makes (get_object, the list_objects_v2
-paginator); the history writes what the other stages would have left in it: raw
+The store answers the few S3 calls the drift stage makes (get, put and delete_object, the
+list_objects_v2 paginator); the history writes what the other stages would have left in it: raw
 telemetry objects in the ingest layout, a training split (train.parquet, split.json) and
 curated versions (data.parquet, lineage.json) in the annotation export's layout.
 """
@@ -56,6 +56,17 @@ class MemoryS3:
 
     def put(self, key: str, body: bytes, bucket: str = BUCKET) -> None:
         self.objects[(bucket, key)] = body
+
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes, **_: Any) -> dict[str, Any]:
+        self.objects[(Bucket, Key)] = Body
+        return {}
+
+    def delete_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        self.objects.pop((Bucket, Key), None)
+        return {}
+
+    def keys(self, prefix: str = "", bucket: str = BUCKET) -> list[str]:
+        return sorted(k for b, k in self.objects if b == bucket and k.startswith(prefix))
 
     def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
         self.gets.append(Key)

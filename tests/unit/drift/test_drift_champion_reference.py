@@ -108,10 +108,10 @@ def test_a_group_retrained_on_its_shifted_data_is_not_flagged_on_it_again(
     now = current(spec, 50, offset=2.0)
     # before: the champion's training rows (mostly seed) flag plant-north after every retraining
     rows_only = read_reference_objects(s3, BUCKET, [training["train_key"]], spec, seed=3)
-    assert group_status(check_drift(now, rows_only.sample, spec, keep_snapshots=False), "plant-north") == "drift"
+    assert group_status(check_drift(now, rows_only.sample, spec, keep_report_input=False), "plant-north") == "drift"
     # so would the batch's own window: the alert fired while half of it was still the old normal
     batch = read_window(s3, BUCKET, spec, T0 + WINDOW, bounds=WindowBounds(end=T0 + WINDOW, start=T0), seed=3)
-    assert group_status(check_drift(now, batch.sample, spec, keep_snapshots=False), "plant-north") == "drift"
+    assert group_status(check_drift(now, batch.sample, spec, keep_report_input=False), "plant-north") == "drift"
 
     reference = champion_reference(s3, spec, training, seed=3)
     north = reference.describe()["groups"]["plant-north"]
@@ -120,11 +120,11 @@ def test_a_group_retrained_on_its_shifted_data_is_not_flagged_on_it_again(
     assert north["window"]["end"] == (T0 + 2 * WINDOW).isoformat()
     assert north["rows"] == 2 * ROWS  # every plant-north record of that window, nothing from before the change
 
-    check = check_drift(now, reference.sample, spec, keep_snapshots=False)
+    check = check_drift(now, reference.sample, spec, keep_report_input=False)
     assert check.status == "no drift", {s.stratum.label: s.drifted_columns for s in check.scopes}
 
     # only a further change alerts again
-    further = check_drift(current(spec, 51, offset=4.5), reference.sample, spec, keep_snapshots=False)
+    further = check_drift(current(spec, 51, offset=4.5), reference.sample, spec, keep_report_input=False)
     assert further.drifted_groups == ["plant-north"]
     scope = further.scope(Stratum("group", "plant-north"))
     assert scope is not None and set(scope.drifted_columns) == set(CHECKED)
@@ -144,13 +144,13 @@ def test_a_group_without_curated_data_keeps_the_champions_training_rows(
         )
         assert mine is not None and before is not None
         pd.testing.assert_frame_equal(mine[CHECKED], before[CHECKED])  # the very same rows as before the change
-    check = check_drift(current(spec, 52, offset=2.0, south=2.0), reference.sample, spec, keep_snapshots=False)
+    check = check_drift(current(spec, 52, offset=2.0, south=2.0), reference.sample, spec, keep_report_input=False)
     assert check.drifted_groups == ["plant-south"]
 
 
 def test_the_summary_names_the_reference_each_group_used(spec: PipelineSpec, history: dict[str, Any]) -> None:
     reference = champion_reference(history["s3"], spec, history["training"], seed=3)
-    check = check_drift(current(spec, 53, offset=2.0), reference.sample, spec, keep_snapshots=False)
+    check = check_drift(current(spec, 53, offset=2.0), reference.sample, spec, keep_report_input=False)
     summary = build_summary(
         check, spec, "run-1", window={}, reference=reference.describe(), created_at=T0 + timedelta(hours=1)
     )

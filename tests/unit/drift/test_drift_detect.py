@@ -14,9 +14,9 @@ from edgeloop.drift.detect import (
     NOT_ENOUGH_REFERENCE,
     DriftCheck,
     check_drift,
-    parse_snapshot,
 )
 from edgeloop.drift.reference import reference_from_frame
+from edgeloop.drift.reports import parse_snapshot
 from edgeloop.drift.sample import FLEET, Stratum
 from edgeloop.drift.synthetic import SensorDrift, make_telemetry
 from edgeloop.drift.window import frame_sample
@@ -43,7 +43,7 @@ def _reference(spec: PipelineSpec, rows: dict[str, int] | None = None):  # type:
 @pytest.fixture(scope="module")
 def drifted_check(demo_spec: PipelineSpec) -> DriftCheck:
     current = make_telemetry(demo_spec.features, GROUPS, seed=2, drift={"plant-north": SENSOR_CHANGE})
-    return check_drift(_sample(demo_spec, current), _reference(demo_spec), demo_spec, keep_snapshots=False)
+    return check_drift(_sample(demo_spec, current), _reference(demo_spec), demo_spec, keep_report_input=False)
 
 
 def test_sensor_drift_in_one_group_is_found_in_that_group_only(drifted_check: DriftCheck) -> None:
@@ -90,7 +90,7 @@ def test_prediction_drift_and_confidence_are_signals(drifted_check: DriftCheck) 
 def test_a_confidence_drop_alone_is_drift(demo_spec: PipelineSpec) -> None:
     current = make_telemetry(demo_spec.features, GROUPS, seed=3)
     current.loc[current["group_id"] == "plant-south", "confidence"] -= 0.3
-    check = check_drift(_sample(demo_spec, current), _reference(demo_spec), demo_spec, keep_snapshots=False)
+    check = check_drift(_sample(demo_spec, current), _reference(demo_spec), demo_spec, keep_report_input=False)
 
     south = check.scope(Stratum("group", "plant-south"))
     assert south is not None and south.confidence is not None
@@ -103,7 +103,7 @@ def test_a_confidence_drop_alone_is_drift(demo_spec: PipelineSpec) -> None:
 def test_several_model_versions_get_a_check_each(demo_spec: PipelineSpec) -> None:
     spec = demo_spec.model_copy(update={"drift": demo_spec.drift.model_copy(update={"per_group": False})})
     current = make_telemetry(spec.features, {"plant-north": 1200}, seed=4, model_versions=("6", "7"))
-    check = check_drift(_sample(spec, current), _reference(spec), spec, keep_snapshots=False)
+    check = check_drift(_sample(spec, current), _reference(spec), spec, keep_report_input=False)
 
     assert [s.stratum for s in check.scopes] == [FLEET, Stratum("model_version", "6"), Stratum("model_version", "7")]
     assert all(s.status == NO_DRIFT for s in check.scopes)
@@ -111,7 +111,7 @@ def test_several_model_versions_get_a_check_each(demo_spec: PipelineSpec) -> Non
 
 def test_a_small_window_is_skipped_never_no_drift(demo_spec: PipelineSpec) -> None:
     current = make_telemetry(demo_spec.features, {"line-canary": 100, "plant-north": 120}, seed=5)
-    check = check_drift(_sample(demo_spec, current), _reference(demo_spec), demo_spec, keep_snapshots=False)
+    check = check_drift(_sample(demo_spec, current), _reference(demo_spec), demo_spec, keep_report_input=False)
 
     assert check.status == NOT_ENOUGH_DATA
     assert all(s.status == NOT_ENOUGH_DATA for s in check.scopes)
@@ -128,7 +128,7 @@ def test_an_empty_window_is_skipped(demo_spec: PipelineSpec) -> None:
 
 def test_one_quiet_group_is_skipped_while_the_others_are_checked(demo_spec: PipelineSpec) -> None:
     current = make_telemetry(demo_spec.features, {"line-canary": 50, "plant-north": 1500}, seed=7)
-    check = check_drift(_sample(demo_spec, current), _reference(demo_spec), demo_spec, keep_snapshots=False)
+    check = check_drift(_sample(demo_spec, current), _reference(demo_spec), demo_spec, keep_report_input=False)
 
     canary = check.scope(Stratum("group", "line-canary"))
     assert canary is not None and canary.status == NOT_ENOUGH_DATA and canary.rows == 50
@@ -140,7 +140,7 @@ def test_one_quiet_group_is_skipped_while_the_others_are_checked(demo_spec: Pipe
 def test_a_too_small_reference_is_its_own_skip(demo_spec: PipelineSpec) -> None:
     current = make_telemetry(demo_spec.features, GROUPS, seed=8)
     tiny = _reference(demo_spec, {"plant-north": 100})
-    check = check_drift(_sample(demo_spec, current), tiny, demo_spec, keep_snapshots=False)
+    check = check_drift(_sample(demo_spec, current), tiny, demo_spec, keep_report_input=False)
     assert check.status == NOT_ENOUGH_REFERENCE
 
 
@@ -149,7 +149,7 @@ def test_nan_and_inf_are_counted_and_a_column_without_enough_values_is_left_out(
     south = current.index[current["group_id"] == "plant-south"]
     current.loc[south[:1400], "rpm"] = np.nan  # 100 values left: fewer than min_rows (300)
     current.loc[south[:5], "acoustic_db"] = np.inf
-    check = check_drift(_sample(demo_spec, current), _reference(demo_spec), demo_spec, keep_snapshots=False)
+    check = check_drift(_sample(demo_spec, current), _reference(demo_spec), demo_spec, keep_report_input=False)
 
     scope = check.scope(Stratum("group", "plant-south"))
     assert scope is not None

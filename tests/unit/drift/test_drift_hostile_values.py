@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from tests.helpers.hostile import demo_spec
 
-from edgeloop.drift.detect import _evidently_frame
+from edgeloop.drift.reports import evidently_frame
 from edgeloop.drift.results import report_key
 from edgeloop.drift.sample import Stratum
 
@@ -14,7 +14,7 @@ EVIL = "</script><script>document.title='pwned'</script>"
 
 def test_categories_reach_evidently_without_a_less_than_sign() -> None:
     frame = pd.DataFrame({"rpm": [1.0, 2.0, 3.0], "prediction": [EVIL, "normal", None]})
-    out = _evidently_frame(frame, ["rpm", "prediction"], {"prediction"})
+    out = evidently_frame(frame, ["rpm", "prediction"], {"prediction"})
     assert out["prediction"].tolist() == [EVIL.replace("<", "\uff1c"), "normal", None]
     assert out["rpm"].tolist() == [1.0, 2.0, 3.0]
 
