@@ -75,6 +75,7 @@ class ReportInput:
     method: str | None  # the stattest named to Evidently; None lets Evidently choose per column
     threshold: float | None
     drift_share: float
+    from_sampled_records: bool = False  # profiles mode: the check read merged profiles, the report a sample
 
     @property
     def names(self) -> list[str]:

@@ -9,10 +9,13 @@ rank (i + 0.5) / n for i < n), and its frequent-items sketch the prediction's sh
 samples go through the same check (`drift.detect.check_drift`) with the same statistic and
 thresholds as raw records do. Counts (rows, confidence mean, devices, groups) are exact, from
 the profiles' counts and moments. Only profiles signed by their device were landed by ingest.
+The Evidently reports of the checked scopes are built from the records the devices sampled
+(`report_from_sampled_records`), and say so: a person reads real records, not a sketch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,9 +33,11 @@ from edgeloop.drift.window import (
     CorruptParquetError,
     S3Client,
     WindowBounds,
+    WindowSample,
     fetch_objects,
     iter_window_objects,
     parse_parquet,
+    read_window,
     window_bounds,
 )
 from edgeloop.ingest.keys import raw_prefix
@@ -242,3 +247,57 @@ def profile_sample(window: ProfileWindow, spec: PipelineSpec, columns: DriftColu
             groups=Counter(scope.groups),
         )
     return StratifiedSample(columns=columns, size=cap, samples=samples, stats=stats)
+
+
+@dataclass
+class ProfileWindowSample:
+    """A drift window in profiles mode: the check's sample from the merged profiles, and the sampled
+    records of the same window (what the Evidently reports and annotation see)."""
+
+    profiles: ProfileWindow
+    sample: StratifiedSample
+    sampled: WindowSample
+
+    @property
+    def rows(self) -> int:
+        return self.sample.rows
+
+    @property
+    def corrupt(self) -> list[CorruptObject]:
+        return [*self.profiles.corrupt, *self.sampled.corrupt]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.sampled.describe(),
+            "telemetry": "profiles",
+            "rows": self.rows,
+            "profiles": self.profiles.profiles,
+            "profile_objects": len(self.profiles.objects),
+            "bad_profiles": self.profiles.bad_profiles[:20],
+            "sampled_records": self.sampled.rows,
+            "corrupt_objects": [{"key": c.key, "error": c.error} for c in self.corrupt],
+        }
+
+
+def read_profile_window(
+    s3: S3Client, bucket: str, spec: PipelineSpec, now: datetime, *, bounds: WindowBounds | None = None, seed: int = 0
+) -> ProfileWindowSample:
+    """The drift window of a pipeline in profiles mode: merged profiles, and the sampled records beside them."""
+    bounds = bounds or window_bounds(spec, now)
+    profiles = read_profiles(s3, bucket, spec, now, bounds=bounds)
+    sampled = read_window(s3, bucket, spec, now, bounds=bounds, seed=seed)
+    return ProfileWindowSample(profiles, profile_sample(profiles, spec), sampled)
+
+
+def report_from_sampled_records(check: Any, sampled: StratifiedSample) -> None:
+    """Point each checked scope's Evidently report at the scope's sampled records (in place); a scope
+    without sampled records keeps no report. The report's title says it is built from a sample."""
+    for scope in check.scopes:
+        report = scope.report
+        if report is None:
+            continue
+        frame = sampled.sample(scope.stratum)
+        if frame is None or frame.empty or any(c not in frame.columns for c in report.names):
+            scope.report = None
+            continue
+        scope.report = dataclasses.replace(report, current=frame, from_sampled_records=True)

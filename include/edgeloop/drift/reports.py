@@ -19,6 +19,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
+from html import escape
 from typing import Any
 
 import pandas as pd
@@ -159,7 +160,8 @@ def snapshot_verdict(snapshot: Any, prediction: str | None) -> dict[str, Any]:
 def _write_report(s3: S3Client, bucket: str, key: str, report: ReportInput, expected: Mapping[str, Any]) -> bool:
     """Build, compare and write one report; False when Evidently's verdict differs from the check's."""
     snapshot = build_report(report)
-    agrees = snapshot_verdict(snapshot, report.prediction) == dict(expected)
+    # a report of sampled records (profiles mode) is not expected to repeat the verdict of the merged profiles
+    agrees = report.from_sampled_records or snapshot_verdict(snapshot, report.prediction) == dict(expected)
     if not agrees:
         log.warning(
             "Evidently's report %s disagrees with the check: %s, the check said %s",
@@ -168,8 +170,23 @@ def _write_report(s3: S3Client, bucket: str, key: str, report: ReportInput, expe
             dict(expected),
         )
     html = snapshot.get_html_str(as_iframe=False)
+    if report.from_sampled_records:
+        html = _sampled_records_note(html, len(report.current), expected)
     s3.put_object(Bucket=bucket, Key=key, Body=html.encode("utf-8"), ContentType="text/html; charset=utf-8")
     return agrees
+
+
+def _sampled_records_note(html: str, rows: int, verdict: Mapping[str, Any]) -> str:
+    """The report's first line in profiles mode: what the verdict came from, what the charts show."""
+    drifted = ", ".join(verdict.get("drifted_columns") or []) or "none"
+    note = (
+        '<div style="padding:8px 12px;background:#fff4ce;border-bottom:1px solid #e0c060;font:14px sans-serif">'
+        "Profiles mode: the drift verdict comes from the devices' merged profiles of every record (drifted"
+        f" columns: {escape(drifted)}); the charts below show the {rows:,} records the devices sampled and sent.</div>"
+    )
+    at = html.find("<body")
+    end = html.find(">", at) + 1 if at >= 0 else 0
+    return html[:end] + note + html[end:]
 
 
 def write_drifted_reports(
@@ -215,6 +232,7 @@ def write_pending_reports(
                 "method": report.method,
                 "threshold": report.threshold,
                 "drift_share": report.drift_share,
+                "from_sampled_records": report.from_sampled_records,
                 "verdict": verdict_of(scope),
             }
         )
@@ -249,6 +267,7 @@ def render_pending_reports(s3: S3Client, bucket: str, spec: PipelineSpec, run_id
             method=entry["method"],
             threshold=entry["threshold"],
             drift_share=float(entry["drift_share"]),
+            from_sampled_records=bool(entry.get("from_sampled_records")),
         )
         if not _write_report(s3, bucket, entry["report_key"], report, entry["verdict"]):
             disagreements.append(entry["scope"])

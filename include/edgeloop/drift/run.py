@@ -16,10 +16,11 @@ from typing import Any
 
 from edgeloop.drift.alert_state import record_drift_result
 from edgeloop.drift.detect import check_drift
+from edgeloop.drift.profiles import ProfileWindowSample, read_profile_window, report_from_sampled_records
 from edgeloop.drift.reference import ReferenceSample
 from edgeloop.drift.reports import write_drifted_reports, write_pending_reports
 from edgeloop.drift.results import build_summary, write_summary
-from edgeloop.drift.window import S3Client, WindowBounds, read_window
+from edgeloop.drift.window import S3Client, WindowBounds, WindowSample, read_window
 from edgeloop.spec import PipelineSpec
 
 
@@ -44,6 +45,9 @@ def run_drift_check(
 ) -> dict[str, Any]:
     """Check the spec's current window against `reference`, write reports, update the open alerts.
 
+    In `telemetry.mode: profiles` the window is the devices' merged profiles (`drift.profiles`)
+    and the reports show the records the devices sampled.
+
     Returns `status` ("drift", "no drift", "skipped: not enough data", "skipped: not enough
     reference data"), `summary_key`, `reports` (the drifted scopes' reports, written),
     `pending_reports` (the other checked scopes' reports, for `render_pending_reports`),
@@ -52,11 +56,17 @@ def run_drift_check(
     `seconds` spent reading, checking, building the drifted scopes' reports and writing.
     """
     started = time.perf_counter()
-    window = read_window(s3, bucket, spec, now, topic=topic, bounds=bounds, seed=seed_for(run_id))
+    window: WindowSample | ProfileWindowSample
+    if spec.telemetry.mode == "profiles":
+        window = read_profile_window(s3, bucket, spec, now, bounds=bounds, seed=seed_for(run_id))
+    else:
+        window = read_window(s3, bucket, spec, now, topic=topic, bounds=bounds, seed=seed_for(run_id))
     read_done = time.perf_counter()
     check = check_drift(
         window.sample, reference.sample, spec, fleet_state=fleet_state, confidence_baseline=confidence_baseline
     )
+    if isinstance(window, ProfileWindowSample):
+        report_from_sampled_records(check, window.sampled.sample)
     check_done = time.perf_counter()
     summary = build_summary(
         check, spec, run_id, window=window.describe(), reference=reference.describe(), created_at=now
@@ -72,7 +82,13 @@ def run_drift_check(
         "summary_key": key,
         "reports": reports,
         "pending_reports": pending,
+        "telemetry": spec.telemetry.mode,
         "rows": window.rows,
+        **(
+            {"profiles": window.profiles.profiles, "records": window.rows, "sampled_records": window.sampled.rows}
+            if isinstance(window, ProfileWindowSample)
+            else {}
+        ),
         "corrupt_objects": len(window.corrupt),
         "drifted_groups": summary["drifted_groups"],
         "publish": plan.publish,

@@ -290,3 +290,41 @@ def test_a_reference_key_that_does_not_exist_is_named(s3_client: Any, spec: Pipe
     missing = f"{spec.storage_prefix('curated')}/v9/part-0.parquet"
     with pytest.raises(FileNotFoundError, match=missing):
         read_reference_objects(s3_client, spec.storage.bucket, [missing], spec)
+
+
+def test_in_profiles_mode_drift_is_decided_on_profiles_and_reported_on_the_sampled_records(
+    s3_client: Any, spec: PipelineSpec
+) -> None:
+    """Profiles of every record land under the profiles prefix, 5% of the records beside them; the run
+    flags plant-north's drifted columns from the profiles and builds its report from the sample."""
+    from edgeloop.contract.profile import encode_profile
+    from edgeloop.fleet.replay import replay_profiles
+    from edgeloop.ingest.profiles import ProfileCodec
+    from edgeloop.spec import with_profiles
+
+    spec = with_profiles(spec)
+    bucket = spec.storage.bucket
+    reference = _reference(s3_client, spec)
+    change = {c: SensorDrift(offset=0.6) for c in FEATURES[:2]} | {c: SensorDrift(gain=1.5) for c in FEATURES[2:4]}
+    frame = _telemetry(3000, seed=21, start=NOW - timedelta(minutes=50), minutes=50, drift={"plant-north": change})
+    profiles, _ = replay_profiles(frame, FEATURES, pipeline=spec.name, window_s=60.0)
+    wire = [encode_profile(p) for p in profiles]
+    table = ProfileCodec(spec.name, GROUPS).decode(wire, [0] * len(wire)).table
+    key = raw_object_key(spec, spec.topic("profiles"), NOW - timedelta(minutes=50), OffsetRange(0, 0, len(wire) - 1))
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    s3_client.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+    sampled = frame.iloc[::20].assign(sample_reason="uniform")
+    put_raw(s3_client, spec, sampled)
+
+    result = run_drift_check(s3_client, bucket, spec, "scheduled__profiles", NOW, reference=reference)
+
+    assert result["telemetry"] == "profiles" and result["status"] == "drift"
+    assert result["drifted_groups"] == ["plant-north"]
+    assert (result["records"], result["sampled_records"], result["profiles"]) == (len(frame), len(sampled), len(wire))
+    summary = _json(s3_client, spec, result["summary_key"])
+    assert sorted(summary["groups"]["plant-north"]["drifted_columns"]) == sorted(FEATURES[:4])
+    assert {summary["groups"][g]["status"] for g in ("line-canary", "plant-south")} == {"no drift"}
+    html = s3_client.get_object(Bucket=bucket, Key=result["reports"]["group=plant-north"])["Body"].read()
+    assert b"Profiles mode: the drift verdict comes from the devices' merged profiles" in html
+    assert f"the {len(sampled[sampled.group_id == 'plant-north']):,} records the devices sampled".encode() in html
