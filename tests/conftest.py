@@ -65,15 +65,9 @@ def stack_env() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def s3_client(stack_env: dict[str, str]) -> Any:
-    import boto3
+    from edgeloop.devstack.pipelines import s3_client as stack_s3
 
-    return boto3.client(
-        "s3",
-        endpoint_url=stack_env["EDGELOOP_S3_ENDPOINT"],
-        aws_access_key_id=stack_env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=stack_env["AWS_SECRET_ACCESS_KEY"],
-        region_name=stack_env["AWS_DEFAULT_REGION"],
-    )
+    return stack_s3(stack_env)
 
 
 @pytest.fixture(scope="session")

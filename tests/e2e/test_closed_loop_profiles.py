@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.helpers.pipelines import remove_pipeline, write_pipeline
 
 from edgeloop.demo import (
     DemoSettings,
@@ -33,6 +32,7 @@ from edgeloop.demo import (
     xcom,
 )
 from edgeloop.devstack.config import StackConfig
+from edgeloop.devstack.pipelines import remove_pipeline, write_pipeline
 from edgeloop.devstack.stack import read_env_file, stop_process
 from edgeloop.ingest.keys import raw_prefix
 from edgeloop.spec import SAMPLE_REASON_FIELD, PipelineSpec

@@ -1,4 +1,4 @@
-"""Pipelines a test adds to the running stack, and their removal (DAGs, topics, objects, registered model)."""
+"""Pipelines a test or benchmark adds to the running stack, and their removal (DAGs, topics, objects, model)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,19 @@ from typing import Any
 import yaml
 
 from edgeloop.spec import STAGES, PipelineSpec, load_spec
+
+
+def s3_client(env: dict[str, str]) -> Any:
+    """A boto3 S3 client for the stack's object store, from its `stack.env` values."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["EDGELOOP_S3_ENDPOINT"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
 
 
 def write_pipeline(folder: Path, data: dict[str, Any]) -> tuple[Path, PipelineSpec]:
