@@ -636,6 +636,9 @@ class Agent:
         labels = f'device="{self.config.device_id}",group="{self.config.group_id}"'
         lines = [
             ("edgeloop_agent_records_total", "counter", counters.records),
+            ("edgeloop_agent_records_not_sent_total", "counter", counters.not_sent),
+            ("edgeloop_agent_profiles_total", "counter", counters.profiles),
+            ("edgeloop_agent_local_drift_score", "gauge", self.core.local_drift or 0.0),
             ("edgeloop_agent_errors_total", "counter", counters.errors),
             ("edgeloop_agent_control_refused_total", "counter", counters.control_refused),
             ("edgeloop_agent_control_ignored_total", "counter", counters.control_ignored),
