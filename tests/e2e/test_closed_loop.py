@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from tests.helpers.browser import ARTIFACTS, airflow_login, chromium, keep_readme_picture
-from tests.helpers.registry import copy_version
 
 from edgeloop.demo import (
     DemoSettings,
@@ -35,6 +34,7 @@ from edgeloop.demo import (
 )
 from edgeloop.devstack.config import StackConfig
 from edgeloop.devstack.stack import read_env_file, stop_process
+from edgeloop.registry.register import copy_version
 from edgeloop.spec import load_all
 
 # The two stories run with `make test-loop` (about 15 minutes); the config push runs in the e2e tier.

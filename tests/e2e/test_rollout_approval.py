@@ -29,12 +29,12 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from tests.helpers.registry import copy_version
 
 from edgeloop.demo import DemoSettings, champion, fleet_versions, start_fleet
 from edgeloop.devstack.config import StackConfig
 from edgeloop.devstack.pipelines import remove_pipeline, write_pipeline
 from edgeloop.devstack.stack import read_env_file, stop_process
+from edgeloop.registry.register import copy_version
 from edgeloop.spec import PipelineSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]

@@ -20,6 +20,9 @@ extra version that the next call (the retry) deletes. Deleting is idempotent.
 The alternative, a lock object in S3 created with a conditional put, needs a lease
 and a takeover rule for a crashed holder, and a second system in the commit path;
 this protocol needs only the registry itself.
+
+`copy_version` registers an existing version again, ONNX file and gate decision included, so
+the same model can be rolled out under a new number (the e2e stories and the rollout benchmark).
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ log = logging.getLogger(__name__)
 
 TAG_DATASET = "edgeloop.dataset"  # JSON: bucket and keys of the train/eval split
 TAG_EDGE = "edgeloop.edge"  # JSON: the edge-fitness figures
+TAG_COPY_OF = "edgeloop.copy_of"  # on a copy (`copy_version`): the version it copies
+TAG_COPY_NOTE = "edgeloop.copy_note"  # on a copy: why it was made
+# What a copy carries over: the ONNX file's record and the evaluation gate's record on the version.
+COPIED_TAG_PREFIXES = ("edgeloop.artifact.", "edgeloop.gate.")
 
 
 def ensure_registered_model(client: MlflowClient, spec: PipelineSpec) -> None:
@@ -201,3 +208,35 @@ def recorded_artifact(tags: Mapping[str, str]) -> dict[str, Any] | None:
         "format": tags.get(TAG_ARTIFACT_FORMAT, ""),
         "path": tags.get(TAG_ARTIFACT_PATH, ""),
     }
+
+
+def copy_version(client: MlflowClient, model_name: str, version: str, note: str) -> str:
+    """Register the model of `model_name` version `version` again as a new version and return its number.
+
+    The copy has the same source, run and logged model, the records of the ONNX file (with the
+    training run that logged it) and of the evaluation gate's decision, so a rollout admits it and
+    publishes the same file; it is tagged with the version it copies and `note`. It carries no
+    candidate key, so `register_challenger` never takes it for a duplicate. Raise RegistryError when
+    the version names no model source or has no ONNX file recorded.
+    """
+    with mlflow_errors(client, f"copying {model_name} version {version}"):
+        source = client.get_model_version(model_name, version)
+        tags = dict(source.tags or {})
+        if not source.source:
+            raise RegistryError(f"{model_name} version {version} names no model source: nothing to copy")
+        if recorded_artifact(tags) is None or TAG_TRAINING_RUN not in tags:
+            raise RegistryError(
+                f"{model_name} version {version} has no ONNX file recorded (tags edgeloop.artifact.* and "
+                f"{TAG_TRAINING_RUN}): a copy of it could not be rolled out"
+            )
+        copied = {k: v for k, v in tags.items() if k.startswith(COPIED_TAG_PREFIXES) or k == TAG_TRAINING_RUN}
+        # the registry does not return model_id on a version; its source is `models:/<model id>`
+        model_id = getattr(source, "model_id", None) or str(source.source).removeprefix("models:/")
+        copy = client.create_model_version(
+            model_name,
+            source.source,
+            run_id=source.run_id,
+            tags={**copied, TAG_COPY_OF: str(version), TAG_COPY_NOTE: note},
+            model_id=model_id,
+        )
+    return str(copy.version)

@@ -1,4 +1,5 @@
-"""Publishing a version's ONNX file with plain fakes: digest checked, content-addressed, idempotent."""
+"""Publishing a version's ONNX file with plain fakes: digest checked, content-addressed, idempotent;
+a copy of a version (`copy_version`) is admitted by a rollout and publishes the same file."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ from botocore.exceptions import ClientError
 
 from edgeloop.contract.artifact import content_key, sha256_hex
 from edgeloop.registry.artifacts import ArtifactDigestMismatch, ArtifactMissing, publish_edge_artifact
+from edgeloop.registry.gate import TAG_DECISION, TAG_REASON
+from edgeloop.registry.register import TAG_COPY_NOTE, TAG_COPY_OF, candidate_versions, copy_version
+from edgeloop.rollout.admission import gate_record
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.errors import RegistryError
 from edgeloop.training.onnx_export import artifact_tags
+from edgeloop.training.tracking import TAG_CANDIDATE
 
 ONNX = b"\x08\x08 pretend these are the bytes of an ONNX file"
 OTHER = b"\x08\x08 and these are the bytes of a different one"
@@ -108,3 +114,67 @@ def test_a_version_registered_before_onnx_export_has_no_artifact(training_spec: 
     client = FakeMlflow({"edgeloop.training_run": "r1"}, {})
     with pytest.raises(ArtifactMissing, match=r"version 2 has no ONNX file recorded .* registered before"):
         publish_edge_artifact(client, FakeS3(), training_spec, "2")
+
+
+MODEL = "factory_maintenance"
+PROMOTED = {TAG_DECISION: "promote", TAG_REASON: "first model"}
+
+
+class FakeRegistry(FakeMlflow):
+    """Versions of one registered model, numbered as the registry numbers them; run artifacts to download."""
+
+    tracking_uri = "http://mlflow.example"
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        super().__init__({}, files)
+        self.versions: dict[str, SimpleNamespace] = {}
+
+    def add(self, source: str | None, tags: dict[str, str]) -> str:
+        number = str(len(self.versions) + 1)
+        self.versions[number] = SimpleNamespace(version=number, source=source, run_id="r1", tags=tags)
+        return number
+
+    def get_model_version(self, name: str, version: str) -> Any:
+        return self.versions[str(version)]
+
+    def create_model_version(self, name: str, source: str, **kwargs: Any) -> Any:
+        assert kwargs["model_id"] == "m-1", "the copy names the same logged model"
+        return self.versions[self.add(source, dict(kwargs["tags"]))]
+
+    def search_model_versions(self, filter_string: str, max_results: int = 200) -> list[Any]:
+        key = filter_string.rsplit("= '", maxsplit=1)[-1].rstrip("'")
+        return [v for v in self.versions.values() if v.tags.get(TAG_CANDIDATE) == key]
+
+
+def test_a_copy_of_a_promoted_version_is_admitted_and_ships_the_same_file(training_spec: PipelineSpec) -> None:
+    client, s3 = FakeRegistry({"r1/edge/model.onnx": ONNX}), FakeS3()
+    first = client.add("models:/m-1", {**version_tags(ONNX), **PROMOTED, TAG_CANDIDATE: "seed|abc"})
+
+    copy = copy_version(client, MODEL, first, "benchmark")
+
+    assert copy == "2"
+    tags = client.versions[copy].tags
+    assert (tags[TAG_COPY_OF], tags[TAG_COPY_NOTE]) == (first, "benchmark")
+    assert gate_record(client, MODEL, copy).passed, "the gate's promote decision comes along"
+    ref = publish_edge_artifact(client, s3, training_spec, copy)
+    assert (ref.sha256, ref.size) == (sha256_hex(ONNX), len(ONNX))
+    assert [v.version for v in candidate_versions(client, MODEL, "seed|abc")] == [first], (
+        "a copy is no duplicate registration of the candidate"
+    )
+
+
+def test_a_version_without_an_onnx_file_is_not_copied() -> None:
+    client = FakeRegistry({})
+    before_onnx = client.add("models:/m-1", dict(PROMOTED))
+
+    with pytest.raises(RegistryError, match=f"{MODEL} version {before_onnx} has no ONNX file recorded"):
+        copy_version(client, MODEL, before_onnx, "benchmark")
+    assert list(client.versions) == [before_onnx]
+
+
+def test_a_version_without_a_source_is_not_copied() -> None:
+    client = FakeRegistry({})
+    sourceless = client.add(None, {**version_tags(ONNX), **PROMOTED})
+
+    with pytest.raises(RegistryError, match="names no model source"):
+        copy_version(client, MODEL, sourceless, "benchmark")
