@@ -354,7 +354,7 @@ def column_verdicts(
         drifted = test.drifted(score, limit)
         out[column] = ColumnDrift(
             column=column,
-            score=_number(score),
+            score=finite_number(score),
             method=method if method is not None else test.display_name,
             threshold=limit,
             drifted=drifted,
@@ -431,7 +431,8 @@ def _confidence(
     return ConfidenceSignal(current_mean=current, reference_mean=ref, drop=ref - current, limit=limit)
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """`value` as a finite float, else None (missing, not a number, NaN or infinite)."""
     if value is None:
         return None
     try:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 from collections.abc import Mapping
 from html import escape
 from typing import Any
 
 import pandas as pd
 
-from edgeloop.drift.detect import ColumnDrift, DriftCheck, ReportInput, ScopeResult, inert_category
+from edgeloop.drift.detect import ColumnDrift, DriftCheck, ReportInput, ScopeResult, finite_number, inert_category
 from edgeloop.drift.results import drift_reports_prefix, report_key, safe_segment, summary_key
 from edgeloop.drift.window import S3Client
 from edgeloop.spec import PipelineSpec
@@ -93,12 +92,12 @@ def parse_snapshot(data: Mapping[str, Any]) -> tuple[dict[str, ColumnDrift], flo
         kind = str(config.get("type", ""))
         if kind.endswith(":ValueDrift"):
             scores[config["column"]] = (
-                _number(metric.get("value")),
+                finite_number(metric.get("value")),
                 str(config.get("method")),
                 config.get("threshold"),
             )
         elif kind.endswith(":DriftedColumnsCount"):
-            share = _number((metric.get("value") or {}).get("share"))
+            share = finite_number((metric.get("value") or {}).get("share"))
     statuses: dict[str, str] = {}
     dataset_drift = False
     for test in data.get("tests", []):
@@ -114,7 +113,7 @@ def parse_snapshot(data: Mapping[str, Any]) -> tuple[dict[str, ColumnDrift], flo
             column=column,
             score=score,
             method=method,
-            threshold=_number(threshold),
+            threshold=finite_number(threshold),
             drifted=statuses.get(column) == "FAIL",
             status=statuses.get(column, "MISSING"),
         )
@@ -126,16 +125,6 @@ def parse_snapshot(data: Mapping[str, Any]) -> tuple[dict[str, ColumnDrift], flo
 def _status_name(status: Any) -> str:
     """'FAIL', 'SUCCESS', ... from Evidently's TestStatus enum or its JSON string."""
     return str(getattr(status, "value", status)).upper()
-
-
-def _number(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def verdict_of(scope: ScopeResult) -> dict[str, Any]:
