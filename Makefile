@@ -174,7 +174,7 @@ bench-uplink: $(VENV)/.installed ## bytes a device sends per hour in raw and pro
 	$(PY) benchmarks/bench_uplink.py
 
 .PHONY: bench-loop
-bench-loop: stack-up ## the closed loop's time and each stage's share; alert -> DAG run latency over 20 alerts
+bench-loop: stack-up ## the closed loop 3 times (median and worst per stage); alert -> DAG run latency over 20 alerts
 	$(PY) benchmarks/bench_loop.py
 
 .PHONY: k8s-build k8s-up k8s-down test-k8s bench-k8s-rollout
