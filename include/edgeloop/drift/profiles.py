@@ -55,7 +55,6 @@ class MergedScope:
     """The merged sketches and exact counts of one scope."""
 
     records: int = 0
-    sent: int = 0
     numeric: dict[str, Any] = field(default_factory=dict)  # column -> merged kll_floats_sketch
     predictions: Counter[str] = field(default_factory=Counter)
     confidence_sum: float = 0.0
@@ -66,7 +65,6 @@ class MergedScope:
 
     def add(self, profile: DeviceProfile) -> None:
         self.records += profile.records
-        self.sent += profile.sent
         self.devices.add(profile.device_id)
         self.groups[profile.group_id] += profile.records
         for column in profile.columns:
@@ -79,10 +77,7 @@ class MergedScope:
                 for item, estimate, _, _ in sketch.get_frequent_items(_no_false_negatives()):
                     self.predictions[item] += int(estimate)
                 continue
-            merged = self.numeric.get(column.name)
-            if merged is None:
-                merged = self.numeric[column.name] = _kll(MERGE_K)
-            merged.merge(load_sketch(column))
+            self._merge_numeric(column.name, load_sketch(column))
             if column.name == CONFIDENCE:
                 self.confidence_sum += column.mean * column.count
                 self.confidence_count += column.count
@@ -90,7 +85,6 @@ class MergedScope:
     def absorb(self, other: MergedScope) -> None:
         """Add another scope's merged profile to this one."""
         self.records += other.records
-        self.sent += other.sent
         self.devices |= other.devices
         self.groups.update(other.groups)
         self.missing.update(other.missing)
@@ -98,10 +92,13 @@ class MergedScope:
         self.confidence_sum += other.confidence_sum
         self.confidence_count += other.confidence_count
         for name, sketch in other.numeric.items():
-            merged = self.numeric.get(name)
-            if merged is None:
-                merged = self.numeric[name] = _kll(MERGE_K)
-            merged.merge(sketch)
+            self._merge_numeric(name, sketch)
+
+    def _merge_numeric(self, name: str, sketch: Any) -> None:
+        merged = self.numeric.get(name)
+        if merged is None:
+            merged = self.numeric[name] = _kll(MERGE_K)
+        merged.merge(sketch)
 
 
 def _kll(k: int) -> Any:
@@ -126,16 +123,6 @@ class ProfileWindow:
     objects: list[str] = field(default_factory=list)
     corrupt: list[CorruptObject] = field(default_factory=list)
     bad_profiles: list[str] = field(default_factory=list)
-
-    @property
-    def records(self) -> int:
-        fleet = self.scopes.get(FLEET)
-        return fleet.records if fleet else 0
-
-    @property
-    def sent(self) -> int:
-        fleet = self.scopes.get(FLEET)
-        return fleet.sent if fleet else 0
 
 
 def scopes_of(profile: DeviceProfile, per_group: bool) -> Iterator[Stratum]:

@@ -369,9 +369,8 @@ class DeviceCore:
 
         reference = getattr(self.model, "reference", None)
         if reference:
-            version = self.model_version
-            window = {c: self.profiler.current_sketch(version, c) for c in reference}
-            self.local_drift = local_drift_score(reference, {k: v for k, v in window.items() if v is not None})
+            window = {c: self.profiler.current_sketch(self.model_version, c) for c in reference}
+            self.local_drift = local_drift_score(reference, window)
             self.sampler.drifting = self.local_drift > self.telemetry.local_drift_threshold
         profiles = self.profiler.close(now, device_id=self.device_id, group_id=self.group_id, pipeline=self.pipeline)
         self.counters.profiles += len(profiles)
