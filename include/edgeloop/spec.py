@@ -113,6 +113,8 @@ class FieldSpec(_Strict):
     description: str = ""
 
 
+# Every topic of a pipeline, `<prefix>.<kind>` (see edgeloop.fleet.topics for partitions and cleanup).
+TOPIC_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices", "profiles")
 IngestibleKind = Literal["telemetry", "health", "errors", "profiles"]
 INGESTIBLE: tuple[str, ...] = get_args(IngestibleKind)
 
@@ -417,8 +419,7 @@ class PipelineSpec(_Strict):
 
     @property
     def all_topics(self) -> list[str]:
-        kinds = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices", "profiles")
-        return [self.topic(k) for k in kinds]
+        return [self.topic(k) for k in TOPIC_KINDS]
 
     def storage_prefix(self, area: str) -> str:
         """Key prefix of one storage area (raw, deadletter, curated, reports, annotations, rollouts)."""

@@ -35,7 +35,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     ResourceType,
 )
 
-from edgeloop.spec import PipelineSpec
+from edgeloop.spec import TOPIC_KINDS, PipelineSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ _LEADER_ERRORS = {
 }
 
 GROUND_TRUTH = "ground-truth"
-PIPELINE_TOPIC_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices", "profiles")
 COMPACTED_KINDS = ("device-state", "devices")
 _COMPACTED = {
     "cleanup.policy": "compact",
@@ -80,7 +79,7 @@ def topic_plan(spec: PipelineSpec, *, ground_truth: bool = True) -> list[TopicPl
     """The topics a pipeline needs, with partitions and configs (see the module docstring)."""
     replication = spec.topics.replication_factor
     plans = []
-    for kind in PIPELINE_TOPIC_KINDS:
+    for kind in TOPIC_KINDS:
         partitions = 1 if kind in ("control", "devices") else spec.topics.partitions
         config = _COMPACTED if kind in COMPACTED_KINDS else {}
         plans.append(TopicPlan(spec.topic(kind), partitions, replication, config))
