@@ -19,6 +19,8 @@ Definitions (all per group, at time `now`):
   signed by their device as enrolled in the device registry (`unsigned`,
   `unknown_device`, `bad_signature`, `wrong_group`), or are unreadable or hold a
   value out of range (`bad_value`). They count for nothing above; they are counted by reason.
+  A status reads of each device only the heartbeats it needs (every one in the window, then
+  older ones down to the device's last usable one): refusals are counted among those.
 
 A group is unhealthy when offline ratio > max_offline_ratio, error rate >
 max_error_rate (with at least 20 inferences in the window), version skew >
@@ -32,7 +34,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -196,6 +198,37 @@ def _delta(first: int, last: int) -> int:
     return last if last < first else last - first  # a counter that went down was reset
 
 
+class _HeartbeatsInUse:
+    """The heartbeats a status is read from, per message key newest first: every one in the window, then
+    older ones only until the key's own device has a usable one there (its last beat before the window).
+
+    A status needs no more of a device: its last beat (online, offline, stale) and its counters at the
+    window's edges. Verifying and parsing only these is what keeps a reading of a large fleet short when
+    the lookback holds many heartbeats a device. The caller reports each beat it could use with `used`.
+    """
+
+    def __init__(self, records: Iterable[TopicRecord], window_start: int, now_ms: int) -> None:
+        by_key: dict[bytes | None, list[TopicRecord]] = {}
+        for record in records:
+            if record.timestamp_ms <= now_ms:  # a beat from the future is never read
+                by_key.setdefault(record.key, []).append(record)
+        self._by_key = by_key
+        self._window_start = window_start
+        self._done: set[bytes] = set()
+
+    def __iter__(self) -> Iterator[TopicRecord]:
+        for key, records in self._by_key.items():
+            records.sort(key=lambda r: r.timestamp_ms, reverse=True)
+            for record in records:
+                if key is not None and key in self._done:
+                    break
+                yield record
+
+    def used(self, record: TopicRecord, device_id: str) -> None:
+        if record.key is not None and record.timestamp_ms < self._window_start and record.key == device_id.encode():
+            self._done.add(record.key)
+
+
 def summarize_fleet(
     spec: PipelineSpec,
     states: DeviceStates,
@@ -219,7 +252,8 @@ def summarize_fleet(
     bad_feedback = 0
     refusals = Counter(states.refused)
     beats: dict[str, list[Heartbeat]] = {}
-    for record in heartbeats:
+    in_use = _HeartbeatsInUse(heartbeats, window_start, now_ms)
+    for record in in_use:
         try:
             beat = parse_heartbeat(record, registry)
         except RefusedReport as exc:
@@ -231,8 +265,7 @@ def summarize_fleet(
                 refusals["bad_value"] += 1
             log.debug("%s", exc)
             continue
-        if beat.seen_ms > now_ms:
-            continue
+        in_use.used(record, beat.device_id)
         known = states.devices.get(beat.device_id)
         if known is None or beat.group_id not in group_names:
             unknown.add(beat.device_id)

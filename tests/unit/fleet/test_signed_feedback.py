@@ -140,3 +140,31 @@ def test_a_report_verified_before_is_not_trusted_once_changed(spec: PipelineSpec
     assert registry.check(body) is None and registry.check(dict(body)) is None
     assert registry.check({**body, "errors": 1}) == "bad_signature"
     assert registry.check({**body, "signature": body["signature"][:-4] + "AAA="}) == "bad_signature"
+
+
+def test_a_reading_verifies_only_the_heartbeats_it_uses(spec: PipelineSpec, registry: DeviceRegistry) -> None:
+    """Each device's beats in the window, then older ones only down to its last usable one: forged beats older
+    than that are never verified, a forged one in the way is refused and the next older beat is the baseline."""
+    beats = failing_canary(spec)
+    older = heartbeat("canary-0", CANARY, 200, 0, 0, 1.0)  # before the window, behind canary-0's baseline
+    beats += [record(json.dumps(older).encode(), 200 + i, 200 + i) for i in range(50)]
+    assert gate(spec, beats, registry) == ("fail", {})
+    # canary-1's newest beat before the window is forged: refused, and the beat below it is its baseline
+    key = device_key(spec.name, "canary-1")
+    baseline = record(signed_json(heartbeat("canary-1", CANARY, 90, 1000, 0, 0.2), key), 90, 300)
+    forged_edge = record(json.dumps(heartbeat("canary-1", CANARY, 65, 1069, 0, 0.2)).encode(), 65, 301)
+    without = [b for b in failing_canary(spec) if not (b.key == b"canary-1" and b.timestamp_ms < NOW_MS - 60_000)]
+    state, refused = gate(spec, [*without, baseline, forged_edge], registry)
+    assert (state, refused) == ("fail", {"unsigned": 1})
+    states = DeviceStates({d: DeviceState(d, CANARY, {"model_version": "2"}, {"model_version": "2"}) for d in DEVICES})
+    status = summarize_fleet(
+        spec,
+        states,
+        [*without, baseline, forged_edge],
+        [],
+        now_ms=NOW_MS,
+        window_s=60.0,
+        stale_after_s=120.0,
+        registry=registry,
+    )
+    assert (status.group(CANARY).records, status.group(CANARY).errors) == (210, 90)  # 70 + 30 a device
