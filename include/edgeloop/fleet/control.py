@@ -27,7 +27,7 @@ from edgeloop.contract.messages import (
     new_assignment,
     parse_device_state,
 )
-from edgeloop.fleet.topics import TopicMissing, records_by_key
+from edgeloop.fleet.topics import CompactedFollower, TopicMissing, records_by_key
 from edgeloop.kafka import publish_messages
 from edgeloop.spec import PipelineSpec
 
@@ -114,20 +114,84 @@ def read_device_states(
         return DeviceStates()
     states = DeviceStates()
     for key, records in history.items():
-        for offset, value in reversed(records):
-            if value is None:
-                break
-            try:
-                state = parse_device_state(key, value, registry)
-            except BadDeviceState as exc:
-                states.bad_records.append(f"{exc} (offset {offset})")
-                continue
-            except RefusedReport as exc:
-                states.refused[exc.reason] += 1
-                continue
+        state, bad, refused = state_of(key, records, registry)
+        states.bad_records.extend(bad)
+        states.refused.update(refused)
+        if state is not None:
             states.devices[state.device_id] = state
-            break
     return states
+
+
+def state_of(
+    key: bytes, records: list[tuple[int, bytes | None]], registry: DeviceRegistry | None
+) -> tuple[DeviceState | None, list[str], Counter[str]]:
+    """A device's state from its device-state records, oldest first: the newest one accepted (None after a
+    tombstone or with none accepted); and the records passed over on the way: unreadable, refused by reason."""
+    bad: list[str] = []
+    refused: Counter[str] = Counter()
+    for offset, value in reversed(records):
+        if value is None:
+            return None, bad, refused
+        try:
+            return parse_device_state(key, value, registry), bad, refused
+        except BadDeviceState as exc:
+            bad.append(f"{exc} (offset {offset})")
+        except RefusedReport as exc:
+            refused[exc.reason] += 1
+    return None, bad, refused
+
+
+class FleetView:
+    """The device registry and device-state of a pipeline, read once and then followed.
+
+    Each `refresh` reads only what was published since the last one and re-checks only the devices
+    it touched (a device whose enrolment changed is re-checked in device-state too), so a rollout job
+    or gate that polls a large fleet every second verifies each record once, not once a poll. What
+    it returns is what `read_registry` and `read_device_states` would return at that moment.
+    """
+
+    def __init__(self, spec: PipelineSpec, kafka_config: Mapping[str, Any], trusted: Keyring) -> None:
+        self.spec = spec
+        self.trusted = trusted
+        self._enrolments = CompactedFollower(kafka_config, spec.topic("devices"))
+        self._states = CompactedFollower(kafka_config, spec.topic("device-state"))
+        self._registry_bad: dict[bytes, list[str]] = {}
+        self._state_bad: dict[bytes, tuple[list[str], Counter[str]]] = {}
+        self.registry = DeviceRegistry()
+        self._devices: dict[str, DeviceState] = {}
+
+    def refresh(self, *, timeout: float = 60.0) -> tuple[DeviceRegistry, DeviceStates]:
+        from edgeloop.fleet.registry import enrolment_of
+
+        enrolled = _changed_keys(self._enrolments, timeout)
+        for key in enrolled:
+            enrolment, bad = enrolment_of(self.spec, self.trusted, key, self._enrolments.history[key])
+            self._registry_bad[key] = bad
+            device = key.decode("utf-8", "replace")
+            if enrolment is None:
+                self.registry.devices.pop(device, None)
+            else:
+                self.registry.devices[enrolment.device_id] = enrolment
+        self.registry.bad_records = [line for bad in self._registry_bad.values() for line in bad]
+        for key in _changed_keys(self._states, timeout) | (enrolled & self._states.history.keys()):
+            state, bad, refused = state_of(key, self._states.history[key], self.registry)
+            self._state_bad[key] = (bad, refused)
+            if state is None:
+                self._devices.pop(key.decode("utf-8", "replace"), None)
+            else:
+                self._devices[state.device_id] = state
+        states = DeviceStates(dict(self._devices))
+        for bad, refused in self._state_bad.values():
+            states.bad_records.extend(bad)
+            states.refused.update(refused)
+        return self.registry, states
+
+
+def _changed_keys(follower: CompactedFollower, timeout: float) -> set[bytes]:
+    try:
+        return follower.refresh(timeout=timeout)
+    except TopicMissing:
+        return set()
 
 
 def forget_devices(spec: PipelineSpec, kafka_config: Mapping[str, Any], device_ids: Iterable[str]) -> None:
@@ -193,12 +257,14 @@ def apply_progress(
     trusted: Keyring,
     *,
     timeout: float = 60.0,
+    view: FleetView | None = None,
 ) -> ApplyProgress:
-    """Read the registry and device-state; report how many addressed, enrolled devices applied `assignment`."""
-    from edgeloop.fleet.registry import read_registry
+    """Read the registry and device-state; report how many addressed, enrolled devices applied `assignment`.
 
-    registry = read_registry(spec, kafka_config, trusted, timeout=timeout)
-    return assignment_progress(assignment, read_device_states(spec, kafka_config, timeout=timeout, registry=registry))
+    A caller that polls passes the same `view` each time: then each poll reads only what is new.
+    """
+    _, states = (view or FleetView(spec, kafka_config, trusted)).refresh(timeout=timeout)
+    return assignment_progress(assignment, states)
 
 
 def assignment_from_dict(data: Mapping[str, Any]) -> Assignment:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from edgeloop.contract.identity import BadEnrolment, DeviceRegistry, enrolment_record, parse_enrolment
+from edgeloop.contract.identity import BadEnrolment, DeviceRegistry, Enrolment, enrolment_record, parse_enrolment
 from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.contract.messages import iso_ms
 from edgeloop.fleet.topics import TopicMissing, records_by_key
@@ -60,14 +60,24 @@ def read_registry(
         return DeviceRegistry()
     registry = DeviceRegistry()
     for key, records in history.items():
-        for offset, value in reversed(records):  # the newest valid record counts
-            if value is None:
-                break
-            try:
-                enrolled = parse_enrolment(key, value, trusted, spec.name)
-            except BadEnrolment as exc:
-                registry.bad_records.append(f"{exc} (offset {offset})")
-                continue
+        enrolled, bad = enrolment_of(spec, trusted, key, records)
+        registry.bad_records.extend(bad)
+        if enrolled is not None:
             registry.devices[enrolled.device_id] = enrolled
-            break
     return registry
+
+
+def enrolment_of(
+    spec: PipelineSpec, trusted: Keyring, key: bytes, records: list[tuple[int, bytes | None]]
+) -> tuple[Enrolment | None, list[str]]:
+    """A device's enrolment from its registry records, oldest first: the newest valid one counts (None after a
+    tombstone or with none valid); and the records refused on the way, each with its reason."""
+    bad: list[str] = []
+    for offset, value in reversed(records):
+        if value is None:
+            return None, bad
+        try:
+            return parse_enrolment(key, value, trusted, spec.name), bad
+        except BadEnrolment as exc:
+            bad.append(f"{exc} (offset {offset})")
+    return None, bad

@@ -285,17 +285,51 @@ def read_topic(
         consumer.close()
 
 
-def records_by_key(
-    kafka_config: Mapping[str, Any], topic: str, *, timeout: float = 60.0
-) -> dict[bytes, list[tuple[int, bytes | None]]]:
-    """A compacted topic read to its end: each key's (offset, value) records, oldest first (None: a tombstone).
+class CompactedFollower:
+    """A compacted topic read to its end once, then followed: each `refresh` reads only what was published
+    since the last one. `history` holds each key's (offset, value) records, oldest first (None: a tombstone).
 
     Readers walk a key's records from the newest back to the newest one they accept, so that a
     record they refuse (forged, unreadable) neither counts nor hides the good one before it.
+    """
+
+    def __init__(self, kafka_config: Mapping[str, Any], topic: str) -> None:
+        self.kafka_config = kafka_config
+        self.topic = topic
+        self.history: dict[bytes, list[tuple[int, bytes | None]]] = {}
+        self._next: dict[int, int] = {}  # per partition, the offset the next refresh starts at
+
+    def refresh(self, *, timeout: float = 60.0) -> set[bytes]:
+        """Read the records published since the last refresh; return the keys they changed.
+
+        Raise TopicMissing if the topic does not exist, TopicReadTimeout if its end is not reached in time.
+        """
+        consumer = Consumer(reader_config(self.kafka_config))
+        deadline = time.monotonic() + timeout
+        try:
+            starts: dict[int, int] = {}
+            ends: dict[int, int] = {}
+            for partition in topic_partitions(consumer, self.topic, min(timeout, 10.0)):
+                low, ends[partition] = watermarks(consumer, TopicPartition(self.topic, partition), timeout)
+                starts[partition] = max(low, self._next.get(partition, low))
+            changed: set[bytes] = set()
+            for record in read_assigned(consumer, self.topic, starts, ends, deadline=deadline):
+                if record.key is not None:
+                    self.history.setdefault(record.key, []).append((record.offset, record.value))
+                    changed.add(record.key)
+            self._next.update(ends)
+            return changed
+        finally:
+            consumer.close()
+
+
+def records_by_key(
+    kafka_config: Mapping[str, Any], topic: str, *, timeout: float = 60.0
+) -> dict[bytes, list[tuple[int, bytes | None]]]:
+    """A compacted topic read to its end: each key's (offset, value) records, oldest first (see CompactedFollower).
+
     Raise TopicMissing if the topic does not exist.
     """
-    history: dict[bytes, list[tuple[int, bytes | None]]] = {}
-    for record in read_topic(kafka_config, topic, timeout=timeout):
-        if record.key is not None:
-            history.setdefault(record.key, []).append((record.offset, record.value))
-    return history
+    follower = CompactedFollower(kafka_config, topic)
+    follower.refresh(timeout=timeout)
+    return follower.history

@@ -22,12 +22,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.rollout.gate import GroupReading
 from edgeloop.spec import EdgeGroup, PipelineSpec
+
+if TYPE_CHECKING:
+    from edgeloop.fleet.control import FleetView
 
 ArtifactResolver = Callable[[str], ArtifactRef]  # model version -> where its ONNX file is
 
@@ -105,7 +108,7 @@ def run_kafka_wave(
     `artifacts` resolves the version's ONNX file (default: `artifact_resolver(spec)`); device
     reports count when their devices are enrolled under a `trusted_keys` key (default: the signer's).
     """
-    from edgeloop.fleet.control import apply_progress, push_assignment
+    from edgeloop.fleet.control import FleetView, apply_progress, push_assignment
 
     assignment = push_assignment(
         spec,
@@ -118,9 +121,10 @@ def run_kafka_wave(
         artifact=version_artifact(spec, group, model_version, artifacts),
     )
     trusted = trusted_keys or Keyring.of([signer.public])
+    view = FleetView(spec, kafka_config, trusted)
     deadline = time.monotonic() + timeout_s
     while True:
-        progress = apply_progress(spec, kafka_config, assignment, trusted, timeout=30)
+        progress = apply_progress(spec, kafka_config, assignment, trusted, timeout=30, view=view)
         settled = progress.devices > 0 and not progress.pending
         too_many_failed = progress.devices and len(progress.failed) / progress.devices > spec.rollout.max_failure_ratio
         if settled or too_many_failed or time.monotonic() >= deadline:
@@ -220,15 +224,17 @@ def read_group_readings(
     assignment_ids: Mapping[str, str],
     window_s: float,
     trusted: Keyring,
+    view: FleetView | None = None,
 ) -> tuple[list[GroupReading], dict[str, int]]:
     """What the enrolled devices of each group report: applied version, failures, offline, errors,
-    confidence; and the reports left out because their device did not sign them, by reason."""
-    from edgeloop.fleet.control import read_device_states
-    from edgeloop.fleet.health import fleet_status
-    from edgeloop.fleet.registry import read_registry
+    confidence; and the reports left out because their device did not sign them, by reason.
 
-    registry = read_registry(spec, kafka_config, trusted, timeout=30)
-    states = read_device_states(spec, kafka_config, timeout=30, registry=registry)
+    A gate that reads again and again passes the same `view`: each reading then re-checks only new records.
+    """
+    from edgeloop.fleet.control import FleetView
+    from edgeloop.fleet.health import fleet_status
+
+    registry, states = (view or FleetView(spec, kafka_config, trusted)).refresh(timeout=30)
     # Device-state is read once per reading, only the wave's devices' feedback is parsed, and heartbeats
     # only back to stale_after: a device silent for longer counts as offline either way, and the gate
     # needs no list of newly stale devices.

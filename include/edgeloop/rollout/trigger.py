@@ -35,6 +35,7 @@ class RolloutGateTrigger(BaseTrigger):
         self.soak_seconds = soak_seconds
         self.poll_seconds = poll_seconds
         self.trusted_keys = trusted_keys or []
+        self._view: Any = None  # the fleet as read so far (not serialized: a restarted trigger reads it anew)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -53,13 +54,23 @@ class RolloutGateTrigger(BaseTrigger):
 
     def _check(self, spec: Any, kafka_config: dict[str, Any]) -> dict[str, Any]:
         from edgeloop.contract.keys import Keyring
+        from edgeloop.fleet.control import FleetView
         from edgeloop.rollout.gate import evaluate_gate
         from edgeloop.rollout.job import read_group_readings
 
         elapsed = time.time() - self.started_at
         trusted = Keyring.from_text(" ".join(self.trusted_keys), "the gate's trusted keys")
+        if self._view is None:
+            self._view = FleetView(spec, kafka_config, trusted)
         readings, refused = read_group_readings(
-            spec, kafka_config, self.groups, self.model_version, self.assignment_ids, window_s=elapsed, trusted=trusted
+            spec,
+            kafka_config,
+            self.groups,
+            self.model_version,
+            self.assignment_ids,
+            window_s=elapsed,
+            trusted=trusted,
+            view=self._view,
         )
         decision = evaluate_gate(
             readings, spec.rollout.thresholds, spec.rollout.max_failure_ratio, soak_over=elapsed >= self.soak_seconds

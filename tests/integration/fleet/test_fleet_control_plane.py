@@ -320,3 +320,50 @@ def test_drift_bad_records_outage_and_clock_skew(
 
     skews = [abs(parse_iso(b["ts"]) * 1000 - (generated_ms(b["record_id"]) or 0)) for _, b in good]
     assert max(skews) > 10_000 and max(skews) <= 120_000 + 1
+
+
+def test_a_followed_fleet_view_reads_what_a_fresh_read_does(
+    spec: PipelineSpec, kafka_config: dict[str, Any], operator: Signer
+) -> None:
+    """A FleetView refreshed after each change holds the same registry and device states as reading both topics
+    anew: new states, a forged state on top of a good one, a decommissioned device, a device enrolled again with
+    another key (its old signed state no longer counts) and a registry tombstone."""
+    from edgeloop.contract.keys import public_hex
+    from edgeloop.fleet.control import FleetView, forget_devices
+    from edgeloop.fleet.registry import enrol
+    from edgeloop.kafka import publish_messages
+
+    trusted = keyring(operator)
+    view = FleetView(spec, kafka_config, trusted)
+
+    def same_as_fresh() -> tuple[int, int]:
+        registry, states = view.refresh(timeout=30)
+        fresh_registry = read_registry(spec, kafka_config, trusted, timeout=30)
+        fresh = read_device_states(spec, kafka_config, timeout=30, registry=fresh_registry)
+        assert registry.devices.keys() == fresh_registry.devices.keys()
+        assert sorted(registry.bad_records) == sorted(fresh_registry.bad_records)
+        assert states.devices == fresh.devices
+        assert (sorted(states.bad_records), states.refused) == (sorted(fresh.bad_records), fresh.refused)
+        return len(registry.devices), len(states.devices)
+
+    assert same_as_fresh() == (0, 0)  # no topic yet
+    with running_fleet(spec, kafka_config, operator) as fleet:
+        push_assignment(spec, kafka_config, operator, group="plant-north", model_version="3", issuer="test")
+        eventually(lambda: same_as_fresh() == (9, 9), what="every device enrolled and reporting")
+        first = fleet.stats.steps
+    assert first > 0
+    north = group_devices(spec, "plant-north")
+    good = view.refresh(timeout=30)[1].devices[north[0]]
+    forged = dict(good.to_dict(), reported={"model_version": "666"})
+    publish_messages(kafka_config, spec.topic("device-state"), [(north[0].encode(), json.dumps(forged).encode())])
+    forget_devices(spec, kafka_config, [north[1]])
+    enrol(
+        spec, kafka_config, operator, [(north[2], "plant-north", public_hex(Signer.generate().public))], now=time.time()
+    )
+    publish_messages(kafka_config, spec.topic("devices"), [(b"ghost-1", b"{not json")])
+    assert same_as_fresh() == (9, 7)  # north-1 forgotten, north-2's state is signed by its old key now
+    registry, states = view.refresh(timeout=30)
+    assert states.devices[north[0]] == good and states.refused["unsigned"] == 1
+    assert north[2] in registry.devices and north[2] not in states.devices
+    publish_messages(kafka_config, spec.topic("devices"), [(north[2].encode(), None)])
+    assert same_as_fresh() == (8, 7)

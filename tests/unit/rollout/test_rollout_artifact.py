@@ -28,8 +28,9 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         sent.append(assignment.to_wire(signer))
 
     monkeypatch.setattr(control, "publish_assignment", publish)
-    monkeypatch.setattr(control, "read_device_states", lambda *a, **k: control.DeviceStates())
-    monkeypatch.setattr(registry, "read_registry", lambda *a, **k: registry.DeviceRegistry())
+    monkeypatch.setattr(
+        control.FleetView, "refresh", lambda *a, **k: (registry.DeviceRegistry(), control.DeviceStates())
+    )
     return sent
 
 
