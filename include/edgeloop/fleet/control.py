@@ -27,7 +27,7 @@ from edgeloop.contract.messages import (
     new_assignment,
     parse_device_state,
 )
-from edgeloop.fleet.topics import CompactedFollower, TopicMissing, records_by_key
+from edgeloop.fleet.topics import CompactedFollower, TopicMissing, TopicRecord, TopicTail, records_by_key
 from edgeloop.kafka import publish_messages
 from edgeloop.spec import PipelineSpec
 
@@ -142,12 +142,14 @@ def state_of(
 
 
 class FleetView:
-    """The device registry and device-state of a pipeline, read once and then followed.
+    """What a pipeline's fleet says, read once and then followed: the device registry, device-state,
+    heartbeats and error reports.
 
     Each `refresh` reads only what was published since the last one and re-checks only the devices
     it touched (a device whose enrolment changed is re-checked in device-state too), so a rollout job
     or gate that polls a large fleet every second verifies each record once, not once a poll. What
-    it returns is what `read_registry` and `read_device_states` would return at that moment.
+    it returns is what `read_registry` and `read_device_states` would return at that moment;
+    `feedback` is what reading the heartbeats and error reports from those moments on would return.
     """
 
     def __init__(self, spec: PipelineSpec, kafka_config: Mapping[str, Any], trusted: Keyring) -> None:
@@ -159,6 +161,20 @@ class FleetView:
         self._state_bad: dict[bytes, tuple[list[str], Counter[str]]] = {}
         self.registry = DeviceRegistry()
         self._devices: dict[str, DeviceState] = {}
+        self._heartbeats = TopicTail(kafka_config, spec.topic("health"))
+        self._errors = TopicTail(kafka_config, spec.topic("errors"))
+
+    def feedback(
+        self, heartbeats_since_ms: int, errors_since_ms: int, *, timeout: float = 60.0
+    ) -> tuple[list[TopicRecord], list[TopicRecord]]:
+        """The heartbeats and the error reports published from those moments on (none for a missing topic)."""
+        out = []
+        for tail, since_ms in ((self._heartbeats, heartbeats_since_ms), (self._errors, errors_since_ms)):
+            try:
+                out.append(tail.read(since_ms, timeout=timeout))
+            except TopicMissing:
+                out.append([])
+        return out[0], out[1]
 
     def refresh(self, *, timeout: float = 60.0) -> tuple[DeviceRegistry, DeviceStates]:
         from edgeloop.fleet.registry import enrolment_of

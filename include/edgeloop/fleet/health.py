@@ -51,7 +51,7 @@ from edgeloop.contract.messages import (
     require_signed,
 )
 from edgeloop.contract.safejson import JsonRefused, loads_object
-from edgeloop.fleet.control import DeviceStates, read_device_states
+from edgeloop.fleet.control import DeviceStates, FleetView, read_device_states
 from edgeloop.fleet.registry import read_registry
 from edgeloop.fleet.topics import TopicMissing, TopicRecord, read_topic
 from edgeloop.kafka import publish_messages
@@ -384,13 +384,15 @@ def fleet_status(
     lookback_s: float | None = None,
     groups: Collection[str] | None = None,
     registry: DeviceRegistry | None = None,
+    view: FleetView | None = None,
 ) -> FleetStatus:
     """Read the device registry, device-state, heartbeats and error reports from Kafka; return the per-group
     status, counting only reports signed by their enrolled devices (enrolments signed by a `trusted` key).
 
     Defaults come from `spec.fleet_health` (window = stale_after); heartbeats are read
     back 2 x stale_after (`lookback_s`) so that newly stale devices are seen. A caller that
-    has just read the registry and device-state passes them as `registry` and `states`. With
+    has just read the registry and device-state passes them as `registry` and `states`; one that reads
+    again and again passes the same `view` instead, and each reading then reads only what is new. With
     `groups`, only those groups are summarised (the others show no device): the feedback of
     other devices is skipped before it is parsed, which is most of the work on a large fleet.
     """
@@ -399,6 +401,9 @@ def fleet_status(
     now_ms = int((now if now is not None else time.time()) * 1000)
     lookback = lookback_s if lookback_s is not None else 2 * stale_after
     lookback_ms = now_ms - int(max(window, lookback) * 1000)
+    errors_since_ms = now_ms - int(window * 1000)
+    if view is not None and (registry is None or states is None):
+        registry, states = view.refresh(timeout=timeout)
     if registry is None:
         registry = read_registry(spec, kafka_config, trusted, timeout=timeout)
     if states is None:
@@ -410,8 +415,14 @@ def fleet_status(
             {d: s for d, s in states.devices.items() if s.group_id in wanted}, list(states.bad_records), states.refused
         )
         keys = {device.encode() for device in states.devices}
-    heartbeats = _read_or_empty(kafka_config, spec.topic("health"), lookback_ms, timeout, keys)
-    errors = _read_or_empty(kafka_config, spec.topic("errors"), now_ms - int(window * 1000), timeout, keys)
+    if view is not None:
+        heartbeats, errors = view.feedback(lookback_ms, errors_since_ms, timeout=timeout)
+    else:
+        heartbeats = _read_or_empty(kafka_config, spec.topic("health"), lookback_ms, timeout)
+        errors = _read_or_empty(kafka_config, spec.topic("errors"), errors_since_ms, timeout)
+    if keys is not None:
+        heartbeats = [r for r in heartbeats if r.key in keys]
+        errors = [r for r in errors if r.key in keys]
     return summarize_fleet(
         spec,
         states,
@@ -425,13 +436,10 @@ def fleet_status(
     )
 
 
-def _read_or_empty(
-    kafka_config: Mapping[str, Any], topic: str, since_ms: int, timeout: float, keys: set[bytes] | None = None
-) -> list[TopicRecord]:
-    """The topic's records since `since_ms` (only those keyed by one of `keys`, when given)."""
+def _read_or_empty(kafka_config: Mapping[str, Any], topic: str, since_ms: int, timeout: float) -> list[TopicRecord]:
+    """The topic's records since `since_ms` (none if the topic does not exist)."""
     try:
-        records = read_topic(kafka_config, topic, since_ms=since_ms, timeout=timeout)
-        return list(records) if keys is None else [r for r in records if r.key in keys]
+        return list(read_topic(kafka_config, topic, since_ms=since_ms, timeout=timeout))
     except TopicMissing:
         return []
 

@@ -254,6 +254,32 @@ def read_assigned(
         consumer.unassign()
 
 
+def read_bounds(
+    consumer: Consumer,
+    topic: str,
+    timeout: float,
+    *,
+    since_ms: int | None = None,
+    after: Mapping[int, int] | None = None,
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Per partition, the offset a read starts at and its end (the high watermark now).
+
+    The start is the partition's first record, or its first at or after `since_ms`, or the offset in `after`
+    where a follower stopped (never below the partition's low watermark). Raise TopicMissing.
+    """
+    starts: dict[int, int] = {}
+    ends: dict[int, int] = {}
+    for partition in topic_partitions(consumer, topic, min(timeout, 10.0)):
+        low, ends[partition] = watermarks(consumer, TopicPartition(topic, partition), timeout)
+        starts[partition] = max(low, after.get(partition, low)) if after is not None else low
+    if since_ms is not None and after is None:
+        wanted = [TopicPartition(topic, p, since_ms) for p in starts]
+        for tp in consumer.offsets_for_times(wanted, timeout=timeout):
+            # no record at or after since_ms (offset -1): nothing to read in that partition
+            starts[tp.partition] = tp.offset if tp.offset >= 0 else ends[tp.partition]
+    return starts, ends
+
+
 def read_topic(
     kafka_config: Mapping[str, Any],
     topic: str,
@@ -271,21 +297,34 @@ def read_topic(
     consumer = Consumer(reader_config(kafka_config))
     deadline = time.monotonic() + timeout
     try:
-        starts: dict[int, int] = {}
-        ends: dict[int, int] = {}
-        for partition in topic_partitions(consumer, topic, min(timeout, 10.0)):
-            starts[partition], ends[partition] = watermarks(consumer, TopicPartition(topic, partition), timeout)
-        if since_ms is not None:
-            wanted = [TopicPartition(topic, p, since_ms) for p in starts]
-            for tp in consumer.offsets_for_times(wanted, timeout=timeout):
-                # no record at or after since_ms (offset -1): nothing to read in that partition
-                starts[tp.partition] = tp.offset if tp.offset >= 0 else ends[tp.partition]
+        starts, ends = read_bounds(consumer, topic, timeout, since_ms=since_ms)
         yield from read_assigned(consumer, topic, starts, ends, deadline=deadline, batch=batch)
     finally:
         consumer.close()
 
 
-class CompactedFollower:
+class _Follower:
+    """A topic read once and then followed: each `_read_new` reads only what was published since the last one."""
+
+    def __init__(self, kafka_config: Mapping[str, Any], topic: str) -> None:
+        self.kafka_config = kafka_config
+        self.topic = topic
+        self._next: dict[int, int] | None = None  # per partition, the offset the next read starts at
+
+    def _read_new(self, timeout: float, since_ms: int | None = None) -> list[TopicRecord]:
+        """Raise TopicMissing if the topic does not exist, TopicReadTimeout if its end is not reached in time."""
+        consumer = Consumer(reader_config(self.kafka_config))
+        deadline = time.monotonic() + timeout
+        try:
+            starts, ends = read_bounds(consumer, self.topic, timeout, since_ms=since_ms, after=self._next)
+            records = list(read_assigned(consumer, self.topic, starts, ends, deadline=deadline))
+            self._next = ends
+            return records
+        finally:
+            consumer.close()
+
+
+class CompactedFollower(_Follower):
     """A compacted topic read to its end once, then followed: each `refresh` reads only what was published
     since the last one. `history` holds each key's (offset, value) records, oldest first (None: a tombstone).
 
@@ -294,33 +333,36 @@ class CompactedFollower:
     """
 
     def __init__(self, kafka_config: Mapping[str, Any], topic: str) -> None:
-        self.kafka_config = kafka_config
-        self.topic = topic
+        super().__init__(kafka_config, topic)
         self.history: dict[bytes, list[tuple[int, bytes | None]]] = {}
-        self._next: dict[int, int] = {}  # per partition, the offset the next refresh starts at
 
     def refresh(self, *, timeout: float = 60.0) -> set[bytes]:
-        """Read the records published since the last refresh; return the keys they changed.
+        """Read the records published since the last refresh; return the keys they changed (see `_read_new`)."""
+        changed: set[bytes] = set()
+        for record in self._read_new(timeout):
+            if record.key is not None:
+                self.history.setdefault(record.key, []).append((record.offset, record.value))
+                changed.add(record.key)
+        return changed
 
-        Raise TopicMissing if the topic does not exist, TopicReadTimeout if its end is not reached in time.
-        """
-        consumer = Consumer(reader_config(self.kafka_config))
-        deadline = time.monotonic() + timeout
-        try:
-            starts: dict[int, int] = {}
-            ends: dict[int, int] = {}
-            for partition in topic_partitions(consumer, self.topic, min(timeout, 10.0)):
-                low, ends[partition] = watermarks(consumer, TopicPartition(self.topic, partition), timeout)
-                starts[partition] = max(low, self._next.get(partition, low))
-            changed: set[bytes] = set()
-            for record in read_assigned(consumer, self.topic, starts, ends, deadline=deadline):
-                if record.key is not None:
-                    self.history.setdefault(record.key, []).append((record.offset, record.value))
-                    changed.add(record.key)
-            self._next.update(ends)
-            return changed
-        finally:
-            consumer.close()
+
+class TopicTail(_Follower):
+    """A topic's recent records, read once from a moment on and then followed."""
+
+    def __init__(self, kafka_config: Mapping[str, Any], topic: str) -> None:
+        super().__init__(kafka_config, topic)
+        self.records: list[TopicRecord] = []
+        self._since: int | None = None
+
+    def read(self, since_ms: int, *, timeout: float = 60.0) -> list[TopicRecord]:
+        """The records from `since_ms` to the topic's end now; reads only what is new unless asked further back
+        than before. Raise TopicMissing, TopicReadTimeout (see `_read_new`)."""
+        if self._since is None or since_ms < self._since:
+            self._next, self.records = None, []
+        self.records.extend(self._read_new(timeout, since_ms))
+        self._since = since_ms
+        self.records = [r for r in self.records if r.timestamp_ms >= since_ms]
+        return self.records
 
 
 def records_by_key(

@@ -234,7 +234,8 @@ def read_group_readings(
     from edgeloop.fleet.control import FleetView
     from edgeloop.fleet.health import fleet_status
 
-    registry, states = (view or FleetView(spec, kafka_config, trusted)).refresh(timeout=30)
+    view = view or FleetView(spec, kafka_config, trusted)
+    registry, states = view.refresh(timeout=30)
     # Device-state is read once per reading, only the wave's devices' feedback is parsed, and heartbeats
     # only back to stale_after: a device silent for longer counts as offline either way, and the gate
     # needs no list of newly stale devices.
@@ -246,6 +247,7 @@ def read_group_readings(
         window_s=max(window_s, 5.0),
         timeout=30,
         states=states,
+        view=view,
         lookback_s=spec.fleet_health.stale_after.total_seconds(),
         groups=groups,
     )

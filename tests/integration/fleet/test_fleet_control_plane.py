@@ -351,6 +351,13 @@ def test_a_followed_fleet_view_reads_what_a_fresh_read_does(
         push_assignment(spec, kafka_config, operator, group="plant-north", model_version="3", issuer="test")
         eventually(lambda: same_as_fresh() == (9, 9), what="every device enrolled and reporting")
         first = fleet.stats.steps
+        for _ in range(3):  # the view's heartbeats and error reports, followed, read what a fresh read does
+            time.sleep(1.5)
+            now = time.time() - 1.0
+            followed = fleet_status(spec, kafka_config, trusted, now=now, view=view, timeout=30)
+            fresh_status = fleet_status(spec, kafka_config, trusted, now=now, timeout=30)
+            assert followed.to_dict() == fresh_status.to_dict()
+            assert sum(g.online for g in followed.groups) == 9
     assert first > 0
     north = group_devices(spec, "plant-north")
     good = view.refresh(timeout=30)[1].devices[north[0]]
