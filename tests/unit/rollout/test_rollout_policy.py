@@ -315,3 +315,72 @@ def test_the_dag_follows_waves_of_whole_groups_and_refuses_share_waves_before_an
     with pytest.raises(RolloutPlanError, match="skip_canary_reason"):
         plan_rollout(by_share, "4", ["plant-south"])  # the first wave is the canary wave
     assert [w.groups for w in plan_rollout(by_share, "4", ["plant-south"], "plant-south alone")][2] == ("plant-south",)
+
+
+def group_reading(**kw: Any) -> Any:
+    from edgeloop.rollout.gate import GroupReading
+
+    base = dict(group="plant-north", devices=100, applied=100, failed=0, offline_ratio=0.0, error_rate=0.0)
+    return GroupReading(**(base | {"mean_confidence": 0.9} | kw))
+
+
+def test_the_gate_without_policy_fields_decides_and_records_as_before() -> None:
+    from edgeloop.rollout.gate import evaluate_gate
+
+    spec = spec_with({})
+    decision = evaluate_gate([group_reading(applied=96)], spec.rollout.thresholds, 0.05, soak_over=True)
+    assert decision.passed and "policy" not in decision.to_dict()
+    short = evaluate_gate([group_reading(applied=90)], spec.rollout.thresholds, 0.05, soak_over=True)
+    assert short.state == "fail" and "90/100 devices report the new version" in short.reasons[0]
+
+
+def test_the_gate_aborts_once_enough_devices_finished_and_too_many_failed() -> None:
+    from edgeloop.rollout.gate import evaluate_gate
+
+    spec = spec_with({"abort": {"failure_threshold_pct": 10, "min_executed": 50}})
+    rollout = spec.rollout
+    few = evaluate_gate([group_reading(applied=30, failed=5)], rollout.thresholds, 0.05, False, abort=rollout.abort)
+    assert few.state == "wait" and few.policy["abort"]["executed"] == 35 and not few.policy["abort"]["abort"]
+    # 5 of 100 devices is within max_failure_ratio 0.05, but 5 of the 50 that finished is 10%
+    stop = evaluate_gate([group_reading(applied=45, failed=5)], rollout.thresholds, 0.05, False, abort=rollout.abort)
+    assert stop.state == "fail" and stop.reasons == [
+        "abort criteria: 5 of 50 finished devices failed (failed, timed_out, rejected): 10% >= 10%"
+    ]
+    assert stop.to_dict()["policy"]["abort"]["failure_pct"] == 10.0
+
+
+def test_the_success_threshold_takes_the_place_of_the_applied_ratio_at_the_end_of_the_soak() -> None:
+    from edgeloop.rollout.gate import evaluate_gate
+
+    spec = spec_with({"success_threshold": 0.9})
+    thresholds, threshold = spec.rollout.thresholds, spec.rollout.success_threshold
+    passed = evaluate_gate([group_reading(applied=90)], thresholds, 0.05, True, success_threshold=threshold)
+    assert passed.passed and passed.policy["success"]["plant-north"]["ratio"] == 0.9
+    short = evaluate_gate([group_reading(applied=89)], thresholds, 0.05, True, success_threshold=threshold)
+    assert short.reasons == ["plant-north: success threshold not met: 89/100 applied (0.89 < 0.9)"]
+    assert evaluate_gate([group_reading(applied=10)], thresholds, 0.05, False, success_threshold=threshold).state == (
+        "wait"
+    )
+
+
+def test_the_deferred_gate_applies_the_specs_abort_criteria(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers.keys import TRUSTED
+
+    from edgeloop.rollout import job
+    from edgeloop.rollout.trigger import RolloutGateTrigger
+
+    spec = spec_with({"abort": {"failure_threshold_pct": 10, "min_executed": 50}})
+    readings = [group_reading(applied=45, failed=5)]
+    monkeypatch.setattr(job, "read_group_readings", lambda *args, **kwargs: (readings, {}))
+    trigger = RolloutGateTrigger(
+        pipeline=spec.name,
+        groups=["plant-north"],
+        model_version="4",
+        assignment_ids={},
+        started_at=0.0,
+        soak_seconds=1e12,
+        trusted_keys=TRUSTED.hex_keys(),
+    )
+    event = trigger._check(spec, {})
+    assert event["state"] == "fail" and event["reasons"][0].startswith("abort criteria: 5 of 50")
+    assert event["policy"]["abort"]["min_executed"] == 50
