@@ -562,7 +562,8 @@ def rollout_policy_problems(spec: PipelineSpec) -> list[str]:
         problems.append(f"rollout.shadow.groups: {unknown_shadow} are not groups of this pipeline")
     if not rollout.waves or problems:
         return problems
-    numbered = [i for i, g in enumerate(spec.groups) if "wave" in g.model_fields_set]
+    # wave numbers that differ are a second order of the rollout (equal ones, as a dumped spec has, order nothing)
+    numbered = [i for i, g in enumerate(spec.groups) if g.wave != spec.groups[0].wave]
     if numbered:
         problems.append(
             f"groups[{numbered[0]}].wave: rollout.waves orders the rollout; leave out the groups' wave numbers"

@@ -15,7 +15,28 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgeloop.contract.shadow import ShadowReport
-from edgeloop.spec import ShadowSpec
+from edgeloop.spec import PipelineSpec, ShadowSpec
+
+
+@dataclass(frozen=True)
+class ShadowTargets:
+    """Who shadows the challenger: these groups, all their devices or a share of each (`policy.select_share`)."""
+
+    groups: tuple[str, ...]
+    share: float | None
+    window_s: float
+
+
+def shadow_targets(spec: PipelineSpec) -> ShadowTargets | None:
+    """The shadow wave of a spec (None when `rollout.shadow` is off): its groups, or the first wave's."""
+    from edgeloop.rollout.policy import policy_waves
+
+    shadow = spec.rollout.shadow
+    if not shadow.enabled:
+        return None
+    waves = policy_waves(spec)
+    groups = tuple(shadow.groups) or (waves[0].groups if waves else ())
+    return ShadowTargets(groups, shadow.share, shadow.window.total_seconds())
 
 
 @dataclass(frozen=True)

@@ -82,13 +82,22 @@ def test_waves_are_checked_against_the_groups_with_the_field_named() -> None:
     assert "rollout.waves[1]: group plant-north already reached share 1" in str(
         spec_errors(shrinking, group_waves=False)
     )
-    assert "groups[0].wave: rollout.waves orders the rollout" in str(spec_errors(SHARE_WAVES))
+    assert "groups[1].wave: rollout.waves orders the rollout" in str(spec_errors(SHARE_WAVES))
     other_canary = {**SHARE_WAVES, "canary_groups": ["line-canary"]}
     assert "rollout.canary_groups" in str(spec_errors(other_canary, group_waves=False))
     assert spec_errors({"waves": [{"groups": "some"}]}) == {
         "rollout.waves[0].groups": "Value error, 'some' is neither a list of group names nor 'all'"
     }
     assert "rollout.waves[0].share" in spec_errors({"waves": [{"groups": "all", "share": 1.5}]})
+
+
+def test_a_spec_with_waves_survives_a_round_trip_through_its_dump() -> None:
+    from edgeloop.spec import with_profiles
+
+    spec = spec_with(SHARE_WAVES, group_waves=False)
+    again = PipelineSpec.model_validate(spec.model_dump(by_alias=True))
+    assert policy_waves(again) == policy_waves(spec)
+    assert with_profiles(spec).rollout.waves == spec.rollout.waves
 
 
 def test_rate_abort_timeout_and_shadow_fields_are_validated_at_their_path() -> None:
@@ -384,3 +393,12 @@ def test_the_deferred_gate_applies_the_specs_abort_criteria(monkeypatch: pytest.
     event = trigger._check(spec, {})
     assert event["state"] == "fail" and event["reasons"][0].startswith("abort criteria: 5 of 50")
     assert event["policy"]["abort"]["min_executed"] == 50
+
+
+def test_the_shadow_wave_is_the_first_waves_groups_unless_the_spec_names_some() -> None:
+    from edgeloop.rollout.shadow import ShadowTargets, shadow_targets
+
+    assert shadow_targets(spec_with({})) is None
+    assert shadow_targets(spec_with({"shadow": {"enabled": True}})) == ShadowTargets(("line-canary",), None, 60.0)
+    named = spec_with({"shadow": {"enabled": True, "groups": ["plant-south"], "share": 0.1, "window": "5m"}})
+    assert shadow_targets(named) == ShadowTargets(("plant-south",), 0.1, 300.0)
