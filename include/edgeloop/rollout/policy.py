@@ -20,12 +20,24 @@ from typing import Any
 from edgeloop.spec import FAILURE_TYPES, AbortSpec, PipelineSpec, RateSpec
 
 EXECUTION_STATES = ("applied", "failed", "rejected", "timed_out", "in_progress")
+POLICY_FIELDS = ("waves", "rate", "abort", "success_threshold", "device_timeout", "shadow")
+# what the rollout DAG does not act on yet (see the README's rollout policy reference)
+NOT_ENFORCED = ("rate", "device_timeout", "shadow")
 
 
 class _Decision:
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
         return record
+
+
+def policy_record(spec: PipelineSpec) -> dict[str, Any]:
+    """The policy fields a spec sets (none: an empty dict), and which of them the rollout DAG does not act on
+    yet, for the plan's audit part."""
+    given = spec.rollout.model_dump(mode="json", include=set(POLICY_FIELDS), exclude_defaults=True)
+    if not given:
+        return {}
+    return {"given": given, "not_enforced": [name for name in NOT_ENFORCED if name in given]}
 
 
 # --- waves and shares --------------------------------------------------------------
