@@ -294,6 +294,98 @@ class Resources(_Strict):
     memory: str = Field(default="256Mi", pattern=r"^\d+(Ki|Mi|Gi)?$")
 
 
+FailureType = Literal["failed", "timed_out", "rejected"]
+FAILURE_TYPES: tuple[FailureType, ...] = get_args(FailureType)
+
+
+class PolicyWave(_Strict):
+    """One wave of `rollout.waves`: some groups (or `all` the groups no earlier wave finished), all of their
+    devices or a `share` of each (picked by a stable hash of device id and rollout id)."""
+
+    groups: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,39}$")]] | Literal["all"] = Field(min_length=1)
+    share: float | None = Field(default=None, gt=0, le=1, description="share of each group's devices; none: all")
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _list_or_all(cls, groups: Any) -> Any:
+        if groups != "all" and not isinstance(groups, list):
+            raise ValueError(f"{groups!r} is neither a list of group names nor 'all'")
+        if isinstance(groups, list) and len(set(map(str, groups))) != len(groups):
+            raise ValueError("each group once")
+        return groups
+
+
+class ExponentialRate(_Strict):
+    """Start at `base_per_minute` and multiply the rate by `increment_factor` each time the criterion is met
+    (AWS IoT Jobs `exponentialRate`), never above `rate.per_minute`."""
+
+    base_per_minute: int = Field(ge=1, le=1000)
+    increment_factor: float = Field(ge=1.1, le=5)
+    step_up_after_devices: int | None = Field(default=None, ge=1, description="devices ordered since the last step")
+    step_up_after_success: int | None = Field(default=None, ge=1, description="devices applied since the last step")
+
+    @model_validator(mode="after")
+    def _one_criterion(self) -> ExponentialRate:
+        if (self.step_up_after_devices is None) == (self.step_up_after_success is None):
+            raise ValueError("give exactly one of step_up_after_devices and step_up_after_success")
+        return self
+
+
+class RateSpec(_Strict):
+    """How fast orders go out, in devices per minute (AWS IoT Jobs `maximumPerMinute`, 1-1000)."""
+
+    per_minute: int = Field(default=1000, ge=1, le=1000)
+    exponential: ExponentialRate | None = None
+
+    @model_validator(mode="after")
+    def _base_within_max(self) -> RateSpec:
+        if self.exponential is not None and self.exponential.base_per_minute > self.per_minute:
+            raise ValueError(
+                f"exponential.base_per_minute: {self.exponential.base_per_minute} is above per_minute {self.per_minute}"
+            )
+        return self
+
+
+class AbortSpec(_Strict):
+    """Stop the whole rollout once `min_executed` devices finished and the failures of `failure_types` reach
+    `failure_threshold_pct` percent of them (AWS IoT Jobs `abortConfig`, hawkBit error threshold)."""
+
+    failure_threshold_pct: float = Field(gt=0, le=100)
+    min_executed: int = Field(default=1, ge=1)
+    failure_types: list[FailureType] = Field(default_factory=lambda: list(FAILURE_TYPES), min_length=1)
+
+    @field_validator("failure_types")
+    @classmethod
+    def _unique_types(cls, types: list[str]) -> list[str]:
+        if len(set(types)) != len(types):
+            raise ValueError("each failure type once")
+        return types
+
+
+class ShadowSpec(_Strict):
+    """An optional shadow wave before any device serves the new model: the devices run it beside the champion
+    on live inputs, serve only the champion's answers and report each `window` how the two compare."""
+
+    enabled: bool = False
+    groups: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,39}$")]] = Field(
+        default_factory=list, description="groups that shadow; none: the groups of the first wave"
+    )
+    share: float | None = Field(default=None, gt=0, le=1, description="share of those groups' devices; none: all")
+    window: Duration = timedelta(seconds=60)
+    min_windows: int = Field(default=3, ge=1, le=100_000, description="device windows reported before deciding")
+    min_agreement: float = Field(default=0.95, ge=0, le=1, description="share of inputs both models label alike")
+    max_confidence_drop: float = Field(default=0.1, ge=0, le=1, description="mean confidence the challenger may lose")
+    max_latency_ratio: float = Field(default=2.0, gt=0, description="challenger's p95 latency over the champion's")
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, description="share of inputs the challenger failed on")
+
+    @field_validator("window")
+    @classmethod
+    def _window_positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be positive")
+        return value
+
+
 class RolloutSpec(_Strict):
     canary_groups: list[str] = Field(default_factory=list)
     soak: Duration = timedelta(minutes=10)
@@ -316,6 +408,25 @@ class RolloutSpec(_Strict):
     kubernetes_conn_id: str = "kubernetes_default"
     resources: Resources = Resources()
     timeout: Duration = timedelta(minutes=30)
+    # The rollout policy (evaluated by `edgeloop.rollout.policy`). Each field left out keeps the rollout
+    # as the fields above shape it: canary groups, then groups by `wave` number, every device at once.
+    waves: list[PolicyWave] = Field(default_factory=list, max_length=50)
+    rate: RateSpec | None = None
+    abort: AbortSpec | None = None
+    success_threshold: float | None = Field(
+        default=None, gt=0, le=1, description="share of a wave's devices that must apply for the next wave to start"
+    )
+    device_timeout: Duration | None = Field(
+        default=None, description="a device that has not applied its order by then counts as failed (timed_out)"
+    )
+    shadow: ShadowSpec = ShadowSpec()
+
+    @field_validator("device_timeout")
+    @classmethod
+    def _timeout_positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("must be positive")
+        return value
 
     @field_validator("approvers")
     @classmethod
@@ -400,6 +511,9 @@ class PipelineSpec(_Strict):
         unknown_canary = sorted(set(self.rollout.canary_groups) - set(group_names))
         if unknown_canary:
             raise ValueError(f"rollout.canary_groups: {unknown_canary} are not groups of this pipeline")
+        policy_problems = rollout_policy_problems(self)
+        if policy_problems:
+            raise ValueError(policy_problems[0])
         clashes = _claim_kubernetes_names({}, self)
         if clashes:
             raise ValueError(f"groups: {clashes[0]}")
@@ -432,6 +546,51 @@ class PipelineSpec(_Strict):
     @property
     def canary_groups(self) -> list[EdgeGroup]:
         return [g for g in self.groups if g.name in self.rollout.canary_groups]
+
+
+def rollout_policy_problems(spec: PipelineSpec) -> list[str]:
+    """What is wrong between `rollout.waves` / `rollout.shadow` and the spec's groups, each naming its field."""
+    names = [g.name for g in spec.groups]
+    rollout = spec.rollout
+    problems = []
+    for index, wave in enumerate(rollout.waves):
+        unknown = [] if wave.groups == "all" else sorted(set(wave.groups) - set(names))
+        if unknown:
+            problems.append(f"rollout.waves[{index}].groups: {unknown} are not groups of this pipeline")
+    unknown_shadow = sorted(set(rollout.shadow.groups) - set(names))
+    if unknown_shadow:
+        problems.append(f"rollout.shadow.groups: {unknown_shadow} are not groups of this pipeline")
+    if not rollout.waves or problems:
+        return problems
+    # wave numbers that differ are a second order of the rollout (equal ones, as a dumped spec has, order nothing)
+    numbered = [i for i, g in enumerate(spec.groups) if g.wave != spec.groups[0].wave]
+    if numbered:
+        problems.append(
+            f"groups[{numbered[0]}].wave: rollout.waves orders the rollout; leave out the groups' wave numbers"
+        )
+    first = rollout.waves[0].groups
+    first_groups = names if first == "all" else first
+    if rollout.canary_groups and sorted(rollout.canary_groups) != sorted(first_groups):
+        problems.append(
+            f"rollout.canary_groups: {rollout.canary_groups} must be the groups of rollout.waves[0] ({first_groups})"
+            " or be left out"
+        )
+    reached: dict[str, float] = {}
+    for index, wave in enumerate(rollout.waves):
+        groups = [n for n in names if reached.get(n, 0.0) < 1] if wave.groups == "all" else wave.groups
+        share = 1.0 if wave.share is None else wave.share
+        if not groups:
+            problems.append(f"rollout.waves[{index}].groups: 'all' names no group that earlier waves left")
+        for group in groups:
+            if reached.get(group, 0.0) >= share:
+                problems.append(
+                    f"rollout.waves[{index}]: group {group} already reached share {reached[group]:g} in an earlier wave"
+                )
+            reached[group] = max(share, reached.get(group, 0.0))
+    unfinished = [n for n in names if reached.get(n, 0.0) < 1]
+    if unfinished:
+        problems.append(f"rollout.waves: groups {unfinished} never get all their devices (add a wave without share)")
+    return problems
 
 
 SAMPLE_REASON_FIELD = {"name": "sample_reason", "type": "string", "role": "sample_reason", "nullable": True}

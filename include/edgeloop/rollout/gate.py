@@ -3,6 +3,11 @@
 During the soak the gate fails early on errors or failed applies; it passes only at
 the end of the soak, when enough devices report the new version, few are offline and
 confidence holds. A device that never reports the new version counts as failed then.
+
+With the spec's rollout policy the gate also applies the abort criteria (`rollout.abort`, over
+the wave's devices that finished: applied or failed) at every check, and at the end of the soak
+`rollout.success_threshold` in place of `thresholds.min_applied_ratio`; their numbers go into
+the decision (`policy`). Without them the decision is as before.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgeloop.spec import HealthThresholds
+from edgeloop.rollout.policy import evaluate_abort, evaluate_success
+from edgeloop.spec import AbortSpec, HealthThresholds
 
 
 @dataclass(frozen=True)
@@ -37,17 +43,19 @@ class GateDecision:
     state: str  # "pass", "fail" or "wait"
     reasons: list[str] = field(default_factory=list)
     readings: list[GroupReading] = field(default_factory=list)
+    policy: dict[str, Any] = field(default_factory=dict)  # the rollout policy's decisions, with their numbers
 
     @property
     def passed(self) -> bool:
         return self.state == "pass"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "state": self.state,
             "reasons": self.reasons,
             "readings": [asdict(r) | {"applied_ratio": round(r.applied_ratio, 4)} for r in self.readings],
         }
+        return record | ({"policy": self.policy} if self.policy else {})
 
 
 def evaluate_gate(
@@ -55,9 +63,20 @@ def evaluate_gate(
     thresholds: HealthThresholds,
     max_failure_ratio: float,
     soak_over: bool,
+    *,
+    abort: AbortSpec | None = None,
+    success_threshold: float | None = None,
 ) -> GateDecision:
-    """Decide pass / fail / wait from per-group readings (pure)."""
+    """Decide pass / fail / wait from per-group readings (pure); `abort` and `success_threshold` from the
+    spec's rollout policy, when it has them."""
+    policy: dict[str, Any] = {}
     failures: list[str] = []
+    if abort is not None:
+        failed = sum(r.failed for r in readings)
+        decision = evaluate_abort(sum(r.applied for r in readings) + failed, {"failed": failed}, abort)
+        policy["abort"] = decision.to_dict()
+        if decision.abort:
+            failures.append(f"abort criteria: {decision.reason}")
     for r in readings:
         if r.devices == 0:
             failures.append(f"{r.group}: no device of the group is known to the fleet")
@@ -69,11 +88,16 @@ def evaluate_gate(
         if r.error_rate is not None and r.error_rate > thresholds.max_error_rate:
             failures.append(f"{r.group}: error rate {r.error_rate:.3f} > {thresholds.max_error_rate}")
     if failures:
-        return GateDecision("fail", failures, readings)
+        return GateDecision("fail", failures, readings, policy)
     if not soak_over:
-        return GateDecision("wait", [], readings)
+        return GateDecision("wait", [], readings, policy)
     for r in readings:
-        if r.applied_ratio < thresholds.min_applied_ratio:
+        if success_threshold is not None:
+            success = evaluate_success(r.devices, min(r.applied, r.devices), success_threshold)
+            policy.setdefault("success", {})[r.group] = success.to_dict()
+            if not success.met:
+                failures.append(f"{r.group}: success threshold not met: {success.reason}")
+        elif r.applied_ratio < thresholds.min_applied_ratio:
             failures.append(
                 f"{r.group}: {r.applied}/{r.devices} devices report the new version "
                 f"(ratio {r.applied_ratio:.3f} < {thresholds.min_applied_ratio})"
@@ -82,4 +106,4 @@ def evaluate_gate(
             failures.append(f"{r.group}: offline ratio {r.offline_ratio:.3f} > {thresholds.max_offline_ratio}")
         if r.mean_confidence is not None and r.mean_confidence < thresholds.min_mean_confidence:
             failures.append(f"{r.group}: mean confidence {r.mean_confidence:.3f} < {thresholds.min_mean_confidence}")
-    return GateDecision("fail" if failures else "pass", failures, readings)
+    return GateDecision("fail" if failures else "pass", failures, readings, policy)

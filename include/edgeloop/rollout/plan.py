@@ -1,4 +1,4 @@
-"""Which groups go in which wave: canary groups first, then the rest by their `wave` number."""
+"""Which groups go in which wave: `rollout.waves`, or canary groups first, then the rest by their `wave` number."""
 
 from __future__ import annotations
 
@@ -28,7 +28,12 @@ class Wave:
 
 
 def spec_waves(spec: PipelineSpec) -> list[Wave]:
-    """The waves of a full rollout, as the DAG is shaped: canary wave (if any), then by `wave` number."""
+    """The waves of a full rollout, as the DAG is shaped: `rollout.waves` when the spec has them, else the
+    canary wave (if any), then the other groups by `wave` number."""
+    if spec.rollout.waves:
+        from edgeloop.rollout.policy import policy_waves
+
+        return [Wave(w.index, w.groups, w.canary) for w in policy_waves(spec)]
     canary = tuple(g.name for g in spec.groups if g.name in spec.rollout.canary_groups)
     rest = [g for g in spec.groups if g.name not in canary]
     waves = [Wave(0, canary, canary=True)] if canary else []
@@ -59,6 +64,12 @@ def plan_rollout(
     for wave in spec_waves(spec):
         kept = tuple(g for g in wave.groups if g in wanted)
         waves.append(Wave(wave.index, kept, wave.canary))
+    by_share = [i for i, w in enumerate(spec.rollout.waves) if w.share is not None and waves[i].groups]
+    if by_share:
+        raise RolloutPlanError(
+            f"rollout.waves[{by_share[0]}].share: the rollout DAG orders whole groups and does not apply waves"
+            " by share of devices yet; nothing was changed"
+        )
     skipped_canary = left_out_canary(spec, waves)
     if skipped_canary and not skip_canary_reason.strip():
         production = [g for w in waves if not w.canary for g in w.groups]
@@ -74,4 +85,5 @@ def left_out_canary(spec: PipelineSpec, waves: Sequence[Wave]) -> list[str]:
     """The canary groups a rollout leaves out while it goes to production groups (empty: canary first)."""
     if not any(w.groups for w in waves if not w.canary):
         return []
-    return [g for w in waves if w.canary for g in spec.rollout.canary_groups if g not in w.groups]
+    canary = spec.rollout.canary_groups or [g for w in spec_waves(spec) if w.canary for g in w.groups]
+    return [g for w in waves if w.canary for g in canary if g not in w.groups]

@@ -59,6 +59,7 @@ def plan_step(
     from edgeloop.deployment import NotAllowed, require_allowed
     from edgeloop.registry.aliases import alias_version
     from edgeloop.rollout.admission import admin_override, admit_version, gate_record
+    from edgeloop.rollout.policy import policy_record
     from edgeloop.training.tracking import mlflow_client
 
     is_admin = is_admin or airflow_admin
@@ -99,6 +100,9 @@ def plan_step(
         "skip_canary_reason": skip_canary_reason.strip() if skipped else None,
         "planned_at": now_iso(),
     }
+    policy = policy_record(spec)
+    if policy:  # what the spec's rollout policy asks, and what of it this rollout does not act on
+        plan["policy"] = policy
     write_part(s3, spec, rollout_id, 0, "plan", plan)
     return plan
 

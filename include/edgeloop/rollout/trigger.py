@@ -73,7 +73,12 @@ class RolloutGateTrigger(BaseTrigger):
             view=self._view,
         )
         decision = evaluate_gate(
-            readings, spec.rollout.thresholds, spec.rollout.max_failure_ratio, soak_over=elapsed >= self.soak_seconds
+            readings,
+            spec.rollout.thresholds,
+            spec.rollout.max_failure_ratio,
+            soak_over=elapsed >= self.soak_seconds,
+            abort=spec.rollout.abort,
+            success_threshold=spec.rollout.success_threshold,
         )
         return decision.to_dict() | {"elapsed_s": round(elapsed, 1), "refused_reports": refused}
 

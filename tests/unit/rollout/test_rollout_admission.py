@@ -143,6 +143,19 @@ def test_promoted_versions_pass_whoever_started_the_run(registry: FakeRegistry) 
     assert (manual["model_version"], manual["overrides"], manual["triggered_by"]) == ("4", [], "viewer")
 
 
+def test_the_plan_records_the_rollout_policy_and_what_the_dag_does_not_act_on(registry: FakeRegistry) -> None:
+    assert "policy" not in plan(FakeS3(), {"model_version": "4"}, VIEWER_RUN)
+    data = yaml.safe_load(DEMO.read_text())
+    data["rollout"] |= {"abort": {"failure_threshold_pct": 5, "min_executed": 50}, "device_timeout": "10m"}
+    s3 = FakeS3()
+    planned = plan(s3, {"model_version": "4"}, VIEWER_RUN, parse_spec(yaml.safe_dump(data)))
+    assert planned["policy"] == {
+        "given": {"abort": {"failure_threshold_pct": 5.0, "min_executed": 50}, "device_timeout": "PT10M"},
+        "not_enforced": ["device_timeout"],
+    }
+    assert s3.part("plan")["policy"] == planned["policy"]
+
+
 def test_an_admin_override_is_honoured_and_recorded_in_the_audit(
     registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
