@@ -51,15 +51,20 @@ def as_unit_float(frames: np.ndarray) -> np.ndarray:
 
 
 def laplacian(batch: np.ndarray) -> np.ndarray:
-    """The 4-neighbour Laplacian of each frame's interior: (N, H-2, W-2)."""
+    """The 4-neighbour Laplacian of each frame's interior: (N, H-2, W-2), float64."""
+    batch = np.asarray(batch, dtype=np.float64)
     centre = batch[:, 1:-1, 1:-1]
     neighbours = batch[:, :-2, 1:-1] + batch[:, 2:, 1:-1] + batch[:, 1:-1, :-2] + batch[:, 1:-1, 2:]
-    return np.asarray(neighbours - np.float32(4.0) * centre, dtype=np.float32)
+    return np.asarray(neighbours - 4.0 * centre, dtype=np.float64)
 
 
 def image_statistics(frames: np.ndarray) -> dict[str, np.ndarray]:
-    """Each statistic of `STAT_COLUMNS` for every frame of a batch (N, H, W), as float32 arrays of length N."""
-    batch = as_unit_float(frames)
+    """Each statistic of `STAT_COLUMNS` for every frame of a batch (N, H, W), as float32 arrays of length N.
+
+    Computed in float64 and rounded once at the end, as the ONNX graph of `edgeloop.vision.model` does, so
+    the two agree to float32 rounding.
+    """
+    batch = as_unit_float(frames).astype(np.float64)
     if batch.shape[1] < 3 or batch.shape[2] < 3:
         raise ValueError(f"frames must be at least 3x3 pixels, got {batch.shape[1:]}")
     flat = batch.reshape(len(batch), -1)
@@ -77,13 +82,13 @@ def image_statistics(frames: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def block_average(frames: np.ndarray, block: int = DEFAULT_BLOCK) -> np.ndarray:
-    """Each frame averaged over block x block tiles and flattened: (N, (H/block) * (W/block)) float32."""
-    batch = as_unit_float(frames)
+    """Each frame averaged over block x block tiles and flattened: (N, (H/block) * (W/block)) float64."""
+    batch = as_unit_float(frames).astype(np.float64)
     n, height, width = batch.shape
     if height % block or width % block:
         raise ValueError(f"frames of {height}x{width} pixels do not split into {block}x{block} blocks")
     tiles = batch.reshape(n, height // block, block, width // block, block)
-    return np.asarray(tiles.mean(axis=(2, 4)).reshape(n, -1), dtype=np.float32)
+    return np.asarray(tiles.mean(axis=(2, 4)).reshape(n, -1), dtype=np.float64)
 
 
 def embedding_columns(components: int = DEFAULT_COMPONENTS) -> tuple[str, ...]:
@@ -108,19 +113,26 @@ class Embedding:
         batch = as_unit_float(frames)
         if batch.shape[1:] != self.shape:
             raise ValueError(f"the embedding was fitted on {self.shape} frames, got {batch.shape[1:]}")
-        return np.asarray((block_average(batch, self.block) - self.mean) @ self.components.T, dtype=np.float32)
+        centred = block_average(batch, self.block) - self.mean.astype(np.float64)
+        return np.asarray(centred @ self.components.T.astype(np.float64), dtype=np.float32)
 
     def pixel_projection(self) -> tuple[np.ndarray, np.ndarray]:
-        """`(matrix, bias)` such that `pixels.reshape(N, H*W) @ matrix + bias == project(pixels)` (float32).
+        """`(matrix, bias)` such that `pixels.reshape(N, H*W) @ matrix + bias == project(pixels)` (float64).
 
         The block average is linear: each pixel contributes 1/block^2 of its tile's value.
         """
         height, width = self.shape
-        tiles = self.components.reshape(-1, height // self.block, width // self.block)
+        tiles = self.components.astype(np.float64).reshape(-1, height // self.block, width // self.block)
         spread = np.repeat(np.repeat(tiles, self.block, axis=1), self.block, axis=2) / self.block**2
         matrix = spread.reshape(len(self.components), height * width).T
-        bias = -(self.mean @ self.components.T)
-        return matrix.astype(np.float32), bias.astype(np.float32)
+        bias = -(self.mean.astype(np.float64) @ self.components.T.astype(np.float64))
+        return matrix, bias
+
+    def truncated(self, components: int) -> Embedding:
+        """The first `components` components only (a PCA's leading components do not depend on how many were kept)."""
+        if not 0 < components <= len(self.components):
+            raise ValueError(f"the embedding has {len(self.components)} components, not {components}")
+        return Embedding(self.shape, self.block, self.mean, self.components[:components])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists and numbers (JSON): what a model's metadata carries."""
@@ -157,7 +169,7 @@ def fit_embedding(frames: np.ndarray, components: int = DEFAULT_COMPONENTS, *, b
     the same embedding whatever sign the SVD routine returns.
     """
     batch = as_unit_float(frames)
-    reduced = block_average(batch, block).astype(np.float64)
+    reduced = block_average(batch, block)
     if len(reduced) < 2 or not 0 < components <= min(reduced.shape):
         raise ValueError(
             f"{components} components need at least that many frames and values per frame, got {reduced.shape}"

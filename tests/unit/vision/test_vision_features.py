@@ -148,3 +148,11 @@ def test_the_feature_table_fits_a_drift_window_with_timestamps() -> None:
     )
     assert pd.api.types.is_datetime64_any_dtype(table["ts"])
     assert len(table) == 4
+
+
+def test_the_leading_components_do_not_depend_on_how_many_were_fitted(reference: np.ndarray) -> None:
+    wide, narrow = V.fit_embedding(reference, 16), V.fit_embedding(reference, 8)
+    assert np.allclose(wide.truncated(8).components, narrow.components, atol=1e-4)
+    assert wide.truncated(8).columns == narrow.columns
+    with pytest.raises(ValueError, match="has 16 components, not 17"):
+        wide.truncated(17)
