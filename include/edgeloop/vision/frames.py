@@ -14,8 +14,8 @@ Everything is seeded by (device, frame index) through sha256, so the same inputs
 the same pixels on any machine, and `encode_png` gives the same bytes for the same
 pixels: it is a minimal PNG writer (8-bit grayscale, filter 0, zlib level 6) on the
 standard library, not an imaging library whose output may change between versions.
-That keeps a frame's content address stable between a device and the cloud. Frames are
-stored under `frame_key`: `<storage prefix>/frames/<pipeline>/<sha256[:2]>/<sha256>.png`.
+That keeps a frame's content address stable between a device and the cloud
+(`edgeloop.vision.claim` stores frames under it).
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def make_frames(
     return pixels, [f.label for f in frames]
 
 
-# --- PNG and the claim check ---------------------------------------------------------------------
+# --- PNG ---------------------------------------------------------------------
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -270,20 +270,3 @@ def decode_png(data: bytes) -> np.ndarray:
         if image.format != "PNG":
             raise ValueError(f"not a PNG image (format {image.format})")
         return np.asarray(image.convert("L"), dtype=np.uint8)
-
-
-def frame_digest(data: bytes) -> str:
-    """The sha256 of a frame's bytes (hex): its content address."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def frame_key(pipeline: str, digest: str, *, storage_prefix: str = "") -> str:
-    """The object key of a frame: `<storage prefix>/frames/<pipeline>/<sha256[:2]>/<sha256>.png`.
-
-    The same bytes always land on the same key, so a re-sent frame overwrites itself; the
-    two-character fan-out keeps listings short. Equal to `spec.storage_prefix("frames")` + the rest.
-    """
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise ValueError(f"frame digest {digest!r} is not 64 lowercase hex digits")
-    base = f"{storage_prefix}/" if storage_prefix else ""
-    return f"{base}frames/{pipeline}/{digest[:2]}/{digest}.png"
