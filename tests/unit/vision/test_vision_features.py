@@ -10,7 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edgeloop.drift.detect import column_verdicts
+from edgeloop.drift.columns import drift_columns
+from edgeloop.drift.detect import check_drift, column_verdicts
+from edgeloop.drift.reference import reference_from_frame
+from edgeloop.drift.synthetic import synthetic_spec
+from edgeloop.drift.window import frame_sample
 from edgeloop.vision import features as V
 from edgeloop.vision import frames as F
 
@@ -156,3 +160,40 @@ def test_the_leading_components_do_not_depend_on_how_many_were_fitted(reference:
     assert wide.truncated(8).columns == narrow.columns
     with pytest.raises(ValueError, match="has 16 components, not 17"):
         wide.truncated(17)
+
+
+def _group_table(group: str, conditions: F.CameraConditions, count: int, embedding: V.Embedding) -> pd.DataFrame:
+    pixels, labels = F.make_frames(f"{group}-cam", 0, count, conditions)
+    start = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    extra = {
+        "record_id": [f"{group}-{i}" for i in range(count)],
+        "device_id": [f"{group}-cam"] * count,
+        "group_id": [group] * count,
+        "ts": [start + timedelta(seconds=i) for i in range(count)],
+        "prediction": labels,
+        "confidence": [0.9] * count,
+        "model_version": ["1"] * count,
+    }
+    return V.feature_table(pixels, embedding, extra)
+
+
+def test_the_drift_stage_checks_image_features_per_group_like_record_fields(reference: np.ndarray) -> None:
+    """Given a spec whose features are the image columns, when one group's lighting drifts, then the drift
+    stage's own check (stratified sample, reference per group, per-group scopes) flags that group only."""
+    embedding = V.fit_embedding(reference, 8)
+    groups = {"plant-north": F.group_conditions("plant-north"), "plant-south": F.group_conditions("plant-south")}
+    spec = synthetic_spec(
+        [*V.STAT_COLUMNS, *embedding.columns],
+        list(groups),
+        name="visual_inspection",
+        drift={"method": "psi", "threshold": 0.2, "min_rows": 100},
+    )
+    ref = pd.concat([_group_table(g, c, 300, embedding) for g, c in groups.items()], ignore_index=True)
+    window = {**groups, "plant-north": F.inject_drift(groups["plant-north"], "lighting")}
+    current = pd.concat([_group_table(g, c, 300, embedding) for g, c in window.items()], ignore_index=True)
+    sample = frame_sample(current, drift_columns(spec), spec.drift.sample_per_group, seed=2)
+    check = check_drift(sample, reference_from_frame(ref, spec, seed=1).sample, spec, keep_report_input=False)
+    assert check.drifted_groups == ["plant-north"]
+    north = next(s for s in check.scopes if s.stratum.name == "plant-north")
+    assert north.drift_share is not None and north.drift_share >= 0.5
+    assert {"brightness", "contrast"} <= set(north.drifted_columns)
