@@ -167,3 +167,21 @@ def test_image_metadata_is_refused_for_a_file_without_it(exported: bytes) -> Non
     del proto.metadata_props[:]
     with pytest.raises(ValueError, match="not an image model"):
         M.image_metadata(proto.SerializeToString())
+
+
+def test_importing_the_vision_modules_loads_no_heavy_library() -> None:
+    """scikit-learn, onnx, onnxruntime, pandas and Pillow load inside the functions that need them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; import edgeloop.vision.frames, edgeloop.vision.features, edgeloop.vision.model, "
+        "edgeloop.vision.claim; "
+        "print(sorted(m for m in ('sklearn', 'onnx', 'onnxruntime', 'pandas', 'PIL', 'skl2onnx') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "include")}
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120, env=env)
+    assert done.stdout.strip() == "[]"
