@@ -173,6 +173,10 @@ bench-agent: stack-up ## edge agent: ONNX vs scikit-learn latency, agent RSS, ar
 bench-uplink: $(VENV)/.installed ## bytes a device sends per hour in raw and profiles mode; cloud merge of 10,000 devices' profiles
 	$(PY) benchmarks/bench_uplink.py
 
+.PHONY: bench-vision
+bench-vision: stack-up ## cameras: single-frame ONNX latency, drift check on 100,000 frames' features, claim check vs a raw put_object loop
+	set -a; . $(STATE_DIR)/stack.env; set +a; $(PY) benchmarks/bench_vision.py
+
 .PHONY: bench-loop
 bench-loop: stack-up ## the closed loop 3 times (median and worst per stage); alert -> DAG run latency over 20 alerts
 	$(PY) benchmarks/bench_loop.py

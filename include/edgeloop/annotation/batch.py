@@ -54,9 +54,21 @@ def image_url(s3: S3Client, spec: PipelineSpec, ref: Any, expires: timedelta) ->
         bucket, key = spec.storage.bucket, text.lstrip("/")
     if not bucket or not key:
         raise ValueError(f"image reference {text!r} names no object")
-    url: str = s3.generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(expires.total_seconds())
-    )
+    return presigned_image_url(s3, bucket, key, expires)
+
+
+def presigned_image_url(s3: S3Client, bucket: str, key: str, expires: timedelta) -> str:
+    """A GET URL of one object that works without credentials until `expires` from now (1 s to 7 days).
+
+    Signed locally by the S3 client (no request is made); the annotation tool stores the URL, so
+    the image stays in the bucket. Raise ValueError for an empty bucket or key or an expiry out of range.
+    """
+    if not bucket or not key:
+        raise ValueError(f"a presigned URL needs a bucket and a key, got bucket {bucket!r} and key {key!r}")
+    seconds = int(expires.total_seconds())
+    if not 1 <= seconds <= int(MAX_PRESIGN.total_seconds()):
+        raise ValueError(f"presigned URL expiry {expires} is not between 1 second and {MAX_PRESIGN}")
+    url: str = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds)
     return url
 
 

@@ -113,9 +113,27 @@ def label_config(spec: PipelineSpec) -> str:
     return "\n".join(lines)
 
 
-def choices_result(label: str) -> list[dict[str, Any]]:
-    """The result JSON of one chosen label, as an annotation or a prediction."""
-    return [{"from_name": CHOICES_NAME, "to_name": RECORD_TAG, "type": "choices", "value": {"choices": [label]}}]
+def image_label_config(labels: Sequence[str]) -> str:
+    """The labelling interface for image classification: the frame (zoomable) and one choice among `labels`.
+
+    The task's `image` field holds the URL the annotator's browser loads (a presigned GET of the
+    frame in the bucket, `edgeloop.annotation.batch.presigned_image_url`): Label Studio stores the
+    URL, not a copy of the image. Results name `toName="image"` (`choices_result(label, IMAGE_TAG)`).
+    """
+    names = [str(label) for label in labels]
+    if not names or len(set(names)) != len(names) or any(not n.strip() for n in names):
+        raise ValueError(f"image labels must be distinct, non-empty names, got {names}")
+    choices = f'name="{CHOICES_NAME}" toName="{IMAGE_TAG}" choice="single-radio" showInline="true" required="true"'
+    lines = ["<View>", '  <Header value="$title"/>', f'  <Image name="{IMAGE_TAG}" value="$image" zoom="true"/>']
+    lines.append(f"  <Choices {choices}>")
+    lines.extend(f"    <Choice value={quoteattr(label)}/>" for label in names)
+    lines += ["  </Choices>", "</View>"]
+    return "\n".join(lines)
+
+
+def choices_result(label: str, to_name: str = RECORD_TAG) -> list[dict[str, Any]]:
+    """The result JSON of one chosen label, as an annotation or a prediction (`to_name`: the object labelled)."""
+    return [{"from_name": CHOICES_NAME, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}]
 
 
 def labels_of(result: Any) -> tuple[str, ...]:
