@@ -122,7 +122,7 @@ def push_metrics(spec: PipelineSpec, context: Any, fill: Any, **grouping: str) -
     import logging
     import os
 
-    from edgeloop.metrics import BatchMetrics, grouping_key, push_batch_metrics
+    from edgeloop.metrics.push import BatchMetrics, grouping_key, push_batch_metrics
 
     gateway = os.environ.get("EDGELOOP_PUSHGATEWAY_URL")
     if not gateway:

@@ -67,7 +67,7 @@ from edgeloop.generator.store import (
     update_spec_file,
 )
 from edgeloop.generator.templates import TEMPLATES, TemplateId, get_template
-from edgeloop.metrics import query_range
+from edgeloop.metrics.promql import query_range
 from edgeloop.spec import NAME_PATTERN, PipelineSpec, default_pipelines_dir
 
 log = logging.getLogger(__name__)
