@@ -260,7 +260,7 @@ def start_bot(cfg: StackConfig, spec: PipelineSpec, settings: DemoSettings, env:
 
 def champion(env: dict[str, str], spec: PipelineSpec) -> str | None:
     from edgeloop.registry.aliases import alias_version
-    from edgeloop.training.tracking import mlflow_client
+    from edgeloop.registry.client import mlflow_client
 
     current = alias_version(mlflow_client(env["MLFLOW_TRACKING_URI"]), spec.registry.model_name, "champion")
     return str(current.version) if current is not None else None

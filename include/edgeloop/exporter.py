@@ -16,7 +16,7 @@ from typing import Any
 
 from edgeloop.metrics.catalogue import REPORT_REFUSALS
 from edgeloop.metrics.collector import Sample, StateReader, exporter_registry, serve_exporter
-from edgeloop.registry.aliases import TAG_CHAMPION_SINCE
+from edgeloop.registry.tags import TAG_CHAMPION_SINCE
 from edgeloop.spec import PipelineSpec, default_pipelines_dir, load_all
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgeloop.registry.client import mlflow_errors
+from edgeloop.registry.tags import (
+    PARENT_RUN_TAG,
+    TAG_CANDIDATE,
+    TAG_CODE_VERSION,
+    TAG_CONFIG_DIGEST,
+    TAG_DATASET,
+    TAG_DATASET_DIGEST,
+    TAG_DATASET_VERSION,
+    TAG_EDGE_FIT,
+    TAG_EDGE_VIOLATIONS,
+    TAG_MODEL_ID,
+    TAG_PIPELINE,
+    TAG_RUN_KIND,
+    TAG_SUMMARY,
+)
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import read_split, read_split_json
 from edgeloop.training.errors import DatasetError, TrainingConfigError
@@ -41,24 +57,12 @@ from edgeloop.training.fitness import EdgeFitness, measure_edge_fitness
 from edgeloop.training.onnx_export import OnnxExportError, OnnxModel, export_onnx, log_onnx_artifact
 from edgeloop.training.seed import LABEL_COLUMN
 from edgeloop.training.tracking import (
-    PARENT_RUN_TAG,
-    TAG_CANDIDATE,
-    TAG_CODE_VERSION,
-    TAG_CONFIG_DIGEST,
-    TAG_DATASET_DIGEST,
-    TAG_DATASET_VERSION,
-    TAG_EDGE_FIT,
-    TAG_EDGE_VIOLATIONS,
-    TAG_MODEL_ID,
-    TAG_PIPELINE,
-    TAG_RUN_KIND,
     candidate_key,
     code_version,
     config_digest,
     dataset_inputs,
     ensure_experiment,
     log_sklearn_model,
-    mlflow_errors,
 )
 
 if TYPE_CHECKING:
@@ -68,8 +72,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 S3Client = Any
-TAG_DATASET = "edgeloop.dataset"
-TAG_SUMMARY = "edgeloop.summary"
 
 
 @dataclass(frozen=True)
