@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.devstack.config import REPO_ROOT, env_port
-from edgeloop.devstack.processes import log_tail, start_ticks, stop_process_group
+from edgeloop.devstack.processes import (
+    is_zombie,
+    log_tail,
+    recorded_pid,
+    start_in_session,
+    start_ticks,
+    stop_process_group,
+)
 
 K8S_SOURCE_DIR = REPO_ROOT / "devstack" / "k8s"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -348,23 +355,10 @@ def _pid_file(cfg: K8sConfig, name: str) -> Path:
     return cfg.root / "pids" / f"{name}.json"
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def _recorded_pid(cfg: K8sConfig, name: str) -> int | None:
-    """The pid of the process `k8s_up` started for `name`, if that very process still runs."""
-    path = _pid_file(cfg, name)
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    if start_ticks(record["pid"]) != record["start_ticks"] or _is_zombie(record["pid"]):
-        return None
-    return int(record["pid"])
+    """The pid of the process `k8s_up` started for `name`, if that very process still runs (a zombie does not)."""
+    pid = recorded_pid(_pid_file(cfg, name))
+    return None if pid is None or is_zombie(pid) else pid
 
 
 def _gone(pid: int) -> bool:
@@ -374,7 +368,7 @@ def _gone(pid: int) -> bool:
             return True
     except ChildProcessError:
         pass
-    return start_ticks(pid) is None or _is_zombie(pid)
+    return start_ticks(pid) is None or is_zombie(pid)
 
 
 def _port_in_use(port: int) -> bool:
@@ -398,23 +392,9 @@ def _log_tail(cfg: K8sConfig, name: str) -> str:
 
 
 def _launch(cfg: K8sConfig, name: str, command: list[str]) -> subprocess.Popen[bytes]:
-    logs = cfg.root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOMAXPROCS": os.environ.get("EDGELOOP_K8S_GOMAXPROCS", "2")}
-    with (logs / f"{name}.log").open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=cfg.root,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    path = _pid_file(cfg, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": process.pid, "start_ticks": start_ticks(process.pid), "command": command[0]}))
-    return process
+    log_file, pid_file = cfg.root / "logs" / f"{name}.log", _pid_file(cfg, name)
+    return start_in_session(command, env=env, cwd=cfg.root, log_file=log_file, pid_file=pid_file)
 
 
 def _start(cfg: K8sConfig, name: str, command: list[str]) -> None:
