@@ -368,7 +368,7 @@ def naive_all_at_once(
     from edgeloop.fleet.control import push_assignment
     from edgeloop.fleet.health import fleet_status
     from edgeloop.registry.aliases import set_champion
-    from edgeloop.training.tracking import mlflow_client
+    from edgeloop.registry.client import mlflow_client
 
     started = time.time()
     assignment = push_assignment(spec, kafka, signer, model_version=version, issuer="naive")
@@ -385,7 +385,7 @@ def naive_script(
     """For each group: push, wait until the group reports it; no gate, no soak; then move the alias."""
     from edgeloop.fleet.control import push_assignment
     from edgeloop.registry.aliases import set_champion
-    from edgeloop.training.tracking import mlflow_client
+    from edgeloop.registry.client import mlflow_client
 
     started = time.time()
     for group in spec.groups:
@@ -584,9 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     from edgeloop.devstack.config import StackConfig
     from edgeloop.fleet.control import FleetView, read_device_states
     from edgeloop.fleet.registry import read_registry
+    from edgeloop.registry.client import mlflow_client
     from edgeloop.rollout.job import read_group_readings
     from edgeloop.spec import load_spec
-    from edgeloop.training.tracking import mlflow_client
 
     signer = signer_from_env(os.environ)  # the stack's key: the DAG run's jobs sign with it
     trusted = trusted_from_env(os.environ, signer)

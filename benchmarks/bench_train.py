@@ -183,7 +183,7 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import boto3
 
-    from edgeloop.training.tracking import mlflow_client
+    from edgeloop.registry.client import mlflow_client
 
     client = mlflow_client(env["MLFLOW_TRACKING_URI"])
     s3 = boto3.client("s3", endpoint_url=env["EDGELOOP_S3_ENDPOINT"])

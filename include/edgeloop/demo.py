@@ -24,10 +24,9 @@ import requests
 from edgeloop.airflow_api import AirflowApi
 from edgeloop.devstack.config import StackConfig
 from edgeloop.devstack.stack import process_pid, read_env_file, start_process
-from edgeloop.spec import STAGES as ALL_STAGES
-from edgeloop.spec import PipelineSpec, load_all
+from edgeloop.spec import STAGES, PipelineSpec, load_all
 
-STAGES = tuple(stage for stage in ALL_STAGES if stage != "config_push")  # config_push runs only when triggered by hand
+WATCHED_STAGES = tuple(stage for stage in STAGES if stage != "config_push")  # config_push runs only by hand
 LOOP_STAGES = ("drift", "annotate", "train", "rollout")
 BLOCKING_STAGES = ("ingest", *LOOP_STAGES)  # a failed run of these means the loop cannot close
 LOG_TAIL_LINES = 15
@@ -210,7 +209,7 @@ def api_for(env: dict[str, str]) -> AirflowApi:
 
 def load_pipelines(api: AirflowApi, specs: list[PipelineSpec], timeout: float = 240) -> list[str]:
     """Wait until the dag-processor has the pipelines' DAGs, and unpause them."""
-    dag_ids = {f"{spec.name}__{stage}" for spec in specs for stage in ALL_STAGES}
+    dag_ids = {f"{spec.name}__{stage}" for spec in specs for stage in STAGES}
     api.wait_for_dags(dag_ids, timeout=timeout)
     for dag_id in sorted(dag_ids):
         api.patch(f"/dags/{dag_id}", {"is_paused": False})
@@ -260,7 +259,7 @@ def start_bot(cfg: StackConfig, spec: PipelineSpec, settings: DemoSettings, env:
 
 def champion(env: dict[str, str], spec: PipelineSpec) -> str | None:
     from edgeloop.registry.aliases import alias_version
-    from edgeloop.training.tracking import mlflow_client
+    from edgeloop.registry.client import mlflow_client
 
     current = alias_version(mlflow_client(env["MLFLOW_TRACKING_URI"]), spec.registry.model_name, "champion")
     return str(current.version) if current is not None else None
@@ -301,13 +300,13 @@ class StageWatcher:
         self.settled: set[tuple[str, str]] = set()  # finished runs whose outcome was looked at
 
     def baseline(self) -> None:
-        for stage in STAGES:
+        for stage in WATCHED_STAGES:
             for run in self.api.runs(f"{self.spec.name}__{stage}", limit=100):
                 self.known.add((stage, run["dag_run_id"]))
 
     def poll(self) -> list[tuple[str, dict[str, Any]]]:
         changes = []
-        for stage in STAGES:
+        for stage in WATCHED_STAGES:
             for run in reversed(self.api.runs(f"{self.spec.name}__{stage}", limit=10)):
                 key = (stage, run["dag_run_id"])
                 if key in self.known:

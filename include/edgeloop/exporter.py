@@ -14,8 +14,9 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from edgeloop.metrics import REPORT_REFUSALS, Sample, StateReader, exporter_registry, serve_exporter
-from edgeloop.registry.aliases import TAG_CHAMPION_SINCE
+from edgeloop.metrics.catalogue import REPORT_REFUSALS
+from edgeloop.metrics.collector import Sample, StateReader, exporter_registry, serve_exporter
+from edgeloop.registry.tags import TAG_CHAMPION_SINCE
 from edgeloop.spec import PipelineSpec, default_pipelines_dir, load_all
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def drift_alerts_reader(spec: PipelineSpec, s3: Any) -> StateReader:
     def read() -> Iterable[Sample]:
         from edgeloop.drift.alert_state import alert_state_key, load_alert_state
         from edgeloop.drift.metrics import open_alerts_by_group
-        from edgeloop.metrics import OVERALL_GROUP
+        from edgeloop.metrics.catalogue import OVERALL_GROUP
 
         state, _ = load_alert_state(s3, spec.storage.bucket, alert_state_key(spec))
         counts = open_alerts_by_group(state)

@@ -47,10 +47,17 @@ def kafka_config_for_job(conn_id: str) -> dict[str, Any]:
     return kafka_config_from_connection(conn_id)
 
 
+CONSUMER_ONLY = ("group.", "enable.auto.", "auto.offset.", "enable.partition.eof")
+"""Prefixes of the settings only a consumer takes (group membership, offset commits and resets, end-of-partition)."""
+
+
 def client_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Only what every client accepts: drop consumer-only keys for producers and admins."""
-    consumer_only = {"group.id", "enable.auto.commit", "auto.offset.reset", "enable.partition.eof"}
-    return {k: v for k, v in config.items() if k not in consumer_only}
+    """Only what every client accepts: the config of a producer or an admin client made from a consumer's config.
+
+    The one rule by which a Kafka config becomes a producer config: settings starting with one of
+    CONSUMER_ONLY are left out, everything else (bootstrap servers, SASL/SSL) passes through.
+    """
+    return {k: v for k, v in config.items() if not k.startswith(CONSUMER_ONLY)}
 
 
 def ensure_pipeline_topics(spec: PipelineSpec, config: dict[str, Any], timeout: float = 30.0) -> list[str]:

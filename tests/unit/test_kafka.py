@@ -1,4 +1,6 @@
-"""Acknowledged publishing: every message is confirmed by Kafka, or the error names the topic and the keys."""
+"""Acknowledged publishing: every message is confirmed by Kafka, or the error names the topic and the keys.
+
+A consumer's config becomes a producer's (or an admin's) by one rule: consumer-only settings are left out."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 import confluent_kafka
 import pytest
 
-from edgeloop.kafka import PublishError, publish_messages
+from edgeloop.kafka import PublishError, client_config, publish_messages
 
 
 class FakeMessage:
@@ -72,3 +74,22 @@ def test_messages_still_queued_after_the_timeout_fail_the_publish(
     monkeypatch.setattr(producer, "undelivered", 2)
     with pytest.raises(PublishError, match=r"topic plant\.control: 2 message\(s\) undelivered after 30 s"):
         publish_messages({"bootstrap.servers": "x"}, "plant.control", [(b"k", b"v"), (b"k", b"w")])
+
+
+def test_a_consumer_config_loses_every_consumer_only_setting_and_keeps_the_rest() -> None:
+    config = {
+        "bootstrap.servers": "broker:9093",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "group.id": "ingest",
+        "group.instance.id": "worker-1",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+    }
+    assert client_config(config) == {
+        "bootstrap.servers": "broker:9093",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+    }

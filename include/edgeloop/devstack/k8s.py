@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.devstack.config import REPO_ROOT, env_port
-from edgeloop.devstack.processes import log_tail, start_ticks, stop_process_group
+from edgeloop.devstack.processes import (
+    is_zombie,
+    log_tail,
+    recorded_pid,
+    start_in_session,
+    start_ticks,
+    stop_process_group,
+)
 
 K8S_SOURCE_DIR = REPO_ROOT / "devstack" / "k8s"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -183,94 +190,122 @@ def write_kwok_stages(cfg: K8sConfig) -> Path:
 
 def component_commands(cfg: K8sConfig, bin_dir: Path) -> dict[str, list[str]]:
     """The command line of each component, in start order."""
-    pki, ports = cfg.pki, cfg.ports
-    etcd_url = f"http://127.0.0.1:{ports.etcd}"
-    peer_url = f"http://127.0.0.1:{ports.etcd_peer}"
-
-    def delegated(component: str) -> list[str]:
-        kubeconfig = str(pki / f"{component}.kubeconfig")
-        return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            "--leader-elect=false",
-        ]
-
     return {
-        "etcd": [
-            str(bin_dir / "etcd"),
-            "--name=edgeloop",
-            f"--data-dir={cfg.root / 'etcd'}",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=edgeloop={peer_url}",
-            # a throwaway test store: durability is not worth an fsync per write here
-            "--unsafe-no-fsync",
-            "--quota-backend-bytes=4294967296",
-            "--log-level=warn",
-        ],
-        "kube-apiserver": [
-            str(bin_dir / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={ports.apiserver}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}",
-            f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--authorization-mode=RBAC,Node",
-            "--enable-admission-plugins=NodeRestriction",
-            # no aggregated API servers here; the request-header CA only keeps delegating
-            # components (controller manager, scheduler) from logging a missing bundle
-            f"--requestheader-client-ca-file={pki / 'ca.crt'}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--profiling=false",
-            "--v=0",
-        ],
-        "kube-controller-manager": [
-            str(bin_dir / "kube-controller-manager"),
-            *delegated("kube-controller-manager"),
-            f"--secure-port={ports.controller_manager}",
-            "--use-service-account-credentials=true",
-            f"--service-account-private-key-file={pki / 'sa.key'}",
-            f"--root-ca-file={pki / 'ca.crt'}",
-            "--cluster-name=edgeloop",
-            # a thousand simulated nodes: the default client rate (20 qps) would be the bottleneck
-            "--kube-api-qps=200",
-            "--kube-api-burst=400",
-            "--concurrent-daemonset-syncs=4",
-            f"--node-monitor-grace-period={cfg.node_lease_s + 10}s",
-            "--v=0",
-        ],
-        "kube-scheduler": [
-            str(bin_dir / "kube-scheduler"),
-            *delegated("kube-scheduler"),
-            f"--secure-port={ports.scheduler}",
-            "--kube-api-qps=200",
-            "--kube-api-burst=400",
-            "--v=0",
-        ],
-        "kwok": [
-            str(bin_dir / "kwok"),
-            f"--kubeconfig={pki / 'kwok.kubeconfig'}",
-            f"--config={cfg.root / 'kwok-stages.yaml'}",
-            "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-            f"--server-address=127.0.0.1:{ports.kwok}",
-            f"--node-lease-duration-seconds={cfg.node_lease_s}",
-            "--cidr=10.244.0.0/16",
-        ],
+        "etcd": _etcd_command(cfg, bin_dir),
+        "kube-apiserver": _apiserver_command(cfg, bin_dir),
+        "kube-controller-manager": _controller_manager_command(cfg, bin_dir),
+        "kube-scheduler": _scheduler_command(cfg, bin_dir),
+        "kwok": _kwok_command(cfg, bin_dir),
     }
+
+
+def _etcd_url(cfg: K8sConfig) -> str:
+    return f"http://127.0.0.1:{cfg.ports.etcd}"
+
+
+def _delegated(cfg: K8sConfig, component: str) -> list[str]:
+    """Flags of a component that authenticates and authorizes through the API server (its own kubeconfig)."""
+    kubeconfig = str(cfg.pki / f"{component}.kubeconfig")
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        "--leader-elect=false",
+    ]
+
+
+def _etcd_command(cfg: K8sConfig, bin_dir: Path) -> list[str]:
+    etcd_url = _etcd_url(cfg)
+    peer_url = f"http://127.0.0.1:{cfg.ports.etcd_peer}"
+    return [
+        str(bin_dir / "etcd"),
+        "--name=edgeloop",
+        f"--data-dir={cfg.root / 'etcd'}",
+        f"--listen-client-urls={etcd_url}",
+        f"--advertise-client-urls={etcd_url}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=edgeloop={peer_url}",
+        # a throwaway test store: durability is not worth an fsync per write here
+        "--unsafe-no-fsync",
+        "--quota-backend-bytes=4294967296",
+        "--log-level=warn",
+    ]
+
+
+def _apiserver_command(cfg: K8sConfig, bin_dir: Path) -> list[str]:
+    pki, ports, etcd_url = cfg.pki, cfg.ports, _etcd_url(cfg)
+    return [
+        str(bin_dir / "kube-apiserver"),
+        f"--etcd-servers={etcd_url}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={ports.apiserver}",
+        f"--tls-cert-file={pki / 'apiserver.crt'}",
+        f"--tls-private-key-file={pki / 'apiserver.key'}",
+        f"--client-ca-file={pki / 'ca.crt'}",
+        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        "--authorization-mode=RBAC,Node",
+        "--enable-admission-plugins=NodeRestriction",
+        # no aggregated API servers here; the request-header CA only keeps delegating
+        # components (controller manager, scheduler) from logging a missing bundle
+        f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--profiling=false",
+        "--v=0",
+    ]
+
+
+def _controller_manager_command(cfg: K8sConfig, bin_dir: Path) -> list[str]:
+    pki, ports = cfg.pki, cfg.ports
+    return [
+        str(bin_dir / "kube-controller-manager"),
+        *_delegated(cfg, "kube-controller-manager"),
+        f"--secure-port={ports.controller_manager}",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={pki / 'sa.key'}",
+        f"--root-ca-file={pki / 'ca.crt'}",
+        "--cluster-name=edgeloop",
+        # a thousand simulated nodes: the default client rate (20 qps) would be the bottleneck
+        "--kube-api-qps=200",
+        "--kube-api-burst=400",
+        "--concurrent-daemonset-syncs=4",
+        f"--node-monitor-grace-period={cfg.node_lease_s + 10}s",
+        "--v=0",
+    ]
+
+
+def _scheduler_command(cfg: K8sConfig, bin_dir: Path) -> list[str]:
+    ports = cfg.ports
+    return [
+        str(bin_dir / "kube-scheduler"),
+        *_delegated(cfg, "kube-scheduler"),
+        f"--secure-port={ports.scheduler}",
+        "--kube-api-qps=200",
+        "--kube-api-burst=400",
+        "--v=0",
+    ]
+
+
+def _kwok_command(cfg: K8sConfig, bin_dir: Path) -> list[str]:
+    pki, ports = cfg.pki, cfg.ports
+    return [
+        str(bin_dir / "kwok"),
+        f"--kubeconfig={pki / 'kwok.kubeconfig'}",
+        f"--config={cfg.root / 'kwok-stages.yaml'}",
+        "--manage-all-nodes=false",
+        f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+        f"--server-address=127.0.0.1:{ports.kwok}",
+        f"--node-lease-duration-seconds={cfg.node_lease_s}",
+        "--cidr=10.244.0.0/16",
+    ]
 
 
 # --- health ------------------------------------------------------------------------------------------
@@ -320,23 +355,10 @@ def _pid_file(cfg: K8sConfig, name: str) -> Path:
     return cfg.root / "pids" / f"{name}.json"
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def _recorded_pid(cfg: K8sConfig, name: str) -> int | None:
-    """The pid of the process `k8s_up` started for `name`, if that very process still runs."""
-    path = _pid_file(cfg, name)
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    if start_ticks(record["pid"]) != record["start_ticks"] or _is_zombie(record["pid"]):
-        return None
-    return int(record["pid"])
+    """The pid of the process `k8s_up` started for `name`, if that very process still runs (a zombie does not)."""
+    pid = recorded_pid(_pid_file(cfg, name))
+    return None if pid is None or is_zombie(pid) else pid
 
 
 def _gone(pid: int) -> bool:
@@ -346,7 +368,7 @@ def _gone(pid: int) -> bool:
             return True
     except ChildProcessError:
         pass
-    return start_ticks(pid) is None or _is_zombie(pid)
+    return start_ticks(pid) is None or is_zombie(pid)
 
 
 def _port_in_use(port: int) -> bool:
@@ -370,23 +392,9 @@ def _log_tail(cfg: K8sConfig, name: str) -> str:
 
 
 def _launch(cfg: K8sConfig, name: str, command: list[str]) -> subprocess.Popen[bytes]:
-    logs = cfg.root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOMAXPROCS": os.environ.get("EDGELOOP_K8S_GOMAXPROCS", "2")}
-    with (logs / f"{name}.log").open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=cfg.root,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    path = _pid_file(cfg, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": process.pid, "start_ticks": start_ticks(process.pid), "command": command[0]}))
-    return process
+    log_file, pid_file = cfg.root / "logs" / f"{name}.log", _pid_file(cfg, name)
+    return start_in_session(command, env=env, cwd=cfg.root, log_file=log_file, pid_file=pid_file)
 
 
 def _start(cfg: K8sConfig, name: str, command: list[str]) -> None:

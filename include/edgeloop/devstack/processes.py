@@ -48,6 +48,15 @@ def recorded_stop_signal(pid_file: Path) -> signal.Signals:
     return signal.Signals[name] if name in signal.Signals.__members__ else signal.SIGTERM
 
 
+def is_zombie(pid: int) -> bool:
+    """True when `pid` has exited and waits for its parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def launch(
     command: list[str],
     *,
@@ -57,7 +66,22 @@ def launch(
     pid_file: Path,
     stop_signal: signal.Signals = signal.SIGTERM,
 ) -> int:
-    """Start `command` in a session of its own, output appended to `log_file`; record it in `pid_file`."""
+    """Start `command` in a session of its own, output appended to `log_file`; record it in `pid_file`; its pid."""
+    return start_in_session(
+        command, env=env, cwd=cwd, log_file=log_file, pid_file=pid_file, stop_signal=stop_signal
+    ).pid
+
+
+def start_in_session(
+    command: list[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log_file: Path,
+    pid_file: Path,
+    stop_signal: signal.Signals = signal.SIGTERM,
+) -> subprocess.Popen[bytes]:
+    """`launch`, for a caller that keeps the child: it can read the exit code (and should reap the child)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         process = subprocess.Popen(
@@ -73,7 +97,7 @@ def launch(
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     record = {"pid": process.pid, "start_ticks": ticks, "command": command[:2], "stop_signal": stop_signal.name}
     pid_file.write_text(json.dumps(record))
-    return process.pid
+    return process
 
 
 def _group_gone(pid: int) -> bool:

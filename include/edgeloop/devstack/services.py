@@ -337,137 +337,140 @@ def _discard(_: object) -> None:
 
 def build_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
     """Every service of the stack in start order; `depends_on` names services that must be ready first."""
-    state = cfg.state_dir
-    af_env = airflow_env(cfg, sec)
-    airflow = cfg.tool("airflow")
-    api = cfg.url(cfg.ports.airflow)
+    return [
+        *_metadata_services(cfg, sec),
+        _kafka_service(cfg),
+        _s3_service(cfg, sec),
+        _mlflow_service(cfg, sec),
+        _label_studio_service(cfg, sec),
+        *_monitoring_services(cfg, sec),
+        *_airflow_services(cfg, sec),
+    ]
 
-    def migrate_airflow() -> None:
-        write_airflow_passwords(cfg, sec)
-        result = subprocess.run(
-            [airflow, "db", "migrate"],
-            env={**os.environ, **af_env},
-            check=False,
-            capture_output=True,
-            text=True,
+
+def _metadata_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
+    """PostgreSQL when the metadata databases live on the stack's own server, else nothing."""
+    if cfg.metadata_db != "postgres":
+        return []
+    return [
+        Service(
+            name="postgres",
+            command=postgres.server_command(cfg),
+            prepare=lambda: postgres.init_cluster(cfg, sec),
+            ready=lambda: postgres.ready(cfg, sec),
+            after_ready=lambda: postgres.ensure_databases(cfg, sec),
+            url=f"{cfg.host}:{cfg.ports.postgres}",
+            # fast shutdown: the postmaster ends its sessions and checkpoints (SIGTERM waits for every
+            # client); its children take SIGINT as a query cancel
+            stop_signal=signal.SIGINT,
         )
-        if result.returncode != 0:
-            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
-            raise RuntimeError(f"`airflow db migrate` failed (exit {result.returncode}):\n{tail}")
+    ]
 
-    def airflow_component_ready(component: str) -> Callable[[], bool]:
-        def check() -> bool:
-            try:
-                with urllib.request.urlopen(f"{api}/api/v2/monitor/health", timeout=3) as response:  # noqa: S310
-                    health = json.loads(response.read())
-            except (OSError, ValueError):
-                return False
-            return bool(health.get(component, {}).get("status") == "healthy")
 
-        return check
+def _kafka_service(cfg: StackConfig) -> Service:
+    state = cfg.state_dir
+    return Service(
+        name="kafka",
+        command=[
+            "java",
+            "-Xms256m",
+            "-Xmx768m",
+            f"-Dlog4j2.configurationFile={state / 'kafka' / 'log4j2.properties'}",
+            "-cp",
+            _java_cp(cfg),
+            "kafka.Kafka",
+            str(state / "kafka" / "server.properties"),
+        ],
+        prepare=lambda: format_kafka_storage(cfg),
+        ready=_kafka_ready(f"{cfg.host}:{cfg.ports.kafka}"),
+        after_ready=lambda: create_topics(cfg),
+        url=f"{cfg.host}:{cfg.ports.kafka}",
+    )
 
+
+def _s3_service(cfg: StackConfig, sec: Secrets) -> Service:
+    return Service(
+        name="s3",
+        command=[cfg.tool("moto_server"), "-H", cfg.host, "-p", str(cfg.ports.s3)],
+        env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"},
+        ready=lambda: http_ok(f"{cfg.url(cfg.ports.s3)}/moto-api/"),
+        after_ready=lambda: create_bucket(cfg, sec),
+        url=cfg.url(cfg.ports.s3),
+    )
+
+
+def _mlflow_service(cfg: StackConfig, sec: Secrets) -> Service:
     s3_env = {
         "AWS_ACCESS_KEY_ID": sec.s3_access_key,
         "AWS_SECRET_ACCESS_KEY": sec.s3_secret_key,
         "AWS_DEFAULT_REGION": "us-east-1",
         "MLFLOW_S3_ENDPOINT_URL": cfg.url(cfg.ports.s3),
     }
-    ls_bin = cfg.label_studio_venv / "bin" / "label-studio"
     on_postgres = cfg.metadata_db == "postgres"
-    metadata_services: list[Service] = []
-    if on_postgres:
-        metadata_services.append(
-            Service(
-                name="postgres",
-                command=postgres.server_command(cfg),
-                prepare=lambda: postgres.init_cluster(cfg, sec),
-                ready=lambda: postgres.ready(cfg, sec),
-                after_ready=lambda: postgres.ensure_databases(cfg, sec),
-                url=f"{cfg.host}:{cfg.ports.postgres}",
-                # fast shutdown: the postmaster ends its sessions and checkpoints (SIGTERM waits for every
-                # client); its children take SIGINT as a query cancel
-                stop_signal=signal.SIGINT,
-            )
-        )
+    return Service(
+        name="mlflow",
+        command=[
+            cfg.tool("mlflow"),
+            "server",
+            "--artifacts-destination",
+            f"s3://{cfg.bucket}/mlflow",
+            "--serve-artifacts",
+            "--host",
+            cfg.host,
+            "--port",
+            str(cfg.ports.mlflow),
+            "--workers",
+            "2",
+        ],
+        # the store's URL holds the database password: by environment, not on the command line
+        env={**s3_env, "MLFLOW_BACKEND_STORE_URI": mlflow_store_url(cfg, sec)},
+        depends_on=("s3", "postgres") if on_postgres else ("s3",),
+        prepare=lambda: prepare_mlflow_store(cfg, sec),
+        ready=lambda: http_ok(f"{cfg.url(cfg.ports.mlflow)}/health"),
+        url=cfg.url(cfg.ports.mlflow),
+    )
+
+
+def _label_studio_service(cfg: StackConfig, sec: Secrets) -> Service:
+    state = cfg.state_dir
+    ls_bin = cfg.label_studio_venv / "bin" / "label-studio"
+    return Service(
+        name="label-studio",
+        command=[
+            str(ls_bin),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            cfg.host,
+            "--port",
+            str(cfg.ports.label_studio),
+            "--host",
+            cfg.url(cfg.ports.label_studio),
+            "--enable-legacy-api-token",
+        ],
+        # The login and token by environment, never on the command line (`ps` shows every argument
+        # to every user; /proc/<pid>/environ only to the process's own user).
+        env={
+            "LABEL_STUDIO_USERNAME": "admin@edgeloop.local",
+            "LABEL_STUDIO_PASSWORD": sec.label_studio_password,
+            "LABEL_STUDIO_USER_TOKEN": sec.label_studio_token,
+            "LABEL_STUDIO_BASE_DATA_DIR": str(state / "label-studio"),
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LATEST_VERSION_CHECK": "false",
+            "COLLECT_ANALYTICS": "false",
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "false",
+        },
+        ready=lambda: http_ok(f"{cfg.url(cfg.ports.label_studio)}/health"),
+        start_timeout=300.0,
+        url=cfg.url(cfg.ports.label_studio),
+    )
+
+
+def _monitoring_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
+    """The Pushgateway, Prometheus and edgeloop's state exporter."""
+    state = cfg.state_dir
+    af_env = airflow_env(cfg, sec)
     return [
-        *metadata_services,
-        Service(
-            name="kafka",
-            command=[
-                "java",
-                "-Xms256m",
-                "-Xmx768m",
-                f"-Dlog4j2.configurationFile={state / 'kafka' / 'log4j2.properties'}",
-                "-cp",
-                _java_cp(cfg),
-                "kafka.Kafka",
-                str(state / "kafka" / "server.properties"),
-            ],
-            prepare=lambda: format_kafka_storage(cfg),
-            ready=_kafka_ready(f"{cfg.host}:{cfg.ports.kafka}"),
-            after_ready=lambda: create_topics(cfg),
-            url=f"{cfg.host}:{cfg.ports.kafka}",
-        ),
-        Service(
-            name="s3",
-            command=[cfg.tool("moto_server"), "-H", cfg.host, "-p", str(cfg.ports.s3)],
-            env={"MOTO_ALLOW_NONEXISTENT_REGION": "true"},
-            ready=lambda: http_ok(f"{cfg.url(cfg.ports.s3)}/moto-api/"),
-            after_ready=lambda: create_bucket(cfg, sec),
-            url=cfg.url(cfg.ports.s3),
-        ),
-        Service(
-            name="mlflow",
-            command=[
-                cfg.tool("mlflow"),
-                "server",
-                "--artifacts-destination",
-                f"s3://{cfg.bucket}/mlflow",
-                "--serve-artifacts",
-                "--host",
-                cfg.host,
-                "--port",
-                str(cfg.ports.mlflow),
-                "--workers",
-                "2",
-            ],
-            # the store's URL holds the database password: by environment, not on the command line
-            env={**s3_env, "MLFLOW_BACKEND_STORE_URI": mlflow_store_url(cfg, sec)},
-            depends_on=("s3", "postgres") if on_postgres else ("s3",),
-            prepare=lambda: prepare_mlflow_store(cfg, sec),
-            ready=lambda: http_ok(f"{cfg.url(cfg.ports.mlflow)}/health"),
-            url=cfg.url(cfg.ports.mlflow),
-        ),
-        Service(
-            name="label-studio",
-            command=[
-                str(ls_bin),
-                "start",
-                "--no-browser",
-                "--internal-host",
-                cfg.host,
-                "--port",
-                str(cfg.ports.label_studio),
-                "--host",
-                cfg.url(cfg.ports.label_studio),
-                "--enable-legacy-api-token",
-            ],
-            # The login and token by environment, never on the command line (`ps` shows every argument
-            # to every user; /proc/<pid>/environ only to the process's own user).
-            env={
-                "LABEL_STUDIO_USERNAME": "admin@edgeloop.local",
-                "LABEL_STUDIO_PASSWORD": sec.label_studio_password,
-                "LABEL_STUDIO_USER_TOKEN": sec.label_studio_token,
-                "LABEL_STUDIO_BASE_DATA_DIR": str(state / "label-studio"),
-                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-                "LATEST_VERSION_CHECK": "false",
-                "COLLECT_ANALYTICS": "false",
-                "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "false",
-            },
-            ready=lambda: http_ok(f"{cfg.url(cfg.ports.label_studio)}/health"),
-            start_timeout=300.0,
-            url=cfg.url(cfg.ports.label_studio),
-        ),
         Service(
             name="pushgateway",
             command=[
@@ -503,6 +506,40 @@ def build_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
             ready=lambda: http_ok(f"{cfg.url(cfg.ports.exporter)}/metrics"),
             url=f"{cfg.url(cfg.ports.exporter)}/metrics",
         ),
+    ]
+
+
+def _airflow_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
+    """Airflow's api-server (which migrates the metadata database first), scheduler, dag-processor and triggerer."""
+    af_env = airflow_env(cfg, sec)
+    airflow = cfg.tool("airflow")
+    api = cfg.url(cfg.ports.airflow)
+
+    def migrate_airflow() -> None:
+        write_airflow_passwords(cfg, sec)
+        result = subprocess.run(
+            [airflow, "db", "migrate"],
+            env={**os.environ, **af_env},
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+            raise RuntimeError(f"`airflow db migrate` failed (exit {result.returncode}):\n{tail}")
+
+    def airflow_component_ready(component: str) -> Callable[[], bool]:
+        def check() -> bool:
+            try:
+                with urllib.request.urlopen(f"{api}/api/v2/monitor/health", timeout=3) as response:  # noqa: S310
+                    health = json.loads(response.read())
+            except (OSError, ValueError):
+                return False
+            return bool(health.get(component, {}).get("status") == "healthy")
+
+        return check
+
+    return [
         Service(
             name="airflow-api-server",
             command=[airflow, "api-server", "--host", cfg.host, "--port", str(cfg.ports.airflow), "--workers", "1"],

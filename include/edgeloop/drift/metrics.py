@@ -20,7 +20,7 @@ class GaugeSink(Protocol):
 
 def drift_metric_values(spec: PipelineSpec, summary: dict[str, Any]) -> list[tuple[str, float, dict[str, str]]]:
     """(metric name, value, labels) for each scope the run checked (skipped scopes only report rows)."""
-    from edgeloop.metrics import OVERALL_GROUP
+    from edgeloop.metrics.catalogue import OVERALL_GROUP
 
     known = {g.name for g in spec.groups}
     scopes = [(OVERALL_GROUP, summary["overall"])]

@@ -122,7 +122,7 @@ def push_metrics(spec: PipelineSpec, context: Any, fill: Any, **grouping: str) -
     import logging
     import os
 
-    from edgeloop.metrics import BatchMetrics, grouping_key, push_batch_metrics
+    from edgeloop.metrics.push import BatchMetrics, grouping_key, push_batch_metrics
 
     gateway = os.environ.get("EDGELOOP_PUSHGATEWAY_URL")
     if not gateway:
@@ -206,7 +206,7 @@ def build_drift(spec: PipelineSpec) -> DAG:
             from edgeloop.drift.reference import champion_reference
             from edgeloop.drift.run import run_drift_check, seed_for
             from edgeloop.registry.aliases import champion_training_data
-            from edgeloop.training.tracking import mlflow_client
+            from edgeloop.registry.client import mlflow_client
 
             clients = PipelineClients(spec)
             s3, bucket, run = clients.s3(), spec.storage.bucket, context["dag_run"]
@@ -369,8 +369,8 @@ def build_train(spec: PipelineSpec) -> DAG:
         @task
         def train_model(dataset: dict[str, Any], **context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
+            from edgeloop.registry.client import mlflow_client
             from edgeloop.training.metrics import record_training_metrics
-            from edgeloop.training.tracking import mlflow_client
             from edgeloop.training.train import train_model as fit
 
             clients = PipelineClients(spec)
@@ -382,8 +382,8 @@ def build_train(spec: PipelineSpec) -> DAG:
         @task
         def register_challenger(trained: dict[str, Any]) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
+            from edgeloop.registry.client import mlflow_client
             from edgeloop.registry.register import register_challenger as register
-            from edgeloop.training.tracking import mlflow_client
 
             return register(mlflow_client(PipelineClients(spec).mlflow_uri()), spec, trained)
 
@@ -391,9 +391,9 @@ def build_train(spec: PipelineSpec) -> DAG:
         def evaluation_gate(registered: dict[str, Any], **context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
             from edgeloop.fleet.health import publish_alerts
+            from edgeloop.registry.client import mlflow_client
             from edgeloop.registry.gate import evaluation_gate as judge
             from edgeloop.training.metrics import record_gate_metrics
-            from edgeloop.training.tracking import mlflow_client
 
             clients = PipelineClients(spec)
             decision = judge(mlflow_client(clients.mlflow_uri()), clients.s3(), spec, registered)

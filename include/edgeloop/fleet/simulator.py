@@ -67,7 +67,8 @@ from edgeloop.fleet.agents import telemetry_policy
 from edgeloop.fleet.models import EdgeModel, ModelLoadError, ModelProvider
 from edgeloop.fleet.registry import enrol, read_registry
 from edgeloop.fleet.sensors import DriftInjection, SensorProfile, apply_drift, check_drift, sensor_profile
-from edgeloop.fleet.topics import GROUND_TRUTH, TopicMissing, ensure_topics, producer_config, read_topic, reader_config
+from edgeloop.fleet.topics import GROUND_TRUTH, TopicMissing, ensure_topics, read_topic, reader_config
+from edgeloop.kafka import client_config
 from edgeloop.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def allocate_devices(spec: PipelineSpec, total: int | None) -> list[tuple[str, i
 
 
 def _producer_config(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
-    config = producer_config(kafka_config)
+    config = client_config(kafka_config)
     config.setdefault("linger.ms", 20)
     config.setdefault("compression.type", "lz4")
     config.setdefault("enable.idempotence", True)

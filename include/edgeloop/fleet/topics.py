@@ -200,11 +200,6 @@ def reader_config(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
-def producer_config(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
-    """A producer config from a client config (consumer-only settings left out)."""
-    return {k: v for k, v in kafka_config.items() if not k.startswith(("group.", "enable.auto", "auto.offset"))}
-
-
 def topic_partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
     """The partition numbers of a topic; raise TopicMissing if it does not exist."""
     metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edgeloop.metrics import OVERALL_GROUP, PrometheusQueryError, PrometheusUnavailable, promql_string
+from edgeloop.metrics.catalogue import OVERALL_GROUP
+from edgeloop.metrics.promql import PrometheusQueryError, PrometheusUnavailable, promql_string
 from edgeloop.spec import PipelineSpec
 
 DISTANCE_METHODS = frozenset({"psi", "wasserstein", "jensenshannon", "kl_div"})

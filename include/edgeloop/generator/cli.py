@@ -21,10 +21,14 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from edgeloop.generator.presets import PRESET_IDS, GroupChoice, group_name_from_id, pick_canary
 from edgeloop.generator.templates import TEMPLATE_IDS
+
+if TYPE_CHECKING:
+    from edgeloop.generator.propose import Proposal
+    from edgeloop.generator.render import Draft
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_EXISTS = 0, 1, 2, 3
 
@@ -89,19 +93,10 @@ def spec_new(
     err: TextIO | None = None,
 ) -> int:
     """Run `edgeloop spec new` with these arguments; return the exit code."""
-    from edgeloop.airflow_users import known_user_names
-    from edgeloop.deployment import DeploymentInvalid, load_deployment, usual_choices
-    from edgeloop.generator.discovery import (
-        KafkaUnavailable,
-        UnknownTopic,
-        device_state_groups,
-        list_topics,
-        sample_messages,
-    )
-    from edgeloop.generator.propose import NotASourceTopic, propose
-    from edgeloop.generator.render import Draft, DraftGroup, check_spec_text, dag_ids, render_spec, render_yaml
-    from edgeloop.generator.store import PipelineExists, StoreError, check_name, create_spec_file, list_spec_files
-    from edgeloop.generator.templates import get_template
+    from edgeloop.generator.discovery import KafkaUnavailable, UnknownTopic
+    from edgeloop.generator.propose import NotASourceTopic
+    from edgeloop.generator.render import Draft
+    from edgeloop.generator.store import StoreError, check_name
     from edgeloop.spec import default_pipelines_dir
 
     environ = os.environ if environ is None else environ
@@ -115,30 +110,52 @@ def spec_new(
             print(f"--name: {exc}", file=err)
             return EXIT_USAGE
     folder: Path = args.folder or default_pipelines_dir()
-    template = get_template(args.template)
     try:
-        config = _kafka_config(args, environ)
-        topics = list_topics(config)
-        info = next((t for t in topics if t.name == args.from_topic), None)
-        if info is None:
-            raise UnknownTopic(f"topic '{args.from_topic}' does not exist on the cluster")
-        samples = sample_messages(config, args.from_topic, args.samples)
-        state = device_state_groups(config, info.prefix) if info.prefix else None
-        taken = [s.name for s in list_spec_files(folder)]
-        proposal = propose(
-            info,
-            topics,
-            samples,
-            state,
-            template,
-            taken,
-            bucket=args.bucket or environ.get("EDGELOOP_BUCKET", "edgeloop"),
-            preset=args.preset,
-        )
+        proposal = _proposal_from_topic(args, environ, folder)
     except (UnknownTopic, KafkaUnavailable, NotASourceTopic, ValueError) as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
-    draft = Draft.model_validate(proposal.draft)
+    updates = _draft_updates(args, err)
+    if updates is None:
+        return EXIT_USAGE
+    draft = Draft.model_validate(proposal.draft).model_copy(update=updates)
+    for note in [*proposal.notes, *proposal.inference.problems, *proposal.inference.skipped_fields]:
+        print(f"note: {note}", file=err)
+    return _check_and_write(args, environ, folder, draft, out, err)
+
+
+def _proposal_from_topic(args: argparse.Namespace, environ: Mapping[str, str], folder: Path) -> Proposal:
+    """Sample `--from-topic` and propose a draft for it (raises what discovery and propose raise)."""
+    from edgeloop.generator.discovery import UnknownTopic, device_state_groups, list_topics, sample_messages
+    from edgeloop.generator.propose import propose
+    from edgeloop.generator.store import list_spec_files
+    from edgeloop.generator.templates import get_template
+
+    template = get_template(args.template)
+    config = _kafka_config(args, environ)
+    topics = list_topics(config)
+    info = next((t for t in topics if t.name == args.from_topic), None)
+    if info is None:
+        raise UnknownTopic(f"topic '{args.from_topic}' does not exist on the cluster")
+    samples = sample_messages(config, args.from_topic, args.samples)
+    state = device_state_groups(config, info.prefix) if info.prefix else None
+    taken = [s.name for s in list_spec_files(folder)]
+    return propose(
+        info,
+        topics,
+        samples,
+        state,
+        template,
+        taken,
+        bucket=args.bucket or environ.get("EDGELOOP_BUCKET", "edgeloop"),
+        preset=args.preset,
+    )
+
+
+def _draft_updates(args: argparse.Namespace, err: TextIO) -> dict[str, Any] | None:
+    """What the command line changes in the proposed draft; None (after saying why) for a bad `--groups`."""
+    from edgeloop.generator.render import DraftGroup
+
     updates: dict[str, Any] = {"description": args.description, "owner": args.owner}
     if args.name:
         updates["name"] = args.name
@@ -150,7 +167,7 @@ def spec_new(
             name = group_name_from_id(raw)
             if name is None:
                 print(f"--groups: '{raw}' cannot be a group name (lower case letters, digits, '-')", file=err)
-                return EXIT_USAGE
+                return None
             groups.append(DraftGroup(name=name, devices=devices))
         updates["groups"] = groups
         updates["canary"] = pick_canary([GroupChoice(g.name, g.devices) for g in groups])
@@ -158,9 +175,18 @@ def spec_new(
         updates["canary"] = args.canary
     if args.approvers:
         updates["approvers"] = list(args.approvers)
-    draft = draft.model_copy(update=updates)
-    for note in [*proposal.notes, *proposal.inference.problems, *proposal.inference.skipped_fields]:
-        print(f"note: {note}", file=err)
+    return updates
+
+
+def _check_and_write(
+    args: argparse.Namespace, environ: Mapping[str, str], folder: Path, draft: Draft, out: TextIO, err: TextIO
+) -> int:
+    """Render the draft, check it against the deployment and Airflow's users, then print or write it."""
+    from edgeloop.airflow_users import known_user_names
+    from edgeloop.deployment import DeploymentInvalid, load_deployment, usual_choices
+    from edgeloop.generator.render import check_spec_text, dag_ids, render_spec, render_yaml
+    from edgeloop.generator.store import PipelineExists, StoreError, create_spec_file
+
     try:
         deployment = load_deployment(environ)
         rendered = render_spec(draft)

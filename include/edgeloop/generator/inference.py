@@ -283,78 +283,10 @@ def _role_score(candidate: _Candidate, role: FieldRole, template: Template) -> t
 def infer_schema(messages: Sequence[SampleMessage], template: Template) -> InferredSchema:
     """Propose the record schema and the field roles of a topic from sample messages."""
     records, problems = decode_samples(messages)
-    columns: dict[str, _Column] = {}
-    for record in records:
-        for name, value in record.items():
-            columns.setdefault(name, _Column(name)).values.append(value)
-    skipped: list[str] = []
-    candidates: list[_Candidate] = []
-    for name, column in columns.items():
-        column.missing = len(records) - len(column.values) + sum(1 for v in column.values if v is None)
-        if not FIELD_NAME.match(name):
-            skipped.append(f"'{name}': a spec field name must match {FIELD_NAME.pattern}")
-            continue
-        kind, notes = _decide_type(column, len(records))
-        if kind is None:
-            skipped.append(f"'{name}': nested objects or lists are not supported in a spec schema")
-            continue
-        candidates.append(_Candidate(column, kind, notes))
-
-    roles: dict[str, tuple[FieldRole, str]] = {}
-    scored = [
-        (score, SINGLE_ROLES.index(role), i, role, reason)
-        for i, c in enumerate(candidates)
-        for role in SINGLE_ROLES
-        for score, reason in [_role_score(c, role, template)]
-        if score > 0
-    ]
-    taken: set[FieldRole] = set()
-    for _, _, i, single, why in sorted(scored, key=lambda s: (-s[0], s[1], s[2])):
-        name = candidates[i].column.name
-        if single in taken or name in roles:
-            continue
-        roles[name] = (single, why)
-        taken.add(single)
-
-    fields: list[InferredField] = []
-    for candidate in candidates:
-        column = candidate.column
-        kind = candidate.type
-        notes = list(candidate.notes)
-        assigned = roles.get(column.name)
-        if assigned is not None:
-            role, reason = assigned
-        elif kind in ("float", "int", "bool"):
-            role, reason = "feature", "a number that is not an id, a time or an output"
-        else:
-            role, reason = "meta", "text that is not an id, a time or an output: kept, not used as a feature"
-        if role == "timestamp" and kind in ("int", "float"):
-            kind = "timestamp"
-            notes.append("epoch times: seconds, or milliseconds when 1e11 or more")
-        if role == "confidence" and kind == "int":
-            kind = "float"
-        missing_share = column.missing / len(records) if records else 0.0
-        has_null = any(v is None for v in column.values)
-        nullable = role not in REQUIRED_ROLES and (has_null or missing_share >= NULLABLE_SHARE)
-        if column.missing and not nullable:
-            notes.append(
-                f"missing or null in {column.missing} of {len(records)} records: treated as bad records "
-                "(dead-letter); mark it optional if that is normal"
-            )
-        examples = list(dict.fromkeys(_short(v) for v in column.values if v is not None))[:3]
-        fields.append(
-            InferredField(
-                name=column.name,
-                type=kind,
-                role=role,
-                nullable=nullable,
-                present=len(column.values) - sum(1 for v in column.values if v is None),
-                missing=column.missing,
-                examples=examples,
-                role_reason=reason,
-                notes=notes,
-            )
-        )
+    candidates, skipped = _candidates(records)
+    roles = _single_roles(candidates, template)
+    taken: set[FieldRole] = {role for role, _ in roles.values()}
+    fields = [_inferred_field(candidate, roles.get(candidate.column.name), len(records)) for candidate in candidates]
 
     missing_roles: list[str] = [r for r in REQUIRED_ROLES if r not in taken]
     if template.wants_image_ref and "image_ref" not in taken:
@@ -372,6 +304,85 @@ def infer_schema(messages: Sequence[SampleMessage], template: Template) -> Infer
         missing_roles=missing_roles,
         labels=_labels(records, roles),
         groups=_groups(records, roles),
+    )
+
+
+def _candidates(records: list[dict[str, Any]]) -> tuple[list[_Candidate], list[str]]:
+    """The record fields that can be spec fields, with their types; and why the others cannot."""
+    columns: dict[str, _Column] = {}
+    for record in records:
+        for name, value in record.items():
+            columns.setdefault(name, _Column(name)).values.append(value)
+    skipped: list[str] = []
+    candidates: list[_Candidate] = []
+    for name, column in columns.items():
+        column.missing = len(records) - len(column.values) + sum(1 for v in column.values if v is None)
+        if not FIELD_NAME.match(name):
+            skipped.append(f"'{name}': a spec field name must match {FIELD_NAME.pattern}")
+            continue
+        kind, notes = _decide_type(column, len(records))
+        if kind is None:
+            skipped.append(f"'{name}': nested objects or lists are not supported in a spec schema")
+            continue
+        candidates.append(_Candidate(column, kind, notes))
+    return candidates, skipped
+
+
+def _single_roles(candidates: Sequence[_Candidate], template: Template) -> dict[str, tuple[FieldRole, str]]:
+    """Each single role (ids, time, outputs) given to the field that scores best for it, one role per field."""
+    roles: dict[str, tuple[FieldRole, str]] = {}
+    scored = [
+        (score, SINGLE_ROLES.index(role), i, role, reason)
+        for i, c in enumerate(candidates)
+        for role in SINGLE_ROLES
+        for score, reason in [_role_score(c, role, template)]
+        if score > 0
+    ]
+    taken: set[FieldRole] = set()
+    for _, _, i, single, why in sorted(scored, key=lambda s: (-s[0], s[1], s[2])):
+        name = candidates[i].column.name
+        if single in taken or name in roles:
+            continue
+        roles[name] = (single, why)
+        taken.add(single)
+    return roles
+
+
+def _inferred_field(candidate: _Candidate, assigned: tuple[FieldRole, str] | None, records: int) -> InferredField:
+    """One field of the proposed schema: its single role if it has one, else feature (numbers) or meta (text)."""
+    column = candidate.column
+    kind = candidate.type
+    notes = list(candidate.notes)
+    if assigned is not None:
+        role, reason = assigned
+    elif kind in ("float", "int", "bool"):
+        role, reason = "feature", "a number that is not an id, a time or an output"
+    else:
+        role, reason = "meta", "text that is not an id, a time or an output: kept, not used as a feature"
+    if role == "timestamp" and kind in ("int", "float"):
+        kind = "timestamp"
+        notes.append("epoch times: seconds, or milliseconds when 1e11 or more")
+    if role == "confidence" and kind == "int":
+        kind = "float"
+    missing_share = column.missing / records if records else 0.0
+    has_null = any(v is None for v in column.values)
+    nullable = role not in REQUIRED_ROLES and (has_null or missing_share >= NULLABLE_SHARE)
+    if column.missing and not nullable:
+        notes.append(
+            f"missing or null in {column.missing} of {records} records: treated as bad records "
+            "(dead-letter); mark it optional if that is normal"
+        )
+    examples = list(dict.fromkeys(_short(v) for v in column.values if v is not None))[:3]
+    return InferredField(
+        name=column.name,
+        type=kind,
+        role=role,
+        nullable=nullable,
+        present=len(column.values) - sum(1 for v in column.values if v is None),
+        missing=column.missing,
+        examples=examples,
+        role_reason=reason,
+        notes=notes,
     )
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from edgeloop.metrics import BatchMetrics
+from edgeloop.metrics.push import BatchMetrics
 from edgeloop.spec import PipelineSpec
 
 # Dead-letter kinds of the decoder -> the bounded `reason` label of edgeloop_ingest_deadletter_records_total.

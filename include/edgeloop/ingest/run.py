@@ -188,6 +188,13 @@ def ingest_topic(
                 part.stage.discard()
         consumer.close()
         shutil.rmtree(spool, ignore_errors=True)
+    return _run_summary(spec, kafka_topic, run, lag, stopped, started)
+
+
+def _run_summary(
+    spec: PipelineSpec, kafka_topic: str, run: _Run, lag: dict[int, int], stopped: str, started: float
+) -> dict[str, Any]:
+    """What `ingest_topic` returns: object keys, counts, lag per partition, why it stopped, duration."""
     totals = run.totals
     return {
         "pipeline": spec.name,

@@ -12,17 +12,16 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from edgeloop.registry.client import mlflow_errors
+from edgeloop.registry.errors import RegistryError
+from edgeloop.registry.tags import TAG_CHAMPION_SINCE, TAG_DATASET, TAG_PREVIOUS_CHAMPION
 from edgeloop.spec import PipelineSpec
-from edgeloop.training.errors import RegistryError
-from edgeloop.training.tracking import mlflow_errors
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-TAG_PREVIOUS_CHAMPION = "edgeloop.previous_champion"
-TAG_CHAMPION_SINCE = "edgeloop.champion_since"  # Unix seconds at which the alias moved to this version
 _KEEP = object()
 
 
@@ -75,8 +74,6 @@ def champion_training_data(client: MlflowClient, spec: PipelineSpec) -> dict[str
 
     The drift stage uses the train part as its reference. None when there is no champion.
     """
-    from edgeloop.registry.register import TAG_DATASET
-
     name = spec.registry.model_name
     with mlflow_errors(client, f"looking up the champion of {name}"):
         champion = alias_version(client, name, CHAMPION)

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeloop.contract.artifact import ARTIFACT_FORMAT, ArtifactRef, BadArtifactRef, content_key, sha256_hex
+from edgeloop.registry.client import mlflow_errors
+from edgeloop.registry.errors import RegistryError
 from edgeloop.registry.register import recorded_artifact
+from edgeloop.registry.tags import TAG_TRAINING_RUN
 from edgeloop.spec import PipelineSpec
 from edgeloop.storage import is_not_found, put_if_absent, with_retries
-from edgeloop.training.errors import RegistryError
-from edgeloop.training.tracking import TAG_TRAINING_RUN, mlflow_errors
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -28,20 +28,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeloop.registry.aliases import CHAMPION, alias_version
-from edgeloop.registry.register import TAG_DATASET, TAG_EDGE, recorded_artifact
-from edgeloop.spec import PipelineSpec, TrainingSpec
-from edgeloop.training.dataset import read_split
-from edgeloop.training.errors import RegistryError
-from edgeloop.training.evaluate import evaluate_model
-from edgeloop.training.tracking import (
+from edgeloop.registry.client import mlflow_errors
+from edgeloop.registry.errors import RegistryError
+from edgeloop.registry.register import recorded_artifact
+from edgeloop.registry.tags import (
     PARENT_RUN_TAG,
+    TAG_AGAINST,
     TAG_CODE_VERSION,
+    TAG_DATASET,
     TAG_DATASET_VERSION,
+    TAG_DECISION,
+    TAG_EDGE,
+    TAG_FIRST_RUN,
+    TAG_GATE_KEY,
     TAG_PIPELINE,
+    TAG_REASON,
     TAG_RUN_KIND,
     TAG_TRAINING_RUN,
-    mlflow_errors,
 )
+from edgeloop.spec import PipelineSpec, TrainingSpec
+from edgeloop.training.dataset import read_split
+from edgeloop.training.evaluate import evaluate_model
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -49,13 +56,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 S3Client = Any
-TAG_DECISION = "edgeloop.gate.decision"
-TAG_REASON = "edgeloop.gate.reason"
-TAG_FIRST_RUN = "edgeloop.gate.first_run"
-TAG_GATE_KEY = "edgeloop.gate.key"
-TAG_AGAINST = "edgeloop.gate.champion_version"
 ALERT_KIND = "model"
 _EPSILON = 1e-9
+
+# the gate's tag keys are re-exported: the rollout's admission check reads them from here
+__all__ = [
+    "ALERT_KIND",
+    "TAG_DECISION",
+    "TAG_FIRST_RUN",
+    "TAG_REASON",
+    "EdgeModelScorer",
+    "GateSettings",
+    "decide",
+    "edge_scorer",
+    "evaluation_gate",
+    "model_asset_extra",
+    "rejection_alert",
+]
 
 
 @dataclass(frozen=True)

@@ -33,41 +33,37 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from edgeloop.registry.aliases import CHALLENGER
-from edgeloop.spec import PipelineSpec
-from edgeloop.training.errors import RegistryError
-from edgeloop.training.onnx_export import (
+from edgeloop.registry.client import mlflow_errors
+from edgeloop.registry.errors import RegistryError
+from edgeloop.registry.tags import (
+    COPIED_TAG_PREFIXES,
     TAG_ARTIFACT_FORMAT,
     TAG_ARTIFACT_OPSET,
     TAG_ARTIFACT_PATH,
     TAG_ARTIFACT_SHA256,
     TAG_ARTIFACT_SIZE,
-    artifact_tags,
-)
-from edgeloop.training.tracking import (
     TAG_CANDIDATE,
     TAG_CODE_VERSION,
     TAG_CONFIG_DIGEST,
+    TAG_COPY_NOTE,
+    TAG_COPY_OF,
+    TAG_DATASET,
     TAG_DATASET_DIGEST,
     TAG_DATASET_VERSION,
+    TAG_EDGE,
     TAG_EDGE_FIT,
     TAG_EDGE_VIOLATIONS,
     TAG_MODEL_ID,
     TAG_PIPELINE,
     TAG_TRAINING_RUN,
-    mlflow_errors,
 )
+from edgeloop.spec import PipelineSpec
+from edgeloop.training.onnx_export import artifact_tags
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
-
-TAG_DATASET = "edgeloop.dataset"  # JSON: bucket and keys of the train/eval split
-TAG_EDGE = "edgeloop.edge"  # JSON: the edge-fitness figures
-TAG_COPY_OF = "edgeloop.copy_of"  # on a copy (`copy_version`): the version it copies
-TAG_COPY_NOTE = "edgeloop.copy_note"  # on a copy: why it was made
-# What a copy carries over: the ONNX file's record and the evaluation gate's record on the version.
-COPIED_TAG_PREFIXES = ("edgeloop.artifact.", "edgeloop.gate.")
 
 
 def ensure_registered_model(client: MlflowClient, spec: PipelineSpec) -> None:

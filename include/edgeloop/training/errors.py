@@ -1,6 +1,14 @@
-"""Errors of the training and registry stages; each message names what is wrong and where."""
+"""Errors of the training stage; each message names what is wrong and where.
+
+The registry's errors (`RegistryError`, `MlflowUnavailable`) live in `edgeloop.registry.errors`.
+"""
 
 from __future__ import annotations
+
+from edgeloop.registry.errors import MlflowUnavailable, RegistryError
+
+# re-exported: the rollout job catches RegistryError under this module's name
+__all__ = ["DatasetError", "MlflowUnavailable", "RegistryError", "TrainingConfigError"]
 
 
 class DatasetError(ValueError):
@@ -9,11 +17,3 @@ class DatasetError(ValueError):
 
 class TrainingConfigError(ValueError):
     """The spec's training section does not fit the estimator (unknown parameter, empty grid)."""
-
-
-class MlflowUnavailable(RuntimeError):
-    """The MLflow tracking server did not answer, after the HTTP client's own retries."""
-
-
-class RegistryError(RuntimeError):
-    """The model registry is in a state the stage cannot work with (missing version, bad tags)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from edgeloop.metrics import GATE_DECISIONS
+from edgeloop.metrics.catalogue import GATE_DECISIONS
 
 
 class MetricSink(Protocol):

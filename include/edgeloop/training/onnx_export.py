@@ -44,6 +44,13 @@ from edgeloop.contract.artifact import (
     sha256_hex,
 )
 from edgeloop.contract.profile import reference_metadata
+from edgeloop.registry.tags import (
+    TAG_ARTIFACT_FORMAT,
+    TAG_ARTIFACT_OPSET,
+    TAG_ARTIFACT_PATH,
+    TAG_ARTIFACT_SHA256,
+    TAG_ARTIFACT_SIZE,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,12 +65,6 @@ PARITY_MIN_SHARE = 0.999
 GOLDEN_ROWS = 8
 ONNX_FILE_NAME = "model.onnx"
 
-# Where a training run records its ONNX file, and the tags the model version copies.
-TAG_ARTIFACT_SHA256 = "edgeloop.artifact.sha256"
-TAG_ARTIFACT_SIZE = "edgeloop.artifact.size"
-TAG_ARTIFACT_OPSET = "edgeloop.artifact.opset"
-TAG_ARTIFACT_FORMAT = "edgeloop.artifact.format"
-TAG_ARTIFACT_PATH = "edgeloop.artifact.path"
 ARTIFACT_DIR = "edge"  # the run-relative folder of the file: edge/model.onnx
 
 

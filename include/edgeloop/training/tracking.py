@@ -1,4 +1,4 @@
-"""MLflow plumbing for training: client, experiment, lineage, versions, and fast model logging.
+"""MLflow plumbing for training: experiment, lineage, versions, and fast model logging.
 
 Everything goes through an `MlflowClient` made by the caller (no fluent API, no global
 active run), so several pipelines can train in one process. Models are logged the way
@@ -6,11 +6,8 @@ active run), so several pipelines can train in one process. Models are logged th
 model output), but with the signature and the pip requirements given explicitly:
 MLflow's requirement inference loads the model in a subprocess and costs seconds.
 
-Retries: MLflow's HTTP client retries connection errors, 429 and 5xx itself
-(MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR / _TIMEOUT in the worker's
-environment); when it gives up, `mlflow_errors` turns the failure into
-`MlflowUnavailable` naming the server and the step. Airflow's task retries are the
-outer loop; every step here is safe to run again.
+The client, its retries and `mlflow_errors` are the registry's (`edgeloop.registry.client`), the
+tag keys too (`edgeloop.registry.tags`). Every step here is safe to run again.
 """
 
 from __future__ import annotations
@@ -19,75 +16,39 @@ import contextlib
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeloop.registry.client import mlflow_client
+from edgeloop.registry.tags import TAG_PIPELINE
 from edgeloop.spec import PipelineSpec
-from edgeloop.training.errors import MlflowUnavailable
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
-# Tag keys shared by training runs, model versions and the gate.
-TAG_PIPELINE = "edgeloop.pipeline"
-TAG_CANDIDATE = "edgeloop.candidate"
-TAG_DATASET_VERSION = "edgeloop.dataset_version"
-TAG_DATASET_DIGEST = "edgeloop.dataset_digest"
-TAG_CODE_VERSION = "edgeloop.code_version"
-TAG_CONFIG_DIGEST = "edgeloop.config_digest"
-TAG_RUN_KIND = "edgeloop.run_kind"
-TAG_MODEL_ID = "edgeloop.model_id"
-TAG_TRAIN_DATA = "edgeloop.dataset.train"
-TAG_EVAL_DATA = "edgeloop.dataset.eval"
-TAG_SPLIT = "edgeloop.dataset.split"
-TAG_EDGE_FIT = "edgeloop.edge_fit"
-TAG_EDGE_VIOLATIONS = "edgeloop.edge_violations"
-TAG_TRAINING_RUN = "edgeloop.training_run"
-PARENT_RUN_TAG = "mlflow.parentRunId"
+# mlflow_client is re-exported: the rollout steps import it from here
+__all__ = [
+    "LoggedModelRef",
+    "candidate_key",
+    "code_version",
+    "config_digest",
+    "dataset_inputs",
+    "ensure_experiment",
+    "experiment_name",
+    "log_sklearn_model",
+    "mlflow_client",
+    "model_id_of_source",
+    "model_pip_requirements",
+    "s3_uri",
+]
 
 # The source files whose content is the "code version" of a model: the training and
 # registry stages and the spec model they read.
 _CODE_PACKAGES = ("training", "registry")
 _DIGEST_LENGTH = 32  # MLflow stores dataset digests in 36 characters
-
-
-def mlflow_client(tracking_uri: str) -> MlflowClient:
-    """A client for one tracking server, which is also its model registry."""
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
-def _unreachable(exc: BaseException) -> bool:
-    import requests
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(exc, requests.exceptions.RequestException):
-        return True
-    if isinstance(exc, MlflowException):
-        message = str(exc.message) if hasattr(exc, "message") else str(exc)
-        return (
-            exc.error_code == "TEMPORARILY_UNAVAILABLE"
-            or "failed with exception" in message
-            or "failed with timeout exception" in message
-        )
-    return False
-
-
-@contextlib.contextmanager
-def mlflow_errors(client: MlflowClient, what: str) -> Iterator[None]:
-    """Turn 'the server did not answer' (after the HTTP client's retries) into MlflowUnavailable."""
-    try:
-        yield
-    except Exception as exc:
-        if _unreachable(exc):
-            raise MlflowUnavailable(
-                f"{what}: the MLflow server at {client.tracking_uri} did not answer after retries: {exc}"
-            ) from exc
-        raise
 
 
 def experiment_name(spec: PipelineSpec) -> str:

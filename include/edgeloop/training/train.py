@@ -32,6 +32,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgeloop.registry.client import mlflow_errors
+from edgeloop.registry.tags import (
+    PARENT_RUN_TAG,
+    TAG_CANDIDATE,
+    TAG_CODE_VERSION,
+    TAG_CONFIG_DIGEST,
+    TAG_DATASET,
+    TAG_DATASET_DIGEST,
+    TAG_DATASET_VERSION,
+    TAG_EDGE_FIT,
+    TAG_EDGE_VIOLATIONS,
+    TAG_MODEL_ID,
+    TAG_PIPELINE,
+    TAG_RUN_KIND,
+    TAG_SUMMARY,
+)
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import read_split, read_split_json
 from edgeloop.training.errors import DatasetError, TrainingConfigError
@@ -41,24 +57,13 @@ from edgeloop.training.fitness import EdgeFitness, measure_edge_fitness
 from edgeloop.training.onnx_export import OnnxExportError, OnnxModel, export_onnx, log_onnx_artifact
 from edgeloop.training.seed import LABEL_COLUMN
 from edgeloop.training.tracking import (
-    PARENT_RUN_TAG,
-    TAG_CANDIDATE,
-    TAG_CODE_VERSION,
-    TAG_CONFIG_DIGEST,
-    TAG_DATASET_DIGEST,
-    TAG_DATASET_VERSION,
-    TAG_EDGE_FIT,
-    TAG_EDGE_VIOLATIONS,
-    TAG_MODEL_ID,
-    TAG_PIPELINE,
-    TAG_RUN_KIND,
+    LoggedModelRef,
     candidate_key,
     code_version,
     config_digest,
     dataset_inputs,
     ensure_experiment,
     log_sklearn_model,
-    mlflow_errors,
 )
 
 if TYPE_CHECKING:
@@ -68,8 +73,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 S3Client = Any
-TAG_DATASET = "edgeloop.dataset"
-TAG_SUMMARY = "edgeloop.summary"
 
 
 @dataclass(frozen=True)
@@ -341,14 +344,7 @@ def train_model(
         split_info = read_split_json(s3, dataset)
         if train[LABEL_COLUMN].nunique() < 2:
             raise DatasetError(f"dataset {version}: the training split has a single class")
-        identity = {
-            TAG_PIPELINE: spec.name,
-            TAG_CANDIDATE: candidate,
-            TAG_DATASET_VERSION: version,
-            TAG_DATASET_DIGEST: digest,
-            TAG_CODE_VERSION: code,
-            TAG_CONFIG_DIGEST: config,
-        }
+        identity = _candidate_tags(spec, candidate, version, digest, code, config)
         parent = client.create_run(
             experiment_id,
             run_name=f"train-{version}",
@@ -370,17 +366,7 @@ def train_model(
                 options,
             )
             location = {k: dataset[k] for k in ("bucket", "train_key", "eval_key", "split_key")}
-            summary = {
-                "pipeline": spec.name,
-                "candidate": candidate,
-                "dataset_version": version,
-                "dataset_digest": digest,
-                "code_version": code,
-                "config_digest": config,
-                "search_budget": budget,
-                **summary,
-                "dataset": location,
-            }
+            summary = {**_identity_summary(identity, budget), **summary, "dataset": location}
             client.log_batch(
                 run_id,
                 tags=[
@@ -398,6 +384,68 @@ def train_model(
         return _summary(client.get_run(run_id), reused=False)
 
 
+def _candidate_tags(
+    spec: PipelineSpec, candidate: str, version: str, digest: str, code: str, config: str
+) -> dict[str, str]:
+    """The tags that identify a training candidate on its runs (and, after registration, its version)."""
+    return {
+        TAG_PIPELINE: spec.name,
+        TAG_CANDIDATE: candidate,
+        TAG_DATASET_VERSION: version,
+        TAG_DATASET_DIGEST: digest,
+        TAG_CODE_VERSION: code,
+        TAG_CONFIG_DIGEST: config,
+    }
+
+
+def _identity_summary(identity: Mapping[str, str], budget: int) -> dict[str, Any]:
+    """The candidate's identity as the first keys of the training summary."""
+    return {
+        "pipeline": identity[TAG_PIPELINE],
+        "candidate": identity[TAG_CANDIDATE],
+        "dataset_version": identity[TAG_DATASET_VERSION],
+        "dataset_digest": identity[TAG_DATASET_DIGEST],
+        "code_version": identity[TAG_CODE_VERSION],
+        "config_digest": identity[TAG_CONFIG_DIGEST],
+        "search_budget": budget,
+    }
+
+
+def _log_run_inputs(
+    client: MlflowClient,
+    spec: PipelineSpec,
+    run_id: str,
+    dataset: Mapping[str, Any],
+    split_info: dict[str, Any],
+    train: pd.DataFrame,
+    evaluation: pd.DataFrame,
+    fit: pd.DataFrame,
+    validation: pd.DataFrame,
+    trials: int,
+    options: TrainOptions,
+) -> None:
+    """The training run's parameters, its dataset inputs and the split record."""
+    from mlflow.entities import Param
+
+    client.log_batch(
+        run_id,
+        params=[
+            Param("estimator", spec.training.estimator),
+            Param("metric", spec.training.metric),
+            Param("search", f"sklearn.ParameterSampler, successive halving (factor {options.halving_factor})"),
+            Param("search_budget", str(trials)),
+            Param("search_records", str(len(fit))),
+            Param("validation_records", str(len(validation))),
+            Param("train_records", str(len(train))),
+            Param("eval_records", str(len(evaluation))),
+            Param("eval_cutoff", str(dataset.get("cutoff", ""))),
+            Param("eval_groups", ",".join(dataset.get("eval_groups", []))),
+        ],
+    )
+    client.log_inputs(run_id, datasets=dataset_inputs(dataset, train=train[list(spec.features)]))
+    client.log_dict(run_id, split_info, "split.json")
+
+
 def _train_in_run(
     client: MlflowClient,
     spec: PipelineSpec,
@@ -411,28 +459,14 @@ def _train_in_run(
     candidates: list[dict[str, Any]],
     options: TrainOptions,
 ) -> dict[str, Any]:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     features, metric = list(spec.features), spec.training.metric
     started = time.perf_counter()
     fit, validation = search_sets(spec, train, options)
-    client.log_batch(
-        run_id,
-        params=[
-            Param("estimator", spec.training.estimator),
-            Param("metric", metric),
-            Param("search", f"sklearn.ParameterSampler, successive halving (factor {options.halving_factor})"),
-            Param("search_budget", str(len(candidates))),
-            Param("search_records", str(len(fit))),
-            Param("validation_records", str(len(validation))),
-            Param("train_records", str(len(train))),
-            Param("eval_records", str(len(evaluation))),
-            Param("eval_cutoff", str(dataset.get("cutoff", ""))),
-            Param("eval_groups", ",".join(dataset.get("eval_groups", []))),
-        ],
+    _log_run_inputs(
+        client, spec, run_id, dataset, split_info, train, evaluation, fit, validation, len(candidates), options
     )
-    client.log_inputs(run_id, datasets=dataset_inputs(dataset, train=train[features]))
-    client.log_dict(run_id, split_info, "split.json")
 
     parent_tags = {**identity, PARENT_RUN_TAG: run_id}
     clock = time.perf_counter()
@@ -467,22 +501,9 @@ def _train_in_run(
         params=[Param(f"best.{k}", str(v)) for k, v in chosen.params.items()]
         + [Param("best.trial", str(chosen.index))],
     )
-    clock = time.perf_counter()
-    ref = log_sklearn_model(
-        client, run_id, experiment_id, model, train[features].head(20), tags={TAG_CANDIDATE: identity[TAG_CANDIDATE]}
+    ref, artifact = _log_models(
+        client, run_id, experiment_id, model, train[features].head(20), identity, fitness, exported, timings
     )
-    timings["log_model_seconds"] = time.perf_counter() - clock
-    client.log_batch(
-        run_id,
-        metrics=[Metric("log_model_seconds", timings["log_model_seconds"], int(time.time() * 1000), 0)],
-        tags=[
-            RunTag(TAG_MODEL_ID, ref.model_id),
-            RunTag(TAG_EDGE_FIT, str(fitness.ok).lower()),
-            RunTag(TAG_EDGE_VIOLATIONS, "; ".join(fitness.violations)),
-        ],
-    )
-    # the file devices run, next to the MLflow model; none when no refit could be exported (the gate rejects it)
-    artifact = log_onnx_artifact(client, run_id, exported) if exported is not None else None
     return {
         "model_id": ref.model_id,
         "model_uri": ref.uri,
@@ -497,3 +518,36 @@ def _train_in_run(
         "artifact": artifact,
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
+
+
+def _log_models(
+    client: MlflowClient,
+    run_id: str,
+    experiment_id: str,
+    model: Any,
+    example: pd.DataFrame,
+    identity: Mapping[str, str],
+    fitness: EdgeFitness,
+    exported: OnnxModel | None,
+    timings: dict[str, float],
+) -> tuple[LoggedModelRef, dict[str, Any] | None]:
+    """Log the MLflow model and the ONNX file of the chosen refit; `timings` gains `log_model_seconds`."""
+    from mlflow.entities import Metric, RunTag
+
+    clock = time.perf_counter()
+    ref = log_sklearn_model(
+        client, run_id, experiment_id, model, example, tags={TAG_CANDIDATE: identity[TAG_CANDIDATE]}
+    )
+    timings["log_model_seconds"] = time.perf_counter() - clock
+    client.log_batch(
+        run_id,
+        metrics=[Metric("log_model_seconds", timings["log_model_seconds"], int(time.time() * 1000), 0)],
+        tags=[
+            RunTag(TAG_MODEL_ID, ref.model_id),
+            RunTag(TAG_EDGE_FIT, str(fitness.ok).lower()),
+            RunTag(TAG_EDGE_VIOLATIONS, "; ".join(fitness.violations)),
+        ],
+    )
+    # the file devices run, next to the MLflow model; none when no refit could be exported (the gate rejects it)
+    artifact = log_onnx_artifact(client, run_id, exported) if exported is not None else None
+    return ref, artifact

@@ -13,7 +13,7 @@ from edgeloop.spec import PipelineSpec
 
 @pytest.fixture(scope="session")
 def mlflow_client(stack_env: dict[str, str]) -> Any:
-    from edgeloop.training.tracking import mlflow_client as make_client
+    from edgeloop.registry.client import mlflow_client as make_client
 
     return make_client(stack_env["MLFLOW_TRACKING_URI"])
 

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 from edgeloop.devstack.processes import (
+    is_zombie,
     launch,
     log_tail,
     recorded_pid,
     recorded_stop_signal,
+    start_in_session,
     start_ticks,
     stop_process_group,
 )
@@ -95,3 +97,18 @@ def test_a_pid_file_from_before_stop_signals_were_recorded_means_sigterm(tmp_pat
     pid_file.write_text(json.dumps({"pid": 1, "start_ticks": 0, "command": ["kafka"]}))
     assert recorded_stop_signal(pid_file) == signal.SIGTERM
     assert recorded_stop_signal(tmp_path / "missing.json") == signal.SIGTERM
+
+
+def test_a_child_kept_by_its_caller_is_a_zombie_until_the_caller_reaps_it(tmp_path: Path) -> None:
+    pid_file, log_file = tmp_path / "pids" / "quick.json", tmp_path / "logs" / "quick.log"
+    process = start_in_session(
+        [sys.executable, "-c", "pass"], env=os.environ, cwd=tmp_path, log_file=log_file, pid_file=pid_file
+    )
+    assert json.loads(pid_file.read_text())["pid"] == process.pid
+    deadline = time.monotonic() + 30
+    while not is_zombie(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert is_zombie(process.pid)  # exited, not reaped yet: the caller can still read its exit code
+    assert process.wait(timeout=30) == 0
+    assert not is_zombie(process.pid)
+    assert recorded_pid(pid_file) is None

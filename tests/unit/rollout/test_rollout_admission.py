@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edgeloop.registry.gate import TAG_DECISION, TAG_FIRST_RUN, TAG_REASON
+from edgeloop.registry.tags import TAG_DECISION, TAG_FIRST_RUN, TAG_REASON
 from edgeloop.rollout import steps
 from edgeloop.rollout.admission import RolloutRefused, RunOrigin
 from edgeloop.rollout.plan import RolloutPlanError
