@@ -11,7 +11,7 @@ push DAG and the rollout gate poll it (in a deferrable wait, not a sleeping work
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.identity import DeviceRegistry
 from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.contract.messages import (
+    MAX_DEVICE_MESSAGE_BYTES,
     Assignment,
     BadDeviceState,
     DeviceState,
@@ -27,6 +28,7 @@ from edgeloop.contract.messages import (
     new_assignment,
     parse_device_state,
 )
+from edgeloop.contract.safejson import JsonRefused, loads_object
 from edgeloop.fleet.topics import CompactedFollower, TopicMissing, TopicRecord, TopicTail, records_by_key
 from edgeloop.kafka import publish_messages
 from edgeloop.spec import PipelineSpec
@@ -150,11 +152,22 @@ class FleetView:
     or gate that polls a large fleet every second verifies each record once, not once a poll. What
     it returns is what `read_registry` and `read_device_states` would return at that moment;
     `feedback` is what reading the heartbeats and error reports from those moments on would return.
+
+    With `groups`, the view holds only devices enrolled in those groups: a device none of whose registry
+    records names one of them is passed over unverified (it cannot be in them), and so is its device-state.
+    A rollout job or gate of a few groups of a large fleet then verifies only its own devices' records.
     """
 
-    def __init__(self, spec: PipelineSpec, kafka_config: Mapping[str, Any], trusted: Keyring) -> None:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        kafka_config: Mapping[str, Any],
+        trusted: Keyring,
+        groups: Collection[str] | None = None,
+    ) -> None:
         self.spec = spec
         self.trusted = trusted
+        self.groups = frozenset(groups) if groups is not None else None
         self._enrolments = CompactedFollower(kafka_config, spec.topic("devices"))
         self._states = CompactedFollower(kafka_config, spec.topic("device-state"))
         self._registry_bad: dict[bytes, list[str]] = {}
@@ -181,15 +194,24 @@ class FleetView:
 
         enrolled = _changed_keys(self._enrolments, timeout)
         for key in enrolled:
-            enrolment, bad = enrolment_of(self.spec, self.trusted, key, self._enrolments.history[key])
-            self._registry_bad[key] = bad
             device = key.decode("utf-8", "replace")
+            records = self._enrolments.history[key]
+            if self.groups is not None and not any(_names_group(value, self.groups) for _, value in records):
+                self._registry_bad.pop(key, None)
+                self.registry.devices.pop(device, None)
+                continue
+            enrolment, bad = enrolment_of(self.spec, self.trusted, key, records)
+            self._registry_bad[key] = bad
             if enrolment is None:
                 self.registry.devices.pop(device, None)
             else:
                 self.registry.devices[enrolment.device_id] = enrolment
         self.registry.bad_records = [line for bad in self._registry_bad.values() for line in bad]
         for key in _changed_keys(self._states, timeout) | (enrolled & self._states.history.keys()):
+            if self.groups is not None and key.decode("utf-8", "replace") not in self.registry.devices:
+                self._state_bad.pop(key, None)
+                self._devices.pop(key.decode("utf-8", "replace"), None)
+                continue
             state, bad, refused = state_of(key, self._states.history[key], self.registry)
             self._state_bad[key] = (bad, refused)
             if state is None:
@@ -201,6 +223,14 @@ class FleetView:
             states.bad_records.extend(bad)
             states.refused.update(refused)
         return self.registry, states
+
+
+def _names_group(value: bytes | None, groups: frozenset[str]) -> bool:
+    """Whether a registry record names one of `groups` (unverified: only to pass over other groups' devices)."""
+    try:
+        return loads_object(value, max_bytes=MAX_DEVICE_MESSAGE_BYTES).get("group_id") in groups
+    except JsonRefused:
+        return False
 
 
 def _changed_keys(follower: CompactedFollower, timeout: float) -> set[bytes]:

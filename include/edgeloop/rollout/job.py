@@ -121,7 +121,7 @@ def run_kafka_wave(
         artifact=version_artifact(spec, group, model_version, artifacts),
     )
     trusted = trusted_keys or Keyring.of([signer.public])
-    view = FleetView(spec, kafka_config, trusted)
+    view = FleetView(spec, kafka_config, trusted, groups=[group])
     deadline = time.monotonic() + timeout_s
     while True:
         progress = apply_progress(spec, kafka_config, assignment, trusted, timeout=30, view=view)
@@ -234,7 +234,7 @@ def read_group_readings(
     from edgeloop.fleet.control import FleetView
     from edgeloop.fleet.health import fleet_status
 
-    view = view or FleetView(spec, kafka_config, trusted)
+    view = view or FleetView(spec, kafka_config, trusted, groups=groups)
     registry, states = view.refresh(timeout=30)
     # Device-state is read once per reading, only the wave's devices' feedback is parsed, and heartbeats
     # only back to stale_after: a device silent for longer counts as offline either way, and the gate

@@ -61,7 +61,7 @@ class RolloutGateTrigger(BaseTrigger):
         elapsed = time.time() - self.started_at
         trusted = Keyring.from_text(" ".join(self.trusted_keys), "the gate's trusted keys")
         if self._view is None:
-            self._view = FleetView(spec, kafka_config, trusted)
+            self._view = FleetView(spec, kafka_config, trusted, groups=self.groups)
         readings, refused = read_group_readings(
             spec,
             kafka_config,
