@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         rollback=args.rollback,
         artifacts=artifacts,
         trusted_keys=trusted,
+        wave=args.wave,
     )
     result["wave"] = args.wave
     text = json.dumps(result, sort_keys=True, default=str)

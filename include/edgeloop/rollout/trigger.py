@@ -25,6 +25,7 @@ class RolloutGateTrigger(BaseTrigger):
         soak_seconds: float,
         poll_seconds: float = 5.0,
         trusted_keys: list[str] | None = None,
+        devices: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__()
         self.pipeline = pipeline
@@ -35,6 +36,7 @@ class RolloutGateTrigger(BaseTrigger):
         self.soak_seconds = soak_seconds
         self.poll_seconds = poll_seconds
         self.trusted_keys = trusted_keys or []
+        self.devices = devices or {}  # per group a share wave reached: the only devices the gate reads
         self._view: Any = None  # the fleet as read so far (not serialized: a restarted trigger reads it anew)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -49,6 +51,7 @@ class RolloutGateTrigger(BaseTrigger):
                 "soak_seconds": self.soak_seconds,
                 "poll_seconds": self.poll_seconds,
                 "trusted_keys": self.trusted_keys,
+                "devices": self.devices,
             },
         )
 
@@ -71,6 +74,8 @@ class RolloutGateTrigger(BaseTrigger):
             window_s=elapsed,
             trusted=trusted,
             view=self._view,
+            devices=self.devices,
+            device_timeout_s=timeout.total_seconds() if (timeout := spec.rollout.device_timeout) else None,
         )
         decision = evaluate_gate(
             readings,
