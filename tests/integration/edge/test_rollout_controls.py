@@ -11,7 +11,9 @@ the tests below run in order on that fleet, each a rollout job's wave (`rollout.
 3. a device that is down when its group is ordered counts as `timed_out` after
    `rollout.device_timeout`, in the job's tally, its abort decision and the gate's reading;
 4. that device, back online, and a device enrolled after the order both get the group's current
-   model from the group's order on the control topic.
+   model from the group's order on the control topic;
+5. a paced wave of a file every device refuses stops once the abort criteria's minimum of devices
+   executed and failure threshold are reached: no further batch, no group order.
 """
 
 from __future__ import annotations
@@ -277,3 +279,35 @@ def test_a_device_that_does_not_apply_in_time_times_out_and_later_gets_the_group
         interval=2,
     )
     assert set(versions.values()) == {"3"} and len(versions) == FLEET + 1
+
+
+def test_the_abort_criteria_stop_a_paced_wave_after_the_minimum_executed(fleet: Fleet) -> None:
+    spec = with_rollout(
+        fleet.spec,
+        rate=RateSpec(per_minute=30),
+        abort=AbortSpec(failure_threshold_pct=50, min_executed=3, failure_types=["failed"]),
+        max_failure_ratio=1.0,
+    )
+    bad = ArtifactRef(fleet.ref.url, "0" * 64, fleet.ref.size)  # every device refuses a file that is not this one
+    started = time.time()
+
+    result = run_wave_job(
+        spec,
+        fleet.kafka,
+        fleet.key,
+        GROUP,
+        "4",
+        "ro-abort",
+        artifacts=lambda _v: bad,
+        trusted_keys=Keyring.of([fleet.key.public]),
+    )
+
+    ordered = sum(b["devices"] for b in result["batches"])
+    print(f"\nabort: {ordered} of {len(fleet.agents)} devices ordered, {result['abort']}")
+    assert result["stopped"] and result["abort"]["abort"] and result["abort"]["executed"] >= 3
+    assert result["abort"]["failure_pct"] >= 50
+    assert 3 <= ordered <= 8, f"the wave stopped soon after the third failure: {result['batches']}"
+    orders = [key for _, key, o in fleet.control(int(started * 1000)) if o["id"].startswith("ro-abort.")]
+    assert len(orders) == ordered and all(key.startswith("device:") for key in orders), "no group order"
+    versions = fleet.versions()
+    assert set(versions.values()) == {"3"}, "a refused file leaves every device on the model it runs"
