@@ -104,6 +104,7 @@ def run_kafka_wave(
     trusted_keys: Keyring | None = None,
     share: float | None = None,
     rollout_id: str | None = None,
+    paused: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Order a group's devices and wait until they report the version, fail it, time out, or time runs out.
 
@@ -111,7 +112,8 @@ def run_kafka_wave(
     (`rollout.orders`): a share of the group's members, or all of them and then the group. Without,
     the group is ordered at once. `artifacts` resolves the version's ONNX file (default:
     `artifact_resolver(spec)`); device reports count when their devices are enrolled under a
-    `trusted_keys` key (default: the signer's).
+    `trusted_keys` key (default: the signer's). While `paused()` (the pipeline's pause flag,
+    `rollout.pause`) says so, no order is sent.
     """
     from edgeloop.fleet.control import FleetView, push_assignment
     from edgeloop.rollout.orders import PacedWave, WaveExecutions, ordered_one_by_one, progress_record, run_paced_wave
@@ -120,7 +122,9 @@ def run_kafka_wave(
     trusted = trusted_keys or Keyring.of([signer.public])
     view = FleetView(spec, kafka_config, trusted)
     executions = WaveExecutions(model_version, assignment_id, spec.rollout.device_timeout)
-    wave = PacedWave(spec, kafka_config, signer, view, group, executions, artifact, sleep=sleep, poll_s=poll_s)
+    wave = PacedWave(
+        spec, kafka_config, signer, view, group, executions, artifact, sleep=sleep, poll_s=poll_s, paused=paused
+    )
 
     def order_group() -> dict[str, Any]:
         return push_assignment(
@@ -138,6 +142,8 @@ def run_kafka_wave(
         record, whole_group = run_paced_wave(wave, rollout_id or assignment_id.partition(".")[0], share, timeout_s)
         assignment = order_group() if whole_group else {"id": assignment_id, "model_version": model_version}
         return {"strategy": "kafka", "assignment": assignment, **record}
+    if wave.hold(time.monotonic() + timeout_s) is None:
+        return {"strategy": "kafka", "assignment": None, "pauses": wave.pauses, "stopped": True}
     assignment = order_group()
     executions.group, executions.group_ordered_at = group, time.time()
     found, tally, stopped = wave.wait(time.monotonic() + timeout_s)
@@ -320,11 +326,13 @@ def run_wave_job(
     artifacts: ArtifactResolver | None = None,
     trusted_keys: Keyring | None = None,
     wave: int = -1,
+    paused: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """One group, one version: the unit of work of a rollout wave (and of a rollback).
 
     `wave` is the policy wave's number: a wave with a share orders only that share of the group's
-    devices (a rollback, wave -1, orders the whole group).
+    devices (a rollback, wave -1, orders the whole group). `paused` holds the wave's orders while it
+    says so (`rollout.pause`); a rollback is never held.
     """
     from edgeloop.rollout.orders import wave_share
 
@@ -355,6 +363,7 @@ def run_wave_job(
             trusted_keys=trusted_keys,
             share=None if rollback else wave_share(spec, wave, group),
             rollout_id=rollout_id,
+            paused=None if rollback else paused,
         )
     return {
         "group": group,

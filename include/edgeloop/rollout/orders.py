@@ -165,6 +165,24 @@ class PacedWave:
     poll_s: float = 1.0
     batches: list[dict[str, Any]] = field(default_factory=list)
     abort: dict[str, Any] = field(default_factory=dict)
+    paused: Callable[[], bool] | None = None  # the pipeline's pause flag (`rollout.pause`)
+    pauses: list[dict[str, Any]] = field(default_factory=list)
+
+    def hold(self, deadline: float) -> float | None:
+        """Wait while the rollouts are paused; the seconds held, or None when the deadline (monotonic) came first."""
+        if self.paused is None or not self.paused():
+            return 0.0
+        since = self.clock()
+        while self.paused():
+            if time.monotonic() >= deadline:
+                self.pauses.append({"at": since, "held_s": round(self.clock() - since, 3), "resumed": False})
+                return None
+            self.sleep(self.poll_s)
+        held = self.clock() - since
+        self.pauses.append(
+            {"at": since, "held_s": round(held, 3), "resumed": True, "ordered": len(self.executions.ordered_at)}
+        )
+        return held
 
     def check(self) -> tuple[list[DeviceExecution], ExecutionTally, bool]:
         """Read device-state once; the executions, their tally, and whether the wave must stop (abort or failures)."""
@@ -180,10 +198,15 @@ class PacedWave:
     def publish(self, devices: Sequence[str], timeout_s: float) -> bool:
         """Order `devices` by the pacing schedule; False when the wave stopped (abort, failures, time) first."""
         start, slip = self.clock(), 0.0
+        deadline = time.monotonic() + timeout_s
         applied = [0]
         schedule = pacing_schedule(devices, self.spec.rollout.rate, lambda n, _at: min(n, applied[0]))
         for batch in schedule:
             while True:  # read device-state (abort?) while waiting; the last sleep ends at the batch's second
+                held = self.hold(deadline)
+                if held is None:
+                    return False
+                slip += held  # a pause delays the rest of the schedule
                 _, tally, stop = self.check()
                 applied[0] = tally.applied
                 if stop or self.clock() - start >= timeout_s:
@@ -193,6 +216,12 @@ class PacedWave:
                     self.sleep(self.poll_s)
                     continue
                 self.sleep(max(0.0, wait))
+                held = self.hold(deadline)  # paused at the batch's second: read everything again after it
+                if held is None:
+                    return False
+                if held:
+                    slip += held
+                    continue
                 break
             sent = self.clock()
             # a batch sent late delays the rest as much: no gap between two batches is shorter than scheduled
@@ -239,6 +268,7 @@ def run_paced_wave(
         "share": {"share": selection.share, "members": selection.devices, "selected": len(selection.selected)},
         "batches": wave.batches,
         "abort": wave.abort,
+        "pauses": wave.pauses,
         "stopped": stop or not finished,
         "progress": progress_record(executions, tally),
     }

@@ -147,7 +147,8 @@ def wave_outcome(
     plan: Mapping[str, Any], wave: Mapping[str, Any], results: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
     """The apply part of a wave: its groups, assignment ids, and for a share wave the devices it ordered
-    (the gate reads only those); each group's policy decisions (share, paced batches, abort) with their numbers."""
+    (the gate reads only those); each group's policy decisions (share, paced batches, pauses, abort) with their
+    numbers."""
     version = plan["model_version"]
     outcome = {
         "wave": wave["index"],
@@ -162,9 +163,9 @@ def wave_outcome(
     if shares:
         outcome["devices"] = shares
     policy = {
-        str(r["group"]): {k: r[k] for k in ("share", "batches", "abort", "stopped") if r.get(k)}
+        str(r["group"]): {k: r[k] for k in ("share", "batches", "abort", "stopped", "pauses") if r.get(k)}
         for r in results
-        if r.get("batches") or r.get("abort")
+        if r.get("batches") or r.get("abort") or r.get("pauses")
     }
     if policy:
         outcome["policy"] = policy

@@ -85,7 +85,19 @@ class RolloutGateTrigger(BaseTrigger):
             abort=spec.rollout.abort,
             success_threshold=spec.rollout.success_threshold,
         )
-        return decision.to_dict() | {"elapsed_s": round(elapsed, 1), "refused_reports": refused}
+        record = decision.to_dict() | {"elapsed_s": round(elapsed, 1), "refused_reports": refused}
+        if decision.state == "pass":
+            paused = self.pause_flag(spec)
+            if paused is not None:  # a paused rollout does not advance; it still fails on its thresholds
+                return record | {"state": "wait", "paused": paused}
+        return record
+
+    def pause_flag(self, spec: Any) -> dict[str, Any] | None:
+        """The pipeline's pause flag (`rollout.pause`), read with its S3 connection."""
+        from edgeloop.connections import PipelineClients
+        from edgeloop.rollout.pause import pause_state
+
+        return pause_state(PipelineClients(spec).s3(), spec)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow.sdk import BaseHook

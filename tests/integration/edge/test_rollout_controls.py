@@ -13,7 +13,9 @@ the tests below run in order on that fleet, each a rollout job's wave (`rollout.
 4. that device, back online, and a device enrolled after the order both get the group's current
    model from the group's order on the control topic;
 5. a paced wave of a file every device refuses stops once the abort criteria's minimum of devices
-   executed and failure threshold are reached: no further batch, no group order.
+   executed and failure threshold are reached: no further batch, no group order;
+6. while the pipeline's rollouts are paused (`rollout.pause`, a flag in its storage) a wave sends
+   no order; once resumed it orders its devices.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import itertools
 import json
 import os
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -49,7 +52,8 @@ from edgeloop.fleet.control import read_device_states
 from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.fleet.topics import read_topic
 from edgeloop.kafka import ensure_pipeline_topics
-from edgeloop.rollout.job import assignment_id_for, read_group_readings, run_wave_job
+from edgeloop.rollout.job import assignment_id_for, read_group_readings, run_kafka_wave, run_wave_job
+from edgeloop.rollout.pause import pause_rollouts, pause_state, pause_url, paused_by_url, resume_rollouts
 from edgeloop.spec import AbortSpec, ExponentialRate, PipelineSpec, PolicyWave, RateSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -136,11 +140,14 @@ def fleet(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fleet]:
     run = uuid.uuid4().hex[:10]
+    bucket, prefix = stack_env.get("EDGELOOP_BUCKET", "edgeloop"), f"it/rollout-controls/{run}"
     spec = demo_spec.model_copy(
-        update={"topics": demo_spec.topics.model_copy(update={"prefix": f"it_rollout_ctl_{run}"})}
+        update={
+            "topics": demo_spec.topics.model_copy(update={"prefix": f"it_rollout_ctl_{run}"}),
+            "storage": demo_spec.storage.model_copy(update={"bucket": bucket, "prefix": f"{prefix}/lake"}),
+        }
     )
     ensure_pipeline_topics(spec, kafka_config)
-    bucket, prefix = stack_env.get("EDGELOOP_BUCKET", "edgeloop"), f"it/rollout-controls/{run}"
     folder = tmp_path_factory.mktemp("rollout-controls")
     baseline = folder / "baseline-v0.onnx"
     baseline.write_bytes(baseline_model)
@@ -311,3 +318,49 @@ def test_the_abort_criteria_stop_a_paced_wave_after_the_minimum_executed(fleet: 
     assert len(orders) == ordered and all(key.startswith("device:") for key in orders), "no group order"
     versions = fleet.versions()
     assert set(versions.values()) == {"3"}, "a refused file leaves every device on the model it runs"
+
+
+def test_a_paused_rollout_sends_no_order_until_it_is_resumed(fleet: Fleet, s3_client: Any) -> None:
+    spec = with_rollout(fleet.spec, rate=RateSpec(per_minute=60))
+    paused = paused_by_url(pause_url(s3_client, spec, 600))
+    assert not paused() and pause_state(s3_client, spec) is None
+    pause_rollouts(s3_client, spec, "ops", "line stop")
+    assert paused() and (pause_state(s3_client, spec) or {})["reason"] == "line stop"
+    started = time.time()
+    results: list[dict[str, Any]] = []
+
+    def wave() -> None:
+        ident = assignment_id_for("ro-pause", GROUP, "5")
+        results.append(
+            run_kafka_wave(
+                spec,
+                fleet.kafka,
+                fleet.key,
+                GROUP,
+                "5",
+                ident,
+                timeout_s=120,
+                artifacts=lambda _v: fleet.ref,
+                share=0.25,
+                rollout_id="ro-pause",
+                paused=paused,
+            )
+        )
+
+    job = threading.Thread(target=wave, name="paused-wave")
+    job.start()
+    time.sleep(8)
+    held = [o for _, _, o in fleet.control(int(started * 1000)) if o["id"].startswith("ro-pause.")]
+    assert not held, "no order while paused"
+    resumed = time.time()
+    resume_rollouts(s3_client, spec)
+    job.join(150)
+
+    (result,) = results
+    orders = [(at, o) for at, _, o in fleet.control(int(started * 1000)) if o["id"].startswith("ro-pause.")]
+    assert len(orders) == len(result["devices"]) == 5 and all(at >= resumed * 1000 - 1000 for at, _ in orders)
+    (pause,) = result["pauses"]
+    assert pause["resumed"] and pause["held_s"] >= 7 and pause["ordered"] == 0
+    assert result["progress"]["applied"] == 5
+    versions = fleet.versions()
+    assert sorted(d for d, v in versions.items() if v == "5") == sorted(result["devices"])

@@ -160,3 +160,38 @@ def test_the_apply_part_names_a_share_waves_devices_and_each_groups_policy_decis
     assert [b["devices"] for b in outcome["policy"][GROUP]["batches"]] == [1, 1]
     assert outcome["policy"][GROUP]["abort"]["reason"] == "no abort criteria in the spec"
     assert outcome["results"][0]["applied"] == 2 and outcome["results"][0]["executions"]["applied"] == 2
+
+
+def test_a_pause_holds_the_next_batch_and_delays_the_rest_of_the_schedule(fake: Any) -> None:
+    fleet, wave = fake("applied", with_rollout(rate=RateSpec(per_minute=60)))
+    wave.paused = lambda: 1001.5 <= fleet.now < 1010.0  # paused after the second order, for about 8 s
+
+    record, _ = run_paced_wave(wave, "ro-1", 0.3, timeout_s=600)
+
+    assert [round(at - 1000, 1) for at, _ in fleet.ordered] == [0.0, 1.0, 10.0]
+    assert record["pauses"] == [{"at": 1002.0, "held_s": 8.0, "resumed": True, "ordered": 2}]
+
+
+def test_a_paused_rollouts_gate_does_not_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers.keys import TRUSTED
+
+    from edgeloop.rollout import job
+    from edgeloop.rollout.gate import GroupReading
+    from edgeloop.rollout.trigger import RolloutGateTrigger
+
+    readings = [GroupReading(GROUP, 10, 10, 0, 0.0, 0.0, 0.9)]
+    monkeypatch.setattr(job, "read_group_readings", lambda *args, **kwargs: (readings, {}))
+    trigger = RolloutGateTrigger(
+        pipeline=SPEC.name,
+        groups=[GROUP],
+        model_version="4",
+        assignment_ids={},
+        started_at=0.0,
+        soak_seconds=1.0,
+        trusted_keys=TRUSTED.hex_keys(),
+    )
+    flag = {"paused": True, "by": "ops", "reason": "line stop"}
+    monkeypatch.setattr(RolloutGateTrigger, "pause_flag", lambda self, spec: flag)
+    assert trigger._check(SPEC, {})["state"] == "wait" and trigger._check(SPEC, {})["paused"] == flag
+    monkeypatch.setattr(RolloutGateTrigger, "pause_flag", lambda self, spec: None)
+    assert trigger._check(SPEC, {})["state"] == "pass"
