@@ -105,6 +105,7 @@ def run_kafka_wave(
     share: float | None = None,
     rollout_id: str | None = None,
     paused: Callable[[], bool] | None = None,
+    paced: bool = True,
 ) -> dict[str, Any]:
     """Order a group's devices and wait until they report the version, fail it, time out, or time runs out.
 
@@ -112,7 +113,8 @@ def run_kafka_wave(
     (`rollout.orders`): a share of the group's members, or all of them and then the group. Without,
     the group is ordered at once. `artifacts` resolves the version's ONNX file (default:
     `artifact_resolver(spec)`); device reports count when their devices are enrolled under a
-    `trusted_keys` key (default: the signer's). While `paused()` (the pipeline's pause flag,
+    `trusted_keys` key (default: the signer's); `paced=False` orders the group at once whatever the
+    rate (a rollback). While `paused()` (the pipeline's pause flag,
     `rollout.pause`) says so, no order is sent.
     """
     from edgeloop.fleet.control import FleetView, push_assignment
@@ -138,7 +140,7 @@ def run_kafka_wave(
             artifact=artifact,
         ).to_dict()
 
-    if ordered_one_by_one(spec, share):
+    if ordered_one_by_one(spec, share, paced):
         record, whole_group = run_paced_wave(wave, rollout_id or assignment_id.partition(".")[0], share, timeout_s)
         assignment = order_group() if whole_group else {"id": assignment_id, "model_version": model_version}
         return {"strategy": "kafka", "assignment": assignment, **record}
@@ -331,8 +333,8 @@ def run_wave_job(
     """One group, one version: the unit of work of a rollout wave (and of a rollback).
 
     `wave` is the policy wave's number: a wave with a share orders only that share of the group's
-    devices (a rollback, wave -1, orders the whole group). `paused` holds the wave's orders while it
-    says so (`rollout.pause`); a rollback is never held.
+    devices. `paused` holds the wave's orders while it says so (`rollout.pause`). A rollback orders
+    the whole group at once: never paced, never held.
     """
     from edgeloop.rollout.orders import wave_share
 
@@ -364,6 +366,7 @@ def run_wave_job(
             share=None if rollback else wave_share(spec, wave, group),
             rollout_id=rollout_id,
             paused=None if rollback else paused,
+            paced=not rollback,
         )
     return {
         "group": group,

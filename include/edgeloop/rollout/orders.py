@@ -52,9 +52,9 @@ def wave_share(spec: PipelineSpec, wave: int, group: str) -> float | None:
     return None if share is None or share >= 1 else share
 
 
-def ordered_one_by_one(spec: PipelineSpec, share: float | None) -> bool:
-    """Whether a wave orders its devices by device (a share, or a rate) rather than its group at once."""
-    return share is not None or spec.rollout.rate is not None
+def ordered_one_by_one(spec: PipelineSpec, share: float | None, paced: bool = True) -> bool:
+    """Whether a wave orders its devices by device (a share, or a rate when `paced`) rather than its group at once."""
+    return share is not None or (paced and spec.rollout.rate is not None)
 
 
 def device_order_id(assignment_id: str, device_id: str) -> str:

@@ -195,3 +195,30 @@ def test_a_paused_rollouts_gate_does_not_pass(monkeypatch: pytest.MonkeyPatch) -
     assert trigger._check(SPEC, {})["state"] == "wait" and trigger._check(SPEC, {})["paused"] == flag
     monkeypatch.setattr(RolloutGateTrigger, "pause_flag", lambda self, spec: None)
     assert trigger._check(SPEC, {})["state"] == "pass"
+
+
+def test_a_share_of_a_group_ordered_through_its_daemonset_is_refused_at_plan_time() -> None:
+    from edgeloop.rollout.plan import RolloutPlanError, plan_rollout
+
+    groups = [g.model_copy(update={"strategy": "kubernetes"}) if g.name == GROUP else g for g in SPEC.groups]
+    spec = with_rollout(canary_groups=[], waves=[PolicyWave(groups=[GROUP], share=0.1), PolicyWave(groups="all")])
+    spec = spec.model_copy(update={"groups": groups})
+
+    with pytest.raises(RolloutPlanError, match=r"rollout.waves\[0\].share: groups \['plant-north'\] are ordered"):
+        plan_rollout(spec, "4")
+    assert plan_rollout(with_rollout(canary_groups=[], waves=spec.rollout.waves), "4")[0].groups == (GROUP,)
+
+
+def test_a_rollback_orders_the_group_at_once_whatever_the_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeloop.fleet import control
+    from edgeloop.rollout.job import run_wave_job
+
+    sent: list[str] = []
+    monkeypatch.setattr(control, "publish_assignment", lambda spec, kafka, signer, order: sent.append(order.target.key))
+    monkeypatch.setattr(control.FleetView, "refresh", lambda *a, **k: (DeviceRegistry(), DeviceStates()))
+    monkeypatch.setattr(orders, "publish_device_orders", lambda *a: sent.append("device orders"))
+    spec = with_rollout(rate=RateSpec(per_minute=1), timeout=timedelta(0))
+
+    run_wave_job(spec, {}, OPERATOR, GROUP, "0", "ro-1", rollback=True, paused=lambda: True)
+
+    assert sent == [f"group:{GROUP}"], "neither paced nor held"
