@@ -156,6 +156,7 @@ def run_kafka_wave(
         "progress": progress,
         "abort": wave.abort,
         "stopped": stopped,
+        "pauses": wave.pauses,
     }
 
 

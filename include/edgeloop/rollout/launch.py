@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from edgeloop.rollout.cli import ARTIFACT_ENV
-from edgeloop.rollout.job import RolloutJobError
+from edgeloop.rollout.job import RolloutJobError, group_of
 from edgeloop.rollout.pods import job_arguments, rollout_pod_operator
 from edgeloop.spec import PipelineSpec
 
@@ -35,7 +35,13 @@ def run_local_job(
         SIGNING_KEY_ENV: control_signer().private_pem().decode(),
         TRUSTED_KEYS_ENV: " ".join(control_trusted_keys().hex_keys()),
     }
-    env[PAUSE_URL_ENV] = pause_url(PipelineClients(spec).s3(), spec, int(timeout) + 600)
+    if not rollback and group_of(spec, group).strategy == "kafka":  # only a kafka wave's job holds its orders
+        try:
+            env[PAUSE_URL_ENV] = pause_url(PipelineClients(spec).s3(), spec, int(timeout) + 600)
+        except Exception as exc:  # a connection this environment does not provide
+            raise RolloutJobError(
+                f"group {group}: the pause flag needs the {spec.connections.s3!r} connection, not usable here: {exc}"
+            ) from exc
     artifact = version_artifact(spec, group, model_version, None)
     if artifact is not None:
         env[ARTIFACT_ENV] = json.dumps(artifact.to_dict())

@@ -222,3 +222,21 @@ def test_a_rollback_orders_the_group_at_once_whatever_the_rate(monkeypatch: pyte
     run_wave_job(spec, {}, OPERATOR, GROUP, "0", "ro-1", rollback=True, paused=lambda: True)
 
     assert sent == [f"group:{GROUP}"], "neither paced nor held"
+
+
+def test_a_group_order_waits_for_a_resume_and_the_pause_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeloop.fleet import control
+    from edgeloop.rollout.job import run_kafka_wave
+
+    sent: list[str] = []
+    monkeypatch.setattr(control, "publish_assignment", lambda spec, kafka, signer, order: sent.append(order.target.key))
+    monkeypatch.setattr(control.FleetView, "refresh", lambda *a, **k: (DeviceRegistry(), DeviceStates()))
+    answers = iter([True, True, False])
+
+    result = run_kafka_wave(
+        SPEC, {}, OPERATOR, GROUP, "0", "ro-1.g", timeout_s=0.5, sleep=lambda s: None, paused=lambda: next(answers)
+    )
+
+    assert sent == [f"group:{GROUP}"]
+    (pause,) = result["pauses"]
+    assert pause["resumed"] and pause["ordered"] == 0
