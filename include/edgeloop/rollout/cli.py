@@ -21,6 +21,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     job.add_argument("--rollout-id", required=True)
     job.add_argument("--rollback", action="store_true", help="restore this version (a rollback)")
     job.set_defaults(func=run)
+    for name, text in (("rollout-pause", "pause the pipeline's rollouts"), ("rollout-resume", "resume them")):
+        flag = sub.add_parser(name, help=text)
+        flag.add_argument("--pipeline", required=True)
+        flag.add_argument("--by", default=os.environ.get("USER", "cli"), help="who pauses or resumes (audit)")
+        if name == "rollout-pause":
+            flag.add_argument("--reason", required=True)
+        flag.set_defaults(func=run_pause)
+
+
+def run_pause(args: argparse.Namespace) -> int:
+    """Write or delete the pipeline's pause flag with its S3 connection (`rollout.pause`)."""
+    from edgeloop.connections import PipelineClients
+    from edgeloop.rollout.pause import pause_rollouts, pause_state, resume_rollouts
+    from edgeloop.spec import default_pipelines_dir, load_spec
+
+    spec = load_spec(default_pipelines_dir() / f"{args.pipeline}.yaml")
+    s3 = PipelineClients(spec).s3()
+    if args.command == "rollout-pause":
+        print(json.dumps(pause_rollouts(s3, spec, args.by, args.reason)))
+    else:
+        was = pause_state(s3, spec)
+        resume_rollouts(s3, spec)
+        print(json.dumps({"paused": False, "by": args.by, "was": was}))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         trusted = trusted_from_env(os.environ, signer)
     except BadKey as exc:
         raise SystemExit(f"{exc} (a Kubernetes Secret or the environment provides it)") from None
+    from edgeloop.rollout.pause import PAUSE_URL_ENV, paused_by_url
+
+    paused = paused_by_url(os.environ[PAUSE_URL_ENV]) if os.environ.get(PAUSE_URL_ENV) else None
     artifacts = None
     if os.environ.get(ARTIFACT_ENV):
         from edgeloop.contract.artifact import ArtifactRef
@@ -51,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         rollback=args.rollback,
         artifacts=artifacts,
         trusted_keys=trusted,
+        wave=args.wave,
+        paused=paused,
     )
     result["wave"] = args.wave
     text = json.dumps(result, sort_keys=True, default=str)

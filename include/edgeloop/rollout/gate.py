@@ -5,7 +5,7 @@ the end of the soak, when enough devices report the new version, few are offline
 confidence holds. A device that never reports the new version counts as failed then.
 
 With the spec's rollout policy the gate also applies the abort criteria (`rollout.abort`, over
-the wave's devices that finished: applied or failed) at every check, and at the end of the soak
+the wave's devices that finished: applied, failed or timed out) at every check, and at the end of the soak
 `rollout.success_threshold` in place of `thresholds.min_applied_ratio`; their numbers go into
 the decision (`policy`). Without them the decision is as before.
 """
@@ -28,6 +28,7 @@ class GroupReading:
     offline_ratio: float
     error_rate: float | None
     mean_confidence: float | None
+    timed_out: int = 0  # devices that neither applied nor failed within `rollout.device_timeout`
 
     @property
     def applied_ratio(self) -> float:
@@ -73,7 +74,9 @@ def evaluate_gate(
     failures: list[str] = []
     if abort is not None:
         failed = sum(r.failed for r in readings)
-        decision = evaluate_abort(sum(r.applied for r in readings) + failed, {"failed": failed}, abort)
+        timed_out = sum(r.timed_out for r in readings)
+        executed = sum(r.applied for r in readings) + failed + timed_out
+        decision = evaluate_abort(executed, {"failed": failed, "timed_out": timed_out}, abort)
         policy["abort"] = decision.to_dict()
         if decision.abort:
             failures.append(f"abort criteria: {decision.reason}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgeloop.contract.artifact import ArtifactRef
@@ -102,34 +102,62 @@ def run_kafka_wave(
     sleep: Callable[[float], None] = time.sleep,
     artifacts: ArtifactResolver | None = None,
     trusted_keys: Keyring | None = None,
+    share: float | None = None,
+    rollout_id: str | None = None,
+    paused: Callable[[], bool] | None = None,
+    paced: bool = True,
 ) -> dict[str, Any]:
-    """Publish the assignment for a group and wait until its devices report it, fail it, or time runs out.
+    """Order a group's devices and wait until they report the version, fail it, time out, or time runs out.
 
-    `artifacts` resolves the version's ONNX file (default: `artifact_resolver(spec)`); device
-    reports count when their devices are enrolled under a `trusted_keys` key (default: the signer's).
+    With a `share`, or a `rollout.rate` in the spec, the devices are ordered one by one
+    (`rollout.orders`): a share of the group's members, or all of them and then the group. Without,
+    the group is ordered at once. `artifacts` resolves the version's ONNX file (default:
+    `artifact_resolver(spec)`); device reports count when their devices are enrolled under a
+    `trusted_keys` key (default: the signer's); `paced=False` orders the group at once whatever the
+    rate (a rollback). While `paused()` (the pipeline's pause flag,
+    `rollout.pause`) says so, no order is sent.
     """
-    from edgeloop.fleet.control import FleetView, apply_progress, push_assignment
+    from edgeloop.fleet.control import FleetView, push_assignment
+    from edgeloop.rollout.orders import PacedWave, WaveExecutions, ordered_one_by_one, progress_record, run_paced_wave
 
-    assignment = push_assignment(
-        spec,
-        kafka_config,
-        signer,
-        group=group,
-        model_version=model_version,
-        issuer="rollout",
-        assignment_id=assignment_id,
-        artifact=version_artifact(spec, group, model_version, artifacts),
-    )
+    artifact = version_artifact(spec, group, model_version, artifacts)
     trusted = trusted_keys or Keyring.of([signer.public])
     view = FleetView(spec, kafka_config, trusted, groups=[group])
-    deadline = time.monotonic() + timeout_s
-    while True:
-        progress = apply_progress(spec, kafka_config, assignment, trusted, timeout=30, view=view)
-        settled = progress.devices > 0 and not progress.pending
-        too_many_failed = progress.devices and len(progress.failed) / progress.devices > spec.rollout.max_failure_ratio
-        if settled or too_many_failed or time.monotonic() >= deadline:
-            return {"strategy": "kafka", "assignment": assignment.to_dict(), "progress": progress.to_dict()}
-        sleep(poll_s)
+    executions = WaveExecutions(model_version, assignment_id, spec.rollout.device_timeout)
+    wave = PacedWave(
+        spec, kafka_config, signer, view, group, executions, artifact, sleep=sleep, poll_s=poll_s, paused=paused
+    )
+
+    def order_group() -> dict[str, Any]:
+        return push_assignment(
+            spec,
+            kafka_config,
+            signer,
+            group=group,
+            model_version=model_version,
+            issuer="rollout",
+            assignment_id=assignment_id,
+            artifact=artifact,
+        ).to_dict()
+
+    if ordered_one_by_one(spec, share, paced):
+        record, whole_group = run_paced_wave(wave, rollout_id or assignment_id.partition(".")[0], share, timeout_s)
+        assignment = order_group() if whole_group else {"id": assignment_id, "model_version": model_version}
+        return {"strategy": "kafka", "assignment": assignment, **record}
+    if wave.hold(time.monotonic() + timeout_s) is None:
+        return {"strategy": "kafka", "assignment": None, "pauses": wave.pauses, "stopped": True}
+    assignment = order_group()
+    executions.group, executions.group_ordered_at = group, time.time()
+    found, tally, stopped = wave.wait(time.monotonic() + timeout_s)
+    progress = progress_record(found, tally)
+    return {
+        "strategy": "kafka",
+        "assignment": assignment,
+        "progress": progress,
+        "abort": wave.abort,
+        "stopped": stopped,
+        "pauses": wave.pauses,
+    }
 
 
 def run_kubernetes_wave(
@@ -225,11 +253,16 @@ def read_group_readings(
     window_s: float,
     trusted: Keyring,
     view: FleetView | None = None,
+    devices: Mapping[str, Sequence[str]] | None = None,
+    device_timeout_s: float | None = None,
 ) -> tuple[list[GroupReading], dict[str, int]]:
     """What the enrolled devices of each group report: applied version, failures, offline, errors,
     confidence; and the reports left out because their device did not sign them, by reason.
 
-    A gate that reads again and again passes the same `view`: each reading then re-checks only new records.
+    `devices` names, for a group a share wave reached, the only devices of it that are read. With
+    `device_timeout_s`, once `window_s` (the time since the wave's orders) passed it, a device that
+    has neither applied nor failed counts as timed out. A gate that reads again and again passes the
+    same `view`: each reading then re-checks only new records.
     """
     from edgeloop.fleet.control import FleetView
     from edgeloop.fleet.health import fleet_status
@@ -251,14 +284,22 @@ def read_group_readings(
         lookback_s=spec.fleet_health.stale_after.total_seconds(),
         groups=groups,
     )
+    late = device_timeout_s is not None and window_s > device_timeout_s
     readings = []
     for group in groups:
         members = states.in_group(group)
+        if devices is not None and group in devices:
+            wanted = set(devices[group])
+            members = [s for s in members if s.device_id in wanted]
+        ids = assignment_ids.get(group)
         applied = sum(1 for s in members if s.reported.get("model_version") == model_version)
         failed = sum(
             1
             for s in members
-            if s.reported.get("assignment_id") == assignment_ids.get(group) and s.reported.get("status") == "failed"
+            if s.reported.get("model_version") != model_version
+            and s.reported.get("status") == "failed"
+            and ids is not None
+            and str(s.reported.get("assignment_id")) in (ids, f"{ids}.{s.device_id}")
         )
         health = status.group(group)
         readings.append(
@@ -270,6 +311,7 @@ def read_group_readings(
                 offline_ratio=health.offline_ratio,
                 error_rate=health.error_rate,
                 mean_confidence=health.mean_confidence,
+                timed_out=len(members) - applied - failed if late else 0,
             )
         )
     return readings, status.refused_reports
@@ -286,8 +328,17 @@ def run_wave_job(
     rollback: bool = False,
     artifacts: ArtifactResolver | None = None,
     trusted_keys: Keyring | None = None,
+    wave: int = -1,
+    paused: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """One group, one version: the unit of work of a rollout wave (and of a rollback)."""
+    """One group, one version: the unit of work of a rollout wave (and of a rollback).
+
+    `wave` is the policy wave's number: a wave with a share orders only that share of the group's
+    devices. `paused` holds the wave's orders while it says so (`rollout.pause`). A rollback orders
+    the whole group at once: never paced, never held.
+    """
+    from edgeloop.rollout.orders import wave_share
+
     edge_group = group_of(spec, group)
     timeout_s = spec.rollout.timeout.total_seconds()
     started = time.time()
@@ -313,6 +364,10 @@ def run_wave_job(
             timeout_s=timeout_s,
             artifacts=artifacts,
             trusted_keys=trusted_keys,
+            share=None if rollback else wave_share(spec, wave, group),
+            rollout_id=rollout_id,
+            paused=None if rollback else paused,
+            paced=not rollback,
         )
     return {
         "group": group,

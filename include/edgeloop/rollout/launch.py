@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from edgeloop.rollout.cli import ARTIFACT_ENV
-from edgeloop.rollout.job import RolloutJobError
+from edgeloop.rollout.job import RolloutJobError, group_of
 from edgeloop.rollout.pods import job_arguments, rollout_pod_operator
 from edgeloop.spec import PipelineSpec
 
@@ -24,15 +24,24 @@ def run_local_job(
     from edgeloop.connections import PipelineClients, control_signer, control_trusted_keys
     from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
     from edgeloop.rollout.job import version_artifact
+    from edgeloop.rollout.pause import PAUSE_URL_ENV, pause_url
 
     timeout = spec.rollout.timeout.total_seconds() + 120
-    # the child needs no Airflow: it gets the Kafka config and the version's ONNX file resolved here (never logged)
+    # the child needs no Airflow: it gets the Kafka config, the pause flag's URL and the version's ONNX file
+    # resolved here (never logged)
     env = {
         **os.environ,
         "EDGELOOP_KAFKA_CONFIG": json.dumps(PipelineClients(spec).kafka()),
         SIGNING_KEY_ENV: control_signer().private_pem().decode(),
         TRUSTED_KEYS_ENV: " ".join(control_trusted_keys().hex_keys()),
     }
+    if not rollback and group_of(spec, group).strategy == "kafka":  # only a kafka wave's job holds its orders
+        try:
+            env[PAUSE_URL_ENV] = pause_url(PipelineClients(spec).s3(), spec, int(timeout) + 600)
+        except Exception as exc:  # a connection this environment does not provide
+            raise RolloutJobError(
+                f"group {group}: the pause flag needs the {spec.connections.s3!r} connection, not usable here: {exc}"
+            ) from exc
     artifact = version_artifact(spec, group, model_version, None)
     if artifact is not None:
         env[ARTIFACT_ENV] = json.dumps(artifact.to_dict())

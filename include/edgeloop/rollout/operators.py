@@ -36,6 +36,7 @@ class RolloutGateOperator(BaseOperator):
             soak_seconds=self.soak_seconds,
             poll_seconds=min(5.0, max(1.0, self.soak_seconds / 10)),
             trusted_keys=control_trusted_keys().hex_keys(),
+            devices={g: list(d) for g, d in (applied.get("devices") or {}).items()},
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 

@@ -64,12 +64,14 @@ def plan_rollout(
     for wave in spec_waves(spec):
         kept = tuple(g for g in wave.groups if g in wanted)
         waves.append(Wave(wave.index, kept, wave.canary))
-    by_share = [i for i, w in enumerate(spec.rollout.waves) if w.share is not None and waves[i].groups]
-    if by_share:
-        raise RolloutPlanError(
-            f"rollout.waves[{by_share[0]}].share: the rollout DAG orders whole groups and does not apply waves"
-            " by share of devices yet; nothing was changed"
-        )
+    by_node = {g.name for g in spec.groups if g.strategy == "kubernetes"}
+    for i, w in enumerate(spec.rollout.waves):
+        shared = [g for g in waves[i].groups if g in by_node] if w.share is not None and w.share < 1 else []
+        if shared:
+            raise RolloutPlanError(
+                f"rollout.waves[{i}].share: groups {shared} are ordered through their DaemonSet, which reaches every"
+                " node of the group; a share wave needs kafka groups. Nothing was changed"
+            )
     skipped_canary = left_out_canary(spec, waves)
     if skipped_canary and not skip_canary_reason.strip():
         production = [g for w in waves if not w.canary for g in w.groups]

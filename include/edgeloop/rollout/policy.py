@@ -4,7 +4,8 @@ Which groups and which share of their devices each wave reaches, the second at w
 gets its order, whether the rollout must stop, whether a wave may advance, which devices timed out,
 and what a device that joins a group (or comes back) late is given. Nothing here reads a clock, a
 topic or a store: the caller passes what it observed, and every decision comes back as a small frozen
-dataclass holding the numbers that led to it (`to_dict`, for the rollout's audit record).
+dataclass holding the numbers that led to it (`to_dict`, for the rollout's audit record). The
+rollout job acts on them through `rollout.orders`, the gate through `rollout.gate`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from edgeloop.spec import FAILURE_TYPES, AbortSpec, PipelineSpec, RateSpec
 EXECUTION_STATES = ("applied", "failed", "rejected", "timed_out", "in_progress")
 POLICY_FIELDS = ("waves", "rate", "abort", "success_threshold", "device_timeout", "shadow")
 # what the rollout DAG does not act on yet (see the README's rollout policy reference)
-NOT_ENFORCED = ("rate", "device_timeout", "shadow")
+NOT_ENFORCED = ("shadow",)
 
 
 class _Decision:

@@ -137,17 +137,38 @@ def apply_step(spec: PipelineSpec, s3: Any, plan: Mapping[str, Any], wave_index:
     version = plan["model_version"]
     started_at = time.time()
     results = launch_groups(spec, wave["groups"], version, wave_index, plan["rollout_id"], context)
+    outcome = wave_outcome(plan, wave, results)
+    outcome["started_at"] = started_at
+    write_part(s3, spec, plan["rollout_id"], 10 + 3 * wave_index, f"apply-wave-{wave_index}", outcome)
+    return outcome
+
+
+def wave_outcome(
+    plan: Mapping[str, Any], wave: Mapping[str, Any], results: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The apply part of a wave: its groups, assignment ids, and for a share wave the devices it ordered
+    (the gate reads only those); each group's policy decisions (share, paced batches, pauses, abort) with their
+    numbers."""
+    version = plan["model_version"]
     outcome = {
-        "wave": wave_index,
+        "wave": wave["index"],
         "groups": list(wave["groups"]),
         "model_version": version,
         "assignment_ids": {g: assignment_id_for(plan["rollout_id"], g, version) for g in wave["groups"]},
-        "started_at": started_at,
         # the soak starts when the wave's jobs are done: every group's devices run the version from here
         "applied_at": time.time(),
         "results": [_short(r) for r in results],
     }
-    write_part(s3, spec, plan["rollout_id"], 10 + 3 * wave_index, f"apply-wave-{wave_index}", outcome)
+    shares = {str(r["group"]): list(r["devices"]) for r in results if r.get("devices") and r["share"]["share"] < 1}
+    if shares:
+        outcome["devices"] = shares
+    policy = {
+        str(r["group"]): {k: r[k] for k in ("share", "batches", "abort", "stopped", "pauses") if r.get(k)}
+        for r in results
+        if r.get("batches") or r.get("abort") or r.get("pauses")
+    }
+    if policy:
+        outcome["policy"] = policy
     return outcome
 
 
@@ -161,6 +182,7 @@ def _short(result: Mapping[str, Any]) -> dict[str, Any]:
         "applied": progress.get("applied", result.get("updated")),
         "failed": progress.get("failed_count"),
         "pending": progress.get("pending_count"),
+        "executions": progress.get("executions"),
     }
 
 

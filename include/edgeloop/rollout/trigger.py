@@ -25,6 +25,7 @@ class RolloutGateTrigger(BaseTrigger):
         soak_seconds: float,
         poll_seconds: float = 5.0,
         trusted_keys: list[str] | None = None,
+        devices: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__()
         self.pipeline = pipeline
@@ -35,6 +36,7 @@ class RolloutGateTrigger(BaseTrigger):
         self.soak_seconds = soak_seconds
         self.poll_seconds = poll_seconds
         self.trusted_keys = trusted_keys or []
+        self.devices = devices or {}  # per group a share wave reached: the only devices the gate reads
         self._view: Any = None  # the fleet as read so far (not serialized: a restarted trigger reads it anew)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -49,6 +51,7 @@ class RolloutGateTrigger(BaseTrigger):
                 "soak_seconds": self.soak_seconds,
                 "poll_seconds": self.poll_seconds,
                 "trusted_keys": self.trusted_keys,
+                "devices": self.devices,
             },
         )
 
@@ -71,6 +74,8 @@ class RolloutGateTrigger(BaseTrigger):
             window_s=elapsed,
             trusted=trusted,
             view=self._view,
+            devices=self.devices,
+            device_timeout_s=timeout.total_seconds() if (timeout := spec.rollout.device_timeout) else None,
         )
         decision = evaluate_gate(
             readings,
@@ -80,7 +85,19 @@ class RolloutGateTrigger(BaseTrigger):
             abort=spec.rollout.abort,
             success_threshold=spec.rollout.success_threshold,
         )
-        return decision.to_dict() | {"elapsed_s": round(elapsed, 1), "refused_reports": refused}
+        record = decision.to_dict() | {"elapsed_s": round(elapsed, 1), "refused_reports": refused}
+        if decision.state == "pass":
+            paused = self.pause_flag(spec)
+            if paused is not None:  # a paused rollout does not advance; it still fails on its thresholds
+                return record | {"state": "wait", "paused": paused}
+        return record
+
+    def pause_flag(self, spec: Any) -> dict[str, Any] | None:
+        """The pipeline's pause flag (`rollout.pause`), read with its S3 connection."""
+        from edgeloop.connections import PipelineClients
+        from edgeloop.rollout.pause import pause_state
+
+        return pause_state(PipelineClients(spec).s3(), spec)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow.sdk import BaseHook

@@ -151,7 +151,7 @@ def test_the_plan_records_the_rollout_policy_and_what_the_dag_does_not_act_on(re
     planned = plan(s3, {"model_version": "4"}, VIEWER_RUN, parse_spec(yaml.safe_dump(data)))
     assert planned["policy"] == {
         "given": {"abort": {"failure_threshold_pct": 5.0, "min_executed": 50}, "device_timeout": "PT10M"},
-        "not_enforced": ["device_timeout"],
+        "not_enforced": [],
     }
     assert s3.part("plan")["policy"] == planned["policy"]
 

@@ -307,7 +307,7 @@ def test_a_late_joiner_gets_its_groups_current_model() -> None:
 # --- what the rollout DAG takes from the policy ---------------------------------------------------
 
 
-def test_the_dag_follows_waves_of_whole_groups_and_refuses_share_waves_before_any_change() -> None:
+def test_the_dag_follows_waves_of_whole_groups_and_of_shares() -> None:
     from edgeloop.rollout.plan import RolloutPlanError, plan_rollout
 
     groups_only = spec_with(
@@ -319,8 +319,7 @@ def test_the_dag_follows_waves_of_whole_groups_and_refuses_share_waves_before_an
     ]
     assert [w.groups for w in plan_rollout(groups_only, "4")] == [("plant-north",), ("line-canary", "plant-south")]
     by_share = spec_with(SHARE_WAVES, group_waves=False)
-    with pytest.raises(RolloutPlanError, match=r"rollout.waves\[0\].share: .* does not apply waves by share"):
-        plan_rollout(by_share, "4")
+    assert plan_rollout(by_share, "4")[0].groups == spec_waves(by_share)[0].groups
     with pytest.raises(RolloutPlanError, match="skip_canary_reason"):
         plan_rollout(by_share, "4", ["plant-south"])  # the first wave is the canary wave
     assert [w.groups for w in plan_rollout(by_share, "4", ["plant-south"], "plant-south alone")][2] == ("plant-south",)
