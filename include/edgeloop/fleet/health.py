@@ -43,6 +43,7 @@ from edgeloop.contract.identity import DeviceRegistry
 from edgeloop.contract.keys import Keyring
 from edgeloop.contract.messages import (
     MAX_DEVICE_MESSAGE_BYTES,
+    DeviceState,
     RefusedReport,
     ReportChecker,
     device_message,
@@ -229,6 +230,15 @@ class _HeartbeatsInUse:
             self._done.add(record.key)
 
 
+@dataclass
+class _Refusals:
+    """What a status could not count: reports of devices it does not know, unreadable ones, refused ones."""
+
+    refusals: Counter[str]
+    unknown: set[str] = field(default_factory=set)
+    bad_feedback: int = 0
+
+
 def summarize_fleet(
     spec: PipelineSpec,
     states: DeviceStates,
@@ -248,51 +258,9 @@ def summarize_fleet(
     """
     group_names = [g.name for g in spec.groups]
     window_start = now_ms - int(window_s * 1000)
-    unknown: set[str] = set()
-    bad_feedback = 0
-    refusals = Counter(states.refused)
-    beats: dict[str, list[Heartbeat]] = {}
-    in_use = _HeartbeatsInUse(heartbeats, window_start, now_ms)
-    for record in in_use:
-        try:
-            beat = parse_heartbeat(record, registry)
-        except RefusedReport as exc:
-            refusals[exc.reason] += 1
-            continue
-        except BadFeedback as exc:
-            bad_feedback += 1
-            if registry is not None:
-                refusals["bad_value"] += 1
-            log.debug("%s", exc)
-            continue
-        in_use.used(record, beat.device_id)
-        known = states.devices.get(beat.device_id)
-        if known is None or beat.group_id not in group_names:
-            unknown.add(beat.device_id)
-            continue
-        beats.setdefault(beat.device_id, []).append(beat)
-    error_kinds: dict[str, Counter[str]] = {g: Counter() for g in group_names}
-    for record in errors:
-        if not window_start <= record.timestamp_ms <= now_ms:
-            continue
-        try:
-            body = loads_object(record.value, max_bytes=MAX_DEVICE_MESSAGE_BYTES)
-        except JsonRefused:
-            bad_feedback += 1
-            continue
-        if not isinstance(body.get("device_id"), str):
-            bad_feedback += 1
-            continue
-        refused = registry.check(body) if registry is not None else None
-        if refused is not None:
-            refusals[refused] += 1
-            continue
-        state = states.devices.get(body["device_id"])
-        if state is None or state.group_id not in error_kinds:
-            unknown.add(body["device_id"])
-            continue
-        error_kinds[state.group_id][str(body.get("kind"))] += 1
-
+    left_out = _Refusals(Counter(states.refused))
+    beats = _device_beats(heartbeats, states, group_names, registry, window_start, now_ms, left_out)
+    error_kinds = _error_kinds(errors, states, group_names, registry, window_start, now_ms, left_out)
     groups = {name: GroupStatus(name) for name in group_names}
     confidences: dict[str, list[float]] = {name: [] for name in group_names}
     last_seen: dict[str, int] = {}
@@ -300,57 +268,12 @@ def summarize_fleet(
         status = groups.get(state.group_id)
         if status is None:
             continue
-        status.devices += 1
-        desired_model = state.desired.get("model_version")
-        desired_config = state.desired.get("config_version")
-        reported_model = state.reported.get("model_version")
-        reported_config = state.reported.get("config_version")
-        for table, value in (
-            (status.desired_models, desired_model),
-            (status.reported_models, reported_model),
-            (status.desired_configs, desired_config),
-            (status.reported_configs, reported_config),
-        ):
-            if value is not None:
-                table[str(value)] = table.get(str(value), 0) + 1
-        status.in_sync += int(state.in_sync)
         device_beats = sorted(beats.get(state.device_id, []), key=lambda b: b.seen_ms)
-        if not device_beats:
-            status.stale += 1
-            continue
-        last = device_beats[-1]
-        last_seen[state.group_id] = max(last_seen.get(state.group_id, 0), last.seen_ms)
-        age_s = (now_ms - last.seen_ms) / 1000
-        if age_s > stale_after_s:
-            status.stale += 1
-            status.newly_stale.append(state.device_id)
-        elif age_s > ONLINE_INTERVALS * last.interval_s:
-            status.offline += 1
-        else:
-            status.online += 1
-            desired_at = state.desired.get("updated_at")
-            old_enough = True
-            if isinstance(desired_at, str):
-                try:
-                    old_enough = now_ms / 1000 - parse_iso(desired_at) > skew_grace_s
-                except ValueError:
-                    old_enough = True
-            if not state.in_sync and old_enough:
-                status.skewed += 1
-        in_window = [b for b in device_beats if b.seen_ms >= window_start]
-        if in_window:
-            before = [b for b in device_beats if b.seen_ms < window_start]
-            final = in_window[-1]
-            if before:
-                status.records += _delta(before[-1].records, final.records)
-                status.errors += _delta(before[-1].errors, final.errors)
-            elif final.uptime_s * 1000 <= final.seen_ms - window_start + 1000:
-                status.records += final.records  # started inside the window: count from zero
-                status.errors += final.errors
-            else:
-                status.records += _delta(in_window[0].records, final.records)
-                status.errors += _delta(in_window[0].errors, final.errors)
-            confidences[state.group_id].extend(b.confidence_mean for b in in_window if b.confidence_mean is not None)
+        _count_device(status, state, device_beats, now_ms, window_start, stale_after_s, skew_grace_s)
+        if device_beats:
+            last_seen[state.group_id] = max(last_seen.get(state.group_id, 0), device_beats[-1].seen_ms)
+            in_window = [b.confidence_mean for b in device_beats if b.seen_ms >= window_start]
+            confidences[state.group_id].extend(c for c in in_window if c is not None)
     for name, status in groups.items():
         status.error_reports = dict(sorted(error_kinds[name].items()))
         values = confidences[name]
@@ -362,12 +285,139 @@ def summarize_fleet(
         generated_at=iso_ms(now_ms / 1000),
         window_s=window_s,
         groups=list(groups.values()),
-        unknown_devices=len(unknown),
-        unknown_device_ids=sorted(unknown)[:20],
-        bad_feedback=bad_feedback,
+        unknown_devices=len(left_out.unknown),
+        unknown_device_ids=sorted(left_out.unknown)[:20],
+        bad_feedback=left_out.bad_feedback,
         bad_state_records=len(states.bad_records),
-        refused_reports=dict(refusals),
+        refused_reports=dict(left_out.refusals),
     )
+
+
+def _device_beats(
+    heartbeats: Iterable[TopicRecord],
+    states: DeviceStates,
+    group_names: list[str],
+    registry: DeviceRegistry | None,
+    window_start: int,
+    now_ms: int,
+    left_out: _Refusals,
+) -> dict[str, list[Heartbeat]]:
+    """Each known device's usable heartbeats (those a status needs, see _HeartbeatsInUse)."""
+    beats: dict[str, list[Heartbeat]] = {}
+    in_use = _HeartbeatsInUse(heartbeats, window_start, now_ms)
+    for record in in_use:
+        try:
+            beat = parse_heartbeat(record, registry)
+        except RefusedReport as exc:
+            left_out.refusals[exc.reason] += 1
+            continue
+        except BadFeedback as exc:
+            left_out.bad_feedback += 1
+            if registry is not None:
+                left_out.refusals["bad_value"] += 1
+            log.debug("%s", exc)
+            continue
+        in_use.used(record, beat.device_id)
+        known = states.devices.get(beat.device_id)
+        if known is None or beat.group_id not in group_names:
+            left_out.unknown.add(beat.device_id)
+            continue
+        beats.setdefault(beat.device_id, []).append(beat)
+    return beats
+
+
+def _error_kinds(
+    errors: Iterable[TopicRecord],
+    states: DeviceStates,
+    group_names: list[str],
+    registry: DeviceRegistry | None,
+    window_start: int,
+    now_ms: int,
+    left_out: _Refusals,
+) -> dict[str, Counter[str]]:
+    """Per group, the error reports of the window by kind."""
+    kinds: dict[str, Counter[str]] = {g: Counter() for g in group_names}
+    for record in errors:
+        if not window_start <= record.timestamp_ms <= now_ms:
+            continue
+        try:
+            body = loads_object(record.value, max_bytes=MAX_DEVICE_MESSAGE_BYTES)
+        except JsonRefused:
+            left_out.bad_feedback += 1
+            continue
+        if not isinstance(body.get("device_id"), str):
+            left_out.bad_feedback += 1
+            continue
+        refused = registry.check(body) if registry is not None else None
+        if refused is not None:
+            left_out.refusals[refused] += 1
+            continue
+        state = states.devices.get(body["device_id"])
+        if state is None or state.group_id not in kinds:
+            left_out.unknown.add(body["device_id"])
+            continue
+        kinds[state.group_id][str(body.get("kind"))] += 1
+    return kinds
+
+
+def _count_device(
+    status: GroupStatus,
+    state: DeviceState,
+    device_beats: list[Heartbeat],
+    now_ms: int,
+    window_start: int,
+    stale_after_s: float,
+    skew_grace_s: float,
+) -> None:
+    """Add one device to its group's status: versions, online / offline / stale, skew, window counters."""
+    status.devices += 1
+    for table, value in (
+        (status.desired_models, state.desired.get("model_version")),
+        (status.reported_models, state.reported.get("model_version")),
+        (status.desired_configs, state.desired.get("config_version")),
+        (status.reported_configs, state.reported.get("config_version")),
+    ):
+        if value is not None:
+            table[str(value)] = table.get(str(value), 0) + 1
+    status.in_sync += int(state.in_sync)
+    if not device_beats:
+        status.stale += 1
+        return
+    last = device_beats[-1]
+    age_s = (now_ms - last.seen_ms) / 1000
+    if age_s > stale_after_s:
+        status.stale += 1
+        status.newly_stale.append(state.device_id)
+    elif age_s > ONLINE_INTERVALS * last.interval_s:
+        status.offline += 1
+    else:
+        status.online += 1
+        if not state.in_sync and _assigned_before(state, now_ms, skew_grace_s):
+            status.skewed += 1
+    in_window = [b for b in device_beats if b.seen_ms >= window_start]
+    if not in_window:
+        return
+    before = [b for b in device_beats if b.seen_ms < window_start]
+    final = in_window[-1]
+    if before:
+        first_records, first_errors = before[-1].records, before[-1].errors
+    elif final.uptime_s * 1000 <= final.seen_ms - window_start + 1000:
+        first_records, first_errors = 0, 0  # started inside the window: count from zero
+    else:
+        first_records, first_errors = in_window[0].records, in_window[0].errors
+    status.records += _delta(first_records, final.records)
+    status.errors += _delta(first_errors, final.errors)
+
+
+def _assigned_before(state: DeviceState, now_ms: int, skew_grace_s: float) -> bool:
+    """Whether the device's desired state is older than the grace period (or its age unknown)."""
+    desired_at = state.desired.get("updated_at")
+    if not isinstance(desired_at, str):
+        return True
+    try:
+        return now_ms / 1000 - parse_iso(desired_at) > skew_grace_s
+    except ValueError:
+        return True
 
 
 def fleet_status(
