@@ -19,7 +19,6 @@ from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.identity import DeviceRegistry
 from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.contract.messages import (
-    MAX_DEVICE_MESSAGE_BYTES,
     Assignment,
     BadDeviceState,
     DeviceState,
@@ -28,7 +27,6 @@ from edgeloop.contract.messages import (
     new_assignment,
     parse_device_state,
 )
-from edgeloop.contract.safejson import JsonRefused, loads_object
 from edgeloop.fleet.topics import CompactedFollower, TopicMissing, TopicRecord, TopicTail, records_by_key
 from edgeloop.kafka import publish_messages
 from edgeloop.spec import PipelineSpec
@@ -153,9 +151,10 @@ class FleetView:
     it returns is what `read_registry` and `read_device_states` would return at that moment;
     `feedback` is what reading the heartbeats and error reports from those moments on would return.
 
-    With `groups`, the view holds only devices enrolled in those groups: a device none of whose registry
-    records names one of them is passed over unverified (it cannot be in them), and so is its device-state.
-    A rollout job or gate of a few groups of a large fleet then verifies only its own devices' records.
+    With `groups`, the view holds the device-state of the devices enrolled in those groups only: the
+    others' records are passed over unverified, so a rollout job or gate of a few groups of a large
+    fleet verifies its own devices' states. The registry is whole (a report signed by a device of
+    another group is still refused as `wrong_group`).
     """
 
     def __init__(
@@ -195,12 +194,7 @@ class FleetView:
         enrolled = _changed_keys(self._enrolments, timeout)
         for key in enrolled:
             device = key.decode("utf-8", "replace")
-            records = self._enrolments.history[key]
-            if self.groups is not None and not any(_names_group(value, self.groups) for _, value in records):
-                self._registry_bad.pop(key, None)
-                self.registry.devices.pop(device, None)
-                continue
-            enrolment, bad = enrolment_of(self.spec, self.trusted, key, records)
+            enrolment, bad = enrolment_of(self.spec, self.trusted, key, self._enrolments.history[key])
             self._registry_bad[key] = bad
             if enrolment is None:
                 self.registry.devices.pop(device, None)
@@ -208,7 +202,8 @@ class FleetView:
                 self.registry.devices[enrolment.device_id] = enrolment
         self.registry.bad_records = [line for bad in self._registry_bad.values() for line in bad]
         for key in _changed_keys(self._states, timeout) | (enrolled & self._states.history.keys()):
-            if self.groups is not None and key.decode("utf-8", "replace") not in self.registry.devices:
+            enrolled_as = self.registry.devices.get(key.decode("utf-8", "replace"))
+            if self.groups is not None and (enrolled_as is None or enrolled_as.group_id not in self.groups):
                 self._state_bad.pop(key, None)
                 self._devices.pop(key.decode("utf-8", "replace"), None)
                 continue
@@ -223,14 +218,6 @@ class FleetView:
             states.bad_records.extend(bad)
             states.refused.update(refused)
         return self.registry, states
-
-
-def _names_group(value: bytes | None, groups: frozenset[str]) -> bool:
-    """Whether a registry record names one of `groups` (unverified: only to pass over other groups' devices)."""
-    try:
-        return loads_object(value, max_bytes=MAX_DEVICE_MESSAGE_BYTES).get("group_id") in groups
-    except JsonRefused:
-        return False
 
 
 def _changed_keys(follower: CompactedFollower, timeout: float) -> set[bytes]:
