@@ -119,21 +119,16 @@ def _dag(spec: PipelineSpec, stage: str, schedule: Any, params: dict[str, Param]
 
 def push_metrics(spec: PipelineSpec, context: Any, fill: Any, **grouping: str) -> None:
     """Push one task's metrics to the Pushgateway; any metrics problem costs a warning, not the task."""
-    import logging
-    import os
+    from edgeloop.metrics.push import TaskMetrics, push_task_metrics
 
-    from edgeloop.metrics.push import BatchMetrics, grouping_key, push_batch_metrics
+    push_task_metrics(spec, TaskMetrics.of_task(context), fill, **grouping)
 
-    gateway = os.environ.get("EDGELOOP_PUSHGATEWAY_URL")
-    if not gateway:
-        return
-    ti = context["ti"]
-    try:
-        batch = BatchMetrics(spec)
-        fill(batch)
-        push_batch_metrics(batch, gateway, grouping_key(spec, ti.dag_id, ti.task_id, **grouping))
-    except Exception as exc:  # the work is done and durable; a metrics problem must not fail or retry it
-        logging.getLogger(__name__).warning("metrics not pushed: %s", exc)
+
+def _metrics(context: Any) -> Any:
+    """Where the running task pushes its metrics (a `metrics.push.TaskMetrics`)."""
+    from edgeloop.metrics.push import TaskMetrics
+
+    return TaskMetrics.of_task(context)
 
 
 # --- builders -------------------------------------------------------------------------
@@ -582,30 +577,23 @@ def build_fleet_health(spec: PipelineSpec) -> DAG:
         @task
         def compute_health(**context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients, control_trusted_keys
-            from edgeloop.fleet.health import device_alerts, fleet_status, write_health_report
+            from edgeloop.fleet import tasks
 
-            clients = PipelineClients(spec)
-            status = fleet_status(spec, clients.kafka(), control_trusted_keys())
-            alerts = device_alerts(spec, status)
-            key = write_health_report(clients.s3(), spec, status, alerts)
-            push_metrics(spec, context, lambda batch: record_fleet_metrics(batch, status))
-            return {"report_key": key, "alerts": alerts, "groups": len(status.groups)}
+            return tasks.compute_health(
+                spec, PipelineClients(spec), control_trusted_keys(), metrics=_metrics(context)
+            ).to_xcom()
 
         @task
         def publish_device_alerts(report: dict[str, Any]) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
-            from edgeloop.fleet.health import publish_alerts
+            from edgeloop.fleet import tasks
 
-            published = publish_alerts(spec, PipelineClients(spec).kafka(), report["alerts"])
-            return {"alerts_published": published, "report_key": report["report_key"]}
+            return tasks.publish_device_alerts(
+                spec, PipelineClients(spec), tasks.HealthReport.from_xcom(report)
+            ).to_xcom()
 
         publish_device_alerts(compute_health())
     return dag
-
-
-def record_fleet_metrics(batch: Any, status: Any) -> None:
-    """Per-group fleet gauges come from the exporter; the DAG records that it ran."""
-    batch.mark_success("fleet_health")
 
 
 def build_config_push(spec: PipelineSpec) -> DAG:
@@ -620,26 +608,19 @@ def build_config_push(spec: PipelineSpec) -> DAG:
 
         @task
         def publish_assignment(**context: Any) -> dict[str, Any]:
-            import hashlib
             import time
 
             from edgeloop.connections import PipelineClients, control_signer
-            from edgeloop.fleet.control import push_assignment
+            from edgeloop.fleet import tasks
 
-            params = context["params"]
-            if not params.get("config"):
-                raise ValueError("params.config: no configuration to push (a model goes through the rollout DAG)")
-            run_hash = hashlib.sha256(context["dag_run"].run_id.encode()).hexdigest()[:16]
-            assignment = push_assignment(
+            return tasks.publish_assignment(
                 spec,
-                PipelineClients(spec).kafka(),
+                PipelineClients(spec),
                 control_signer(),
-                group=params["group"],
-                config=params.get("config") or None,
-                issuer="config_push",
-                assignment_id=f"push-{run_hash}",
-            )
-            return {"assignment": assignment.to_dict(), "pushed_at": time.time()}
+                context["params"],
+                run_id=context["dag_run"].run_id,
+                now=time.time(),
+            ).to_xcom()
 
         pushed = publish_assignment()
         pushed >> WaitForAssignmentOperator(
