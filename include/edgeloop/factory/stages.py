@@ -23,7 +23,7 @@ from airflow.sdk import (
 
 from edgeloop.drift.link import DriftReportLink, report_url
 from edgeloop.events import AlertTrigger
-from edgeloop.spec import INGESTIBLE, PipelineSpec, parse_schedule
+from edgeloop.spec import PipelineSpec, parse_schedule
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -147,41 +147,29 @@ def build_ingest(spec: PipelineSpec) -> DAG:
 
         @task
         def plan(params: dict[str, Any] | None = None) -> list[str]:
-            topics = (params or {}).get("topics") or list(spec.topics.ingest)
-            unknown = sorted(set(topics) - set(INGESTIBLE))
-            if unknown:
-                raise ValueError(f"params.topics: {unknown} are not ingestible topics {list(INGESTIBLE)}")
-            return list(topics)
+            from edgeloop.ingest import tasks
+
+            return tasks.plan(spec, (params or {}).get("topics"))
 
         @task(map_index_template="{{ task.op_kwargs['topic'] }}")
         def ingest_topic(topic: str, **context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients, control_trusted_keys
-            from edgeloop.ingest import ingest_topic as move_records
-            from edgeloop.ingest.metrics import record_ingest_metrics
-            from edgeloop.ingest.profiles import profile_codec
+            from edgeloop.connections import PipelineClients
+            from edgeloop.ingest import tasks
 
-            clients = PipelineClients(spec)
-            result = move_records(
+            return tasks.ingest_topic(
                 spec,
+                PipelineClients(spec),
                 topic,
-                consumer_config=clients.kafka(),
-                s3=clients.s3(),
-                codec=profile_codec(spec, clients.kafka(), control_trusted_keys()) if topic == "profiles" else None,
-                max_records=int(context["params"].get("max_records") or spec.ingest.max_records),
+                max_records=context["params"].get("max_records"),
                 accept_lost_offsets=bool(context["params"].get("accept_lost_offsets")),
-            )
-            push_metrics(spec, context, lambda batch: record_ingest_metrics(batch, result), topic=spec.topic(topic))
-            return result
+                metrics=_metrics(context),
+            ).to_xcom()
 
         @task(outlets=[raw_asset(spec)])
         def publish(results: list[dict[str, Any]]) -> Any:
-            from airflow.exceptions import AirflowSkipException
+            from edgeloop.ingest import tasks
 
-            from edgeloop.ingest.events import raw_event_extra
-
-            extra = raw_event_extra(results)
-            if not extra["records"]:
-                raise AirflowSkipException("no new records: no raw asset event")
+            extra = tasks.publish(tasks.TopicIngested.from_xcom(r) for r in results).to_xcom()
             yield Metadata(raw_asset(spec), extra=extra)
             return extra
 
