@@ -21,7 +21,7 @@ from airflow.sdk import (
     task,
 )
 
-from edgeloop.drift.link import DriftReportLink, report_url
+from edgeloop.drift.link import DriftReportLink
 from edgeloop.events import AlertTrigger
 from edgeloop.spec import PipelineSpec, parse_schedule
 
@@ -183,67 +183,32 @@ def build_drift(spec: PipelineSpec) -> DAG:
 
         @task
         def check_drift(**context: Any) -> dict[str, Any]:
-            from airflow.exceptions import AirflowSkipException
-
             from edgeloop.connections import PipelineClients
-            from edgeloop.drift.reference import champion_reference
-            from edgeloop.drift.run import run_drift_check, seed_for
-            from edgeloop.registry.aliases import champion_training_data
-            from edgeloop.registry.client import mlflow_client
+            from edgeloop.drift import tasks
 
-            clients = PipelineClients(spec)
-            s3, bucket, run = clients.s3(), spec.storage.bucket, context["dag_run"]
-            training = champion_training_data(mlflow_client(clients.mlflow_uri()), spec)
-            if training is None:
-                raise AirflowSkipException("skipped: no champion model yet, so no reference data to compare with")
-            reference = champion_reference(s3, spec, training, seed=seed_for(run.run_id))
-            result = run_drift_check(s3, bucket, spec, run.run_id, run.run_after, reference=reference)
-            if str(result["status"]).startswith("skipped"):
-                raise AirflowSkipException(str(result["status"]))
-            return result
+            run = context["dag_run"]
+            return tasks.check_drift(spec, PipelineClients(spec), run_id=run.run_id, now=run.run_after).to_xcom()
 
         @task
         def publish_alerts(result: dict[str, Any], **context: Any) -> dict[str, Any]:
-            import json
-            import time
-
             from edgeloop.connections import PipelineClients
-            from edgeloop.drift.alert_state import confirm_published
-            from edgeloop.drift.metrics import record_drift_metrics
-            from edgeloop.drift.publish import publish_drift_alerts
+            from edgeloop.drift import tasks
 
-            clients = PipelineClients(spec)
-            s3 = clients.s3()
-            ids = publish_drift_alerts(clients.kafka(), spec, result["publish"])
-            confirm_published(s3, spec.storage.bucket, spec, ids, context["dag_run"].run_after)
-            summary = json.loads(s3.get_object(Bucket=spec.storage.bucket, Key=result["summary_key"])["Body"].read())
-
-            def fill(batch: Any) -> None:
-                record_drift_metrics(batch, spec, summary)
-                if ids:
-                    batch.set("edgeloop_drift_last_alert_timestamp_seconds", time.time())
-                batch.mark_success("drift")
-
-            push_metrics(spec, context, fill)
-            # the drifted scopes' reports exist now; the others' once render_reports has run
-            reports = {**(result.get("pending_reports") or {}), **(result.get("reports") or {})}
-            return {
-                "alert_ids": ids,
-                "drifted_groups": result.get("drifted_groups"),
-                "summary_key": result["summary_key"],
-                "reports": reports,
-                # open in the Airflow UI's host: the plugin serves reports behind the Airflow login
-                "report_links": {label: report_url(spec.name, key) for label, key in reports.items()},
-            }
+            return tasks.publish_alerts(
+                spec,
+                PipelineClients(spec),
+                tasks.DriftCheck.from_xcom(result),
+                now=context["dag_run"].run_after,
+                metrics=_metrics(context),
+            ).to_xcom()
 
         @task
         def render_reports(**context: Any) -> dict[str, Any]:
             """The Evidently reports of the scopes without drift, off the alert's path."""
             from edgeloop.connections import PipelineClients
-            from edgeloop.drift.reports import render_pending_reports
+            from edgeloop.drift import tasks
 
-            s3 = PipelineClients(spec).s3()
-            return render_pending_reports(s3, spec.storage.bucket, spec, context["dag_run"].run_id)
+            return tasks.render_reports(spec, PipelineClients(spec), run_id=context["dag_run"].run_id).to_xcom()
 
         checked = check_drift()
         # the "Drift report" button of the task in the UI (a decorated task takes links this way)
