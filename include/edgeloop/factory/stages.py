@@ -131,6 +131,11 @@ def _metrics(context: Any) -> Any:
     return TaskMetrics.of_task(context)
 
 
+def _asset_events(context: Any, asset: Asset) -> list[Any]:
+    """The events of `asset` that triggered this run (none for a manual or timed run)."""
+    return list((context.get("triggering_asset_events") or {}).get(asset) or [])
+
+
 # --- builders -------------------------------------------------------------------------
 
 
@@ -229,65 +234,36 @@ def build_annotate(spec: PipelineSpec) -> DAG:
 
         @task
         def select_batch(**context: Any) -> dict[str, Any]:
-            from datetime import UTC, datetime
-
-            from airflow.exceptions import AirflowSkipException
-
-            from edgeloop.annotation.selection import EmptySelection, select_batch, selection_request
+            from edgeloop.annotation import tasks
             from edgeloop.connections import PipelineClients
 
-            events = (context.get("triggering_asset_events") or {}).get(drift) or []
-            alert = (events[-1].extra or {}).get("payload") if events else None
-            request = selection_request(
+            return tasks.select_batch(
                 spec,
-                now=datetime.now(UTC),
-                alert=alert,
+                PipelineClients(spec),
+                alert=tasks.alert_of(_asset_events(context, drift)),
                 group=context["params"].get("group"),
                 size=context["params"].get("size"),
                 run_id=context["dag_run"].run_id,
-            )
-            try:
-                return select_batch(spec, PipelineClients(spec).s3(), request)
-            except EmptySelection as exc:
-                raise AirflowSkipException(exc.reason) from exc
+                now=datetime.now(UTC),
+            ).to_xcom()
 
         @task
         def open_batch(selection: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from edgeloop.annotation.batch import open_batch as open_in_backend
-            from edgeloop.annotation.metrics import record_opened_batch
+            from edgeloop.annotation import tasks
             from edgeloop.connections import PipelineClients
 
-            clients = PipelineClients(spec)
-            opened = open_in_backend(spec, clients.s3(), clients.annotation_backend(), selection["batch_id"])
-            push_metrics(spec, context, lambda batch: record_opened_batch(batch, opened))
-            return opened
+            selected = tasks.BatchSelected.from_xcom(selection)
+            return tasks.open_batch(spec, PipelineClients(spec), selected, metrics=_metrics(context)).to_xcom()
 
         @task(outlets=[curated_asset(spec)])
         def export_dataset(waited: dict[str, Any], **context: Any) -> Any:
-            from airflow.exceptions import AirflowSkipException
-
-            from edgeloop.annotation.export import NothingToExport, export_dataset
-            from edgeloop.annotation.metrics import record_exported_batch
+            from edgeloop.annotation import tasks
             from edgeloop.connections import PipelineClients
 
-            clients = PipelineClients(spec)
-            try:
-                result = export_dataset(
-                    spec, clients.s3(), clients.annotation_backend(), waited["batch_id"], partial=waited["partial"]
-                )
-            except NothingToExport as exc:
-                raise AirflowSkipException(str(exc)) from exc
-
-            def fill(batch: Any) -> None:
-                record_exported_batch(batch, waited, result)
-                batch.mark_success("annotate")
-
-            push_metrics(spec, context, fill)
-            yield Metadata(
-                curated_asset(spec),
-                extra={k: result[k] for k in ("version", "uri", "rows", "batch_id", "label_distribution")},
-            )
-            return result
+            done = tasks.BatchWaited.from_xcom(waited)
+            result = tasks.export_dataset(spec, PipelineClients(spec), done, metrics=_metrics(context))
+            yield Metadata(curated_asset(spec), extra=result.asset_extra())
+            return result.to_xcom()
 
         opened = open_batch(select_batch())
         waited = AnnotationBatchSensor.for_spec(spec, batch=opened)
