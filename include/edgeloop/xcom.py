@@ -47,3 +47,23 @@ def plain(result: Any, *, omit_none: tuple[str, ...] = ()) -> dict[str, JSON]:
             continue
         out[field.name] = value
     return out
+
+
+def xcom_fields_and_rest(cls: type[Any], data: object, rest: str) -> dict[str, Any]:
+    """Like `xcom_fields`, for a result whose other keys are kept as they came, in the dict field `rest`.
+
+    For summaries that come back from a store written by earlier versions (e.g. an MLflow tag):
+    the keys the next task reads are checked, the others travel on unchanged.
+    """
+    name = cls.__name__
+    if not isinstance(data, Mapping):
+        raise XComContractError(f"{name}.from_xcom: expected a dict, got {type(data).__name__}")
+    named = [f for f in dataclasses.fields(cls) if f.name != rest]
+    required = [f.name for f in named if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise XComContractError(f"{name}.from_xcom: missing key(s) {missing}")
+    known = {f.name for f in named}
+    fields = {key: data[key] for key in known if key in data}
+    fields[rest] = {str(key): value for key, value in data.items() if key not in known}
+    return fields

@@ -282,64 +282,49 @@ def build_train(spec: PipelineSpec) -> DAG:
         @task
         def build_dataset(**context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
-            from edgeloop.training.dataset import build_dataset as assemble
+            from edgeloop.training import tasks
 
-            events = (context.get("triggering_asset_events") or {}).get(curated) or []
-            version = context["params"].get("dataset_version") or (
-                (events[-1].extra or {}).get("version") if events else None
+            version = tasks.dataset_version_of(
+                context["params"].get("dataset_version"), _asset_events(context, curated)
             )
-            return assemble(PipelineClients(spec).s3(), spec, version)
+            return tasks.build_dataset(spec, PipelineClients(spec), version).to_xcom()
 
         @task
         def train_model(dataset: dict[str, Any], **context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
-            from edgeloop.registry.client import mlflow_client
-            from edgeloop.training.metrics import record_training_metrics
-            from edgeloop.training.train import train_model as fit
+            from edgeloop.training import tasks
 
-            clients = PipelineClients(spec)
-            budget = int(context["params"].get("search_budget") or spec.training.search_budget)
-            trained = fit(mlflow_client(clients.mlflow_uri()), clients.s3(), spec, dataset, search_budget=budget)
-            push_metrics(spec, context, lambda batch: record_training_metrics(batch, trained))
-            return trained
+            return tasks.train_model(
+                spec,
+                PipelineClients(spec),
+                tasks.DatasetBuilt.from_xcom(dataset),
+                search_budget=context["params"].get("search_budget"),
+                metrics=_metrics(context),
+            ).to_xcom()
 
         @task
         def register_challenger(trained: dict[str, Any]) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
-            from edgeloop.registry.client import mlflow_client
-            from edgeloop.registry.register import register_challenger as register
+            from edgeloop.training import tasks
 
-            return register(mlflow_client(PipelineClients(spec).mlflow_uri()), spec, trained)
+            return tasks.register_challenger(
+                spec, PipelineClients(spec), tasks.ModelTrained.from_xcom(trained)
+            ).to_xcom()
 
         @task
         def evaluation_gate(registered: dict[str, Any], **context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
-            from edgeloop.fleet.health import publish_alerts
-            from edgeloop.registry.client import mlflow_client
-            from edgeloop.registry.gate import evaluation_gate as judge
-            from edgeloop.training.metrics import record_gate_metrics
+            from edgeloop.training import tasks
 
-            clients = PipelineClients(spec)
-            decision = judge(mlflow_client(clients.mlflow_uri()), clients.s3(), spec, registered)
-            if decision.get("alert"):
-                publish_alerts(spec, clients.kafka(), [decision["alert"]])
-
-            def fill(batch: Any) -> None:
-                record_gate_metrics(batch, decision)
-                batch.mark_success("train")
-
-            push_metrics(spec, context, fill)
-            return decision
+            return tasks.evaluation_gate(
+                spec, PipelineClients(spec), tasks.ChallengerRegistered.from_xcom(registered), metrics=_metrics(context)
+            ).to_xcom()
 
         @task(outlets=[model_asset(spec)])
         def announce_model(decision: dict[str, Any]) -> Any:
-            from airflow.exceptions import AirflowSkipException
+            from edgeloop.training import tasks
 
-            from edgeloop.registry.gate import model_asset_extra
-
-            if not decision.get("promote"):
-                raise AirflowSkipException(f"no rollout: {decision.get('reason')}")
-            extra = model_asset_extra(decision)
+            extra = tasks.announce_model(tasks.GateDecision.from_xcom(decision)).to_xcom()
             yield Metadata(model_asset(spec), extra=extra)
             return extra
 
