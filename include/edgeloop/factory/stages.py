@@ -1,7 +1,8 @@
 """One builder per stage: the shape, schedule, assets and params of each DAG.
 
-Task bodies are thin: they import the stage's logic inside the function (so that
-parsing stays fast), call one function, and return a small dict of keys and counts.
+Task bodies are thin: they import the stage's `tasks.py` inside the function (so that
+parsing stays fast), call one of its functions with the previous task's typed result,
+and return that function's result as XCom (`to_xcom()`: keys and counts).
 """
 
 from __future__ import annotations
