@@ -1,7 +1,8 @@
 """One builder per stage: the shape, schedule, assets and params of each DAG.
 
-Task bodies are thin: they import the stage's logic inside the function (so that
-parsing stays fast), call one function, and return a small dict of keys and counts.
+Task bodies are thin: they import the stage's `tasks.py` inside the function (so that
+parsing stays fast), call one of its functions with the previous task's typed result,
+and return that function's result as XCom (`to_xcom()`: keys and counts).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from airflow.sdk import (
     task,
 )
 
-from edgeloop.drift.link import DriftReportLink, report_url
+from edgeloop.drift.link import DriftReportLink
 from edgeloop.events import AlertTrigger
-from edgeloop.spec import INGESTIBLE, PipelineSpec, parse_schedule
+from edgeloop.spec import PipelineSpec, parse_schedule
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -119,21 +120,21 @@ def _dag(spec: PipelineSpec, stage: str, schedule: Any, params: dict[str, Param]
 
 def push_metrics(spec: PipelineSpec, context: Any, fill: Any, **grouping: str) -> None:
     """Push one task's metrics to the Pushgateway; any metrics problem costs a warning, not the task."""
-    import logging
-    import os
+    from edgeloop.metrics.push import TaskMetrics, push_task_metrics
 
-    from edgeloop.metrics.push import BatchMetrics, grouping_key, push_batch_metrics
+    push_task_metrics(spec, TaskMetrics.of_task(context), fill, **grouping)
 
-    gateway = os.environ.get("EDGELOOP_PUSHGATEWAY_URL")
-    if not gateway:
-        return
-    ti = context["ti"]
-    try:
-        batch = BatchMetrics(spec)
-        fill(batch)
-        push_batch_metrics(batch, gateway, grouping_key(spec, ti.dag_id, ti.task_id, **grouping))
-    except Exception as exc:  # the work is done and durable; a metrics problem must not fail or retry it
-        logging.getLogger(__name__).warning("metrics not pushed: %s", exc)
+
+def _metrics(context: Any) -> Any:
+    """Where the running task pushes its metrics (a `metrics.push.TaskMetrics`)."""
+    from edgeloop.metrics.push import TaskMetrics
+
+    return TaskMetrics.of_task(context)
+
+
+def _asset_events(context: Any, asset: Asset) -> list[Any]:
+    """The events of `asset` that triggered this run (none for a manual or timed run)."""
+    return list((context.get("triggering_asset_events") or {}).get(asset) or [])
 
 
 # --- builders -------------------------------------------------------------------------
@@ -152,41 +153,29 @@ def build_ingest(spec: PipelineSpec) -> DAG:
 
         @task
         def plan(params: dict[str, Any] | None = None) -> list[str]:
-            topics = (params or {}).get("topics") or list(spec.topics.ingest)
-            unknown = sorted(set(topics) - set(INGESTIBLE))
-            if unknown:
-                raise ValueError(f"params.topics: {unknown} are not ingestible topics {list(INGESTIBLE)}")
-            return list(topics)
+            from edgeloop.ingest import tasks
+
+            return tasks.plan(spec, (params or {}).get("topics"))
 
         @task(map_index_template="{{ task.op_kwargs['topic'] }}")
         def ingest_topic(topic: str, **context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients, control_trusted_keys
-            from edgeloop.ingest import ingest_topic as move_records
-            from edgeloop.ingest.metrics import record_ingest_metrics
-            from edgeloop.ingest.profiles import profile_codec
+            from edgeloop.connections import PipelineClients
+            from edgeloop.ingest import tasks
 
-            clients = PipelineClients(spec)
-            result = move_records(
+            return tasks.ingest_topic(
                 spec,
+                PipelineClients(spec),
                 topic,
-                consumer_config=clients.kafka(),
-                s3=clients.s3(),
-                codec=profile_codec(spec, clients.kafka(), control_trusted_keys()) if topic == "profiles" else None,
-                max_records=int(context["params"].get("max_records") or spec.ingest.max_records),
+                max_records=context["params"].get("max_records"),
                 accept_lost_offsets=bool(context["params"].get("accept_lost_offsets")),
-            )
-            push_metrics(spec, context, lambda batch: record_ingest_metrics(batch, result), topic=spec.topic(topic))
-            return result
+                metrics=_metrics(context),
+            ).to_xcom()
 
         @task(outlets=[raw_asset(spec)])
         def publish(results: list[dict[str, Any]]) -> Any:
-            from airflow.exceptions import AirflowSkipException
+            from edgeloop.ingest import tasks
 
-            from edgeloop.ingest.events import raw_event_extra
-
-            extra = raw_event_extra(results)
-            if not extra["records"]:
-                raise AirflowSkipException("no new records: no raw asset event")
+            extra = tasks.publish(tasks.TopicIngested.from_xcom(r) for r in results).to_xcom()
             yield Metadata(raw_asset(spec), extra=extra)
             return extra
 
@@ -200,67 +189,32 @@ def build_drift(spec: PipelineSpec) -> DAG:
 
         @task
         def check_drift(**context: Any) -> dict[str, Any]:
-            from airflow.exceptions import AirflowSkipException
-
             from edgeloop.connections import PipelineClients
-            from edgeloop.drift.reference import champion_reference
-            from edgeloop.drift.run import run_drift_check, seed_for
-            from edgeloop.registry.aliases import champion_training_data
-            from edgeloop.registry.client import mlflow_client
+            from edgeloop.drift import tasks
 
-            clients = PipelineClients(spec)
-            s3, bucket, run = clients.s3(), spec.storage.bucket, context["dag_run"]
-            training = champion_training_data(mlflow_client(clients.mlflow_uri()), spec)
-            if training is None:
-                raise AirflowSkipException("skipped: no champion model yet, so no reference data to compare with")
-            reference = champion_reference(s3, spec, training, seed=seed_for(run.run_id))
-            result = run_drift_check(s3, bucket, spec, run.run_id, run.run_after, reference=reference)
-            if str(result["status"]).startswith("skipped"):
-                raise AirflowSkipException(str(result["status"]))
-            return result
+            run = context["dag_run"]
+            return tasks.check_drift(spec, PipelineClients(spec), run_id=run.run_id, now=run.run_after).to_xcom()
 
         @task
         def publish_alerts(result: dict[str, Any], **context: Any) -> dict[str, Any]:
-            import json
-            import time
-
             from edgeloop.connections import PipelineClients
-            from edgeloop.drift.alert_state import confirm_published
-            from edgeloop.drift.metrics import record_drift_metrics
-            from edgeloop.drift.publish import publish_drift_alerts
+            from edgeloop.drift import tasks
 
-            clients = PipelineClients(spec)
-            s3 = clients.s3()
-            ids = publish_drift_alerts(clients.kafka(), spec, result["publish"])
-            confirm_published(s3, spec.storage.bucket, spec, ids, context["dag_run"].run_after)
-            summary = json.loads(s3.get_object(Bucket=spec.storage.bucket, Key=result["summary_key"])["Body"].read())
-
-            def fill(batch: Any) -> None:
-                record_drift_metrics(batch, spec, summary)
-                if ids:
-                    batch.set("edgeloop_drift_last_alert_timestamp_seconds", time.time())
-                batch.mark_success("drift")
-
-            push_metrics(spec, context, fill)
-            # the drifted scopes' reports exist now; the others' once render_reports has run
-            reports = {**(result.get("pending_reports") or {}), **(result.get("reports") or {})}
-            return {
-                "alert_ids": ids,
-                "drifted_groups": result.get("drifted_groups"),
-                "summary_key": result["summary_key"],
-                "reports": reports,
-                # open in the Airflow UI's host: the plugin serves reports behind the Airflow login
-                "report_links": {label: report_url(spec.name, key) for label, key in reports.items()},
-            }
+            return tasks.publish_alerts(
+                spec,
+                PipelineClients(spec),
+                tasks.DriftCheck.from_xcom(result),
+                now=context["dag_run"].run_after,
+                metrics=_metrics(context),
+            ).to_xcom()
 
         @task
         def render_reports(**context: Any) -> dict[str, Any]:
             """The Evidently reports of the scopes without drift, off the alert's path."""
             from edgeloop.connections import PipelineClients
-            from edgeloop.drift.reports import render_pending_reports
+            from edgeloop.drift import tasks
 
-            s3 = PipelineClients(spec).s3()
-            return render_pending_reports(s3, spec.storage.bucket, spec, context["dag_run"].run_id)
+            return tasks.render_reports(spec, PipelineClients(spec), run_id=context["dag_run"].run_id).to_xcom()
 
         checked = check_drift()
         # the "Drift report" button of the task in the UI (a decorated task takes links this way)
@@ -281,65 +235,36 @@ def build_annotate(spec: PipelineSpec) -> DAG:
 
         @task
         def select_batch(**context: Any) -> dict[str, Any]:
-            from datetime import UTC, datetime
-
-            from airflow.exceptions import AirflowSkipException
-
-            from edgeloop.annotation.selection import EmptySelection, select_batch, selection_request
+            from edgeloop.annotation import tasks
             from edgeloop.connections import PipelineClients
 
-            events = (context.get("triggering_asset_events") or {}).get(drift) or []
-            alert = (events[-1].extra or {}).get("payload") if events else None
-            request = selection_request(
+            return tasks.select_batch(
                 spec,
-                now=datetime.now(UTC),
-                alert=alert,
+                PipelineClients(spec),
+                alert=tasks.alert_of(_asset_events(context, drift)),
                 group=context["params"].get("group"),
                 size=context["params"].get("size"),
                 run_id=context["dag_run"].run_id,
-            )
-            try:
-                return select_batch(spec, PipelineClients(spec).s3(), request)
-            except EmptySelection as exc:
-                raise AirflowSkipException(exc.reason) from exc
+                now=datetime.now(UTC),
+            ).to_xcom()
 
         @task
         def open_batch(selection: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from edgeloop.annotation.batch import open_batch as open_in_backend
-            from edgeloop.annotation.metrics import record_opened_batch
+            from edgeloop.annotation import tasks
             from edgeloop.connections import PipelineClients
 
-            clients = PipelineClients(spec)
-            opened = open_in_backend(spec, clients.s3(), clients.annotation_backend(), selection["batch_id"])
-            push_metrics(spec, context, lambda batch: record_opened_batch(batch, opened))
-            return opened
+            selected = tasks.BatchSelected.from_xcom(selection)
+            return tasks.open_batch(spec, PipelineClients(spec), selected, metrics=_metrics(context)).to_xcom()
 
         @task(outlets=[curated_asset(spec)])
         def export_dataset(waited: dict[str, Any], **context: Any) -> Any:
-            from airflow.exceptions import AirflowSkipException
-
-            from edgeloop.annotation.export import NothingToExport, export_dataset
-            from edgeloop.annotation.metrics import record_exported_batch
+            from edgeloop.annotation import tasks
             from edgeloop.connections import PipelineClients
 
-            clients = PipelineClients(spec)
-            try:
-                result = export_dataset(
-                    spec, clients.s3(), clients.annotation_backend(), waited["batch_id"], partial=waited["partial"]
-                )
-            except NothingToExport as exc:
-                raise AirflowSkipException(str(exc)) from exc
-
-            def fill(batch: Any) -> None:
-                record_exported_batch(batch, waited, result)
-                batch.mark_success("annotate")
-
-            push_metrics(spec, context, fill)
-            yield Metadata(
-                curated_asset(spec),
-                extra={k: result[k] for k in ("version", "uri", "rows", "batch_id", "label_distribution")},
-            )
-            return result
+            done = tasks.BatchWaited.from_xcom(waited)
+            result = tasks.export_dataset(spec, PipelineClients(spec), done, metrics=_metrics(context))
+            yield Metadata(curated_asset(spec), extra=result.asset_extra())
+            return result.to_xcom()
 
         opened = open_batch(select_batch())
         waited = AnnotationBatchSensor.for_spec(spec, batch=opened)
@@ -358,64 +283,49 @@ def build_train(spec: PipelineSpec) -> DAG:
         @task
         def build_dataset(**context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
-            from edgeloop.training.dataset import build_dataset as assemble
+            from edgeloop.training import tasks
 
-            events = (context.get("triggering_asset_events") or {}).get(curated) or []
-            version = context["params"].get("dataset_version") or (
-                (events[-1].extra or {}).get("version") if events else None
+            version = tasks.dataset_version_of(
+                context["params"].get("dataset_version"), _asset_events(context, curated)
             )
-            return assemble(PipelineClients(spec).s3(), spec, version)
+            return tasks.build_dataset(spec, PipelineClients(spec), version).to_xcom()
 
         @task
         def train_model(dataset: dict[str, Any], **context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
-            from edgeloop.registry.client import mlflow_client
-            from edgeloop.training.metrics import record_training_metrics
-            from edgeloop.training.train import train_model as fit
+            from edgeloop.training import tasks
 
-            clients = PipelineClients(spec)
-            budget = int(context["params"].get("search_budget") or spec.training.search_budget)
-            trained = fit(mlflow_client(clients.mlflow_uri()), clients.s3(), spec, dataset, search_budget=budget)
-            push_metrics(spec, context, lambda batch: record_training_metrics(batch, trained))
-            return trained
+            return tasks.train_model(
+                spec,
+                PipelineClients(spec),
+                tasks.DatasetBuilt.from_xcom(dataset),
+                search_budget=context["params"].get("search_budget"),
+                metrics=_metrics(context),
+            ).to_xcom()
 
         @task
         def register_challenger(trained: dict[str, Any]) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
-            from edgeloop.registry.client import mlflow_client
-            from edgeloop.registry.register import register_challenger as register
+            from edgeloop.training import tasks
 
-            return register(mlflow_client(PipelineClients(spec).mlflow_uri()), spec, trained)
+            return tasks.register_challenger(
+                spec, PipelineClients(spec), tasks.ModelTrained.from_xcom(trained)
+            ).to_xcom()
 
         @task
         def evaluation_gate(registered: dict[str, Any], **context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
-            from edgeloop.fleet.health import publish_alerts
-            from edgeloop.registry.client import mlflow_client
-            from edgeloop.registry.gate import evaluation_gate as judge
-            from edgeloop.training.metrics import record_gate_metrics
+            from edgeloop.training import tasks
 
-            clients = PipelineClients(spec)
-            decision = judge(mlflow_client(clients.mlflow_uri()), clients.s3(), spec, registered)
-            if decision.get("alert"):
-                publish_alerts(spec, clients.kafka(), [decision["alert"]])
-
-            def fill(batch: Any) -> None:
-                record_gate_metrics(batch, decision)
-                batch.mark_success("train")
-
-            push_metrics(spec, context, fill)
-            return decision
+            return tasks.evaluation_gate(
+                spec, PipelineClients(spec), tasks.ChallengerRegistered.from_xcom(registered), metrics=_metrics(context)
+            ).to_xcom()
 
         @task(outlets=[model_asset(spec)])
         def announce_model(decision: dict[str, Any]) -> Any:
-            from airflow.exceptions import AirflowSkipException
+            from edgeloop.training import tasks
 
-            from edgeloop.registry.gate import model_asset_extra
-
-            if not decision.get("promote"):
-                raise AirflowSkipException(f"no rollout: {decision.get('reason')}")
-            extra = model_asset_extra(decision)
+            extra = tasks.announce_model(tasks.GateDecision.from_xcom(decision)).to_xcom()
             yield Metadata(model_asset(spec), extra=extra)
             return extra
 
@@ -582,30 +492,23 @@ def build_fleet_health(spec: PipelineSpec) -> DAG:
         @task
         def compute_health(**context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients, control_trusted_keys
-            from edgeloop.fleet.health import device_alerts, fleet_status, write_health_report
+            from edgeloop.fleet import tasks
 
-            clients = PipelineClients(spec)
-            status = fleet_status(spec, clients.kafka(), control_trusted_keys())
-            alerts = device_alerts(spec, status)
-            key = write_health_report(clients.s3(), spec, status, alerts)
-            push_metrics(spec, context, lambda batch: record_fleet_metrics(batch, status))
-            return {"report_key": key, "alerts": alerts, "groups": len(status.groups)}
+            return tasks.compute_health(
+                spec, PipelineClients(spec), control_trusted_keys(), metrics=_metrics(context)
+            ).to_xcom()
 
         @task
         def publish_device_alerts(report: dict[str, Any]) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
-            from edgeloop.fleet.health import publish_alerts
+            from edgeloop.fleet import tasks
 
-            published = publish_alerts(spec, PipelineClients(spec).kafka(), report["alerts"])
-            return {"alerts_published": published, "report_key": report["report_key"]}
+            return tasks.publish_device_alerts(
+                spec, PipelineClients(spec), tasks.HealthReport.from_xcom(report)
+            ).to_xcom()
 
         publish_device_alerts(compute_health())
     return dag
-
-
-def record_fleet_metrics(batch: Any, status: Any) -> None:
-    """Per-group fleet gauges come from the exporter; the DAG records that it ran."""
-    batch.mark_success("fleet_health")
 
 
 def build_config_push(spec: PipelineSpec) -> DAG:
@@ -620,26 +523,19 @@ def build_config_push(spec: PipelineSpec) -> DAG:
 
         @task
         def publish_assignment(**context: Any) -> dict[str, Any]:
-            import hashlib
             import time
 
             from edgeloop.connections import PipelineClients, control_signer
-            from edgeloop.fleet.control import push_assignment
+            from edgeloop.fleet import tasks
 
-            params = context["params"]
-            if not params.get("config"):
-                raise ValueError("params.config: no configuration to push (a model goes through the rollout DAG)")
-            run_hash = hashlib.sha256(context["dag_run"].run_id.encode()).hexdigest()[:16]
-            assignment = push_assignment(
+            return tasks.publish_assignment(
                 spec,
-                PipelineClients(spec).kafka(),
+                PipelineClients(spec),
                 control_signer(),
-                group=params["group"],
-                config=params.get("config") or None,
-                issuer="config_push",
-                assignment_id=f"push-{run_hash}",
-            )
-            return {"assignment": assignment.to_dict(), "pushed_at": time.time()}
+                context["params"],
+                run_id=context["dag_run"].run_id,
+                now=time.time(),
+            ).to_xcom()
 
         pushed = publish_assignment()
         pushed >> WaitForAssignmentOperator(

@@ -664,3 +664,8 @@ def render_status_text(status: FleetStatus) -> str:
 
 def render_status_json(status: FleetStatus) -> str:
     return json.dumps(status.to_dict(), indent=2, sort_keys=True)
+
+
+def record_fleet_metrics(batch: Any, status: FleetStatus) -> None:
+    """Per-group fleet gauges come from the exporter; the DAG records that it ran (`batch`: a BatchMetrics)."""
+    batch.mark_success("fleet_health")

@@ -72,14 +72,15 @@ class WaitForAssignmentOperator(BaseOperator):
 
     def execute(self, context: Any) -> None:
         from edgeloop.connections import control_trusted_keys
+        from edgeloop.fleet.tasks import ConfigPushed
 
-        pushed = context["ti"].xcom_pull(task_ids=self.push_task_id)
+        pushed = ConfigPushed.from_xcom(context["ti"].xcom_pull(task_ids=self.push_task_id))
         timeout = float(context["params"].get("timeout_seconds") or 600)
         self.defer(
             trigger=AssignmentAppliedTrigger(
                 pipeline=self.pipeline,
-                assignment=pushed["assignment"],
-                deadline=pushed["pushed_at"] + timeout,
+                assignment=pushed.assignment,
+                deadline=pushed.pushed_at + timeout,
                 trusted_keys=control_trusted_keys().hex_keys(),
             ),
             method_name="execute_complete",

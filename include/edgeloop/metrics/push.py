@@ -9,11 +9,15 @@ work across runs.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, pushadd_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -193,3 +197,35 @@ def push_batch_metrics(
     except (urllib.error.URLError, OSError) as exc:
         raise MetricsPushError(f"cannot push to {gateway} group {dict(key)}: {exc}") from exc
     return metrics.recorded()
+
+
+PUSHGATEWAY_ENV = "EDGELOOP_PUSHGATEWAY_URL"
+
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    """Where one task's metrics go: the Pushgateway (None: nowhere) and the DAG and task that pushes them."""
+
+    gateway: str | None
+    dag_id: str
+    task_id: str
+
+    @classmethod
+    def of_task(cls, context: Mapping[str, Any]) -> TaskMetrics:
+        """The running task's target: ids from the Airflow context, the gateway from $EDGELOOP_PUSHGATEWAY_URL."""
+        ti = context["ti"]
+        return cls(gateway=os.environ.get(PUSHGATEWAY_ENV) or None, dag_id=ti.dag_id, task_id=ti.task_id)
+
+
+def push_task_metrics(
+    spec: PipelineSpec, target: TaskMetrics, fill: Callable[[BatchMetrics], None], **grouping: str
+) -> None:
+    """Record one task's metrics with `fill` and push them; any metrics problem costs a warning, not the task."""
+    if not target.gateway:
+        return
+    try:
+        batch = BatchMetrics(spec)
+        fill(batch)
+        push_batch_metrics(batch, target.gateway, grouping_key(spec, target.dag_id, target.task_id, **grouping))
+    except Exception as exc:  # the work is done and durable; a metrics problem must not fail or retry it
+        logging.getLogger(__name__).warning("metrics not pushed: %s", exc)

@@ -1,0 +1,114 @@
+"""The tasks of the `fleet_health` and `config_push` DAGs: one function each, typed results across the boundary."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self, cast
+
+from edgeloop.spec import PipelineSpec
+from edgeloop.xcom import JSON, plain, xcom_fields
+
+if TYPE_CHECKING:
+    from edgeloop.connections import PipelineClients
+    from edgeloop.contract.keys import Keyring, Signer
+    from edgeloop.metrics.push import TaskMetrics
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """What `compute_health` wrote: the report's key, the device alerts it raised, how many groups it saw."""
+
+    report_key: str
+    alerts: list[dict[str, JSON]]
+    groups: int
+
+    def to_xcom(self) -> dict[str, JSON]:
+        return plain(self)
+
+    @classmethod
+    def from_xcom(cls, data: object) -> Self:
+        return cls(**xcom_fields(cls, data))
+
+
+@dataclass(frozen=True)
+class AlertsPublished:
+    """How many device alerts `publish_device_alerts` put on the alerts topic, and the report they came from."""
+
+    alerts_published: int
+    report_key: str
+
+    def to_xcom(self) -> dict[str, JSON]:
+        return plain(self)
+
+    @classmethod
+    def from_xcom(cls, data: object) -> Self:
+        return cls(**xcom_fields(cls, data))
+
+
+@dataclass(frozen=True)
+class ConfigPushed:
+    """The signed assignment `publish_assignment` sent (as its dict) and when (epoch seconds): the wait reads both."""
+
+    assignment: dict[str, JSON]
+    pushed_at: float
+
+    def to_xcom(self) -> dict[str, JSON]:
+        return plain(self)
+
+    @classmethod
+    def from_xcom(cls, data: object) -> Self:
+        return cls(**xcom_fields(cls, data))
+
+
+def compute_health(
+    spec: PipelineSpec, clients: PipelineClients, trusted: Keyring, *, metrics: TaskMetrics
+) -> HealthReport:
+    """Read heartbeats and error reports, write the health report, decide the device alerts (not sent yet)."""
+    from edgeloop.fleet.health import device_alerts, fleet_status, record_fleet_metrics, write_health_report
+    from edgeloop.metrics.push import push_task_metrics
+
+    status = fleet_status(spec, clients.kafka(), trusted)
+    alerts = device_alerts(spec, status)
+    key = write_health_report(clients.s3(), spec, status, alerts)
+    push_task_metrics(spec, metrics, lambda batch: record_fleet_metrics(batch, status))
+    return HealthReport(report_key=key, alerts=cast(list[dict[str, JSON]], alerts), groups=len(status.groups))
+
+
+def publish_device_alerts(spec: PipelineSpec, clients: PipelineClients, report: HealthReport) -> AlertsPublished:
+    """Put the report's device alerts on the alerts topic."""
+    from edgeloop.fleet.health import publish_alerts
+
+    published = publish_alerts(spec, clients.kafka(), report.alerts)
+    return AlertsPublished(alerts_published=published, report_key=report.report_key)
+
+
+def publish_assignment(
+    spec: PipelineSpec,
+    clients: PipelineClients,
+    signer: Signer,
+    params: Mapping[str, Any],
+    *,
+    run_id: str,
+    now: float,
+) -> ConfigPushed:
+    """Sign and publish the configuration in `params` to `params["group"]`; one assignment id per run.
+
+    Raise ValueError when `params` has no configuration: a model goes through the rollout DAG.
+    """
+    from edgeloop.fleet import control
+
+    if not params.get("config"):
+        raise ValueError("params.config: no configuration to push (a model goes through the rollout DAG)")
+    run_hash = hashlib.sha256(run_id.encode()).hexdigest()[:16]
+    assignment = control.push_assignment(
+        spec,
+        clients.kafka(),
+        signer,
+        group=params["group"],
+        config=params.get("config") or None,
+        issuer="config_push",
+        assignment_id=f"push-{run_hash}",
+    )
+    return ConfigPushed(assignment=assignment.to_dict(), pushed_at=now)

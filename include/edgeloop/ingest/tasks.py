@@ -1,0 +1,113 @@
+"""The tasks of the `ingest` DAG: one function each, typed results across the boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Self
+
+from edgeloop.spec import INGESTIBLE, PipelineSpec
+from edgeloop.xcom import JSON, plain, xcom_fields
+
+if TYPE_CHECKING:
+    from edgeloop.connections import PipelineClients
+    from edgeloop.metrics.push import TaskMetrics
+
+
+@dataclass(frozen=True)
+class TopicIngested:
+    """One topic's ingest run (`ingest.run.ingest_topic`'s summary): object keys, counts, lag, why it stopped."""
+
+    pipeline: str
+    topic: str
+    objects: list[str]
+    deadletter_objects: list[str]
+    objects_created: int
+    records: int
+    dead_letters: int
+    dead_letters_by_kind: dict[str, int]
+    bytes: int
+    value_bytes: int
+    messages: int
+    flushes: int
+    lag: dict[str, int]
+    lag_total: int
+    skipped_by_retention: dict[str, int]
+    stopped: str
+    duration_s: float
+
+    def to_xcom(self) -> dict[str, JSON]:
+        return plain(self)
+
+    @classmethod
+    def from_xcom(cls, data: object) -> Self:
+        return cls(**xcom_fields(cls, data))
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    """The `raw` asset event's extra of one run (`ingest.events.raw_event_extra`): keys and counts, no data."""
+
+    records: int
+    dead_letters: int
+    topics: dict[str, dict[str, int]]
+    objects: list[str]
+    objects_total: int
+    lag_total: int
+
+    def to_xcom(self) -> dict[str, JSON]:
+        return plain(self)
+
+    @classmethod
+    def from_xcom(cls, data: object) -> Self:
+        return cls(**xcom_fields(cls, data))
+
+
+def plan(spec: PipelineSpec, topics: Sequence[str] | None) -> list[str]:
+    """The topics of this run (short names; default: the spec's); raise ValueError naming any that is not ingestible."""
+    chosen = list(topics or spec.topics.ingest)
+    unknown = sorted(set(chosen) - set(INGESTIBLE))
+    if unknown:
+        raise ValueError(f"params.topics: {unknown} are not ingestible topics {list(INGESTIBLE)}")
+    return chosen
+
+
+def ingest_topic(
+    spec: PipelineSpec,
+    clients: PipelineClients,
+    topic: str,
+    *,
+    max_records: int | None,
+    accept_lost_offsets: bool,
+    metrics: TaskMetrics,
+) -> TopicIngested:
+    """Move the new records of one topic to object storage (budget: `max_records`, default the spec's)."""
+    from edgeloop.connections import control_trusted_keys
+    from edgeloop.ingest import run
+    from edgeloop.ingest.metrics import record_ingest_metrics
+    from edgeloop.ingest.profiles import profile_codec
+    from edgeloop.metrics.push import push_task_metrics
+
+    summary = run.ingest_topic(
+        spec,
+        topic,
+        consumer_config=clients.kafka(),
+        s3=clients.s3(),
+        codec=profile_codec(spec, clients.kafka(), control_trusted_keys()) if topic == "profiles" else None,
+        max_records=int(max_records or spec.ingest.max_records),
+        accept_lost_offsets=accept_lost_offsets,
+    )
+    push_task_metrics(spec, metrics, lambda batch: record_ingest_metrics(batch, summary), topic=spec.topic(topic))
+    return TopicIngested.from_xcom(summary)
+
+
+def publish(results: Iterable[TopicIngested]) -> RawEvent:
+    """Merge the topics' results into the `raw` asset event; skip the task (no event) when no record came in."""
+    from airflow.exceptions import AirflowSkipException
+
+    from edgeloop.ingest.events import raw_event_extra
+
+    event = RawEvent.from_xcom(raw_event_extra([r.to_xcom() for r in results]))
+    if not event.records:
+        raise AirflowSkipException("no new records: no raw asset event")
+    return event
