@@ -252,3 +252,13 @@ def test_every_shipped_spec_loads() -> None:
     loaded = load_all(DEMO.parent)
     assert loaded.errors == []
     assert {s.name for s in loaded.specs} >= {"factory_maintenance", "visual_inspection"}
+
+
+def test_only_a_spec_whose_records_reference_images_has_a_frames_topic() -> None:
+    camera = parse_spec(VISION.read_text(), VISION)
+    tabular = parse_spec(DEMO.read_text(), DEMO)
+    assert "visual_inspection.frames" in camera.all_topics
+    assert "factory_maintenance.frames" not in tabular.all_topics
+    data = demo_data()
+    data["topics"]["ingest"] = ["telemetry", "frames"]
+    assert "needs a schema field with the role 'image_ref'" in errors_of(data)["(root)"]
