@@ -52,5 +52,6 @@ def camera_cores(
         for index in range(per_group):
             core = DeviceCore(f"{group}-cam-{index:03d}", group, spec.name, groups, schema, trusted, clock=lambda: now)
             core.model = model
+            core.frame_prefix = spec.storage.prefix  # frame keys under the pipeline's storage prefix
             cores.append(core)
     return cores

@@ -162,16 +162,23 @@ def build_ingest(spec: PipelineSpec) -> DAG:
         def ingest_topic(topic: str, **context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients, control_trusted_keys
             from edgeloop.ingest import ingest_topic as move_records
+            from edgeloop.ingest.frames import frame_codec
             from edgeloop.ingest.metrics import record_ingest_metrics
             from edgeloop.ingest.profiles import profile_codec
 
             clients = PipelineClients(spec)
+            s3 = clients.s3()
+            codec: Any = None  # the spec's JSON records
+            if topic == "profiles":
+                codec = profile_codec(spec, clients.kafka(), control_trusted_keys())
+            elif topic == "frames":  # the claim check: each frame's PNG to its content address, then its row
+                codec = frame_codec(spec, s3)
             result = move_records(
                 spec,
                 topic,
                 consumer_config=clients.kafka(),
-                s3=clients.s3(),
-                codec=profile_codec(spec, clients.kafka(), control_trusted_keys()) if topic == "profiles" else None,
+                s3=s3,
+                codec=codec,
                 max_records=int(context["params"].get("max_records") or spec.ingest.max_records),
                 accept_lost_offsets=bool(context["params"].get("accept_lost_offsets")),
             )
