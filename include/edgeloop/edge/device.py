@@ -199,7 +199,9 @@ class DeviceCore:
         kwargs.setdefault("telemetry_interval_s", config.telemetry_interval_s)
         kwargs.setdefault("heartbeat_interval_s", config.heartbeat_interval_s)
         kwargs.setdefault("telemetry", config.telemetry)
-        return cls(config.device_id, config.group_id, config.pipeline, config.groups, config.schema, trusted, **kwargs)
+        core = cls(config.device_id, config.group_id, config.pipeline, config.groups, config.schema, trusted, **kwargs)
+        core.frame_prefix = config.frame_prefix
+        return core
 
     # --- control ---------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +14,13 @@ from tests.helpers.camera_models import camera_cores, camera_model, camera_model
 from tests.helpers.keys import TRUSTED
 
 from edgeloop.contract.frame import MAX_FRAME_MESSAGE_BYTES, decode_frame_message, frame_key
+from edgeloop.edge.config import ConfigError, parse_config
+from edgeloop.edge.device import DeviceCore
 from edgeloop.edge.runtime import ModelRefused
+from edgeloop.fleet.agents import agent_config
 from edgeloop.fleet.cameras import CameraRig, camera_rig, camera_step
 from edgeloop.ingest.decode import decode_records, record_schema
+from edgeloop.spec import PipelineSpec
 from edgeloop.vision.features import Embedding, feature_matrix
 from edgeloop.vision.frames import decode_png
 from edgeloop.vision.model import image_metadata
@@ -92,3 +97,22 @@ def test_a_camera_without_a_model_is_idle_and_a_tabular_model_is_no_image_model(
     model.image_columns = []
     with pytest.raises(ModelRefused, match="not an image model"):
         model.predict_with_features(np.zeros((1, 4096), dtype=np.float32))
+
+
+def test_a_camera_agent_config_carries_the_storage_prefix_of_its_frame_keys(tmp_path: Path) -> None:
+    spec = vision_spec()
+    data = spec.model_dump(by_alias=True)
+    data["storage"]["prefix"] = "site-7/lake"
+    prefixed = PipelineSpec.model_validate(data)
+    raw = agent_config(prefixed, "hall-east", "hall-east-cam-001", {"bootstrap.servers": "127.0.0.1:1"}, tmp_path)
+    core = DeviceCore.for_config(parse_config(raw), TRUSTED, clock=lambda: NOW)
+    core.model = camera_model()
+    (_, frame), (_, record) = camera_step([core], camera_rig(prefixed), NOW).messages
+    header, _ = decode_frame_message(frame.value)
+    expected = frame_key(spec.name, header.sha256, storage_prefix="site-7/lake")
+    assert json.loads(record.value)["frame_key"] == expected
+    assert expected.startswith(prefixed.storage_prefix("frames") + "/")
+    tabular = agent_config(spec, "hall-east", "cam", {"bootstrap.servers": "127.0.0.1:1"}, tmp_path)
+    assert "frame_prefix" not in tabular  # no storage prefix: nothing to carry
+    with pytest.raises(ConfigError, match="frame_prefix"):
+        parse_config({**raw, "frame_prefix": "/not relative"})
