@@ -662,7 +662,7 @@ def run_demo() -> int:
     api = api_for(env)
     timeline = Timeline()
     print("edgeloop demo: the closed loop on the local stack (Ctrl-C leaves it running; make stack-down ends it)")
-    dags = load_pipelines(api, specs)
+    dags = load_pipelines(api, [spec])  # only the demo pipeline's: the others stay as they are (paused)
     timeline.mark(f"{len(dags)} DAGs loaded and unpaused")
     start_fleet(cfg, spec, settings, child_env)
     start_bot(cfg, spec, settings, child_env)

@@ -113,9 +113,11 @@ class FieldSpec(_Strict):
     description: str = ""
 
 
-# Every topic of a pipeline, `<prefix>.<kind>` (see edgeloop.fleet.topics for partitions and cleanup).
-TOPIC_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices", "profiles")
-IngestibleKind = Literal["telemetry", "health", "errors", "profiles"]
+# Every topic of a pipeline, `<prefix>.<kind>` (see edgeloop.fleet.topics for partitions and cleanup);
+# `frames` (camera frames, `edgeloop.contract.frame`) only for a spec whose records reference images.
+TOPIC_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices", "profiles", "frames")
+IMAGE_TOPIC_KINDS = ("frames",)
+IngestibleKind = Literal["telemetry", "health", "errors", "profiles", "frames"]
 INGESTIBLE: tuple[str, ...] = get_args(IngestibleKind)
 
 
@@ -502,6 +504,8 @@ class PipelineSpec(_Strict):
                 raise ValueError(f"telemetry.mode profiles: the schema needs a field with the role(s) {needed}")
             if "profiles" not in self.topics.ingest:
                 raise ValueError("topics.ingest: telemetry.mode profiles needs 'profiles' among the ingested topics")
+        if "frames" in self.topics.ingest and self.field_with_role("image_ref") is None:
+            raise ValueError("topics.ingest: 'frames' needs a schema field with the role 'image_ref' (the frame's key)")
         unknown = sorted(set(self.drift.columns) - set(self.features))
         if unknown:
             raise ValueError(f"drift.columns: {unknown} are not feature fields of the schema")
@@ -532,8 +536,14 @@ class PipelineSpec(_Strict):
         return f"{self.topics.prefix or self.name}.{kind}"
 
     @property
+    def topic_kinds(self) -> list[str]:
+        """The kinds of topic this pipeline has: `frames` only when its records reference images."""
+        images = self.field_with_role("image_ref") is not None
+        return [k for k in TOPIC_KINDS if images or k not in IMAGE_TOPIC_KINDS]
+
+    @property
     def all_topics(self) -> list[str]:
-        return [self.topic(k) for k in TOPIC_KINDS]
+        return [self.topic(k) for k in self.topic_kinds]
 
     def storage_prefix(self, area: str) -> str:
         """Key prefix of one storage area (raw, deadletter, curated, reports, annotations, rollouts)."""

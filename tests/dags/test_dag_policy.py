@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgeloop.spec import STAGES
+from edgeloop.spec import STAGES, default_pipelines_dir
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 DEMO = REPO / "include" / "pipelines" / "factory_maintenance.yaml"
+# The specs the DAG files load (the bundle's include/pipelines, or EDGELOOP_PIPELINES_DIR), by name.
+SHIPPED = {path.stem: yaml.safe_load(path.read_text()) for path in sorted(default_pipelines_dir().glob("*.y*ml"))}
 HEAVY = ("pandas", "mlflow", "evidently", "sklearn", "kubernetes", "pyarrow", "boto3", "label_studio_sdk")
 
 
@@ -35,8 +37,8 @@ def test_no_import_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
 
 
-def test_one_dag_per_stage_for_the_demo_pipeline(dagbag) -> None:
-    assert set(dagbag.dag_ids) == {f"factory_maintenance__{s}" for s in STAGES}
+def test_one_dag_per_stage_for_every_shipped_pipeline(dagbag) -> None:
+    assert set(dagbag.dag_ids) == {f"{name}__{s}" for name in SHIPPED for s in STAGES}
 
 
 def test_every_dag_has_tags_retries_owner_and_docs(dagbag) -> None:
@@ -48,7 +50,7 @@ def test_every_dag_has_tags_retries_owner_and_docs(dagbag) -> None:
         assert not dag.catchup, dag_id
         for task in dag.tasks:
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
-            assert task.owner == "reliability-team", f"{dag_id}.{task.task_id}"
+            assert task.owner == SHIPPED[pipeline]["owner"], f"{dag_id}.{task.task_id}"
 
 
 def assets_of(dag) -> list[tuple[str, object]]:
@@ -64,12 +66,13 @@ def assets_of(dag) -> list[tuple[str, object]]:
     return found
 
 
-def test_stages_are_chained_by_assets(dagbag) -> None:
-    ingest = dagbag.dags["factory_maintenance__ingest"]
-    drift = dagbag.dags["factory_maintenance__drift"]
-    annotate = dagbag.dags["factory_maintenance__annotate"]
-    train = dagbag.dags["factory_maintenance__train"]
-    rollout = dagbag.dags["factory_maintenance__rollout"]
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_stages_are_chained_by_assets(dagbag, name: str) -> None:
+    ingest = dagbag.dags[f"{name}__ingest"]
+    drift = dagbag.dags[f"{name}__drift"]
+    annotate = dagbag.dags[f"{name}__annotate"]
+    train = dagbag.dags[f"{name}__train"]
+    rollout = dagbag.dags[f"{name}__rollout"]
 
     def outlets(dag) -> set[str]:
         return {o.name for t in dag.tasks for o in t.outlets}
@@ -77,14 +80,14 @@ def test_stages_are_chained_by_assets(dagbag) -> None:
     def inlets(dag) -> set[str]:
         return {a.name for _, a in assets_of(dag)}
 
-    assert "factory_maintenance.raw" in outlets(ingest) & inlets(drift)
-    assert "factory_maintenance.curated" in outlets(annotate) & inlets(train)
-    assert "factory_maintenance.model" in outlets(train) & inlets(rollout)
+    assert f"{name}.raw" in outlets(ingest) & inlets(drift)
+    assert f"{name}.curated" in outlets(annotate) & inlets(train)
+    assert f"{name}.model" in outlets(train) & inlets(rollout)
     # event-driven: Kafka alerts become asset events through watchers
     drift_asset = next(a for _, a in assets_of(annotate))
     assert drift_asset.watchers and drift_asset.watchers[0].trigger.kinds == ["drift"]
-    backlog = {a.name: a for _, a in assets_of(ingest)}["factory_maintenance.backlog"]
-    assert backlog.watchers[0].trigger.topics == ["factory_maintenance.alerts"]
+    backlog = {a.name: a for _, a in assets_of(ingest)}[f"{name}.backlog"]
+    assert backlog.watchers[0].trigger.topics == [f"{name}.alerts"]
 
 
 def test_the_drift_dag_renders_clean_scopes_reports_after_the_alert(dagbag) -> None:
@@ -125,7 +128,7 @@ def test_parsing_opens_no_connection_and_runs_no_db_query(monkeypatch: pytest.Mo
     finally:
         event.remove(Engine, "before_cursor_execute", count_query)
     assert bag.import_errors == {}
-    assert len(bag.dag_ids) == len(STAGES)
+    assert len(bag.dag_ids) == len(STAGES) * len(SHIPPED)
     assert attempts == []
     assert queries == []
 
@@ -158,6 +161,6 @@ def test_parse_time_per_pipeline_is_reported(capsys: pytest.CaptureFixture[str])
     started = time.perf_counter()
     bag = load_dagbag()
     elapsed = time.perf_counter() - started
-    assert len(bag.dag_ids) == len(STAGES)
+    assert len(bag.dag_ids) == len(STAGES) * len(SHIPPED)
     with capsys.disabled():
-        print(f"\n  dags folder parse (warm, 1 pipeline): {elapsed * 1000:.1f} ms")
+        print(f"\n  dags folder parse (warm, {len(SHIPPED)} pipelines): {elapsed * 1000:.1f} ms")

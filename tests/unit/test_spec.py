@@ -226,3 +226,39 @@ def test_a_schedule_that_is_not_text_is_an_error_at_its_path() -> None:
     data = demo_data()
     data["drift"]["schedule"] = 1
     assert "is not a cron expression" in errors_of(data)["drift.schedule"]
+
+
+VISION = DEMO.parent / "visual_inspection.yaml"
+
+
+def test_the_camera_spec_names_its_frame_features_and_part_classes() -> None:
+    from edgeloop.vision.features import STAT_COLUMNS, embedding_columns
+    from edgeloop.vision.frames import LABELS
+
+    spec = parse_spec(VISION.read_text(), VISION)
+    assert spec.features == [*STAT_COLUMNS, *embedding_columns(8)]
+    assert spec.drift.columns == spec.features
+    assert spec.annotation.labels == list(LABELS)
+    assert spec.field_with_role("image_ref") == "frame_key"
+    assert {f.name: f.role for f in spec.schema_ if f.name.startswith("frame_")} == {
+        "frame_key": "image_ref",
+        "frame_sha256": "meta",
+        "frame_bytes": "meta",
+    }
+    assert [g.name for g in spec.canary_groups] == ["cell-canary"]
+
+
+def test_every_shipped_spec_loads() -> None:
+    loaded = load_all(DEMO.parent)
+    assert loaded.errors == []
+    assert {s.name for s in loaded.specs} >= {"factory_maintenance", "visual_inspection"}
+
+
+def test_only_a_spec_whose_records_reference_images_has_a_frames_topic() -> None:
+    camera = parse_spec(VISION.read_text(), VISION)
+    tabular = parse_spec(DEMO.read_text(), DEMO)
+    assert "visual_inspection.frames" in camera.all_topics
+    assert "factory_maintenance.frames" not in tabular.all_topics
+    data = demo_data()
+    data["topics"]["ingest"] = ["telemetry", "frames"]
+    assert "needs a schema field with the role 'image_ref'" in errors_of(data)["(root)"]

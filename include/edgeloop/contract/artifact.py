@@ -3,9 +3,12 @@
 Training exports every candidate to ONNX (`edgeloop.training.onnx_export`) with:
 - one float32 input named `features`, shape [N, len(features)], columns in the order of
   the metadata entry `edgeloop.features`;
-- an output named `probabilities` (its only output), shape [N, len(labels)], columns in
-  the order of `edgeloop.labels`; `edgeloop.features` and `edgeloop.labels` are JSON lists
-  of strings, the labels in the classifier's `classes_` order;
+- an output named `probabilities`, shape [N, len(labels)], columns in the order of
+  `edgeloop.labels`; `edgeloop.features` and `edgeloop.labels` are JSON lists of strings,
+  the labels in the classifier's `classes_` order;
+- an image model (inputs: a frame's pixels) has a second output, `image_features`, shape
+  [N, len(columns)]: the image statistics and embedding a camera reports as its record's
+  features, columns named by `columns` in the JSON of `edgeloop.image`;
 - a golden batch in `edgeloop.golden` (`{"rows": [[...]], "probabilities": [[...]]}`):
   a few validation rows and what the source model answered for them, so a device can
   self-test a model after loading it and before it serves;
@@ -30,6 +33,8 @@ PROBABILITIES_OUTPUT = "probabilities"
 META_FEATURES = "edgeloop.features"
 META_LABELS = "edgeloop.labels"
 META_GOLDEN = "edgeloop.golden"
+META_IMAGE = "edgeloop.image"
+IMAGE_FEATURES_OUTPUT = "image_features"
 # The reference profile: `{feature: base64 KLL floats sketch}` of the validation rows (see contract.profile);
 # a device in profiles mode scores each window against it (optional: older artifacts have none).
 META_REFERENCE = "edgeloop.reference"

@@ -40,6 +40,7 @@ from edgeloop.contract.keys import TRUSTED_KEYS_ENV, BadKey, Keyring, Signer, re
 from edgeloop.contract.messages import DEVICE_CONFIG_RANGES
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_STORAGE_PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")  # the spec's storage.prefix
 ROLES = (
     "feature",
     "record_id",
@@ -129,6 +130,7 @@ class AgentConfig:
     control_topic: bool = True  # read orders from `<prefix>.control` (agents outside Kubernetes)
     assignment_file: str | None = None  # read the order from this file (a ConfigMap in a DaemonSet pod)
     telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
+    frame_prefix: str = ""  # a camera's frame keys start with the pipeline's storage prefix (contract.frame)
 
     @property
     def features(self) -> list[str]:
@@ -251,6 +253,9 @@ def parse_config(raw: Any) -> AgentConfig:
         control_topic=_bool(raw, "control_topic", True),
         assignment_file=_str(raw, "assignment_file", default=None),
         telemetry=_telemetry(raw.get("telemetry")),
+        frame_prefix=_str(raw, "frame_prefix", pattern=_STORAGE_PREFIX_RE, default="")
+        if raw.get("frame_prefix")
+        else "",
     )
 
 

@@ -10,6 +10,7 @@ Kafka. So a simulated device and a real one run the same decisions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from edgeloop.edge.profile import RecordSampler, WindowProfiler
 
 # Where each kind of message goes: the durable queue or straight to Kafka.
-QUEUED_KINDS = ("telemetry", "errors", "profiles")
+QUEUED_KINDS = ("telemetry", "errors", "profiles", "frames")
 
 
 class ServingModel(Protocol):
@@ -174,6 +175,7 @@ class DeviceCore:
         self._conf_n = 0
         self._errors_since_beat = 0
         self.clock_offset_s = 0.0  # a simulated clock error (the fleet harness's skew): added to reported `ts`
+        self.frame_prefix = ""  # a camera's frames: the pipeline's storage prefix, in front of each frame key
         self.last_record_id: str | None = None
         self.telemetry = telemetry or TelemetryPolicy()
         self.profiler: WindowProfiler | None = None
@@ -197,7 +199,9 @@ class DeviceCore:
         kwargs.setdefault("telemetry_interval_s", config.telemetry_interval_s)
         kwargs.setdefault("heartbeat_interval_s", config.heartbeat_interval_s)
         kwargs.setdefault("telemetry", config.telemetry)
-        return cls(config.device_id, config.group_id, config.pipeline, config.groups, config.schema, trusted, **kwargs)
+        core = cls(config.device_id, config.group_id, config.pipeline, config.groups, config.schema, trusted, **kwargs)
+        core.frame_prefix = config.frame_prefix
+        return core
 
     # --- control ---------------------------------------------------------------
 
@@ -326,11 +330,20 @@ class DeviceCore:
         """Probabilities for readings from the current model, or None without a model."""
         return None if self.model is None else self.model.predict_proba(rows)
 
-    def observe(self, reading: Sequence[float], proba: Sequence[float] | None, now: float) -> Outgoing | None:
+    def observe(
+        self,
+        reading: Sequence[float],
+        proba: Sequence[float] | None,
+        now: float,
+        *,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Outgoing | None:
         """The telemetry record of one reading scored by the current model (`proba` None: no model).
 
         In profiles mode the reading goes into the window's profile, and the record is
         returned only if the sampler chose it (None otherwise); see `profiles_due`.
+        `extra` sets fields of the schema that are neither features nor filled by their role
+        (a camera's frame reference).
         """
         self.seq += 1
         now_ms = int(now * 1000)
@@ -354,7 +367,53 @@ class DeviceCore:
                 return None
             reason = chosen
         record = self._record(record_id, iso_ms(now + self.clock_offset_s), reading, prediction, confidence, reason)
+        for name, value in (extra or {}).items():
+            if name in record:
+                record[name] = value
         return Outgoing("telemetry", self.key, json.dumps(record).encode(), now_ms)
+
+    def observe_frame(
+        self, png: bytes, features: Mapping[str, float], proba: Sequence[float] | None, now: float
+    ) -> list[Outgoing]:
+        """A camera frame scored by the current model: the frame's message and the record that references it.
+
+        `features` are the frame's features by name (an image model's `image_features`); the
+        record takes those of the schema's features, and the frame's content-addressed key,
+        digest and size in the fields of roles `image_ref` (the key) and `meta` named
+        `*sha256` / `*bytes`. The frame goes on `frames`, bounded (`contract.frame`), queued
+        like telemetry; in profiles mode both are sent only when the sampler chose the record.
+        """
+        from edgeloop.contract.frame import FrameHeader, encode_frame_message, frame_key
+
+        missing = [f for f in self.features if f not in features]
+        if missing:
+            raise ValueError(f"frame features {missing} are missing (the model gives {sorted(features)})")
+        reading = [float(features[f]) for f in self.features]
+        digest = hashlib.sha256(png).hexdigest()
+        reference = {
+            "image_ref": frame_key(self.pipeline, digest, storage_prefix=self.frame_prefix),
+            "sha256": digest,
+            "bytes": len(png),
+        }
+        record = self.observe(reading, proba, now, extra=self._frame_fields(reference))
+        if record is None:
+            return []
+        ts = iso_ms(now + self.clock_offset_s)
+        header = FrameHeader(str(self.last_record_id), self.device_id, self.group_id, ts, digest, len(png))
+        frame = Outgoing("frames", self.key, encode_frame_message(header, png), record.ts_ms)
+        return [frame, record]
+
+    def _frame_fields(self, reference: Mapping[str, Any]) -> dict[str, Any]:
+        """The schema's fields for a frame reference: the `image_ref` field, and `meta` fields by name ending."""
+        out: dict[str, Any] = {}
+        for f in self.schema:
+            if f.role == "image_ref":
+                out[f.name] = reference["image_ref"]
+            elif f.role == "meta" and f.name.endswith("sha256"):
+                out[f.name] = reference["sha256"]
+            elif f.role == "meta" and f.name.endswith("bytes"):
+                out[f.name] = reference["bytes"]
+        return out
 
     def profiles_due(self, now: float) -> list[Outgoing]:
         """The profiles of the window that ended by `now` (signed with the device's key), else nothing.

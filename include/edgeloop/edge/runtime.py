@@ -18,9 +18,11 @@ import numpy as np
 
 from edgeloop.contract.artifact import (
     GOLDEN_TOLERANCE,
+    IMAGE_FEATURES_OUTPUT,
     INPUT_NAME,
     META_FEATURES,
     META_GOLDEN,
+    META_IMAGE,
     META_LABELS,
     META_REFERENCE,
     PROBABILITIES_OUTPUT,
@@ -45,6 +47,7 @@ class OnnxModel:
     session: Any = field(repr=False)
     reference: dict[str, Any] = field(default_factory=dict, repr=False)  # KLL sketches (contract.profile)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    image_columns: list[str] = field(default_factory=list)  # an image model's `image_features` columns
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         """Probabilities, shape [N, len(labels)], for rows of shape [N, len(features)]."""
@@ -52,6 +55,15 @@ class OnnxModel:
         with self.lock:  # one session may serve many devices' threads
             (proba,) = self.session.run([PROBABILITIES_OUTPUT], {INPUT_NAME: batch})
         return np.asarray(proba, dtype=np.float64)
+
+    def predict_with_features(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An image model's probabilities and the frames' features (`image_columns`), from one run."""
+        if not self.image_columns:
+            raise ModelRefused(f"model version {self.version}: not an image model (no '{IMAGE_FEATURES_OUTPUT}')")
+        batch = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, len(self.features))
+        with self.lock:
+            proba, features = self.session.run([PROBABILITIES_OUTPUT, IMAGE_FEATURES_OUTPUT], {INPUT_NAME: batch})
+        return np.asarray(proba, dtype=np.float64), np.asarray(features, dtype=np.float32)
 
 
 def session_options() -> Any:
@@ -105,9 +117,23 @@ def load_model(data: bytes, version: str, features: Sequence[str]) -> OnnxModel:
         except BadProfile as exc:
             raise ModelRefused(f"model version {version}: {exc}") from None
     model = OnnxModel(version, sha256_hex(data), len(data), model_features, labels, session, reference)
+    model.image_columns = _image_columns(meta, outputs, version)
     self_test(model, golden)
     release_freed_memory()
     return model
+
+
+def _image_columns(meta: dict[str, str], outputs: list[str], version: str) -> list[str]:
+    """The `image_features` columns of an image model (none for a tabular one); ModelRefused when they do not fit."""
+    if IMAGE_FEATURES_OUTPUT not in outputs:
+        return []
+    try:
+        columns = [str(c) for c in json.loads(meta[META_IMAGE])["columns"]]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelRefused(
+            f"model version {version}: output {IMAGE_FEATURES_OUTPUT!r} without columns in {META_IMAGE!r}: {exc}"
+        ) from None
+    return columns
 
 
 def release_freed_memory() -> None:

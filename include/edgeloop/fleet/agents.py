@@ -41,6 +41,8 @@ def agent_config(
         "state_dir": str(state_dir),
         "telemetry": telemetry_policy(spec),
     }
+    if spec.field_with_role("image_ref") is not None and spec.storage.prefix:
+        config["frame_prefix"] = spec.storage.prefix  # a camera's frame keys, as ingest stores the frames
     config.update(settings)
     return config
 

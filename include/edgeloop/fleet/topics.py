@@ -35,7 +35,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     ResourceType,
 )
 
-from edgeloop.spec import TOPIC_KINDS, PipelineSpec
+from edgeloop.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def topic_plan(spec: PipelineSpec, *, ground_truth: bool = True) -> list[TopicPl
     """The topics a pipeline needs, with partitions and configs (see the module docstring)."""
     replication = spec.topics.replication_factor
     plans = []
-    for kind in TOPIC_KINDS:
+    for kind in spec.topic_kinds:
         partitions = 1 if kind in ("control", "devices") else spec.topics.partitions
         config = _COMPACTED if kind in COMPACTED_KINDS else {}
         plans.append(TopicPlan(spec.topic(kind), partitions, replication, config))

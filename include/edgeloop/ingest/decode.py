@@ -44,7 +44,7 @@ import pyarrow.json as pj
 from edgeloop.contract.safejson import JsonRefused, has_surrogate_escape, loads_bounded, too_deep
 from edgeloop.spec import DEFAULT_DEVICE_ID_PATTERN, FieldSpec, PipelineSpec
 
-BadKind = Literal["empty", "oversized", "undecodable", "invalid_json", "schema", "field", "profile", "refused"]
+BadKind = Literal["empty", "oversized", "undecodable", "invalid_json", "schema", "field", "profile", "frame", "refused"]
 ARROW_TYPES: dict[str, pa.DataType] = {
     "float": pa.float64(),
     "int": pa.int64(),

@@ -138,7 +138,7 @@ def ingest_topic(
     on_step: StepHook | None = None,
     accept_lost_offsets: bool = False,
 ) -> dict[str, Any]:
-    """Move new records of one of the pipeline's topics (`telemetry`, `health`, `errors`, `profiles`) to object storage.
+    """Move new records of one of the pipeline's ingestible topics (`spec.INGESTIBLE`) to object storage.
 
     Reads from where the object store says the last run stopped, until the topic's end
     offsets at start are reached or the record/time budget (default: the spec's) is
@@ -152,7 +152,8 @@ def ingest_topic(
     The record budget counts consumed messages (good and bad) and is checked between
     batches, so a run may read up to one batch (`spec.ingest.batch_size`) past it.
     `codec` turns message values into rows (default: the spec's JSON records, `schema`);
-    `edgeloop.ingest.profiles.ProfileCodec` lands device profiles.
+    `edgeloop.ingest.profiles.ProfileCodec` lands device profiles, `edgeloop.ingest.frames.FrameCodec`
+    stores camera frames under their content addresses (the claim check) and lands a row per frame.
     """
     if topic not in INGESTIBLE:
         raise ValueError(f"topic '{topic}' is not one of the ingestible topics {list(INGESTIBLE)}")

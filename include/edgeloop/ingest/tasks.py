@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from edgeloop.spec import INGESTIBLE, PipelineSpec
 from edgeloop.xcom import JSON, plain, xcom_fields
@@ -84,16 +84,23 @@ def ingest_topic(
     """Move the new records of one topic to object storage (budget: `max_records`, default the spec's)."""
     from edgeloop.connections import control_trusted_keys
     from edgeloop.ingest import run
+    from edgeloop.ingest.frames import frame_codec
     from edgeloop.ingest.metrics import record_ingest_metrics
     from edgeloop.ingest.profiles import profile_codec
     from edgeloop.metrics.push import push_task_metrics
 
+    s3 = clients.s3()
+    codec: Any = None  # the spec's JSON records
+    if topic == "profiles":
+        codec = profile_codec(spec, clients.kafka(), control_trusted_keys())
+    elif topic == "frames":  # the claim check: each frame's PNG to its content address, then its row
+        codec = frame_codec(spec, s3)
     summary = run.ingest_topic(
         spec,
         topic,
         consumer_config=clients.kafka(),
-        s3=clients.s3(),
-        codec=profile_codec(spec, clients.kafka(), control_trusted_keys()) if topic == "profiles" else None,
+        s3=s3,
+        codec=codec,
         max_records=int(max_records or spec.ingest.max_records),
         accept_lost_offsets=accept_lost_offsets,
     )

@@ -14,6 +14,10 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from edgeloop.contract.frame import frame_key
+
+__all__ = ["PNG_CONTENT_TYPE", "FrameRef", "frame_digest", "frame_key", "put_frame"]
+
 PNG_CONTENT_TYPE = "image/png"
 
 
@@ -34,17 +38,6 @@ class FrameRef:
 def frame_digest(data: bytes) -> str:
     """The sha256 of a frame's bytes (hex): its content address."""
     return hashlib.sha256(data).hexdigest()
-
-
-def frame_key(pipeline: str, digest: str, *, storage_prefix: str = "") -> str:
-    """The object key of a frame: `<storage prefix>/frames/<pipeline>/<sha256[:2]>/<sha256>.png`.
-
-    The two-character fan-out keeps listings short. Equal to `spec.storage_prefix("frames")` + the rest.
-    """
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise ValueError(f"frame digest {digest!r} is not 64 lowercase hex digits")
-    base = f"{storage_prefix}/" if storage_prefix else ""
-    return f"{base}frames/{pipeline}/{digest[:2]}/{digest}.png"
 
 
 def put_frame(s3: Any, bucket: str, pipeline: str, data: bytes, *, storage_prefix: str = "") -> FrameRef:

@@ -16,10 +16,11 @@ no-ZipMap conventions as the tabular models). The file keeps the wire contract t
 checks (`edgeloop.contract.artifact`): one float32 input `features` of shape [N, H*W] (the
 frame's pixels divided by 255, row by row, named `px_<row>_<col>` in `edgeloop.features`),
 one output `probabilities`, `edgeloop.labels`, a golden batch of frames; `edgeloop.image`
-adds the frame shape, the pixel scale and the embedding (its leading components are the
-drift check's `emb_..` columns). Parity with the scikit-learn side is checked on validation
-frames by the tabular export's rule (`compare`), and the file passes the agent's own loader
-and self-test before it is returned.
+adds the frame shape, the pixel scale, the embedding (its leading components are the
+drift check's `emb_..` columns) and the `columns` of the second output, `image_features`:
+the frame's features as the classifier sees them, which a camera puts in its record.
+Parity with the scikit-learn side is checked on validation frames by the tabular export's
+rule (`compare`), and the file passes the agent's own loader and self-test before it is returned.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeloop.contract.artifact import IMAGE_FEATURES_OUTPUT, META_IMAGE
 from edgeloop.vision.features import (
     STAT_COLUMNS,
     Embedding,
@@ -45,9 +47,8 @@ if TYPE_CHECKING:
     from edgeloop.training.onnx_export import OnnxModel
 
 MODEL_COMPONENTS = 16
-META_IMAGE = "edgeloop.image"
 IMAGE_GOLDEN_ROWS = 4  # each golden row is a whole frame: keep the metadata small
-_FEATURES_INSIDE = "image_features"  # the classifier's input inside the merged graph
+_FEATURES_INSIDE = IMAGE_FEATURES_OUTPUT  # the classifier's input inside the merged graph, also an output
 _DARK, _BRIGHT = 0.25, 0.75
 
 
@@ -253,6 +254,8 @@ def image_onnx_graph(classifier: ImageClassifier) -> onnx.ModelProto:
     height, width = classifier.embedding.shape
     del graph.input[:]
     graph.input.append(helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, height * width]))
+    columns = len(classifier.columns)
+    graph.output.append(helper.make_tensor_value_info(_FEATURES_INSIDE, TensorProto.FLOAT, [None, columns]))
     checker.check_model(proto)
     return proto
 
@@ -280,7 +283,12 @@ def export_image_onnx(
 
     proto = image_onnx_graph(classifier)
     features, labels = pixel_features(classifier.embedding.shape), classifier.labels
-    image = {"shape": list(classifier.embedding.shape), "scale": 255, "embedding": classifier.embedding.to_dict()}
+    image = {
+        "shape": list(classifier.embedding.shape),
+        "scale": 255,
+        "columns": list(classifier.columns),
+        "embedding": classifier.embedding.to_dict(),
+    }
     meta = {META_FEATURES: json.dumps(features), META_LABELS: json.dumps(labels), META_IMAGE: json.dumps(image)}
     helper.set_model_props(proto, meta)
     rows = pixel_rows(validation)

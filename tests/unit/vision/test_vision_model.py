@@ -12,7 +12,14 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from edgeloop.contract.artifact import INPUT_NAME, META_FEATURES, META_GOLDEN, META_LABELS, PROBABILITIES_OUTPUT
+from edgeloop.contract.artifact import (
+    IMAGE_FEATURES_OUTPUT,
+    INPUT_NAME,
+    META_FEATURES,
+    META_GOLDEN,
+    META_LABELS,
+    PROBABILITIES_OUTPUT,
+)
 from edgeloop.edge.runtime import load_model
 from edgeloop.spec import EdgeLimits
 from edgeloop.training.fitness import measure_edge_fitness
@@ -120,12 +127,15 @@ def test_the_file_takes_pixels_and_answers_like_the_classifier(
 ) -> None:
     session = ort.InferenceSession(exported, providers=["CPUExecutionProvider"])
     assert [(i.name, i.shape) for i in session.get_inputs()] == [(INPUT_NAME, [None, 4096])]
-    assert [o.name for o in session.get_outputs()] == [PROBABILITIES_OUTPUT]
+    assert [o.name for o in session.get_outputs()] == [PROBABILITIES_OUTPUT, IMAGE_FEATURES_OUTPUT]
     frames = drifted_test[0][:150]  # frames the export's parity check did not see
-    (got,) = session.run([PROBABILITIES_OUTPUT], {INPUT_NAME: M.pixel_rows(frames)})
+    got, features = session.run([PROBABILITIES_OUTPUT, IMAGE_FEATURES_OUTPUT], {INPUT_NAME: M.pixel_rows(frames)})
     want = classifier.predict_proba(frames)
     assert np.abs(got - want).max() < 1e-4
     assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
+    # the second output: the features the classifier sees, which a camera reports in its record
+    assert features.shape == (len(frames), len(classifier.columns))
+    assert np.allclose(features, classifier.features(frames), rtol=1e-5, atol=1e-6)
 
 
 def test_the_file_carries_the_contract_metadata_and_the_embedding(
@@ -138,6 +148,7 @@ def test_the_file_carries_the_contract_metadata_and_the_embedding(
     assert len(json.loads(meta[META_GOLDEN])["rows"]) == M.IMAGE_GOLDEN_ROWS
     image = M.image_metadata(exported)
     assert image["shape"] == [64, 64] and image["scale"] == 255
+    assert image["columns"] == list(classifier.columns)
     embedding = V.Embedding.from_dict(image["embedding"])
     assert np.array_equal(embedding.components, classifier.embedding.components)
     opsets = {entry.domain or "": entry.version for entry in onnx.load_from_string(exported).opset_import}
