@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
 
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
 
@@ -47,6 +47,18 @@ def plain(result: Any, *, omit_none: tuple[str, ...] = ()) -> dict[str, JSON]:
             continue
         out[field.name] = value
     return out
+
+
+class XComResult:
+    """A typed task result (a frozen dataclass): `to_xcom()` is its fields as a dict, `from_xcom(data)` reads one
+    back through `xcom_fields`. A result whose XCom differs from its fields overrides both."""
+
+    def to_xcom(self) -> dict[str, JSON]:
+        return plain(self)
+
+    @classmethod
+    def from_xcom(cls, data: object) -> Self:
+        return cls(**xcom_fields(cls, data))
 
 
 def xcom_fields_and_rest(cls: type[Any], data: object, rest: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
 
 from edgeloop.spec import PipelineSpec
-from edgeloop.xcom import JSON, plain, xcom_fields
+from edgeloop.xcom import JSON, XComResult, plain, xcom_fields
 
 if TYPE_CHECKING:
     from edgeloop.connections import PipelineClients
@@ -23,7 +23,7 @@ CURATED_EVENT_KEYS = ("version", "uri", "rows", "batch_id", "label_distribution"
 
 
 @dataclass(frozen=True)
-class BatchSelected:
+class BatchSelected(XComResult):
     """The batch `select_batch` chose (`annotation.selection.select_batch`): its id, size, strategy and manifest."""
 
     batch_id: str
@@ -40,16 +40,9 @@ class BatchSelected:
     manifest_key: str
     created: bool
 
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
-
 
 @dataclass(frozen=True)
-class BatchOpened:
+class BatchOpened(XComResult):
     """The batch as opened in the annotation tool (`annotation.batch.open_batch`): project, link, tasks, deadline."""
 
     batch_id: str
@@ -64,13 +57,6 @@ class BatchOpened:
     reused: int
     opened_at: str
     deadline: str
-
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
 
 
 @dataclass(frozen=True)

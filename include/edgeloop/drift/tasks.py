@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
 
 from edgeloop.spec import PipelineSpec
-from edgeloop.xcom import JSON, plain, xcom_fields
+from edgeloop.xcom import JSON, XComResult, plain, xcom_fields
 
 if TYPE_CHECKING:
     from edgeloop.connections import PipelineClients
@@ -53,7 +53,7 @@ class DriftCheck:
 
 
 @dataclass(frozen=True)
-class DriftAlertsPublished:
+class DriftAlertsPublished(XComResult):
     """The alerts `publish_alerts` sent, the drifted groups, and every report of the run with its link in the UI."""
 
     alert_ids: list[str]
@@ -62,27 +62,13 @@ class DriftAlertsPublished:
     reports: dict[str, str]
     report_links: dict[str, str]
 
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
-
 
 @dataclass(frozen=True)
-class ReportsRendered:
+class ReportsRendered(XComResult):
     """The reports `render_reports` wrote ({scope label: key}) and the scopes where Evidently disagreed."""
 
     reports: dict[str, str]
     disagreements: list[str]
-
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
 
 
 def check_drift(spec: PipelineSpec, clients: PipelineClients, *, run_id: str, now: datetime) -> DriftCheck:

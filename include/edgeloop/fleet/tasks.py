@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from edgeloop.spec import PipelineSpec
-from edgeloop.xcom import JSON, plain, xcom_fields
+from edgeloop.xcom import JSON, XComResult
 
 if TYPE_CHECKING:
     from edgeloop.connections import PipelineClients
@@ -17,49 +17,28 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class HealthReport:
+class HealthReport(XComResult):
     """What `compute_health` wrote: the report's key, the device alerts it raised, how many groups it saw."""
 
     report_key: str
     alerts: list[dict[str, JSON]]
     groups: int
 
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
-
 
 @dataclass(frozen=True)
-class AlertsPublished:
+class AlertsPublished(XComResult):
     """How many device alerts `publish_device_alerts` put on the alerts topic, and the report they came from."""
 
     alerts_published: int
     report_key: str
 
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
-
 
 @dataclass(frozen=True)
-class ConfigPushed:
+class ConfigPushed(XComResult):
     """The signed assignment `publish_assignment` sent (as its dict) and when (epoch seconds): the wait reads both."""
 
     assignment: dict[str, JSON]
     pushed_at: float
-
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
 
 
 def compute_health(

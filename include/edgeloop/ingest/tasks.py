@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.spec import INGESTIBLE, PipelineSpec
-from edgeloop.xcom import JSON, plain, xcom_fields
+from edgeloop.xcom import XComResult
 
 if TYPE_CHECKING:
     from edgeloop.connections import PipelineClients
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class TopicIngested:
+class TopicIngested(XComResult):
     """One topic's ingest run (`ingest.run.ingest_topic`'s summary): object keys, counts, lag, why it stopped."""
 
     pipeline: str
@@ -36,16 +36,9 @@ class TopicIngested:
     stopped: str
     duration_s: float
 
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
-
 
 @dataclass(frozen=True)
-class RawEvent:
+class RawEvent(XComResult):
     """The `raw` asset event's extra of one run (`ingest.events.raw_event_extra`): keys and counts, no data."""
 
     records: int
@@ -54,13 +47,6 @@ class RawEvent:
     objects: list[str]
     objects_total: int
     lag_total: int
-
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
 
 
 def plan(spec: PipelineSpec, topics: Sequence[str] | None) -> list[str]:

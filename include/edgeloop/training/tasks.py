@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 from edgeloop.spec import PipelineSpec
-from edgeloop.xcom import JSON, plain, xcom_fields, xcom_fields_and_rest
+from edgeloop.xcom import JSON, XComResult, plain, xcom_fields_and_rest
 
 if TYPE_CHECKING:
     from edgeloop.connections import PipelineClients
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class DatasetBuilt:
+class DatasetBuilt(XComResult):
     """The train/eval split `build_dataset` stored (`training.dataset.build_dataset`): where, how big, from what."""
 
     pipeline: str
@@ -32,13 +32,6 @@ class DatasetBuilt:
     eval_groups: JSON
     cutoff: JSON
     sources: list[dict[str, JSON]]
-
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
 
 
 @dataclass(frozen=True)
@@ -74,7 +67,7 @@ class ModelTrained:
 
 
 @dataclass(frozen=True)
-class ChallengerRegistered:
+class ChallengerRegistered(XComResult):
     """The registry version that holds the challenger (`registry.register.register_challenger`)."""
 
     pipeline: str
@@ -93,16 +86,9 @@ class ChallengerRegistered:
     dataset: dict[str, JSON]
     artifact: dict[str, JSON] | None
 
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
-
 
 @dataclass(frozen=True)
-class GateDecision:
+class GateDecision(XComResult):
     """The evaluation gate's decision (`registry.gate.evaluation_gate`): promote or not, why, both models' scores."""
 
     pipeline: str
@@ -128,16 +114,9 @@ class GateDecision:
     gate_run_id: str | None
     alert: dict[str, JSON] | None
 
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
-
 
 @dataclass(frozen=True)
-class ModelAnnounced:
+class ModelAnnounced(XComResult):
     """The `model` asset event of a promoted challenger (`registry.gate.model_asset_extra`): what the rollout needs."""
 
     pipeline: str
@@ -148,13 +127,6 @@ class ModelAnnounced:
     code_version: str | None
     first_run: bool
     model_version: str
-
-    def to_xcom(self) -> dict[str, JSON]:
-        return plain(self)
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields(cls, data))
 
 
 def dataset_version_of(requested: str | None, events: Sequence[Any]) -> str | None:
