@@ -193,24 +193,24 @@ class FleetView:
 
         enrolled = _changed_keys(self._enrolments, timeout)
         for key in enrolled:
-            device = key.decode("utf-8", "replace")
             enrolment, bad = enrolment_of(self.spec, self.trusted, key, self._enrolments.history[key])
-            self._registry_bad[key] = bad
+            _keep_if(self._registry_bad, key, bad)
             if enrolment is None:
-                self.registry.devices.pop(device, None)
+                self.registry.devices.pop(key.decode("utf-8", "replace"), None)
             else:
                 self.registry.devices[enrolment.device_id] = enrolment
         self.registry.bad_records = [line for bad in self._registry_bad.values() for line in bad]
         for key in _changed_keys(self._states, timeout) | (enrolled & self._states.history.keys()):
-            enrolled_as = self.registry.devices.get(key.decode("utf-8", "replace"))
-            if self.groups is not None and (enrolled_as is None or enrolled_as.group_id not in self.groups):
+            device = key.decode("utf-8", "replace")
+            enrolled_as = self.registry.devices.get(device)
+            state = None
+            if self.groups is None or (enrolled_as is not None and enrolled_as.group_id in self.groups):
+                state, bad, refused = state_of(key, self._states.history[key], self.registry)
+                _keep_if(self._state_bad, key, (bad, refused) if bad or refused else None)
+            else:
                 self._state_bad.pop(key, None)
-                self._devices.pop(key.decode("utf-8", "replace"), None)
-                continue
-            state, bad, refused = state_of(key, self._states.history[key], self.registry)
-            self._state_bad[key] = (bad, refused)
             if state is None:
-                self._devices.pop(key.decode("utf-8", "replace"), None)
+                self._devices.pop(device, None)
             else:
                 self._devices[state.device_id] = state
         states = DeviceStates(dict(self._devices))
@@ -218,6 +218,14 @@ class FleetView:
             states.bad_records.extend(bad)
             states.refused.update(refused)
         return self.registry, states
+
+
+def _keep_if(table: dict[bytes, Any], key: bytes, value: Any) -> None:
+    """`table[key] = value`, or no entry for an empty value (a poll then walks only the keys with something)."""
+    if value:
+        table[key] = value
+    else:
+        table.pop(key, None)
 
 
 def _changed_keys(follower: CompactedFollower, timeout: float) -> set[bytes]:

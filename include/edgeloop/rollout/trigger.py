@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+if TYPE_CHECKING:
+    from edgeloop.fleet.control import FleetView
 
 
 class RolloutGateTrigger(BaseTrigger):
@@ -37,7 +40,8 @@ class RolloutGateTrigger(BaseTrigger):
         self.poll_seconds = poll_seconds
         self.trusted_keys = trusted_keys or []
         self.devices = devices or {}  # per group a share wave reached: the only devices the gate reads
-        self._view: Any = None  # the fleet as read so far (not serialized: a restarted trigger reads it anew)
+        # the fleet as read so far (not serialized: a restarted trigger reads it anew)
+        self._view: FleetView | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
