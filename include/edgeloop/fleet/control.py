@@ -74,8 +74,15 @@ def publish_assignment(
     spec: PipelineSpec, kafka_config: Mapping[str, Any], signer: Signer, assignment: Assignment
 ) -> None:
     """Publish an already built assignment, signed with `signer`."""
-    message = (assignment.target.key.encode(), assignment.to_wire(signer))
-    publish_messages(kafka_config, spec.topic("control"), [message])
+    publish_assignments(spec, kafka_config, signer, [assignment])
+
+
+def publish_assignments(
+    spec: PipelineSpec, kafka_config: Mapping[str, Any], signer: Signer, assignments: Iterable[Assignment]
+) -> None:
+    """Publish already built assignments, each signed with `signer` and keyed by its target, in one produce call."""
+    messages = [(a.target.key.encode(), a.to_wire(signer)) for a in assignments]
+    publish_messages(kafka_config, spec.topic("control"), messages)
 
 
 def publish_raw_control(spec: PipelineSpec, kafka_config: Mapping[str, Any], values: Iterable[bytes | None]) -> None:

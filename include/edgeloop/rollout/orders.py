@@ -133,11 +133,10 @@ def publish_device_orders(
 ) -> None:
     """One signed device-targeted order per device, in one produce call (one batch of the schedule)."""
     from edgeloop.contract.messages import Target, new_assignment
-    from edgeloop.kafka import publish_messages
+    from edgeloop.fleet.control import publish_assignments
 
-    messages = []
-    for device in devices:
-        order = new_assignment(
+    orders = [
+        new_assignment(
             Target("device", device),
             model_version=model_version,
             issuer="rollout",
@@ -145,8 +144,9 @@ def publish_device_orders(
             artifact=artifact,
             pipeline=spec.name,
         )
-        messages.append((order.target.key.encode(), order.to_wire(signer)))
-    publish_messages(kafka_config, spec.topic("control"), messages)
+        for device in devices
+    ]
+    publish_assignments(spec, kafka_config, signer, orders)
 
 
 @dataclass
