@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -277,7 +278,7 @@ def summarize_fleet(
     for name, status in groups.items():
         status.error_reports = dict(sorted(error_kinds[name].items()))
         values = confidences[name]
-        status.mean_confidence = round(sum(values) / len(values), 4) if values else None
+        status.mean_confidence = round(math.fsum(values) / len(values), 4) if values else None  # fsum: order-free
         status.last_seen = iso_ms(last_seen[name] / 1000) if name in last_seen else None
         status.newly_stale.sort()
     return FleetStatus(

@@ -9,6 +9,7 @@ taken over every input of every window; the latency ratio is the median of the w
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -79,7 +80,7 @@ def evaluate_shadow(reports: Iterable[ShadowReport], challenger_version: str, po
     agreement = round(sum(r.agreements for r in windows) / answered, 4) if answered else None
     deltas = [(r.mean_confidence_delta, r.answered) for r in windows if r.mean_confidence_delta is not None]
     weight = sum(n for _, n in deltas)
-    delta = round(sum(d * n for d, n in deltas) / weight, 4) if weight else None
+    delta = round(math.fsum(d * n for d, n in deltas) / weight, 4) if weight else None
     ratios = [r.latency_ratio for r in windows if r.latency_ratio is not None]
     latency_ratio = round(statistics.median(ratios), 4) if ratios else None
     error_rate = round(errors / records, 4) if records else None
