@@ -115,8 +115,20 @@ class FieldSpec(_Strict):
 
 # Every topic of a pipeline, `<prefix>.<kind>` (see edgeloop.fleet.topics for partitions and cleanup);
 # `frames` (camera frames, `edgeloop.contract.frame`) only for a spec whose records reference images.
-TOPIC_KINDS = ("telemetry", "health", "errors", "control", "device-state", "alerts", "devices", "profiles", "frames")
+TOPIC_KINDS = (
+    "telemetry",
+    "health",
+    "errors",
+    "control",
+    "device-state",
+    "alerts",
+    "devices",
+    "profiles",
+    "frames",
+    "shadow",
+)
 IMAGE_TOPIC_KINDS = ("frames",)
+SHADOW_TOPIC_KINDS = ("shadow",)  # devices' shadow reports (`edgeloop.contract.shadow`), with `rollout.shadow` on
 IngestibleKind = Literal["telemetry", "health", "errors", "profiles", "frames"]
 INGESTIBLE: tuple[str, ...] = get_args(IngestibleKind)
 
@@ -537,9 +549,14 @@ class PipelineSpec(_Strict):
 
     @property
     def topic_kinds(self) -> list[str]:
-        """The kinds of topic this pipeline has: `frames` only when its records reference images."""
-        images = self.field_with_role("image_ref") is not None
-        return [k for k in TOPIC_KINDS if images or k not in IMAGE_TOPIC_KINDS]
+        """The kinds of topic this pipeline has: `frames` only when its records reference images, `shadow`
+        only with a shadow wave."""
+        left_out: set[str] = set()
+        if self.field_with_role("image_ref") is None:
+            left_out.update(IMAGE_TOPIC_KINDS)
+        if not self.rollout.shadow.enabled:
+            left_out.update(SHADOW_TOPIC_KINDS)
+        return [k for k in TOPIC_KINDS if k not in left_out]
 
     @property
     def all_topics(self) -> list[str]:

@@ -21,6 +21,13 @@ Example::
      "target": {"kind": "group", "id": "plant-north"}, "model_version": "3",
      "artifact": {"url": "https://...", "sha256": "9f2c...", "size": 2311, "format": "onnx"},
      "key_id": "3f0c5a9e1b2d4c6f", "signature": "ed25519:Zm9v..."}
+
+An assignment may also carry a `shadow`: a challenger version (with its artifact) that the device
+runs beside the model it serves, on the same inputs, reporting each `window_s` how the two compare
+(`edgeloop.contract.shadow`) while only the served model answers. The next assignment without a
+`shadow` ends it::
+
+    "shadow": {"model_version": "4", "artifact": {...}, "window_s": 60}
 """
 
 from __future__ import annotations
@@ -63,12 +70,15 @@ _ASSIGNMENT_FIELDS = {
     "config",
     "config_version",
     "artifact",
+    "shadow",
     "pipeline",
     "sequence",
     "expires_at",
     "key_id",
     "signature",
 }
+_SHADOW_FIELDS = {"model_version", "artifact", "window_s"}
+MAX_SHADOW_WINDOW_S = 86_400.0
 
 # Device configuration keys a device understands, with their allowed ranges.
 DEVICE_CONFIG_RANGES: dict[str, tuple[float, float]] = {
@@ -128,6 +138,42 @@ class Target:
 
 
 @dataclass(frozen=True)
+class ShadowOrder:
+    """A challenger for the device to run in shadow beside the model it serves (see the module docstring)."""
+
+    model_version: str
+    artifact: ArtifactRef
+    window_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_version": self.model_version, "artifact": self.artifact.to_dict(), "window_s": self.window_s}
+
+    @classmethod
+    def from_dict(cls, value: Any, served_version: str | None) -> ShadowOrder:
+        """Raise ControlRejected naming the field of `shadow` that is wrong."""
+        if not isinstance(value, dict):
+            raise ControlRejected("shadow: not an object")
+        unknown = sorted(set(value) - _SHADOW_FIELDS)
+        if unknown:
+            raise ControlRejected(f"shadow: unknown fields {unknown}")
+        version = value.get("model_version")
+        if not isinstance(version, str) or not _VERSION_RE.match(version):
+            raise ControlRejected(f"shadow.model_version: {version!r} is not a registry version number string")
+        if served_version is None or version == served_version:
+            raise ControlRejected(f"shadow.model_version: {version} needs a different model_version to serve beside")
+        window = value.get("window_s")
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or not 1 <= window <= MAX_SHADOW_WINDOW_S:
+            raise ControlRejected(
+                f"shadow.window_s: {window!r} is not a number of seconds in [1, {MAX_SHADOW_WINDOW_S:g}]"
+            )
+        try:
+            artifact = ArtifactRef.from_dict(value.get("artifact"), where="shadow.artifact")
+        except BadArtifactRef as exc:
+            raise ControlRejected(str(exc)) from None
+        return cls(version, artifact, float(window))
+
+
+@dataclass(frozen=True)
 class Assignment:
     """A desired model version and/or config for the devices of one pipeline that a target addresses."""
 
@@ -143,6 +189,7 @@ class Assignment:
     config_version: str | None = None
     artifact: ArtifactRef | None = None  # the ONNX file of model_version (none for the baseline "0")
     key_id: str | None = None  # who signed it (set when read from the wire)
+    shadow: ShadowOrder | None = None  # a challenger to run in shadow beside model_version
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -162,6 +209,8 @@ class Assignment:
         if self.config is not None:
             body["config"] = dict(self.config)
             body["config_version"] = self.config_version
+        if self.shadow is not None:
+            body["shadow"] = self.shadow.to_dict()
         return body
 
     def to_wire(self, signer: Signer) -> bytes:
@@ -190,6 +239,7 @@ def new_assignment(
     artifact: ArtifactRef | None = None,
     ttl_s: float = DEFAULT_ORDER_TTL_S,
     sequence: int | None = None,
+    shadow: ShadowOrder | None = None,
 ) -> Assignment:
     """Build an assignment; raise ValueError naming the field that is wrong.
 
@@ -203,6 +253,8 @@ def new_assignment(
         raise ValueError("an assignment needs a model_version, a config or both")
     if model_version is not None and not _VERSION_RE.match(model_version):
         raise ValueError(f"model_version: {model_version!r} is not a registry version number")
+    if shadow is not None:
+        ShadowOrder.from_dict(shadow.to_dict(), model_version)  # the checks a device makes
     if config is not None:
         validate_device_config(config)
     if target.kind != "all" and not target.id:
@@ -227,6 +279,7 @@ def new_assignment(
         config=dict(config) if config is not None else None,
         config_version=(config_version or config_version_of(config)) if config is not None else None,
         artifact=artifact,
+        shadow=shadow,
     )
 
 
@@ -360,6 +413,7 @@ def _assignment_from(body: dict[str, Any], groups: Collection[str]) -> Assignmen
             artifact = ArtifactRef.from_dict(body["artifact"])
         except BadArtifactRef as exc:
             raise ControlRejected(str(exc)) from None
+    shadow = ShadowOrder.from_dict(body["shadow"], model_version) if body.get("shadow") is not None else None
     pipeline = body.get("pipeline")
     if not isinstance(pipeline, str) or not _ID_RE.match(pipeline):
         raise ControlRejected(f"pipeline: {pipeline!r} is not a pipeline name")
@@ -386,6 +440,7 @@ def _assignment_from(body: dict[str, Any], groups: Collection[str]) -> Assignmen
         config_version,
         artifact,
         key_id=str(body["key_id"]),
+        shadow=shadow,
     )
 
 

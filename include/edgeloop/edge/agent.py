@@ -30,12 +30,14 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.safejson import JsonRefused, loads_bounded
 from edgeloop.edge.config import AgentConfig, ConfigError, load_config
-from edgeloop.edge.device import QUEUED_KINDS, DeviceCore, ModelOrder, Outgoing
+from edgeloop.edge.device import QUEUED_KINDS, DeviceCore, ModelOrder, Outgoing, ServingModel, serving_model
 from edgeloop.edge.fetch import FetchFailed, fetch_artifact
 from edgeloop.edge.outbox import Outbox, QueuedMessage
-from edgeloop.edge.runtime import ModelCache, ModelRefused, OnnxModel
+from edgeloop.edge.runtime import ModelCache, ModelRefused
+from edgeloop.edge.shadow import ShadowEvaluator
 from edgeloop.edge.store import ModelStore, atomic_write
 
 log = logging.getLogger("edgeloop.agent")
@@ -292,7 +294,7 @@ class Agent:
         self.keys_stamp = self._keys_stamp()
         self.control_offset = -1
         self.readings: queue.SimpleQueue[list[float]] = queue.SimpleQueue()
-        self.orders: queue.SimpleQueue[tuple[ModelOrder, OnnxModel | None, str | None]] = queue.SimpleQueue()
+        self.orders: queue.SimpleQueue[tuple[ModelOrder, ServingModel | None, str | None]] = queue.SimpleQueue()
         self.busy_order: ModelOrder | None = None
         self.waiting_orders: list[ModelOrder] = []
         self.source: ReplaySource | None = None
@@ -471,7 +473,7 @@ class Agent:
             self.enqueue([self.core.inference_failed(str(exc)[:300], now)])
             return
         observed = (self.core.observe(row, None if proba is None else proba[i], now) for i, row in enumerate(rows))
-        self.enqueue([m for m in observed if m is not None] + self.core.profiles_due(now))
+        self.enqueue([m for m in observed if m is not None] + self.core.profiles_due(now) + self.core.shadow_due(now))
 
     def enqueue(self, messages: list[Outgoing]) -> None:
         queued = [(self.config.topic(m.kind), m.key, m.value, m.ts_ms) for m in messages if m.kind in QUEUED_KINDS]
@@ -559,23 +561,38 @@ class Agent:
         return twin.reported_assignment == twin.desired_assignment and twin.status == "applied"
 
     def _carry_out(self, order: ModelOrder) -> None:
-        """Fetch, verify, load, self-test and keep an ordered model (in the model thread)."""
+        """Fetch, verify, load, self-test and keep an ordered model, and its shadow challenger if it names one
+        (in the model thread). The model this device serves already is not fetched again."""
         assignment = order.assignment
         version = str(assignment.model_version)
         try:
-            if assignment.artifact is None:
-                raise ModelRefused(f"model version {version}: the assignment carries no artifact")
-            if assignment.artifact.size > self.config.max_artifact_bytes:
-                raise ModelRefused(
-                    f"model version {version}: artifact of {assignment.artifact.size} bytes is over this device's"
-                    f" limit of {self.config.max_artifact_bytes}"
+            serving = serving_model(self.core.model)
+            if serving is not None and serving.version == version:
+                model = serving
+            else:
+                data = self._fetch(version, assignment.artifact)
+                model = self.models.load(data, version, self.config.features)
+                self.store.install(version, data)
+            if assignment.shadow is not None:
+                shadow = assignment.shadow
+                challenger = self.models.load(
+                    self._fetch(shadow.model_version, shadow.artifact), shadow.model_version, self.config.features
                 )
-            data = fetch_artifact(assignment.artifact, timeout_s=self.config.download_timeout_s)
-            model = self.models.load(data, version, self.config.features)
-            self.store.install(version, data)
+                model = ShadowEvaluator(model, challenger, window_s=shadow.window_s, start=self.core.clock())
             self.orders.put((order, model, None))
         except (FetchFailed, ModelRefused, OSError) as exc:
             self.orders.put((order, None, str(exc)))
+
+    def _fetch(self, version: str, artifact: ArtifactRef | None) -> bytes:
+        """The verified bytes of a model version's artifact; raise ModelRefused, FetchFailed."""
+        if artifact is None:
+            raise ModelRefused(f"model version {version}: the assignment carries no artifact")
+        if artifact.size > self.config.max_artifact_bytes:
+            raise ModelRefused(
+                f"model version {version}: artifact of {artifact.size} bytes is over this device's"
+                f" limit of {self.config.max_artifact_bytes}"
+            )
+        return fetch_artifact(artifact, timeout_s=self.config.download_timeout_s)
 
     def _finish_orders(self) -> None:
         while True:
@@ -638,6 +655,7 @@ class Agent:
             ("edgeloop_agent_records_total", "counter", counters.records),
             ("edgeloop_agent_records_not_sent_total", "counter", counters.not_sent),
             ("edgeloop_agent_profiles_total", "counter", counters.profiles),
+            ("edgeloop_agent_shadow_reports_total", "counter", counters.shadow_reports),
             ("edgeloop_agent_local_drift_score", "gauge", self.core.local_drift or 0.0),
             ("edgeloop_agent_errors_total", "counter", counters.errors),
             ("edgeloop_agent_control_refused_total", "counter", counters.control_refused),

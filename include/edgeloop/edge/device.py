@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from edgeloop.edge.profile import RecordSampler, WindowProfiler
 
 # Where each kind of message goes: the durable queue or straight to Kafka.
-QUEUED_KINDS = ("telemetry", "errors", "profiles", "frames")
+QUEUED_KINDS = ("telemetry", "errors", "profiles", "frames", "shadow")
 
 
 class ServingModel(Protocol):
@@ -80,6 +80,7 @@ class Counters:
     control_ignored: int = 0
     model_failures: int = 0
     inference_errors: int = 0
+    shadow_reports: int = 0
 
 
 @dataclass
@@ -266,13 +267,23 @@ class DeviceCore:
             except BadConfig as exc:
                 failures.append(str(exc))
                 out.append(self.error_report("bad_config", f"assignment {assignment.id}: {exc}", now))
-        if assignment.model_version is not None and assignment.model_version != self.model_version:
+        if assignment.model_version is not None and self._needs_models(assignment):
             if failures:
                 out.append(self._finish(assignment, failures, now))
                 return None, out
             return ModelOrder(assignment), out
+        if assignment.model_version is not None and assignment.shadow is None:
+            self.model = serving_model(self.model)  # an order without a shadow ends the one running
         out.append(self._finish(assignment, failures, now))
         return None, out
+
+    def _needs_models(self, assignment: Assignment) -> bool:
+        """Whether the assignment's model, or its shadow challenger, is not the one this device runs."""
+        if assignment.model_version != self.model_version:
+            return True
+        wanted = assignment.shadow.model_version if assignment.shadow is not None else None
+        running = getattr(self.model, "challenger", None)
+        return wanted is not None and (running is None or running.version != wanted)
 
     def _refuse(self, offset: int, reason: str, control_id: str | None, now: float) -> Outgoing:
         self.counters.control_refused += 1
@@ -436,6 +447,17 @@ class DeviceCore:
         now_ms = int(now * 1000)
         return [Outgoing("profiles", self.key, encode_profile(p, self.identity), now_ms) for p in profiles]
 
+    def shadow_due(self, now: float) -> list[Outgoing]:
+        """The shadow report of the window that ended by `now`, when a challenger runs in shadow (signed)."""
+        close = getattr(self.model, "close", None)
+        if close is None:
+            return []
+        report = close(now, device_id=self.device_id, group_id=self.group_id, pipeline=self.pipeline)
+        if report is None:
+            return []
+        self.counters.shadow_reports += 1
+        return [Outgoing("shadow", self.key, report.to_wire(self.identity), int(now * 1000))]
+
     def inference_failed(self, reason: str, now: float) -> Outgoing:
         self.counters.inference_errors += 1
         return self.error_report("inference", f"model version {self.model_version}: inference failed: {reason}", now)
@@ -538,6 +560,11 @@ class DeviceCore:
     def _signed(self, body: dict[str, Any]) -> bytes:
         """A report as JSON, signed with the device's key when it has one (see edgeloop.contract.identity)."""
         return json.dumps(body).encode() if self.identity is None else signed_json(body, self.identity)
+
+
+def serving_model(model: ServingModel | None) -> ServingModel | None:
+    """The model that answers: the champion of a shadow evaluation, else the model itself."""
+    return getattr(model, "champion", model)
 
 
 def _text(value: Any) -> str | None:

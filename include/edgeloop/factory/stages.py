@@ -387,6 +387,24 @@ def build_rollout(spec: PipelineSpec) -> DAG:
 
         planned = plan()
         previous: Any = planned
+        if spec.rollout.shadow.enabled:
+
+            @task(task_id="shadow")
+            def shadow(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
+                from airflow.exceptions import AirflowFailException
+
+                from edgeloop.connections import PipelineClients
+                from edgeloop.rollout.shadow_wave import shadow_step
+
+                record = shadow_step(spec, PipelineClients(spec), plan)
+                if record["state"] != "pass":
+                    context["ti"].xcom_push(key="return_value", value=record)
+                    raise AirflowFailException(
+                        f"shadow wave stopped version {plan['model_version']}: {record['reasons']}"
+                    )
+                return record
+
+            previous = shadow(planned)
         gate_ids = []
         apply_ids = []
         for wave in waves:
@@ -425,6 +443,10 @@ def build_rollout(spec: PipelineSpec) -> DAG:
         def pulled(ti: Any, ids: list[tuple[int, str]]) -> dict[int, Any]:
             return {index: ti.xcom_pull(task_ids=task_id) for index, task_id in ids}
 
+        def shadowed(context: Any) -> Any:
+            """The shadow wave's record (for the audit record), when the spec has one."""
+            return context["ti"].xcom_pull(task_ids="shadow") if spec.rollout.shadow.enabled else None
+
         def approval(context: Any) -> Any:
             """The human answer before the production waves (for the audit record), when the spec asks for one."""
             if not spec.rollout.approval_required:
@@ -446,7 +468,15 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                     record_gate(spec, clients.s3(), plan["rollout_id"], gate)
             if not all_gates_passed(plan, gates):
                 raise AirflowSkipException("not every wave passed its gate: nothing to promote")
-            record = promote_step(spec, clients.s3(), clients.mlflow_uri(), plan, gates, approval=approval(context))
+            record = promote_step(
+                spec,
+                clients.s3(),
+                clients.mlflow_uri(),
+                plan,
+                gates,
+                approval=approval(context),
+                shadow=shadowed(context),
+            )
             applies = pulled(context["ti"], apply_ids)
 
             def fill(batch: Any) -> None:
@@ -473,7 +503,15 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                     record_gate(spec, clients.s3(), plan["rollout_id"], gate)
             applies = pulled(context["ti"], apply_ids)
             record = rollback_step(
-                spec, clients.s3(), clients.kafka(), plan, applies, gates, context, approval=approval(context)
+                spec,
+                clients.s3(),
+                clients.kafka(),
+                plan,
+                applies,
+                gates,
+                context,
+                approval=approval(context),
+                shadow=shadowed(context),
             )
             rolled_back = list(record["rolled_back_groups"])
             push_metrics(spec, context, lambda batch: record_rollout_metrics(batch, plan, applies, gates, rolled_back))

@@ -6,6 +6,7 @@ Topic layout per pipeline (`<prefix>` = `spec.topics.prefix` or the pipeline nam
 |---|---|---|---|
 | `.telemetry`, `.health`, `.errors`, `.alerts` | spec.topics.partitions | delete | key = device (alerts: group) |
 | `<prefix>.profiles` | spec.topics.partitions | delete | key = device, one binary profile per device and window |
+| `<prefix>.shadow` | spec.topics.partitions | delete | key = device, a shadow report per window (shadow on) |
 | `<prefix>.control` | 1 | delete | one partition: every device sees assignments in one total order |
 | `<prefix>.device-state` | spec.topics.partitions | compact | key = device id, desired and reported state |
 | `<prefix>.devices` | 1 | compact | key = device id, the device registry (enrolments signed by the operator) |

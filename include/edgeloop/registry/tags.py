@@ -33,6 +33,11 @@ TAG_ARTIFACT_OPSET = "edgeloop.artifact.opset"
 TAG_ARTIFACT_FORMAT = "edgeloop.artifact.format"
 TAG_ARTIFACT_PATH = "edgeloop.artifact.path"
 
+# The shadow wave's decision on a version (the whole decision is logged to its run as shadow/<rollout id>.json).
+TAG_SHADOW_STATE = "edgeloop.shadow.state"
+TAG_SHADOW_AGREEMENT = "edgeloop.shadow.agreement"
+TAG_SHADOW_ROLLOUT = "edgeloop.shadow.rollout"
+
 # The evaluation gate's record on a version.
 TAG_DECISION = "edgeloop.gate.decision"
 TAG_REASON = "edgeloop.gate.reason"

@@ -23,7 +23,7 @@ from edgeloop.spec import FAILURE_TYPES, AbortSpec, PipelineSpec, RateSpec
 EXECUTION_STATES = ("applied", "failed", "rejected", "timed_out", "in_progress")
 POLICY_FIELDS = ("waves", "rate", "abort", "success_threshold", "device_timeout", "shadow")
 # what the rollout DAG does not act on yet (see the README's rollout policy reference)
-NOT_ENFORCED = ("shadow",)
+NOT_ENFORCED: tuple[str, ...] = ()
 
 
 class _Decision:

@@ -222,10 +222,12 @@ def promote_step(
     plan: Mapping[str, Any],
     gates: Mapping[int, Any],
     approval: Mapping[str, Any] | None = None,
+    shadow: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Move `champion` to the rolled-out version, close the drift alerts it answered, write the audit.
 
-    `approval`: the approval task's XCom when the spec asks for one (who approved, when).
+    `approval`: the approval task's XCom when the spec asks for one (who approved, when); `shadow`:
+    the shadow wave's record when the spec has one.
     """
     from edgeloop.registry.aliases import set_champion
     from edgeloop.training.tracking import mlflow_client
@@ -244,6 +246,8 @@ def promote_step(
     decision = record_approval(spec, s3, plan, approval)
     if decision:
         summary["approval"] = decision
+    if shadow:
+        summary["shadow"] = _shadow_summary(shadow)
     # the retrained model now runs everywhere: the drift alerts it answered are done
     from datetime import UTC, datetime
 
@@ -270,10 +274,12 @@ def rollback_step(
     gates: Mapping[int, Mapping[str, Any] | None],
     context: Any,
     approval: Mapping[str, Any] | None = None,
+    shadow: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return every group this rollout touched to the previous champion, alert, and write the audit.
 
     `approval`: the approval task's XCom when the spec asks for one; a rejection is the reason then.
+    `shadow`: the shadow wave's record; when it failed, no device served the version (`stopped_in_shadow`).
     """
     from edgeloop.kafka import publish_messages
 
@@ -284,13 +290,16 @@ def rollback_step(
     if decision and decision["decision"] == "rejected":
         who = decision["responded_by"] or "nobody before the approval timeout"
         reasons.insert(0, f"production waves rejected at approval by {who}")
+    shadow_failed = shadow is not None and shadow.get("state") != "pass"
+    if shadow is not None and shadow_failed:
+        reasons = [f"shadow wave: {r}" for r in shadow.get("reasons") or ["no decision"]] + reasons
     reasons = reasons or ["a wave did not complete"]
     restored = []
     if previous:
         results = launch_groups(spec, touched, previous, -1, plan["rollout_id"], context, rollback=True)
         restored = [_short(result) for result in results]
     summary = {
-        "outcome": "rolled_back",
+        "outcome": "stopped_in_shadow" if shadow_failed and not touched else "rolled_back",
         "model_version": plan["model_version"],
         "previous_version": previous,
         "champion": previous,
@@ -302,6 +311,8 @@ def rollback_step(
     }
     if decision:
         summary["approval"] = decision
+    if shadow:
+        summary["shadow"] = _shadow_summary(shadow)
     write_part(s3, spec, plan["rollout_id"], 95, "rollback", summary)
     record = assemble_audit(s3, spec, plan["rollout_id"], summary)
     alert = {
@@ -315,3 +326,13 @@ def rollback_step(
     }
     publish_messages(kafka_config, spec.topic("alerts"), [(spec.name.encode(), json.dumps(alert).encode())])
     return record
+
+
+def _shadow_summary(shadow: Mapping[str, Any]) -> dict[str, Any]:
+    """The shadow wave's numbers for the rollout's summary (the whole record is its own audit part)."""
+    keys = ("state", "windows", "devices", "records", "agreement", "mean_confidence_delta", "latency_ratio")
+    return {
+        **{k: shadow.get(k) for k in keys},
+        "error_rate": shadow.get("error_rate"),
+        "reasons": shadow.get("reasons"),
+    }

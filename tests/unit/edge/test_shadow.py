@@ -10,11 +10,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 from tests.helpers.keys import INTRUDER, device_key
-from tests.unit.edge.conftest import NOW, PIPELINE
+from tests.unit.edge.conftest import NOW, PIPELINE, assignment_wire
 
+from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.identity import DeviceRegistry, Enrolment
 from edgeloop.contract.keys import Keyring
-from edgeloop.contract.messages import RefusedReport
+from edgeloop.contract.messages import RefusedReport, ShadowOrder
 from edgeloop.contract.shadow import BadShadowReport, ShadowReport, parse_shadow_report
 from edgeloop.edge.device import DeviceCore
 from edgeloop.edge.runtime import OnnxModel, load_model
@@ -148,6 +149,28 @@ def test_a_device_core_serves_the_champion_while_it_shadows(
     assert proba is not None and np.array_equal(proba, champion.predict_proba(rows))
     record = core.observe(rows[0], proba[0], NOW)
     assert record is not None and json.loads(record.value)["model_version"] == "3"
+
+
+def test_a_shadow_order_brings_the_challenger_beside_the_model_served_and_the_next_order_ends_it(
+    core: DeviceCore, spec: PipelineSpec, baseline_model: bytes, profile: SensorProfile
+) -> None:
+    onnx = ArtifactRef("http://models.example/v4.onnx", "b" * 64, 1234)
+    wire = assignment_wire(model_version="0", shadow=ShadowOrder("4", onnx, 30.0), assignment_id="ro-1.s4")
+    order, out = core.on_control(wire, 0)
+    assert order is not None and order.assignment.shadow is not None and out == []  # the challenger is fetched
+    served = core.model
+    assert served is not None
+    challenger = load_model(baseline_model, "4", spec.features)
+    core.model_applied(order, ShadowEvaluator(served, challenger, window_s=30.0, start=NOW))
+    rows = readings(profile, 5)
+    assert np.array_equal(core.score(rows), served.predict_proba(rows)) and core.model_version == "0"
+    assert core.shadow_due(NOW + 10) == []
+    (sent,) = core.shadow_due(NOW + 30)
+    shadowed = parse_shadow_report(sent.value)  # signing: test_a_signed_report_reads_back_...
+    assert sent.kind == "shadow" and (shadowed.records, shadowed.agreements) == (5, 5)
+    assert (shadowed.champion_version, shadowed.challenger_version) == ("0", "4")
+    again, _ = core.on_control(assignment_wire(model_version="0", assignment_id="ro-1.se4"), 1)
+    assert again is None and core.model is served and core.shadow_due(NOW + 90) == []
 
 
 # --- the report on the wire ---------------------------------------------------------------------
