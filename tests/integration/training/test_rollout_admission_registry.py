@@ -157,3 +157,28 @@ def test_an_admins_override_is_planned_and_recorded_in_the_audit_part(
     stored = json.loads(s3_client.get_object(Bucket=spec.storage.bucket, Key=key)["Body"].read())
     assert stored["overrides"] == [override]
     assert stored["gate"] == {"version": rejected["version"], "decision": "reject", "reason": rejected["reason"]}
+
+
+def test_a_shadow_decision_is_kept_with_the_model_version_and_in_the_audit_record(
+    mlflow_client: Any, s3_client: Any, spec: PipelineSpec, judged: dict[str, Any]
+) -> None:
+    """What the rollout's shadow task records: tags on the version, the decision on its run, an audit part;
+    a retry writes the same again."""
+    from edgeloop.rollout.shadow import ShadowDecision
+    from edgeloop.rollout.shadow_wave import SHADOW_PART, record_shadow
+
+    version = judged["first"]["version"]
+    decision = ShadowDecision("fail", version, 8, 3, 240, 0.25, -0.12, 1.1, 0.0, ["agreement 0.25 < 0.95"])
+    record = {**decision.to_dict(), "groups": ["line-canary"], "champion_version": "0"}
+    rollout_id = "ro-shadow0test"
+    for _ in range(2):  # a retried task
+        record_shadow(spec, s3_client, mlflow_client, rollout_id, decision, record)
+    found = mlflow_client.get_model_version(spec.registry.model_name, version)
+    assert found.tags["edgeloop.shadow.state"] == "fail"
+    assert found.tags["edgeloop.shadow.agreement"] == "0.25"
+    assert found.tags["edgeloop.shadow.rollout"] == rollout_id
+    logged = mlflow_client.download_artifacts(found.run_id, f"shadow/{rollout_id}.json")
+    with open(logged) as kept:
+        assert json.load(kept) == record
+    audit = s3_client.get_object(Bucket=spec.storage.bucket, Key=part_key(spec, rollout_id, SHADOW_PART, "shadow"))
+    assert json.loads(audit["Body"].read()) == {"step": "shadow", "order": SHADOW_PART, **record}
