@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,6 +101,9 @@ class GateRejected(DemoError):
         super().__init__("\n".join(lines))
 
 
+SHADOW_TASK = "shadow"  # the rollout DAG's shadow wave (a spec with `rollout.shadow`), told like a gate
+
+
 class RolloutGateFailed(DemoError):
     """A wave's health gate failed: the rollout stopped there and rolled the fleet back."""
 
@@ -108,13 +112,31 @@ class RolloutGateFailed(DemoError):
         self.wave = wave
         self.reasons = reasons
         self.rolled_back = rollback_state == "failed"  # the rollback task fails the run on purpose once it is done
-        lines = [f"the health gate of wave '{wave}' failed (rollout run {run_id}):"]
+        if wave == SHADOW_TASK:
+            lines = [f"the shadow wave stopped the new version before any device served it (rollout run {run_id}):"]
+        else:
+            lines = [f"the health gate of wave '{wave}' failed (rollout run {run_id}):"]
         lines += [f"  - {reason}" for reason in reasons]
-        if self.rolled_back:
+        if wave == SHADOW_TASK:
+            lines.append("the shadow devices were ordered back to the champion alone; the champion did not change")
+        elif self.rolled_back:
             lines.append("the fleet was rolled back to the version it ran before; the champion did not change")
         else:
             lines.append(f"the rollback task ended '{rollback_state}': look at rollout run {run_id} in the Airflow UI")
         super().__init__("\n".join(lines))
+
+
+def _gate_line(wave: str, result: Mapping[str, Any]) -> str:
+    """A gate's decision (or the shadow wave's) for the timeline, with its numbers."""
+    reasons = "; ".join(str(r) for r in result.get("reasons") or [])
+    if wave == SHADOW_TASK:
+        numbers = f"agreement {result.get('agreement')} over {result.get('windows')} device windows"
+        version = result.get("challenger_version")
+        return f"{'shadow':<12} {result.get('state')!s:<8} version {version}: {reasons or numbers}"
+    abort = (result.get("policy") or {}).get("abort")
+    if abort and not reasons:
+        reasons = f"healthy; abort criteria not met ({abort.get('reason')})"
+    return f"{'gate':<12} {result.get('state')!s:<8} wave {wave}: {reasons or 'healthy'}"
 
 
 class StageFailed(DemoError):
@@ -363,15 +385,15 @@ class StageWatcher:
         dag_id = f"{self.spec.name}__rollout"
         instances = {ti["task_id"]: ti for ti in self.api.task_instances(dag_id, run_id)}
         failed: tuple[str, list[str]] | None = None
-        for wave in self.waves:
-            task_id = f"gate_{wave}"
+        shadow = [SHADOW_TASK] if self.spec.rollout.shadow.enabled else []
+        for wave in shadow + self.waves:
+            task_id = SHADOW_TASK if wave == SHADOW_TASK else f"gate_{wave}"
             result = self.gates.get((run_id, task_id))
             if result is None and instances.get(task_id, {}).get("state") in ("success", "failed"):
                 result = xcom(self.api, dag_id, run_id, task_id)
                 if result:
                     self.gates[(run_id, task_id)] = result
-                    reasons = "; ".join(result.get("reasons") or []) or "healthy"
-                    self.timeline.mark(f"{'gate':<12} {result.get('state')!s:<8} wave {wave}: {reasons}")
+                    self.timeline.mark(_gate_line(wave, result))
             if result and result.get("state") != "pass" and failed is None:
                 failed = (wave, [str(r) for r in result.get("reasons") or []])
         if failed and finished:  # the rollback runs after the failed gate: the run's end says it is done

@@ -320,6 +320,42 @@ def test_a_failed_canary_gate_ends_the_wait_with_the_wave_its_reasons_and_the_ro
     assert "fail     wave canary: line-canary: error rate 0.310 > 0.02" in out
 
 
+def test_a_shadow_wave_that_stops_the_version_ends_the_wait_saying_no_device_served_it(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shadow = world.spec.rollout.shadow.model_copy(update={"enabled": True})
+    world.spec = world.spec.model_copy(update={"rollout": world.spec.rollout.model_copy(update={"shadow": shadow})})
+    drift_alert(world.api)
+    annotation(world.api)
+    training(world.api, PROMOTE)
+    reasons = ["agreement with the champion 0.2515 < 0.95"]
+    decision = {"state": "fail", "challenger_version": "2", "agreement": 0.2515, "windows": 12, "reasons": reasons}
+    world.api.add(
+        "rollout",
+        FakeRun(
+            "asset_triggered__rollout",
+            240,
+            330,
+            "failed",
+            {
+                "plan": FakeTask(245, xcom={"rollout_id": "r-1"}),
+                "shadow": FakeTask(300, "failed", xcom=decision),
+                "apply_canary": FakeTask(300, "upstream_failed"),
+                "gate_canary": FakeTask(300, "upstream_failed"),
+                "promote": FakeTask(320, "skipped"),
+                "rollback": FakeTask(330, "failed"),
+            },
+        ),
+    )
+
+    with pytest.raises(demo.RolloutGateFailed) as failed:
+        world.run_loop()
+
+    assert failed.value.wave == "shadow" and failed.value.reasons == reasons
+    assert "before any device served it" in str(failed.value)
+    assert "shadow       fail     version 2: agreement with the champion 0.2515 < 0.95" in capsys.readouterr().out
+
+
 def test_a_failed_task_ends_the_wait_with_its_task_id_and_the_end_of_its_log(world: World) -> None:
     log: list[Any] = [{"event": "::group::Log message source details", "sources": ["/logs/1.log"]}]
     log += [
