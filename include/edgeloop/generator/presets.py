@@ -31,6 +31,7 @@ class RolloutPreset:
     max_unavailable: str
     approval_required: bool
     timeout: str
+    policy: dict[str, Any]  # rollout policy fields (abort criteria, device timeout, rate); no shadow wave: see README
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,7 +54,7 @@ class RolloutPreset:
         }
         if self.approval_required:
             section["approvers"] = list(approvers)
-        return section
+        return section | {key: dict(value) if isinstance(value, dict) else value for key, value in self.policy.items()}
 
 
 PRESETS: dict[PresetId, RolloutPreset] = {
@@ -63,7 +64,8 @@ PRESETS: dict[PresetId, RolloutPreset] = {
         explanation=(
             "The canary group gets the new model first and runs it for 30 minutes. Then one of the named "
             "approvers approves, and the other groups follow one at a time, each watched for 30 minutes. Strict "
-            "health gates: at most 1% errors, 5% devices offline, 98% of devices must apply the model. Slow, "
+            "health gates: at most 1% errors, 5% devices offline, 98% of devices must apply the model. Orders go "
+            "out at 100 devices a minute; the rollout stops once 10 devices have executed and 2% of them failed. Slow, "
             "safest for critical sites."
         ),
         one_wave_per_group=True,
@@ -78,6 +80,11 @@ PRESETS: dict[PresetId, RolloutPreset] = {
         max_unavailable="5%",
         approval_required=True,
         timeout="1h",
+        policy={
+            "rate": {"per_minute": 100},
+            "abort": {"failure_threshold_pct": 2, "min_executed": 10},
+            "device_timeout": "30m",
+        },
     ),
     "standard": RolloutPreset(
         id="standard",
@@ -85,7 +92,7 @@ PRESETS: dict[PresetId, RolloutPreset] = {
         explanation=(
             "The canary group runs the new model for 10 minutes; if its health gate passes (at most 2% errors, "
             "10% offline, 95% applied) every other group gets it in one wave. A failed gate rolls back "
-            "automatically. A good default."
+            "automatically, and so does a failure of 5% of the devices that executed once 20 have. A good default."
         ),
         one_wave_per_group=False,
         soak="10m",
@@ -99,13 +106,15 @@ PRESETS: dict[PresetId, RolloutPreset] = {
         max_unavailable="10%",
         approval_required=False,
         timeout="30m",
+        policy={"abort": {"failure_threshold_pct": 5, "min_executed": 20}, "device_timeout": "20m"},
     ),
     "fast": RolloutPreset(
         id="fast",
         title="Fast",
         explanation=(
             "A 2 minute canary, then every other group at once with up to 25% of devices updating together. "
-            "Lenient gates (5% errors, 20% offline, 90% applied). For test fleets and non-critical models."
+            "Lenient gates (5% errors, 20% offline, 90% applied); the rollout stops once 50 devices have executed "
+            "and 10% of them failed. For test fleets and non-critical models."
         ),
         one_wave_per_group=False,
         soak="2m",
@@ -119,6 +128,7 @@ PRESETS: dict[PresetId, RolloutPreset] = {
         max_unavailable="25%",
         approval_required=False,
         timeout="20m",
+        policy={"abort": {"failure_threshold_pct": 10, "min_executed": 50}},
     ),
 }
 

@@ -66,6 +66,17 @@ def test_a_preset_with_approval_names_its_approvers_and_the_others_name_none() -
     assert "approvers" not in standard and not standard["approval_required"]
 
 
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_each_preset_sets_abort_criteria_the_spec_accepts(preset: str) -> None:
+    from edgeloop.spec import RolloutSpec
+
+    _, section = plan_rollout(GROUPS, PRESETS[preset], "line-canary", ["alice"])
+    rollout = RolloutSpec.model_validate(section)
+    assert rollout.abort is not None and rollout.abort.min_executed >= 10
+    assert not rollout.shadow.enabled  # a shadow wave needs agents that run the challenger: the spec's choice
+    assert (rollout.rate is not None) == (preset == "cautious")
+
+
 def test_fast_soaks_briefly_and_allows_more_devices_at_once() -> None:
     _, rollout = plan_rollout(GROUPS, PRESETS["fast"], "line-canary")
     assert (rollout["soak"], rollout["max_unavailable"]) == ("2m", "25%")
