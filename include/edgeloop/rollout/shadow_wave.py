@@ -255,8 +255,10 @@ def shadow_step(
         return read_registry(spec, kafka, trusted)
 
     orders = start_shadow(spec, kafka, signer, plan, targets, registry(), artifacts)
-    decision, refused = wait_for_shadow(spec, kafka, registry, orders, poll_s=poll_s)
-    ended = end_shadow(spec, kafka, signer, plan, targets, orders, artifacts)
+    try:
+        decision, refused = wait_for_shadow(spec, kafka, registry, orders, poll_s=poll_s)
+    finally:  # a wait that ends in an error (Kafka gone, the task timed out) still ends the shadow
+        ended = end_shadow(spec, kafka, signer, plan, targets, orders, artifacts)
     record = {
         **decision.to_dict(),
         "champion_version": orders.champion,
