@@ -333,9 +333,26 @@ def build_train(spec: PipelineSpec) -> DAG:
     return dag
 
 
+def _approval(spec: PipelineSpec) -> Any:
+    """The human answer asked before the production waves (`rollout.approval_required`)."""
+    from edgeloop.rollout.approval import RolloutApprovalOperator, approvers
+    from edgeloop.rollout.tasks import APPROVAL_TASK_ID
+
+    return RolloutApprovalOperator(
+        task_id=APPROVAL_TASK_ID,
+        subject=f"{spec.name}: roll out to production?",
+        body="Canary gate: {{ ti.xcom_pull(task_ids='gate_canary') | tojson }}",
+        defaults=RolloutApprovalOperator.REJECT,
+        response_timeout=spec.rollout.approval_timeout,
+        assigned_users=approvers(spec),
+        trigger_rule="none_failed",
+    )
+
+
 def build_rollout(spec: PipelineSpec) -> DAG:
     from edgeloop.rollout.operators import RolloutGateOperator
     from edgeloop.rollout.plan import spec_waves
+    from edgeloop.rollout.tasks import SHADOW_TASK_ID, apply_task_id, gate_task_id
 
     params = {
         "model_version": Param(None, type=["null", "string"], description="registry version; default: from the event"),
@@ -349,177 +366,66 @@ def build_rollout(spec: PipelineSpec) -> DAG:
             description="rolling out a version the evaluation gate did not pass: an admin's manual run, with a reason",
         ),
     }
-    waves = spec_waves(spec)
     with _dag(spec, "rollout", [model_asset(spec)], params) as dag:
 
         @task
         def plan(**context: Any) -> dict[str, Any]:
             from edgeloop.connections import PipelineClients
-            from edgeloop.rollout.admission import RunOrigin
-            from edgeloop.rollout.steps import model_version_from_events, plan_step
+            from edgeloop.rollout import tasks
 
-            clients = PipelineClients(spec)
-            run = context["dag_run"]
-            return plan_step(
-                spec,
-                clients.s3(),
-                clients.mlflow_uri(),
-                run.run_id,
-                context["params"],
-                model_version_from_events(context.get("triggering_asset_events")),
-                RunOrigin.of(run),
-            )
+            run, events = context["dag_run"], context.get("triggering_asset_events")
+            return tasks.plan(spec, PipelineClients(spec), context["params"], run=run, events=events).to_xcom()
 
-        def apply_task(index: int, name: str) -> Any:
-            @task(task_id=f"apply_{name}", trigger_rule="none_failed")
-            def apply(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-                from airflow.exceptions import AirflowSkipException
+        @task(task_id=SHADOW_TASK_ID)
+        def shadow(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from edgeloop.connections import PipelineClients
+            from edgeloop.rollout import tasks
 
+            planned = tasks.RolloutPlanned.from_xcom(plan)
+            return tasks.shadow(spec, PipelineClients(spec), planned, ti=context["ti"]).to_xcom()
+
+        def apply(index: int, task_id: str) -> Any:
+            @task(task_id=task_id, trigger_rule="none_failed")
+            def apply_wave(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
                 from edgeloop.connections import PipelineClients
-                from edgeloop.rollout.steps import apply_step
+                from edgeloop.rollout import tasks
 
-                wave = next((w for w in plan["waves"] if w["index"] == index), None)
-                if not wave or not wave["groups"]:
-                    raise AirflowSkipException(f"no group of wave {index} is in this rollout")
-                return apply_step(spec, PipelineClients(spec).s3(), plan, index, context)
+                planned = tasks.RolloutPlanned.from_xcom(plan)
+                return tasks.apply_wave(spec, PipelineClients(spec), planned, index, context=context).to_xcom()
 
-            return apply
-
-        planned = plan()
-        previous: Any = planned
-        if spec.rollout.shadow.enabled:
-
-            @task(task_id="shadow")
-            def shadow(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-                from airflow.exceptions import AirflowFailException
-
-                from edgeloop.connections import PipelineClients
-                from edgeloop.rollout.shadow_wave import shadow_step
-
-                record = shadow_step(spec, PipelineClients(spec), plan)
-                if record["state"] != "pass":
-                    context["ti"].xcom_push(key="return_value", value=record)
-                    raise AirflowFailException(
-                        f"shadow wave stopped version {plan['model_version']}: {record['reasons']}"
-                    )
-                return record
-
-            previous = shadow(planned)
-        gate_ids = []
-        apply_ids = []
-        for wave in waves:
-            if (
-                spec.rollout.approval_required
-                and not wave.canary
-                and not any("approve" in t for t in (dag.task_ids or []))
-            ):
-                from edgeloop.rollout.approval import RolloutApprovalOperator, approvers
-
-                approve_production = RolloutApprovalOperator(
-                    task_id="approve_production",
-                    subject=f"{spec.name}: roll out to production?",
-                    body="Canary gate: {{ ti.xcom_pull(task_ids='gate_canary') | tojson }}",
-                    defaults=RolloutApprovalOperator.REJECT,
-                    response_timeout=spec.rollout.approval_timeout,
-                    assigned_users=approvers(spec),
-                    trigger_rule="none_failed",
-                )
-                previous >> approve_production
-                previous = approve_production
-            applied = apply_task(wave.index, wave.name)(planned)
-            gate = RolloutGateOperator(
-                task_id=f"gate_{wave.name}",
-                pipeline=spec.name,
-                wave_index=wave.index,
-                apply_task_id=f"apply_{wave.name}",
-                soak_seconds=spec.rollout.soak.total_seconds(),
-                trigger_rule="none_failed",
-            )
-            previous >> applied >> gate
-            previous = gate
-            gate_ids.append((wave.index, gate.task_id))
-            apply_ids.append((wave.index, f"apply_{wave.name}"))
-
-        def pulled(ti: Any, ids: list[tuple[int, str]]) -> dict[int, Any]:
-            return {index: ti.xcom_pull(task_ids=task_id) for index, task_id in ids}
-
-        def shadowed(context: Any) -> Any:
-            """The shadow wave's record (for the audit record), when the spec has one."""
-            return context["ti"].xcom_pull(task_ids="shadow") if spec.rollout.shadow.enabled else None
-
-        def approval(context: Any) -> Any:
-            """The human answer before the production waves (for the audit record), when the spec asks for one."""
-            if not spec.rollout.approval_required:
-                return None
-            return context["ti"].xcom_pull(task_ids="approve_production", key="answer")
+            return apply_wave
 
         @task(trigger_rule="all_done")
         def promote(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from airflow.exceptions import AirflowSkipException
-
             from edgeloop.connections import PipelineClients
-            from edgeloop.rollout.metrics import record_rollout_metrics
-            from edgeloop.rollout.steps import all_gates_passed, promote_step, record_gate
+            from edgeloop.rollout import tasks
 
-            clients = PipelineClients(spec)
-            gates = pulled(context["ti"], gate_ids)
-            for gate in gates.values():
-                if gate:
-                    record_gate(spec, clients.s3(), plan["rollout_id"], gate)
-            if not all_gates_passed(plan, gates):
-                raise AirflowSkipException("not every wave passed its gate: nothing to promote")
-            record = promote_step(
-                spec,
-                clients.s3(),
-                clients.mlflow_uri(),
-                plan,
-                gates,
-                approval=approval(context),
-                shadow=shadowed(context),
-            )
-            applies = pulled(context["ti"], apply_ids)
-
-            def fill(batch: Any) -> None:
-                record_rollout_metrics(batch, plan, applies, gates)
-                batch.mark_success("rollout")
-
-            push_metrics(spec, context, fill)
-            return {"rollout_id": plan["rollout_id"], "champion": record["champion"]}
+            planned, records = tasks.RolloutPlanned.from_xcom(plan), tasks.rollout_records(spec, context["ti"])
+            return tasks.promote(spec, PipelineClients(spec), planned, records, metrics=_metrics(context)).to_xcom()
 
         @task(trigger_rule="all_done")
-        def rollback(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from airflow.exceptions import AirflowFailException, AirflowSkipException
-
+        def rollback(plan: dict[str, Any], **context: Any) -> None:
             from edgeloop.connections import PipelineClients
-            from edgeloop.rollout.metrics import record_rollout_metrics
-            from edgeloop.rollout.steps import all_gates_passed, record_gate, rollback_step
+            from edgeloop.rollout import tasks
 
-            clients = PipelineClients(spec)
-            gates = pulled(context["ti"], gate_ids)
-            if all_gates_passed(plan, gates):
-                raise AirflowSkipException("every wave passed its gate: nothing to roll back")
-            for gate in gates.values():
-                if gate:
-                    record_gate(spec, clients.s3(), plan["rollout_id"], gate)
-            applies = pulled(context["ti"], apply_ids)
-            record = rollback_step(
-                spec,
-                clients.s3(),
-                clients.kafka(),
-                plan,
-                applies,
-                gates,
-                context,
-                approval=approval(context),
-                shadow=shadowed(context),
-            )
-            rolled_back = list(record["rolled_back_groups"])
-            push_metrics(spec, context, lambda batch: record_rollout_metrics(batch, plan, applies, gates, rolled_back))
-            raise AirflowFailException(
-                f"rollout {plan['rollout_id']} rolled back groups {record['rolled_back_groups']} "
-                f"to version {record['previous_version']}: {'; '.join(record['reasons'])}"
-            )
+            planned, records = tasks.RolloutPlanned.from_xcom(plan), tasks.rollout_records(spec, context["ti"])
+            tasks.rollback(spec, PipelineClients(spec), planned, records, context=context, metrics=_metrics(context))
 
+        planned = plan()
+        previous: Any = shadow(planned) if spec.rollout.shadow.enabled else planned
+        approval_pending = spec.rollout.approval_required
+        for wave in spec_waves(spec):
+            if approval_pending and not wave.canary:
+                approval_pending, previous = False, previous >> _approval(spec)
+            gate = RolloutGateOperator(
+                task_id=gate_task_id(wave),
+                pipeline=spec.name,
+                wave_index=wave.index,
+                apply_task_id=apply_task_id(wave),
+                soak_seconds=spec.rollout.soak.total_seconds(),
+                trigger_rule="none_failed",
+            )
+            previous = previous >> apply(wave.index, apply_task_id(wave))(planned) >> gate
         previous >> [promote(planned), rollback(planned)]
     return dag
 
