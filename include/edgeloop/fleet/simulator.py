@@ -170,6 +170,28 @@ def _producer_config(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+def check_options(spec: PipelineSpec, opts: SimulatorOptions) -> None:
+    """Raise ValueError naming the option that does not fit `spec` (drift, outage groups, intervals)."""
+    check_drift(spec, opts.drift)
+    groups = [g.name for g in spec.groups]
+    for index, outage in enumerate(opts.outages):
+        if outage.group is not None and outage.group not in groups:
+            raise ValueError(f"outages[{index}].group: {outage.group!r} is not a group of {spec.name}")
+    if opts.telemetry_interval_s <= 0 or opts.heartbeat_interval_s <= 0 or opts.tick_s <= 0:
+        raise ValueError("telemetry_interval_s, heartbeat_interval_s and tick_s must be positive")
+
+
+def place_devices(spec: PipelineSpec, opts: SimulatorOptions) -> tuple[list[str], list[int]]:
+    """The simulated device ids, group by group, and each one's group index in `spec.groups`."""
+    groups = [g.name for g in spec.groups]
+    device_ids: list[str] = []
+    group_of: list[int] = []
+    for name, count in allocate_devices(spec, opts.devices):
+        device_ids.extend(device_id(opts.id_prefix, name, i) for i in range(count))
+        group_of.extend([groups.index(name)] * count)
+    return device_ids, group_of
+
+
 class FleetSimulator:
     """A simulated fleet for one pipeline spec. Use `run()`, or `start()` then `step()`."""
 
@@ -194,20 +216,9 @@ class FleetSimulator:
         self.profile = profile or sensor_profile(spec)
         self.clock = clock
         opts = self.options
-        check_drift(spec, opts.drift)
-        groups = [g.name for g in spec.groups]
-        for index, outage in enumerate(opts.outages):
-            if outage.group is not None and outage.group not in groups:
-                raise ValueError(f"outages[{index}].group: {outage.group!r} is not a group of {spec.name}")
-        if opts.telemetry_interval_s <= 0 or opts.heartbeat_interval_s <= 0 or opts.tick_s <= 0:
-            raise ValueError("telemetry_interval_s, heartbeat_interval_s and tick_s must be positive")
-        self.groups = groups
-        self.device_ids: list[str] = []
-        group_of: list[int] = []
-        for name, count in allocate_devices(spec, opts.devices):
-            index = groups.index(name)
-            self.device_ids.extend(device_id(opts.id_prefix, name, i) for i in range(count))
-            group_of.extend([index] * count)
+        check_options(spec, opts)
+        self.groups = groups = [g.name for g in spec.groups]
+        self.device_ids, group_of = place_devices(spec, opts)
         n = len(self.device_ids)
         self.n = n
         self.index_of = {d: i for i, d in enumerate(self.device_ids)}
@@ -221,25 +232,7 @@ class FleetSimulator:
         self.group_offsets = np.array([self.profile.group_offsets[g] for g in groups]) if groups else np.zeros((0, 0))
         skewed = rng.random(n) < opts.clock_skew_ratio
         self.skew = np.where(skewed, rng.uniform(-opts.clock_skew_s, opts.clock_skew_s, n), 0.0)
-        schema = [SchemaField(f.name, f.role) for f in spec.schema_]
-        self.cores: list[DeviceCore] = []
-        telemetry = TelemetryPolicy(**telemetry_policy(spec))
-        for i, device in enumerate(self.device_ids):
-            core = DeviceCore(
-                device,
-                groups[group_of[i]],
-                spec.name,
-                groups,
-                schema,
-                trusted,
-                identity=operator.derive(f"{spec.name}/{device}") if operator is not None else None,
-                telemetry_interval_s=opts.telemetry_interval_s,
-                heartbeat_interval_s=opts.heartbeat_interval_s,
-                telemetry=telemetry,
-                clock=clock,
-            )
-            core.clock_offset_s = float(self.skew[i])
-            self.cores.append(core)
+        self.cores = self._device_cores(group_of)
         # The harness's schedule: each device's intervals as its core's config says.
         self.tel_interval = np.full(n, opts.telemetry_interval_s)
         self.hb_interval = np.full(n, opts.heartbeat_interval_s)
@@ -277,6 +270,30 @@ class FleetSimulator:
         self.consumer: Consumer | None = None
         self.executor: ThreadPoolExecutor | None = None
         self.t0 = 0.0
+
+    def _device_cores(self, group_of: list[int]) -> list[DeviceCore]:
+        """One real device core per simulated device, in its group, with its clock skew and identity key."""
+        spec, opts, operator = self.spec, self.options, self.operator
+        schema = [SchemaField(f.name, f.role) for f in spec.schema_]
+        telemetry = TelemetryPolicy(**telemetry_policy(spec))
+        cores: list[DeviceCore] = []
+        for i, device in enumerate(self.device_ids):
+            core = DeviceCore(
+                device,
+                self.groups[group_of[i]],
+                spec.name,
+                self.groups,
+                schema,
+                self.trusted,
+                identity=operator.derive(f"{spec.name}/{device}") if operator is not None else None,
+                telemetry_interval_s=opts.telemetry_interval_s,
+                heartbeat_interval_s=opts.heartbeat_interval_s,
+                telemetry=telemetry,
+                clock=self.clock,
+            )
+            core.clock_offset_s = float(self.skew[i])
+            cores.append(core)
+        return cores
 
     # --- lifecycle ----------------------------------------------------------------
 

@@ -122,10 +122,6 @@ def agent_daemonset(
     """The group's agent DaemonSet: on the group's edge nodes only, `restricted` Pod Security, probes on /readyz."""
     name = daemonset_name(spec, group)
     pod_labels = {"app.kubernetes.io/name": "edgeloop-agent", "app.kubernetes.io/instance": name}
-    assignment_volume: dict[str, Any] = {
-        "name": "assignment",
-        "configMap": {"name": assignment_config or assignment_config_name(spec, group, "none"), "optional": True},
-    }
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
@@ -152,54 +148,65 @@ def agent_daemonset(
                         "fsGroup": AGENT_UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "containers": [
-                        {
-                            "name": "agent",
-                            "image": image or spec.rollout.agent_image,
-                            "args": ["--config", f"{CONFIG_DIR}/agent.yaml"],
-                            "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-                            "ports": [{"name": "http", "containerPort": AGENT_PORT}],
-                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
-                            "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 20},
-                            "resources": {
-                                "requests": {"cpu": "50m", "memory": "96Mi"},
-                                "limits": {"memory": "200Mi"},
-                            },
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                            "volumeMounts": [
-                                {"name": "config", "mountPath": f"{CONFIG_DIR}/agent.yaml", "subPath": "agent.yaml"},
-                                {"name": "keys", "mountPath": f"{CONFIG_DIR}/keys", "readOnly": True},
-                                {"name": "trusted", "mountPath": f"{CONFIG_DIR}/trusted", "readOnly": True},
-                                {"name": "assignment", "mountPath": f"{CONFIG_DIR}/assignment", "readOnly": True},
-                                {"name": "state", "mountPath": STATE_DIR},
-                            ],
-                        }
-                    ],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": agent_config_name(spec, group)}},
-                        {
-                            # the nodes' own keys, one item per node (`<node name>.key`), made at enrolment
-                            "name": "keys",
-                            "secret": {"secretName": spec.rollout.agent_secret, "defaultMode": 0o440},
-                        },
-                        {
-                            "name": "trusted",
-                            "configMap": {
-                                "name": agent_config_name(spec, group),
-                                "items": [{"key": "trusted.pem", "path": "trusted.pem"}],
-                            },
-                        },
-                        assignment_volume,
-                        {"name": "state", "emptyDir": {"sizeLimit": "256Mi"}},
-                    ],
+                    "containers": [_agent_container(spec, image)],
+                    "volumes": _agent_volumes(spec, group, assignment_config),
                 },
             },
         },
     }
+
+
+def _agent_container(spec: PipelineSpec, image: str | None) -> dict[str, Any]:
+    """The agent container: non-root, read-only root filesystem, probes on /readyz and /healthz."""
+    return {
+        "name": "agent",
+        "image": image or spec.rollout.agent_image,
+        "args": ["--config", f"{CONFIG_DIR}/agent.yaml"],
+        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+        "ports": [{"name": "http", "containerPort": AGENT_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 20},
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "96Mi"},
+            "limits": {"memory": "200Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": f"{CONFIG_DIR}/agent.yaml", "subPath": "agent.yaml"},
+            {"name": "keys", "mountPath": f"{CONFIG_DIR}/keys", "readOnly": True},
+            {"name": "trusted", "mountPath": f"{CONFIG_DIR}/trusted", "readOnly": True},
+            {"name": "assignment", "mountPath": f"{CONFIG_DIR}/assignment", "readOnly": True},
+            {"name": "state", "mountPath": STATE_DIR},
+        ],
+    }
+
+
+def _agent_volumes(spec: PipelineSpec, group: str, assignment_config: str | None) -> list[dict[str, Any]]:
+    """The agent's config, the nodes' keys, the trusted keys, the current assignment (optional) and its state."""
+    return [
+        {"name": "config", "configMap": {"name": agent_config_name(spec, group)}},
+        {
+            # the nodes' own keys, one item per node (`<node name>.key`), made at enrolment
+            "name": "keys",
+            "secret": {"secretName": spec.rollout.agent_secret, "defaultMode": 0o440},
+        },
+        {
+            "name": "trusted",
+            "configMap": {
+                "name": agent_config_name(spec, group),
+                "items": [{"key": "trusted.pem", "path": "trusted.pem"}],
+            },
+        },
+        {
+            "name": "assignment",
+            "configMap": {"name": assignment_config or assignment_config_name(spec, group, "none"), "optional": True},
+        },
+        {"name": "state", "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
 
 
 def daemonset_patch(
