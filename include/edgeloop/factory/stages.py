@@ -1,12 +1,14 @@
 """One builder per stage: the shape, schedule, assets and params of each DAG.
 
-Task bodies are thin: they import the stage's `tasks.py` inside the function (so that
-parsing stays fast), call one of its functions with the previous task's typed result,
-and return that function's result as XCom (`to_xcom()`: keys and counts).
+Task bodies are thin: each calls one function of the stage's `tasks.py` with the previous task's
+typed result and returns that function's result as XCom (`to_xcom()`: keys and counts). The
+`tasks.py` modules import their heavy libraries inside their functions, so importing them here
+keeps parsing fast; ingest's package is the exception and is imported inside its tasks.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,9 +24,15 @@ from airflow.sdk import (
     task,
 )
 
+from edgeloop.annotation import tasks as annotation_tasks
+from edgeloop.connections import PipelineClients, control_signer, control_trusted_keys
+from edgeloop.drift import tasks as drift_tasks
 from edgeloop.drift.link import DriftReportLink
 from edgeloop.events import AlertTrigger
+from edgeloop.fleet import tasks as fleet_tasks
+from edgeloop.rollout import tasks as rollout_tasks
 from edgeloop.spec import PipelineSpec, parse_schedule
+from edgeloop.training import tasks as train_tasks
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -118,13 +126,6 @@ def _dag(spec: PipelineSpec, stage: str, schedule: Any, params: dict[str, Param]
     )
 
 
-def push_metrics(spec: PipelineSpec, context: Any, fill: Any, **grouping: str) -> None:
-    """Push one task's metrics to the Pushgateway; any metrics problem costs a warning, not the task."""
-    from edgeloop.metrics.push import TaskMetrics, push_task_metrics
-
-    push_task_metrics(spec, TaskMetrics.of_task(context), fill, **grouping)
-
-
 def _metrics(context: Any) -> Any:
     """Where the running task pushes its metrics (a `metrics.push.TaskMetrics`)."""
     from edgeloop.metrics.push import TaskMetrics
@@ -159,7 +160,6 @@ def build_ingest(spec: PipelineSpec) -> DAG:
 
         @task(map_index_template="{{ task.op_kwargs['topic'] }}")
         def ingest_topic(topic: str, **context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
             from edgeloop.ingest import tasks
 
             return tasks.ingest_topic(
@@ -189,32 +189,20 @@ def build_drift(spec: PipelineSpec) -> DAG:
 
         @task
         def check_drift(**context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
-            from edgeloop.drift import tasks
-
             run = context["dag_run"]
-            return tasks.check_drift(spec, PipelineClients(spec), run_id=run.run_id, now=run.run_after).to_xcom()
+            return drift_tasks.check_drift(spec, PipelineClients(spec), run_id=run.run_id, now=run.run_after).to_xcom()
 
         @task
         def publish_alerts(result: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
-            from edgeloop.drift import tasks
-
-            return tasks.publish_alerts(
-                spec,
-                PipelineClients(spec),
-                tasks.DriftCheck.from_xcom(result),
-                now=context["dag_run"].run_after,
-                metrics=_metrics(context),
-            ).to_xcom()
+            check, now = drift_tasks.DriftCheck.from_xcom(result), context["dag_run"].run_after
+            clients = PipelineClients(spec)
+            return drift_tasks.publish_alerts(spec, clients, check, now=now, metrics=_metrics(context)).to_xcom()
 
         @task
         def render_reports(**context: Any) -> dict[str, Any]:
             """The Evidently reports of the scopes without drift, off the alert's path."""
-            from edgeloop.connections import PipelineClients
-            from edgeloop.drift import tasks
-
-            return tasks.render_reports(spec, PipelineClients(spec), run_id=context["dag_run"].run_id).to_xcom()
+            run_id = context["dag_run"].run_id
+            return drift_tasks.render_reports(spec, PipelineClients(spec), run_id=run_id).to_xcom()
 
         checked = check_drift()
         # the "Drift report" button of the task in the UI (a decorated task takes links this way)
@@ -235,13 +223,10 @@ def build_annotate(spec: PipelineSpec) -> DAG:
 
         @task
         def select_batch(**context: Any) -> dict[str, Any]:
-            from edgeloop.annotation import tasks
-            from edgeloop.connections import PipelineClients
-
-            return tasks.select_batch(
+            return annotation_tasks.select_batch(
                 spec,
                 PipelineClients(spec),
-                alert=tasks.alert_of(_asset_events(context, drift)),
+                alert=annotation_tasks.alert_of(_asset_events(context, drift)),
                 group=context["params"].get("group"),
                 size=context["params"].get("size"),
                 run_id=context["dag_run"].run_id,
@@ -250,19 +235,15 @@ def build_annotate(spec: PipelineSpec) -> DAG:
 
         @task
         def open_batch(selection: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from edgeloop.annotation import tasks
-            from edgeloop.connections import PipelineClients
-
-            selected = tasks.BatchSelected.from_xcom(selection)
-            return tasks.open_batch(spec, PipelineClients(spec), selected, metrics=_metrics(context)).to_xcom()
+            selected = annotation_tasks.BatchSelected.from_xcom(selection)
+            return annotation_tasks.open_batch(
+                spec, PipelineClients(spec), selected, metrics=_metrics(context)
+            ).to_xcom()
 
         @task(outlets=[curated_asset(spec)])
         def export_dataset(waited: dict[str, Any], **context: Any) -> Any:
-            from edgeloop.annotation import tasks
-            from edgeloop.connections import PipelineClients
-
-            done = tasks.BatchWaited.from_xcom(waited)
-            result = tasks.export_dataset(spec, PipelineClients(spec), done, metrics=_metrics(context))
+            done = annotation_tasks.BatchWaited.from_xcom(waited)
+            result = annotation_tasks.export_dataset(spec, PipelineClients(spec), done, metrics=_metrics(context))
             yield Metadata(curated_asset(spec), extra=result.asset_extra())
             return result.to_xcom()
 
@@ -282,50 +263,34 @@ def build_train(spec: PipelineSpec) -> DAG:
 
         @task
         def build_dataset(**context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
-            from edgeloop.training import tasks
-
-            version = tasks.dataset_version_of(
-                context["params"].get("dataset_version"), _asset_events(context, curated)
-            )
-            return tasks.build_dataset(spec, PipelineClients(spec), version).to_xcom()
+            requested = context["params"].get("dataset_version")
+            version = train_tasks.dataset_version_of(requested, _asset_events(context, curated))
+            return train_tasks.build_dataset(spec, PipelineClients(spec), version).to_xcom()
 
         @task
         def train_model(dataset: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
-            from edgeloop.training import tasks
-
-            return tasks.train_model(
+            return train_tasks.train_model(
                 spec,
                 PipelineClients(spec),
-                tasks.DatasetBuilt.from_xcom(dataset),
+                train_tasks.DatasetBuilt.from_xcom(dataset),
                 search_budget=context["params"].get("search_budget"),
                 metrics=_metrics(context),
             ).to_xcom()
 
         @task
         def register_challenger(trained: dict[str, Any]) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
-            from edgeloop.training import tasks
-
-            return tasks.register_challenger(
-                spec, PipelineClients(spec), tasks.ModelTrained.from_xcom(trained)
-            ).to_xcom()
+            model = train_tasks.ModelTrained.from_xcom(trained)
+            return train_tasks.register_challenger(spec, PipelineClients(spec), model).to_xcom()
 
         @task
         def evaluation_gate(registered: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
-            from edgeloop.training import tasks
-
-            return tasks.evaluation_gate(
-                spec, PipelineClients(spec), tasks.ChallengerRegistered.from_xcom(registered), metrics=_metrics(context)
-            ).to_xcom()
+            version = train_tasks.ChallengerRegistered.from_xcom(registered)
+            clients = PipelineClients(spec)
+            return train_tasks.evaluation_gate(spec, clients, version, metrics=_metrics(context)).to_xcom()
 
         @task(outlets=[model_asset(spec)])
         def announce_model(decision: dict[str, Any]) -> Any:
-            from edgeloop.training import tasks
-
-            extra = tasks.announce_model(tasks.GateDecision.from_xcom(decision)).to_xcom()
+            extra = train_tasks.announce_model(train_tasks.GateDecision.from_xcom(decision)).to_xcom()
             yield Metadata(model_asset(spec), extra=extra)
             return extra
 
@@ -336,10 +301,9 @@ def build_train(spec: PipelineSpec) -> DAG:
 def _approval(spec: PipelineSpec) -> Any:
     """The human answer asked before the production waves (`rollout.approval_required`)."""
     from edgeloop.rollout.approval import RolloutApprovalOperator, approvers
-    from edgeloop.rollout.tasks import APPROVAL_TASK_ID
 
     return RolloutApprovalOperator(
-        task_id=APPROVAL_TASK_ID,
+        task_id=rollout_tasks.APPROVAL_TASK_ID,
         subject=f"{spec.name}: roll out to production?",
         body="Canary gate: {{ ti.xcom_pull(task_ids='gate_canary') | tojson }}",
         defaults=RolloutApprovalOperator.REJECT,
@@ -352,7 +316,6 @@ def _approval(spec: PipelineSpec) -> Any:
 def build_rollout(spec: PipelineSpec) -> DAG:
     from edgeloop.rollout.operators import RolloutGateOperator
     from edgeloop.rollout.plan import spec_waves
-    from edgeloop.rollout.tasks import SHADOW_TASK_ID, apply_task_id, gate_task_id
 
     params = {
         "model_version": Param(None, type=["null", "string"], description="registry version; default: from the event"),
@@ -366,30 +329,22 @@ def build_rollout(spec: PipelineSpec) -> DAG:
             description="rolling out a version the evaluation gate did not pass: an admin's manual run, with a reason",
         ),
     }
+    tasks = rollout_tasks
     with _dag(spec, "rollout", [model_asset(spec)], params) as dag:
 
         @task
         def plan(**context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
-            from edgeloop.rollout import tasks
-
             run, events = context["dag_run"], context.get("triggering_asset_events")
             return tasks.plan(spec, PipelineClients(spec), context["params"], run=run, events=events).to_xcom()
 
-        @task(task_id=SHADOW_TASK_ID)
+        @task(task_id=tasks.SHADOW_TASK_ID)
         def shadow(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
-            from edgeloop.rollout import tasks
-
             planned = tasks.RolloutPlanned.from_xcom(plan)
             return tasks.shadow(spec, PipelineClients(spec), planned, ti=context["ti"]).to_xcom()
 
         def apply(index: int, task_id: str) -> Any:
             @task(task_id=task_id, trigger_rule="none_failed")
             def apply_wave(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-                from edgeloop.connections import PipelineClients
-                from edgeloop.rollout import tasks
-
                 planned = tasks.RolloutPlanned.from_xcom(plan)
                 return tasks.apply_wave(spec, PipelineClients(spec), planned, index, context=context).to_xcom()
 
@@ -397,17 +352,11 @@ def build_rollout(spec: PipelineSpec) -> DAG:
 
         @task(trigger_rule="all_done")
         def promote(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
-            from edgeloop.rollout import tasks
-
             planned, records = tasks.RolloutPlanned.from_xcom(plan), tasks.rollout_records(spec, context["ti"])
             return tasks.promote(spec, PipelineClients(spec), planned, records, metrics=_metrics(context)).to_xcom()
 
         @task(trigger_rule="all_done")
         def rollback(plan: dict[str, Any], **context: Any) -> None:
-            from edgeloop.connections import PipelineClients
-            from edgeloop.rollout import tasks
-
             planned, records = tasks.RolloutPlanned.from_xcom(plan), tasks.rollout_records(spec, context["ti"])
             tasks.rollback(spec, PipelineClients(spec), planned, records, context=context, metrics=_metrics(context))
 
@@ -418,14 +367,14 @@ def build_rollout(spec: PipelineSpec) -> DAG:
             if approval_pending and not wave.canary:
                 approval_pending, previous = False, previous >> _approval(spec)
             gate = RolloutGateOperator(
-                task_id=gate_task_id(wave),
+                task_id=tasks.gate_task_id(wave),
                 pipeline=spec.name,
                 wave_index=wave.index,
-                apply_task_id=apply_task_id(wave),
+                apply_task_id=tasks.apply_task_id(wave),
                 soak_seconds=spec.rollout.soak.total_seconds(),
                 trigger_rule="none_failed",
             )
-            previous = previous >> apply(wave.index, apply_task_id(wave))(planned) >> gate
+            previous = previous >> apply(wave.index, tasks.apply_task_id(wave))(planned) >> gate
         previous >> [promote(planned), rollback(planned)]
     return dag
 
@@ -435,21 +384,13 @@ def build_fleet_health(spec: PipelineSpec) -> DAG:
 
         @task
         def compute_health(**context: Any) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients, control_trusted_keys
-            from edgeloop.fleet import tasks
-
-            return tasks.compute_health(
-                spec, PipelineClients(spec), control_trusted_keys(), metrics=_metrics(context)
-            ).to_xcom()
+            trusted, metrics = control_trusted_keys(), _metrics(context)
+            return fleet_tasks.compute_health(spec, PipelineClients(spec), trusted, metrics=metrics).to_xcom()
 
         @task
         def publish_device_alerts(report: dict[str, Any]) -> dict[str, Any]:
-            from edgeloop.connections import PipelineClients
-            from edgeloop.fleet import tasks
-
-            return tasks.publish_device_alerts(
-                spec, PipelineClients(spec), tasks.HealthReport.from_xcom(report)
-            ).to_xcom()
+            health = fleet_tasks.HealthReport.from_xcom(report)
+            return fleet_tasks.publish_device_alerts(spec, PipelineClients(spec), health).to_xcom()
 
         publish_device_alerts(compute_health())
     return dag
@@ -467,19 +408,11 @@ def build_config_push(spec: PipelineSpec) -> DAG:
 
         @task
         def publish_assignment(**context: Any) -> dict[str, Any]:
-            import time
-
-            from edgeloop.connections import PipelineClients, control_signer
-            from edgeloop.fleet import tasks
-
-            return tasks.publish_assignment(
-                spec,
-                PipelineClients(spec),
-                control_signer(),
-                context["params"],
-                run_id=context["dag_run"].run_id,
-                now=time.time(),
-            ).to_xcom()
+            clients, run_id = PipelineClients(spec), context["dag_run"].run_id
+            pushed = fleet_tasks.publish_assignment(
+                spec, clients, control_signer(), context["params"], run_id=run_id, now=time.time()
+            )
+            return pushed.to_xcom()
 
         pushed = publish_assignment()
         pushed >> WaitForAssignmentOperator(
