@@ -22,6 +22,7 @@ from edgeloop.rollout.admission import RolloutRefused, RunOrigin
 from edgeloop.rollout.audit import part_key
 from edgeloop.rollout.job import rollout_id_for
 from edgeloop.rollout.steps import plan_step
+from edgeloop.rollout.tasks import RolloutPlanned
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import build_dataset
 from edgeloop.training.train import train_model
@@ -104,6 +105,7 @@ def test_the_first_model_is_planned_from_its_model_event(
     assert plan["gate"]["decision"] == "promote"
     assert plan["previous_version"] == "0"  # the first model rolls back to the on-device baseline
     assert plan_written(s3_client, spec, run_id)
+    assert RolloutPlanned.from_xcom(plan).to_xcom() == plan  # the plan task's typed result holds it all
 
 
 def test_a_rejected_challenger_cannot_be_planned_by_a_manual_run(
@@ -153,6 +155,7 @@ def test_an_admins_override_is_planned_and_recorded_in_the_audit_part(
     plan = plan_manual(spec, s3_client, stack_env["MLFLOW_TRACKING_URI"], run_id, params, "admin")
     [override] = plan["overrides"]
     assert (override["param"], override["by"]) == ("override_reason", "admin")
+    assert RolloutPlanned.from_xcom(plan).overrides == [override]
     key = part_key(spec, plan["rollout_id"], 0, "plan")
     stored = json.loads(s3_client.get_object(Bucket=spec.storage.bucket, Key=key)["Body"].read())
     assert stored["overrides"] == [override]

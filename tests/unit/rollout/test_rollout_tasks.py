@@ -299,3 +299,28 @@ def test_rollback_restores_the_touched_groups_and_fails_naming_them(
     assert applies == {0: CANARY.to_xcom()} and gates == {0: gate(0, "fail", "errors 0.2 > 0.05").to_xcom()}
     assert context == {"ti": "t"} and kw == {"approval": {"chosen_options": []}, "shadow": None}
     assert [p["state"] for p in clients.parts.objects.values()] == ["fail"]
+
+
+def test_the_shadow_steps_record_is_what_the_shadow_task_reads(
+    spec: PipelineSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeloop.fleet import registry
+    from edgeloop.registry import client
+    from edgeloop.rollout import job
+    from edgeloop.rollout.shadow import ShadowDecision
+
+    orders = shadow_wave.ShadowOrders("3", "4", 10.0, {"line-canary": ["o-1"]}, {"line-canary": []})
+    decision = ShadowDecision("pass", "4", 4, 6, 400, 0.97, 0.01, 1.1, 0.0, [])
+    recorded: list[Any] = []
+    monkeypatch.setattr(job, "artifact_resolver", lambda spec: None)
+    monkeypatch.setattr(registry, "read_registry", lambda spec, kafka, trusted: object())
+    monkeypatch.setattr(client, "mlflow_client", lambda uri: object())
+    monkeypatch.setattr(shadow_wave, "start_shadow", lambda *args: orders)
+    monkeypatch.setattr(shadow_wave, "wait_for_shadow", lambda *args, **kw: (decision, {"BadShadowReport": 1}))
+    monkeypatch.setattr(shadow_wave, "end_shadow", lambda *args: ["o-1-end"])
+    monkeypatch.setattr(shadow_wave, "record_shadow", lambda *args: recorded.append(args[-1]))
+    record = shadow_wave.shadow_step(spec, FakeClients(), PLANNED.to_xcom(), signer=object(), trusted=object())
+    decided = ShadowDecided.from_xcom(record)
+    assert decided.to_xcom() == record == recorded[0]
+    assert (decided.state, decided.orders, decided.ended_by) == ("pass", {"line-canary": ["o-1"]}, ["o-1-end"])
+    assert decided.devices == {"line-canary": []}  # the shadowed devices per group, not the decision's count
