@@ -266,7 +266,7 @@ def shadow_step(
         "share": targets.share,
         "window_s": targets.window_s,
         "orders": orders.orders,
-        "devices": orders.devices,
+        "shadowed_devices": orders.devices,  # per group, for a share (the decision's `devices` is a count)
         "ended_by": ended,
         "refused_reports": refused,
         "started_at": orders.started_at,

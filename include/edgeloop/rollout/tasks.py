@@ -129,7 +129,7 @@ class ShadowDecided(XComResult):
     challenger_version: str
     champion_version: str
     windows: int
-    devices: dict[str, list[str]]
+    devices: int  # devices that sent a counted window
     records: int
     agreement: float | None
     mean_confidence_delta: float | None
@@ -140,6 +140,7 @@ class ShadowDecided(XComResult):
     share: float | None
     window_s: float
     orders: dict[str, list[str]]
+    shadowed_devices: dict[str, list[str]]  # per group, the devices of a share (empty: the whole group)
     ended_by: list[str]
     refused_reports: dict[str, int]
     started_at: float

@@ -69,7 +69,7 @@ SHADOWED = ShadowDecided(
     challenger_version="4",
     champion_version="3",
     windows=4,
-    devices={"line-canary": []},
+    devices=6,
     records=400,
     agreement=0.97,
     mean_confidence_delta=0.01,
@@ -80,6 +80,7 @@ SHADOWED = ShadowDecided(
     share=None,
     window_s=30.0,
     orders={"line-canary": ["ro-1.line-canary.s4"]},
+    shadowed_devices={"line-canary": []},
     ended_by=["ro-1.line-canary.se4"],
     refused_reports={},
     started_at=10.0,
@@ -323,4 +324,4 @@ def test_the_shadow_steps_record_is_what_the_shadow_task_reads(
     decided = ShadowDecided.from_xcom(record)
     assert decided.to_xcom() == record == recorded[0]
     assert (decided.state, decided.orders, decided.ended_by) == ("pass", {"line-canary": ["o-1"]}, ["o-1-end"])
-    assert decided.devices == {"line-canary": []}  # the shadowed devices per group, not the decision's count
+    assert (decided.devices, decided.shadowed_devices) == (6, {"line-canary": []})
