@@ -6,9 +6,10 @@ Part of `make bench-rollout`, after `bench_rollout.py`. Three sections, in this 
 1. Shadow CPU cost, on this machine, no stack: two ONNX models of the demo spec's estimator (random
    forests of the same size, trained on simulated readings, exported and loaded the agent's way,
    `edge.runtime.load_model`). CPU time (`time.process_time`) per input, one reading per call as
-   the agent scores them, of the champion served alone (`OnnxModel.predict_proba`) against an
-   `edge.shadow.ShadowEvaluator` serving the champion with the challenger beside it; `--shadow-runs`
-   runs of `--shadow-inputs` inputs each, the two interleaved run by run; median and p95 per input.
+   the agent scores them, of the champion served alone (`OnnxModel.predict_proba`), of both models
+   called in turn (what the models alone cost) and of an `edge.shadow.ShadowEvaluator` serving the
+   champion with the challenger beside it; `--shadow-runs` runs of `--shadow-inputs` inputs each,
+   the three interleaved run by run; median and p95 per input.
 2. Paced waves on the running stack (`make stack-up`): one group of `--devices` simulated devices (the
    fleet simulator as a child process, `--models rules`: every version is the rule model, version 4
    is injected to fail to load), versions registered as `bench_rollout.py` does (version 1 trained and
@@ -25,10 +26,11 @@ Part of `make bench-rollout`, after `bench_rollout.py`. Three sections, in this 
 
 The DAG runs one such job per group (up to 8 at a time), and each paces its own group's devices: one
 group of 10,000 devices is the case where `rate.per_minute` bounds the whole fleet's orders.
-Defaults match the issue (10,000 devices, 1,000 a minute: about 10 minutes for the fixed rate and 11.5
-for the exponential one); `--devices` and the rates make a shorter run. Everything the benchmark
-creates (topics, objects under its storage prefix, the registered model and its experiment) is
-removed at the end. Usage:
+Defaults match the issue (10,000 devices, 1,000 a minute: the schedules plan 10 minutes for the fixed
+rate and 11.5 for the exponential one, and a job sends a little slower than planned: 11.5 and 13.3
+minutes on a loaded 2-core machine); `--devices` and the rates make a shorter run. Everything the
+benchmark creates (topics, objects under its storage prefix, the registered model and its
+experiment) is removed at the end. Usage:
 
     PYTHONPATH=include:. .venv/bin/python benchmarks/bench_rollout_policy.py [--devices 10000] [--rate 1000]
         [--base-rate 100] [--increment-factor 2] [--step-up-after 100] [--abort-pct 5] [--abort-min-executed 50]
