@@ -158,8 +158,9 @@ bench-generator: stack-up ## Pipelines page and API with 100 pipelines
 	$(PY) benchmarks/bench_generator.py
 
 .PHONY: bench-rollout
-bench-rollout: stack-up ## 10,000 simulated devices in 20 groups: gated waves vs naive pushes, failing canary
+bench-rollout: stack-up ## 10,000 simulated devices in 20 groups: gated waves vs naive pushes, failing canary; rollout policy: 10,000 paced at 1,000/min and exponentially, abort criteria on a bad model, shadow CPU cost
 	$(PY) benchmarks/bench_rollout.py
+	$(PY) benchmarks/bench_rollout_policy.py --devices 10000 --rate 1000
 
 .PHONY: bench-metadata
 bench-metadata: $(VENV)/.installed $(KAFKA_LIBS)/.installed system-packages ## task start latency with the metadata on SQLite vs PostgreSQL (two stacks of its own, one after the other); BENCH_ARGS=--rollout adds bench-rollout's DAG run

@@ -51,7 +51,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,11 +204,15 @@ class DeviceStateTail(threading.Thread):
         raise TimeoutError(f"not every device reported version {version} within {timeout:.0f}s")
 
 
-def start_simulator(spec_path: Path, devices: int, log: Path) -> subprocess.Popen[bytes]:
+def start_simulator(
+    spec_path: Path, devices: int, log: Path, faults: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """The fleet simulator as a child process; `faults` maps versions to injected faults (default: 5 and 6 crash)."""
+    faults = {EDGELOOP_BAD: "crash", NAIVE_BAD: "crash"} if faults is None else faults
     command = [
         sys.executable, "-m", "edgeloop.fleet.cli", "simulate", "--spec", str(spec_path),
-        "--devices", str(devices), "--models", "rules", "--model-version", START,
-        "--fault", f"{EDGELOOP_BAD}=crash", "--fault", f"{NAIVE_BAD}=crash", "--no-ground-truth",
+        "--devices", str(devices), "--models", "rules", "--model-version", START, "--no-ground-truth",
+        *(arg for version, fault in faults.items() for arg in ("--fault", f"{version}={fault}")),
     ]  # fmt: skip
     with log.open("wb") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
