@@ -42,6 +42,9 @@ class ShadowEvaluator:
         self.window_s = window_s
         self.timer = timer
         self.window_start = start
+        champion_index = {label: i for i, label in enumerate(champion.labels)}
+        self._label_map = np.asarray([champion_index.get(label, -1) for label in challenger.labels], dtype=np.int64)
+        self._challenger_width = len(challenger.labels)
         self._reset()
 
     # --- what the device serves: the champion ---------------------------------------------
@@ -61,29 +64,32 @@ class ShadowEvaluator:
 
     def predict_proba(self, rows: np.ndarray, /) -> np.ndarray:
         """The champion's probabilities for `rows`; the challenger's answer to the same rows is only recorded."""
-        began = self.timer()
+        timer = self.timer
+        began = timer()
         served = self.champion.predict_proba(rows)  # a champion that fails, fails as it would without shadow
-        took = self.timer() - began
-        count = int(np.asarray(served).shape[0])
-        self._sample(self._champion_ms, took, count)
-        began = self.timer()
+        middle = timer()
+        count = len(served)
         try:
-            shadow = np.asarray(self.challenger.predict_proba(rows), dtype=np.float64)
+            shadow = self.challenger.predict_proba(rows)
         except Exception:  # any failure of the model on trial is counted, never raised to the device
             self.errors += count
             self.records += count
+            self._sample(self._champion_ms, middle - began, count)
             return served
-        self._sample(self._challenger_ms, self.timer() - began, count)
+        self._sample(self._champion_ms, middle - began, count)
+        self._sample(self._challenger_ms, timer() - middle, count)
         self.records += count
-        if shadow.shape != (count, len(self.challenger.labels)) or not np.all(np.isfinite(shadow)):
+        shadow = np.asarray(shadow, dtype=np.float64)
+        if shadow.shape != (count, self._challenger_width) or not np.isfinite(shadow).all():
             self.errors += count
             return served
         served_arr = np.asarray(served, dtype=np.float64)
-        champion_labels = [self.champion.labels[i] for i in np.argmax(served_arr, axis=1)]
-        challenger_labels = [self.challenger.labels[i] for i in np.argmax(shadow, axis=1)]
+        champion_at = served_arr.argmax(axis=1)
+        challenger_at = shadow.argmax(axis=1)
         self.answered += count
-        self.agreements += sum(a == b for a, b in zip(champion_labels, challenger_labels, strict=True))
-        self.confidence_delta_sum += float(np.sum(np.max(shadow, axis=1) - np.max(served_arr, axis=1)))
+        # the same label, by name: the challenger's label index mapped to the champion's (-1: a label it lacks)
+        self.agreements += int(np.count_nonzero(self._label_map[challenger_at] == champion_at))
+        self.confidence_delta_sum += float(shadow.max(axis=1).sum() - served_arr.max(axis=1).sum())
         return served
 
     # --- the report -------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def readings(profile: SensorProfile, n: int, seed: int = 1) -> np.ndarray:
 
 def ticking(champion_ms: float, challenger_ms: float) -> Callable[[], float]:
     """A timer under which every champion call takes `champion_ms` and every challenger call `challenger_ms`."""
-    steps = itertools.cycle([0.0, champion_ms / 1000, 0.0, challenger_ms / 1000])
+    steps = itertools.cycle([0.0, champion_ms / 1000, challenger_ms / 1000])  # before, between, after the two calls
     clock = [0.0]
 
     def now() -> float:
