@@ -4,7 +4,8 @@ Every route needs a logged-in Airflow user (a JWT as `Authorization: Bearer` or 
 `_token` cookie; none gives 401). Reading needs the right to read DAGs; creating,
 changing or deleting a pipeline needs an Airflow admin (a spec decides what runs where:
 images, approvers, rollouts) who may also edit every DAG of that pipeline (its
-`dag_ids`), and a drift report the right to read them (403 otherwise). A spec is written
+`dag_ids`), pausing or resuming its rollouts the right to edit them, and a drift report the
+right to read them (403 otherwise). A spec is written
 only if the deployment allows its Kubernetes values and its approvers are Airflow users. The DAG ids always
 come from the pipeline the request acts on, never from a query parameter. Airflow's auth
 manager answers, through an `Access` so unit tests can give fake users; `airflow_access()`
@@ -13,7 +14,7 @@ is what the plugin uses.
 The page is one HTML file and one vanilla JS file, served from memory; it talks to the
 `/api` routes and, to run a DAG, to Airflow's public REST API with the same login.
 
-The routes live in groups under `edgeloop.generator.api` (`pages`, `reading`, `wizard`, `writing`),
+The routes live in groups under `edgeloop.generator.api` (`pages`, `reading`, `rollouts`, `wizard`, `writing`),
 each built from one `RouteContext`; this module assembles them with the error handlers and the
 request body limit.
 """
@@ -42,6 +43,7 @@ from edgeloop.generator.api.context import (
 )
 from edgeloop.generator.api.pages import pages_router, render_report_index
 from edgeloop.generator.api.reading import pipeline_router, reading_router
+from edgeloop.generator.api.rollouts import rollout_router
 from edgeloop.generator.api.wizard import wizard_router
 from edgeloop.generator.api.writing import writing_router
 from edgeloop.generator.render import MAX_SPEC_BYTES
@@ -95,6 +97,7 @@ def create_app(settings: GeneratorSettings, access: Access, sources: Sources) ->
 
     app.include_router(reading_router(ctx))
     app.include_router(pipeline_router(ctx))
+    app.include_router(rollout_router(ctx))
     app.include_router(wizard_router(ctx))
     app.include_router(writing_router(ctx))
     return app

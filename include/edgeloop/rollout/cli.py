@@ -25,15 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         flag = sub.add_parser(name, help=text)
         flag.add_argument("--pipeline", required=True)
         flag.add_argument("--by", default=os.environ.get("USER", "cli"), help="who pauses or resumes (audit)")
-        if name == "rollout-pause":
-            flag.add_argument("--reason", required=True)
+        flag.add_argument("--reason", required=name == "rollout-pause", default="", help="why (audit)")
         flag.set_defaults(func=run_pause)
 
 
 def run_pause(args: argparse.Namespace) -> int:
     """Write or delete the pipeline's pause flag with its S3 connection (`rollout.pause`)."""
     from edgeloop.connections import PipelineClients
-    from edgeloop.rollout.pause import pause_rollouts, pause_state, resume_rollouts
+    from edgeloop.rollout.pause import pause_rollouts, resume_rollouts
     from edgeloop.spec import default_pipelines_dir, load_spec
 
     spec = load_spec(default_pipelines_dir() / f"{args.pipeline}.yaml")
@@ -41,9 +40,7 @@ def run_pause(args: argparse.Namespace) -> int:
     if args.command == "rollout-pause":
         print(json.dumps(pause_rollouts(s3, spec, args.by, args.reason)))
     else:
-        was = pause_state(s3, spec)
-        resume_rollouts(s3, spec)
-        print(json.dumps({"paused": False, "by": args.by, "was": was}))
+        print(json.dumps(resume_rollouts(s3, spec, args.by, args.reason)))
     return 0
 
 

@@ -5,6 +5,7 @@ Only unit tests use these; integration tests go through the real Airflow api-ser
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
@@ -124,11 +125,46 @@ class FakeKafka:
             raise KafkaUnavailable("Kafka at fake:9092 did not answer in 5s")
 
 
+@dataclass
+class FakeStorage:
+    """The few S3 calls of the pause flag and the audit parts, objects in a dict; `down` fails every call."""
+
+    objects: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    down: bool = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("S3 at fake:9000 did not answer")
+
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes, **_: Any) -> dict[str, Any]:
+        self._check()
+        self.objects[(Bucket, Key)] = Body
+        return {}
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        self._check()
+        if (Bucket, Key) not in self.objects:
+            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": Key}}, "GetObject")
+        return {"Body": io.BytesIO(self.objects[(Bucket, Key)])}
+
+    def delete_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        self._check()
+        self.objects.pop((Bucket, Key), None)
+        return {}
+
+    def json(self, key_end: str) -> list[dict[str, Any]]:
+        """The JSON objects whose key ends with `key_end`, by key."""
+        return [json.loads(body) for (_, key), body in sorted(self.objects.items()) if key.endswith(key_end)]
+
+
 def fake_sources(
     kafka: FakeKafka,
     dag_states: dict[str, DagStatus] | None = None,
     mlflow_up: bool = True,
     deployment: DeploymentSettings | None = None,
+    storage: FakeStorage | None = None,
 ) -> Sources:
     states = dag_states or {}
 
@@ -150,6 +186,7 @@ def fake_sources(
         fleet=kafka.fleet,
         deployment=lambda: deployment or DeploymentSettings(),
         users=lambda: set(AIRFLOW_USERS),
+        storage=lambda spec: storage if storage is not None else FakeStorage(),
     )
 
 
@@ -161,12 +198,13 @@ def make_client(
     mlflow_up: bool = True,
     with_demo: bool = True,
     deployment: DeploymentSettings | None = None,
+    storage: FakeStorage | None = None,
 ) -> TestClient:
     if with_demo:
         shutil.copy(DEMO_SPEC, folder / DEMO_SPEC.name)
     app = create_app(
         GeneratorSettings(pipelines_dir=folder),
         FAKE_ACCESS,
-        fake_sources(kafka or FakeKafka(), dag_states, mlflow_up, deployment),
+        fake_sources(kafka or FakeKafka(), dag_states, mlflow_up, deployment, storage),
     )
     return TestClient(app, root_path=PREFIX)

@@ -60,6 +60,7 @@ READ_ROUTES = [
     ("GET", "/api/pipelines/factory_maintenance", None),
     ("GET", "/api/pipelines/factory_maintenance/fleet", None),
     ("GET", "/api/pipelines/factory_maintenance/charts", None),
+    ("GET", "/api/pipelines/factory_maintenance/rollout-pause", None),
     ("POST", "/api/pipelines/factory_maintenance/diff", {"text": "name: x\n"}),
     ("POST", "/api/validate", {"text": "name: x\n"}),
     ("GET", "/api/topics", None),
@@ -72,6 +73,7 @@ WRITE_ROUTES = [
     ("POST", "/api/pipelines", {"text": "name: x\n"}),
     ("PUT", "/api/pipelines/factory_maintenance", {"text": "name: x\n", "version": "0" * 16}),
     ("DELETE", "/api/pipelines/factory_maintenance?version=" + "0" * 16, None),
+    ("POST", "/api/pipelines/factory_maintenance/rollout-pause", {"paused": True, "reason": "line stop"}),
 ]
 
 
@@ -426,6 +428,7 @@ def test_the_openapi_schema_documents_every_operation(client: TestClient) -> Non
         "/api/pipelines/{name}",
         "/api/pipelines/{name}/fleet",
         "/api/pipelines/{name}/charts",
+        "/api/pipelines/{name}/rollout-pause",
         "/api/pipelines/{name}/diff",
         "/api/validate",
         "/api/render",
@@ -435,6 +438,7 @@ def test_the_openapi_schema_documents_every_operation(client: TestClient) -> Non
         "/reports/{name}/{run}/",
     }
     assert set(schema["paths"]["/api/pipelines/{name}"]) == {"get", "put", "delete"}
+    assert set(schema["paths"]["/api/pipelines/{name}/rollout-pause"]) == {"get", "post"}
     assert {"Draft", "CreateRequest", "UpdateRequest", "ErrorBody"} <= set(schema["components"]["schemas"])
     put = schema["paths"]["/api/pipelines/{name}"]["put"]["responses"]
     assert {"200", "401", "403", "404", "409", "422", "503"} == set(put)

@@ -1,4 +1,4 @@
-"""The routes of the plugin app, in groups: `pages`, `reading`, `wizard`, `writing`.
+"""The routes of the plugin app, in groups: `pages`, `reading`, `rollouts`, `wizard`, `writing`.
 
 Each group is an `APIRouter` built from one `context.RouteContext` (settings, access, sources);
 `edgeloop.generator.app.create_app` includes them. Every route needs the right to read DAGs;

@@ -123,12 +123,13 @@ class Sources:
     fleet: Callable[[PipelineSpec, dict[str, Any]], dict[str, Any]] | None = None
     query_range: Callable[[str, str, float, float, float, float], list[dict[str, Any]]] = query_range
     deployment: Callable[[], DeploymentSettings] = load_deployment  # the allowlist, read at each write
+    storage: Callable[[PipelineSpec], Any] | None = None  # an S3 client with the pipeline's connection
     users: Callable[[], set[str] | None] = known_user_names  # None: the auth manager cannot list them
 
 
 def airflow_sources() -> Sources:
     """Connections and the metadata DB of the Airflow deployment the plugin runs in."""
-    from edgeloop.connections import mlflow_tracking_uri
+    from edgeloop.connections import PipelineClients, mlflow_tracking_uri
     from edgeloop.kafka import ensure_pipeline_topics, kafka_config_from_connection
 
     return Sources(
@@ -137,6 +138,7 @@ def airflow_sources() -> Sources:
         dag_status=pipeline_status.airflow_dag_status,
         ensure_topics=ensure_pipeline_topics,
         fleet=fleet_summary,
+        storage=lambda spec: PipelineClients(spec).s3(),
     )
 
 

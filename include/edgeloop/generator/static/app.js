@@ -201,6 +201,9 @@ async function toggleFleet(p, box, button) {
     el("tr", { "data-group": g.name }, el("td", {}, g.name, canary.has(g.name) ? " (canary)" : ""), el("td", {}, `wave ${g.wave}`), el("td", {}, `${g.devices} devices planned`), el("td", { class: "sync muted" }, "…"))
   );
   box.append(el("table", { class: "grid compact" }, el("tbody", {}, rows)));
+  const pause = el("div", { class: "rollout-pause" }, el("span", { class: "muted" }, "rollouts: …"));
+  box.append(pause);
+  loadPause(p.name, pause);
   try {
     const fleet = await api(`api/pipelines/${encodeURIComponent(p.name)}/fleet`);
     for (const row of box.querySelectorAll("tr[data-group]")) {
@@ -213,6 +216,44 @@ async function toggleFleet(p, box, button) {
   } catch (error) {
     for (const cell of box.querySelectorAll(".sync")) cell.textContent = `fleet state unavailable: ${error.message}`;
   }
+}
+
+// The pipeline's rollout pause flag: shown to every reader, changed by users who may edit its DAGs.
+async function loadPause(name, box) {
+  const path = `api/pipelines/${encodeURIComponent(name)}/rollout-pause`;
+  let info;
+  try {
+    info = await api(path);
+  } catch (error) {
+    clear(box).append(el("span", { class: "muted" }, `rollout pause state unavailable: ${error.message}`));
+    return;
+  }
+  clear(box);
+  const flag = info.flag || {};
+  box.append(
+    info.paused
+      ? el("span", { class: "paused" }, `Rollouts paused by ${flag.by || "?"} (${when(flag.at)}): ${flag.reason || ""}`)
+      : el("span", {}, "Rollouts are not paused."),
+    info.running_rollouts.length ? el("span", { class: "muted" }, ` Running: ${info.running_rollouts.join(", ")}.`) : null
+  );
+  if (!info.can_change) return;
+  const reason = el("input", { type: "text", maxlength: 500, placeholder: info.paused ? "why resume (optional)" : "why pause (required)", "aria-label": "reason" });
+  const button = el("button", { type: "button" }, info.paused ? "Resume rollouts" : "Pause rollouts");
+  button.addEventListener("click", async () => {
+    if (!info.paused && !reason.value.trim()) {
+      notice("Say why the rollouts are paused.", "error");
+      return;
+    }
+    button.disabled = true;
+    try {
+      await api(path, { method: "POST", json: { paused: !info.paused, reason: reason.value } });
+      notice(info.paused ? `Rollouts of ${name} resumed.` : `Rollouts of ${name} paused.`, "ok");
+    } catch (error) {
+      notice(`Could not ${info.paused ? "resume" : "pause"} the rollouts of ${name}: ${error.message}`, "error");
+    }
+    loadPause(name, box);
+  });
+  box.append(" ", reason, " ", button);
 }
 
 async function loadStatus() {
