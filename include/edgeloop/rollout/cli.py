@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgeloop.spec import PipelineSpec
 
 XCOM_FILE = Path("/airflow/xcom/return.json")  # KubernetesPodOperator's xcom sidecar reads it
 ARTIFACT_ENV = "EDGELOOP_ARTIFACT"  # the version's ONNX file as resolved by the launching task (a local job)
@@ -56,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
         trusted = trusted_from_env(os.environ, signer)
     except BadKey as exc:
         raise SystemExit(f"{exc} (a Kubernetes Secret or the environment provides it)") from None
-    from edgeloop.rollout.pause import PAUSE_URL_ENV, paused_by_url
-
-    paused = paused_by_url(os.environ[PAUSE_URL_ENV]) if os.environ.get(PAUSE_URL_ENV) else None
+    paused = pause_check(spec, args.group, args.rollback)
     artifacts = None
     if os.environ.get(ARTIFACT_ENV):
         from edgeloop.contract.artifact import ArtifactRef
@@ -84,6 +86,32 @@ def run(args: argparse.Namespace) -> int:
         XCOM_FILE.write_text(text)
     print(text)
     return 0
+
+
+def pause_check(spec: PipelineSpec, group: str, rollback: bool) -> Callable[[], bool] | None:
+    """What the job asks before each order whether the rollouts are paused (`rollout.pause`); None: never held.
+
+    A local job reads the presigned URL its launching task hands it; a job in a pod reads the flag with
+    the pipeline's S3 connection (`AIRFLOW_CONN_<ID>` from a Kubernetes Secret). A rollback and a
+    `kubernetes` group's job are never held.
+    """
+    from edgeloop.rollout.job import group_of
+    from edgeloop.rollout.pause import PAUSE_URL_ENV, paused_by_s3, paused_by_url
+
+    if rollback or group_of(spec, group).strategy != "kafka":
+        return None
+    if os.environ.get(PAUSE_URL_ENV):
+        return paused_by_url(os.environ[PAUSE_URL_ENV])
+    from edgeloop.connections import PipelineClients
+
+    try:
+        s3 = PipelineClients(spec).s3()
+    except Exception as exc:  # the connection is not in this environment: a pause could not be honoured
+        raise SystemExit(
+            f"the pause flag needs the {spec.connections.s3!r} connection (AIRFLOW_CONN_"
+            f"{spec.connections.s3.upper()}, from the Secret in a pod), not usable here: {exc}"
+        ) from None
+    return paused_by_s3(s3, spec)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

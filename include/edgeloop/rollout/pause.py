@@ -9,8 +9,8 @@ with the pipeline's S3 connection. The flag says who paused and why; each pause 
 ids of the running rollouts is also a part of their audit records (`PAUSE_AUDIT_ORDER`).
 
 A job launched as a local process reads the flag through a presigned GET URL the launching task
-hands it (`PAUSE_URL_ENV`); a job in a pod gets none (its pod spec holds no credential), so there
-only the gate holds a paused rollout.
+hands it (`PAUSE_URL_ENV`); a job in a pod reads it with the pipeline's S3 connection, which its
+pod gets from a Kubernetes Secret (`rollout.pods.job_secrets`; the pod spec holds no credential).
 """
 
 from __future__ import annotations
@@ -91,6 +91,21 @@ def pause_url(s3: Any, spec: PipelineSpec, expires_s: int) -> str:
     """A presigned GET of the pause object (404 while not paused), for a job without the S3 connection."""
     params = {"Bucket": spec.storage.bucket, "Key": pause_key(spec)}
     return str(s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s))
+
+
+def paused_by_s3(s3: Any, spec: PipelineSpec) -> Callable[[], bool]:
+    """The check a job with the pipeline's S3 connection calls before each batch: True while the flag exists.
+
+    As with `paused_by_url`, an answer other than found or not found holds the orders.
+    """
+
+    def paused() -> bool:
+        try:
+            return pause_state(s3, spec) is not None
+        except Exception:  # an S3 error or no answer: cannot tell, so hold (bounded by the job's timeout)
+            return True
+
+    return paused
 
 
 def paused_by_url(url: str, timeout: float = 10.0) -> Callable[[], bool]:

@@ -13,10 +13,19 @@ from edgeloop.spec import PipelineSpec
 
 # Kubernetes Secrets the job reads, as (env var, secret name, key). Created by the platform
 # team (helm-values/), never by edgeloop.
-JOB_SECRETS = (
-    ("EDGELOOP_SIGNING_KEY", "edgeloop-control", "signing-key"),
-    ("AIRFLOW_CONN_EDGELOOP_KAFKA", "edgeloop-connections", "kafka"),
-)
+SIGNING_SECRET = ("EDGELOOP_SIGNING_KEY", "edgeloop-control", "signing-key")
+CONNECTIONS_SECRET = "edgeloop-connections"  # noqa: S105 - a Secret's name; one key per kind: kafka, s3, mlflow
+
+
+def job_secrets(spec: PipelineSpec) -> list[tuple[str, str, str]]:
+    """The signing key and the pipeline's connections as `AIRFLOW_CONN_<ID>`, each a Secret reference.
+
+    Kafka carries the orders; S3 holds the pause flag (`rollout.pause`) and, with MLflow, the
+    version's ONNX file the job publishes.
+    """
+    connections = spec.connections
+    kinds = (("kafka", connections.kafka), ("s3", connections.s3), ("mlflow", connections.mlflow))
+    return [SIGNING_SECRET, *((f"AIRFLOW_CONN_{conn.upper()}", CONNECTIONS_SECRET, key) for key, conn in kinds)]
 
 
 def job_arguments(spec: PipelineSpec, group: str, model_version: str, wave: int, rollout_id: str) -> list[str]:
@@ -71,7 +80,7 @@ def rollout_pod_operator(
         security_context=k8s.V1PodSecurityContext(
             run_as_non_root=True, fs_group=0, seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")
         ),
-        secrets=[Secret("env", env, name, key) for env, name, key in JOB_SECRETS],
+        secrets=[Secret("env", env, name, key) for env, name, key in job_secrets(spec)],
         env_vars={"PYTHONPATH": "/opt/airflow/include", "EDGELOOP_PIPELINES_DIR": "/opt/airflow/include/pipelines"},
         volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
         volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],  # noqa: S108 - the pod's own emptyDir
