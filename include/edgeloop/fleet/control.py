@@ -195,6 +195,13 @@ class FleetView:
                 out.append([])
         return out[0], out[1]
 
+    def error_reports(self, since_ms: int, *, timeout: float = 60.0) -> list[TopicRecord]:
+        """The error reports published from `since_ms` on (none for a missing topic), without the heartbeats."""
+        try:
+            return self._errors.read(since_ms, timeout=timeout)
+        except TopicMissing:
+            return []
+
     def refresh(self, *, timeout: float = 60.0) -> tuple[DeviceRegistry, DeviceStates]:
         from edgeloop.fleet.registry import enrolment_of
 

@@ -5,7 +5,7 @@ the end of the soak, when enough devices report the new version, few are offline
 confidence holds. A device that never reports the new version counts as failed then.
 
 With the spec's rollout policy the gate also applies the abort criteria (`rollout.abort`, over
-the wave's devices that finished: applied, failed or timed out) at every check, and at the end of the soak
+the wave's devices that finished: applied, failed, rejected or timed out) at every check, and at the end of the soak
 `rollout.success_threshold` in place of `thresholds.min_applied_ratio`; their numbers go into
 the decision (`policy`). Without them the decision is as before.
 """
@@ -28,7 +28,8 @@ class GroupReading:
     offline_ratio: float
     error_rate: float | None
     mean_confidence: float | None
-    timed_out: int = 0  # devices that neither applied nor failed within `rollout.device_timeout`
+    timed_out: int = 0  # devices that neither applied, failed nor refused within `rollout.device_timeout`
+    rejected: int = 0  # devices that refused their order (a signed refusal report), not counted in `failed`
 
     @property
     def applied_ratio(self) -> float:
@@ -36,7 +37,8 @@ class GroupReading:
 
     @property
     def failure_ratio(self) -> float:
-        return self.failed / self.devices if self.devices else 0.0
+        """Failed and refused applies over the devices (a device that never answered is not in it)."""
+        return (self.failed + self.rejected) / self.devices if self.devices else 0.0
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,10 @@ def evaluate_gate(
     if abort is not None:
         failed = sum(r.failed for r in readings)
         timed_out = sum(r.timed_out for r in readings)
-        executed = sum(r.applied for r in readings) + failed + timed_out
-        decision = evaluate_abort(executed, {"failed": failed, "timed_out": timed_out}, abort)
+        rejected = sum(r.rejected for r in readings)
+        executed = sum(r.applied for r in readings) + failed + timed_out + rejected
+        by_type = {"failed": failed, "timed_out": timed_out, "rejected": rejected}
+        decision = evaluate_abort(executed, by_type, abort)
         policy["abort"] = decision.to_dict()
         if decision.abort:
             failures.append(f"abort criteria: {decision.reason}")
@@ -85,8 +89,9 @@ def evaluate_gate(
             failures.append(f"{r.group}: no device of the group is known to the fleet")
             continue
         if r.failure_ratio > max_failure_ratio:
+            refused = f", {r.rejected} refused the order" if r.rejected else ""
             failures.append(
-                f"{r.group}: {r.failed}/{r.devices} devices failed to apply (max ratio {max_failure_ratio})"
+                f"{r.group}: {r.failed}/{r.devices} devices failed to apply{refused} (max ratio {max_failure_ratio})"
             )
         if r.error_rate is not None and r.error_rate > thresholds.max_error_rate:
             failures.append(f"{r.group}: error rate {r.error_rate:.3f} > {thresholds.max_error_rate}")

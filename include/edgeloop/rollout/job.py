@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -256,16 +257,19 @@ def read_group_readings(
     devices: Mapping[str, Sequence[str]] | None = None,
     device_timeout_s: float | None = None,
 ) -> tuple[list[GroupReading], dict[str, int]]:
-    """What the enrolled devices of each group report: applied version, failures, offline, errors,
-    confidence; and the reports left out because their device did not sign them, by reason.
+    """What the enrolled devices of each group report: applied version, failures, refusals, offline,
+    errors, confidence; and the reports left out because their device did not sign them, by reason.
 
-    `devices` names, for a group a share wave reached, the only devices of it that are read. With
-    `device_timeout_s`, once `window_s` (the time since the wave's orders) passed it, a device that
-    has neither applied nor failed counts as timed out. A gate that reads again and again passes the
-    same `view`: each reading then re-checks only new records.
+    `devices` names, for a group a share wave reached, the only devices of it that are read. A device
+    that refused its order (`rollout.orders.order_outcome`: a signed `bad_control` report naming it
+    within `window_s`, or a refused status) counts as rejected. With `device_timeout_s`, once
+    `window_s` (the time since the wave's orders) passed it, a device that has neither applied,
+    failed nor refused counts as timed out. A gate that reads again and again passes the same
+    `view`: each reading then re-checks only new records.
     """
     from edgeloop.fleet.control import FleetView
     from edgeloop.fleet.health import fleet_status
+    from edgeloop.rollout.orders import order_ids_of, order_outcome, refused_orders
 
     view = view or FleetView(spec, kafka_config, trusted, groups=groups)
     registry, states = view.refresh(timeout=30)
@@ -285,22 +289,23 @@ def read_group_readings(
         groups=groups,
     )
     late = device_timeout_s is not None and window_s > device_timeout_s
+
+    def ids_of(device: str) -> set[str]:
+        ids = assignment_ids.get(states.devices[device].group_id) if device in states.devices else None
+        return order_ids_of(ids, device) if ids is not None else set()
+
+    since_ms = int((time.time() - max(window_s, 5.0)) * 1000)  # as fleet_status read them: nothing read again
+    refusals = refused_orders(view.error_reports(since_ms, timeout=30), registry, ids_of)
     readings = []
     for group in groups:
         members = states.in_group(group)
         if devices is not None and group in devices:
             wanted = set(devices[group])
             members = [s for s in members if s.device_id in wanted]
-        ids = assignment_ids.get(group)
-        applied = sum(1 for s in members if s.reported.get("model_version") == model_version)
-        failed = sum(
-            1
-            for s in members
-            if s.reported.get("model_version") != model_version
-            and s.reported.get("status") == "failed"
-            and ids is not None
-            and str(s.reported.get("assignment_id")) in (ids, f"{ids}.{s.device_id}")
+        outcomes = Counter(
+            order_outcome(s, model_version, ids_of(s.device_id), refusals.get(s.device_id))[0] for s in members
         )
+        applied, failed, rejected = outcomes["applied"], outcomes["failed"], outcomes["rejected"]
         health = status.group(group)
         readings.append(
             GroupReading(
@@ -311,7 +316,8 @@ def read_group_readings(
                 offline_ratio=health.offline_ratio,
                 error_rate=health.error_rate,
                 mean_confidence=health.mean_confidence,
-                timed_out=len(members) - applied - failed if late else 0,
+                timed_out=len(members) - applied - failed - rejected if late else 0,
+                rejected=rejected,
             )
         )
     return readings, status.refused_reports

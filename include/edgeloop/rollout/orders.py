@@ -8,17 +8,19 @@ then also orders the group itself, so that a device that joins it or comes back 
 group's desired model from the group's order (the device twin). Without either, the group is
 ordered at once, as before.
 
-Each device's order is classified with `policy.classify_execution` (an order not applied within
-`rollout.device_timeout` is `timed_out`, for good), tallied, and checked against the abort
-criteria (`rollout.abort`) before each batch and at each poll: an abort stops the wave before
-its next batch. Every paced batch and the abort decision come back with their numbers, for the
-rollout's audit parts.
+Each device's order is classified with `policy.classify_execution` (`order_outcome` reads what
+the device said: applied, `failed` with its twin's reason, or `rejected` when it refused the order,
+by a signed `bad_control` error report naming the order or a `rejected`/`refused` status; an order
+it neither applied nor answered within `rollout.device_timeout` is `timed_out`, for good), tallied,
+and checked against the abort criteria (`rollout.abort`) before each batch and at each poll: an
+abort stops the wave before its next batch. Every paced batch and the abort decision come back
+with their numbers, for the rollout's audit parts.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -37,8 +39,14 @@ from edgeloop.spec import PipelineSpec
 
 if TYPE_CHECKING:
     from edgeloop.contract.artifact import ArtifactRef
+    from edgeloop.contract.identity import DeviceRegistry
     from edgeloop.contract.keys import Signer
+    from edgeloop.contract.messages import DeviceState
     from edgeloop.fleet.control import DeviceStates, FleetView
+    from edgeloop.fleet.topics import TopicRecord
+
+REFUSED_STATUSES = ("rejected", "refused")  # a reported status that says the device refused the order
+REPORT_SKEW_S = 300.0  # error reports are read back this far before the first order (device clocks)
 
 
 def wave_share(spec: PipelineSpec, wave: int, group: str) -> float | None:
@@ -62,17 +70,51 @@ def device_order_id(assignment_id: str, device_id: str) -> str:
     return f"{assignment_id}.{device_id}"
 
 
-def device_status(states: DeviceStates, device_id: str, model_version: str, order_ids: set[str]) -> str | None:
-    """What a device reports about its order: applied, failed, or nothing yet (None)."""
-    state = states.devices.get(device_id)
-    if state is None:
-        return None
-    reported = state.reported
+def order_ids_of(assignment_id: str, device_id: str) -> set[str]:
+    """The ids a device's order in a wave may have: the group's order, or its own."""
+    return {assignment_id, device_order_id(assignment_id, device_id)}
+
+
+def order_outcome(
+    state: DeviceState | None, model_version: str, order_ids: set[str], refusal: str | None = None
+) -> tuple[str | None, str | None]:
+    """What a device says about its order, and why: ("applied", None), ("failed", its twin's reason) when
+    it took the order but could not apply it, ("rejected", the reason) when it refused the order (a
+    `refusal` from its error reports, or a `rejected`/`refused` status in its twin), or (None, None)."""
+    reported = state.reported if state is not None else {}
     if reported.get("model_version") == model_version:
-        return "applied"
-    if reported.get("assignment_id") in order_ids and reported.get("status") == "failed":
-        return "failed"
-    return None
+        return "applied", None
+    status = reported.get("status")
+    ours = reported.get("assignment_id") in order_ids
+    if ours and status == "failed":
+        return "failed", str(reported.get("reason") or "") or None
+    if ours and status in REFUSED_STATUSES:
+        return "rejected", str(reported.get("reason") or "") or None
+    if refusal is not None:
+        return "rejected", refusal
+    return None, None
+
+
+def refused_orders(
+    records: Iterable[TopicRecord], registry: DeviceRegistry, order_ids: Callable[[str], set[str]]
+) -> dict[str, str]:
+    """Devices that refused their order, with the reason: a `bad_control` error report signed by the device
+    whose `control_id` is one of `order_ids(device)` (an unsigned or foreign report counts for nothing)."""
+    from edgeloop.contract.messages import MAX_DEVICE_MESSAGE_BYTES
+    from edgeloop.contract.safejson import JsonRefused, loads_object
+
+    refused: dict[str, str] = {}
+    for record in records:
+        try:
+            body = loads_object(record.value, max_bytes=MAX_DEVICE_MESSAGE_BYTES)
+        except JsonRefused:
+            continue
+        device = body.get("device_id")
+        if body.get("kind") != "bad_control" or not isinstance(device, str) or registry.check(body) is not None:
+            continue
+        if body.get("control_id") in order_ids(device):
+            refused.setdefault(device, str(body.get("message") or "refused")[:300])
+    return refused
 
 
 @dataclass
@@ -87,8 +129,16 @@ class WaveExecutions:
     group: str | None = None  # a group order: every member device counts as ordered at `group_ordered_at`
     group_ordered_at: float = 0.0
 
-    def observe(self, states: DeviceStates, now: float) -> list[DeviceExecution]:
-        """Every ordered device's execution at `now`; an end state once reached stays (a late apply is timed_out)."""
+    def order_ids(self, device_id: str) -> set[str]:
+        return order_ids_of(self.assignment_id, device_id)
+
+    def observe(
+        self, states: DeviceStates, now: float, refusals: Mapping[str, str] | None = None
+    ) -> list[DeviceExecution]:
+        """Every ordered device's execution at `now`; an end state once reached stays (a late apply is timed_out).
+
+        `refusals` are the devices that refused their order, with the reason (`refused_orders`).
+        """
         if self.group is not None:
             for state in states.in_group(self.group):
                 self.ordered_at.setdefault(state.device_id, self.group_ordered_at)
@@ -97,9 +147,10 @@ class WaveExecutions:
             if device in self.ended:
                 out.append(self.ended[device])
                 continue
-            ids = {self.assignment_id, device_order_id(self.assignment_id, device)}
-            status = device_status(states, device, self.model_version, ids)
-            execution = classify_execution(device, status, at, now, self.timeout)
+            refusal = (refusals or {}).get(device)
+            reported = states.devices.get(device)
+            status, reason = order_outcome(reported, self.model_version, self.order_ids(device), refusal)
+            execution = classify_execution(device, status, at, now, self.timeout, detail=reason)
             if execution.state != "in_progress":
                 self.ended[device] = execution
             out.append(execution)
@@ -186,14 +237,23 @@ class PacedWave:
 
     def check(self) -> tuple[list[DeviceExecution], ExecutionTally, bool]:
         """Read device-state once; the executions, their tally, and whether the wave must stop (abort or failures)."""
-        _, states = self.view.refresh(timeout=30)
-        executions = self.executions.observe(states, self.clock())
+        registry, states = self.view.refresh(timeout=30)
+        executions = self.executions.observe(states, self.clock(), self.refusals(registry))
         tally = tally_executions(executions)
         decision = evaluate_abort(tally.executed, tally.failed_by_type, self.spec.rollout.abort)
         self.abort = decision.to_dict()
         failures = sum(tally.failed_by_type.values())
         too_many = bool(tally.targeted) and failures / tally.targeted > self.spec.rollout.max_failure_ratio
         return executions, tally, decision.abort or too_many
+
+    def refusals(self, registry: DeviceRegistry) -> dict[str, str]:
+        """The ordered devices that refused their order (signed `bad_control` reports since the first order)."""
+        started = [self.executions.group_ordered_at] if self.executions.group is not None else []
+        started += list(self.executions.ordered_at.values())
+        if not started:
+            return {}
+        since_ms = int((min(started) - REPORT_SKEW_S) * 1000)
+        return refused_orders(self.view.error_reports(since_ms, timeout=30), registry, self.executions.order_ids)
 
     def publish(self, devices: Sequence[str], timeout_s: float) -> bool:
         """Order `devices` by the pacing schedule; False when the wave stopped (abort, failures, time) first."""

@@ -212,11 +212,14 @@ def classify_execution(
     now: float,
     timeout: timedelta | None,
     reported_at: float | None = None,
+    detail: str | None = None,
 ) -> DeviceExecution:
     """One device's order at `now`: its reported `status` ("applied", "failed", "rejected"; None: no word yet).
 
+    "failed": the device took the order but could not apply it; "rejected": it refused the order.
     With a `timeout` an order not applied within it has timed out (a failure), and stays so: an
-    apply reported (`reported_at`) after the deadline does not count as applied.
+    apply reported (`reported_at`) after the deadline does not count as applied; a device that said
+    no (failed, rejected) did answer, so it is not timed out. `detail` is the device's reason.
     """
     if status not in (None, "applied", "failed", "rejected"):
         raise ValueError(f"status: {status!r} is not applied, failed, rejected or None")
@@ -227,7 +230,7 @@ def classify_execution(
         return DeviceExecution(device_id, "timed_out", elapsed, limit, f"no apply within {limit:g} s of its order")
     if status is None:
         return DeviceExecution(device_id, "in_progress", elapsed, limit, "no report yet")
-    return DeviceExecution(device_id, status, elapsed, limit, f"reported {status}")
+    return DeviceExecution(device_id, status, elapsed, limit, f"reported {status}" + (f": {detail}" if detail else ""))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ the tests below run in order on that fleet, each a rollout job's wave (`rollout.
 5. a paced wave of a file every device refuses stops once the abort criteria's minimum of devices
    executed and failure threshold are reached: no further batch, no group order;
 6. while the pipeline's rollouts are paused (`rollout.pause`, a flag in its storage) a wave sends
-   no order; once resumed it orders its devices.
+   no order; once resumed it orders its devices;
+7. devices that refuse their orders (signed by a key they do not trust) count as `rejected` at once,
+   not `timed_out` after `rollout.device_timeout`, in the job's tally, its abort decision and the gate.
 """
 
 from __future__ import annotations
@@ -364,3 +366,50 @@ def test_a_paused_rollout_sends_no_order_until_it_is_resumed(fleet: Fleet, s3_cl
     assert result["progress"]["applied"] == 5
     versions = fleet.versions()
     assert sorted(d for d, v in versions.items() if v == "5") == sorted(result["devices"])
+
+
+def test_devices_that_refuse_their_orders_are_rejected_not_timed_out(fleet: Fleet) -> None:
+    spec = with_rollout(
+        fleet.spec,
+        canary_groups=[],
+        waves=[PolicyWave(groups=[GROUP], share=0.25), PolicyWave(groups=[GROUP])],
+        device_timeout=timedelta(seconds=20),
+        abort=AbortSpec(failure_threshold_pct=50, min_executed=4, failure_types=["rejected"]),
+        max_failure_ratio=1.0,
+    )
+    before = fleet.versions()
+    started = time.time()
+
+    result = run_wave_job(  # orders signed by a key the devices do not trust: each refuses and says so
+        spec,
+        fleet.kafka,
+        Signer.generate(),
+        GROUP,
+        "6",
+        "ro-rejected",
+        artifacts=lambda _v: fleet.ref,
+        trusted_keys=Keyring.of([fleet.key.public]),
+        wave=0,
+    )
+
+    took = time.time() - started
+    chosen = result["devices"]
+    tally = result["progress"]["executions"]
+    assert len(chosen) == 4 and tally["failed_by_type"] == {"failed": 0, "rejected": 4, "timed_out": 0}, tally
+    assert all("is not a trusted key" in result["progress"]["failed"][d] for d in chosen), result["progress"]
+    assert result["abort"]["abort"] and result["abort"]["failures"] == 4, result["abort"]
+    assert took < 20, f"refusals are counted when they arrive, not at the device timeout ({took:.1f} s)"
+    ids = {GROUP: assignment_id_for("ro-rejected", GROUP, "6")}
+    (reading,), _ = read_group_readings(
+        spec,
+        fleet.kafka,
+        [GROUP],
+        "6",
+        ids,
+        time.time() - started + 25,  # past the device timeout: still rejected, not timed out
+        Keyring.of([fleet.key.public]),
+        devices={GROUP: chosen},
+        device_timeout_s=20,
+    )
+    assert (reading.applied, reading.failed, reading.rejected, reading.timed_out) == (0, 0, 4, 0)
+    assert fleet.versions() == before, "a refused order changes nothing on the device"

@@ -31,6 +31,7 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     monkeypatch.setattr(
         control.FleetView, "refresh", lambda *a, **k: (registry.DeviceRegistry(), control.DeviceStates())
     )
+    monkeypatch.setattr(control.FleetView, "error_reports", lambda *a, **k: [])
     return sent
 
 
