@@ -223,3 +223,49 @@ def test_an_edit_shows_its_diff_and_a_concurrent_change_is_refused_on_the_page(
         expect(viewer_frame.locator(f"tr[data-pipeline={name}]")).to_be_visible()
         expect(viewer_frame.get_by_role("button", name="New pipeline")).to_be_hidden()
         expect(viewer_frame.get_by_role("button", name="Edit")).to_have_count(0)
+
+
+def test_an_editor_pauses_and_resumes_the_rollouts_a_viewer_only_sees_it(
+    stack_env: dict[str, str], simulator_topic: str, airflow_api: Any, s3_client: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    from edgeloop.generator.render import check_spec_text
+    from edgeloop.rollout.pause import pause_state
+
+    base = stack_env["EDGELOOP_AIRFLOW_URL"]
+    name = simulator_topic
+    api = f"{base}/edgeloop/generator/api"
+    session = airflow_api.session
+    draft = session.get(f"{api}/topics/sample", params={"topic": f"{name}.telemetry"}, timeout=60).json()["draft"]
+    created = session.post(f"{api}/pipelines", json={"draft": draft, "create_topics": False}, timeout=60)
+    assert created.status_code == 201, created.text
+    spec = check_spec_text(session.get(f"{api}/pipelines/{name}", timeout=30).json()["text"], name).spec
+    assert spec is not None
+    with chromium() as browser:
+        page = _login(browser, base, "admin", stack_env["AIRFLOW_ADMIN_PASSWORD"])
+        row = page.frame_locator('iframe[title="Pipelines"]').locator(f"tr[data-pipeline={name}]")
+        row.get_by_role("button", name="Groups and rollout").click()
+        pause = row.locator(".rollout-pause")
+        expect(pause).to_contain_text("Rollouts are not paused.")
+        pause.get_by_role("button", name="Pause rollouts").click()  # no reason yet: refused on the page
+        expect(page.frame_locator('iframe[title="Pipelines"]').locator("#notice")).to_contain_text("Say why")
+        assert pause_state(s3_client, spec) is None
+        pause.get_by_label("reason").fill("line 3 stopped")
+        pause.get_by_role("button", name="Pause rollouts").click()
+        expect(pause).to_contain_text("Rollouts paused by admin")
+        expect(pause).to_contain_text("line 3 stopped")
+        expect(pause).not_to_contain_text("null")
+        page.screenshot(path=ARTIFACTS / "generator-rollout-paused.png")
+        flag = pause_state(s3_client, spec)
+        assert flag is not None and (flag["by"], flag["reason"]) == ("admin", "line 3 stopped")
+
+        viewer = _login(browser, base, "viewer", stack_env["AIRFLOW_VIEWER_PASSWORD"])
+        viewer_row = viewer.frame_locator('iframe[title="Pipelines"]').locator(f"tr[data-pipeline={name}]")
+        viewer_row.get_by_role("button", name="Groups and rollout").click()
+        expect(viewer_row.locator(".rollout-pause")).to_contain_text("Rollouts paused by admin")
+        expect(viewer_row.get_by_role("button", name="Resume rollouts")).to_have_count(0)
+
+        pause.get_by_role("button", name="Resume rollouts").click()
+        expect(pause).to_contain_text("Rollouts are not paused.")
+        assert pause_state(s3_client, spec) is None

@@ -2,8 +2,9 @@
 
 Given a fresh `<prefix>.telemetry` topic with device records and a fleet state topic, an
 admin creates, edits and deletes a pipeline through the plugin's REST API; a viewer can
-look but not change; nobody gets in without a token. Also `edgeloop spec new` on the
-same topic. Every pipeline and topic a test makes is removed again.
+look but not change; nobody gets in without a token; an admin pauses and resumes a pipeline's
+rollouts, a viewer only sees the flag. Also `edgeloop spec new` on the same topic. Every pipeline
+and topic a test makes is removed again.
 """
 
 from __future__ import annotations
@@ -199,6 +200,45 @@ def test_create_edit_conflict_and_delete(
     gone = admin.call("DELETE", f"/api/pipelines/{source}", params={"version": first.json()["version"]})
     assert gone.status_code == 204
     assert admin.call("GET", f"/api/pipelines/{source}").status_code == 404
+
+
+def test_an_editor_pauses_and_resumes_rollouts_a_viewer_only_sees_it(
+    admin: Generator, viewer: Generator, base: str, source: str, s3_client: Any, cleanup: list[str]
+) -> None:
+    from edgeloop.generator.render import check_spec_text
+    from edgeloop.rollout.pause import pause_state
+
+    draft = {**sample(admin, source)["draft"], "name": f"{source}_pause"}
+    cleanup.append(draft["name"])
+    created = admin.call("POST", "/api/pipelines", json={"draft": draft, "create_topics": False})
+    assert created.status_code == 201, created.text
+    name = draft["name"]
+    spec = check_spec_text(admin.call("GET", f"/api/pipelines/{name}").json()["text"], name).spec
+    assert spec is not None
+    path = f"/api/pipelines/{name}/rollout-pause"
+    if admin.call("GET", path).status_code == 404:
+        pytest.fail(f"the api-server at {base} runs a plugin without {path}: restart it (make stack-up)")
+
+    anonymous = Generator(base, None)
+    for method, body in (("GET", None), ("POST", {"paused": True, "reason": "x"})):
+        assert anonymous.call(method, path, json=body).status_code == 401
+        assert Generator(base, "not-a-jwt").call(method, path, json=body).status_code == 403
+    seen = viewer.call("GET", path).json()
+    assert (seen["paused"], seen["can_change"]) == (False, False)
+    assert viewer.call("POST", path, json={"paused": True, "reason": "x"}).status_code == 403
+    assert pause_state(s3_client, spec) is None
+
+    paused = admin.call("POST", path, json={"paused": True, "reason": "line 3 stopped"})
+    assert paused.status_code == 200, paused.text
+    flag = pause_state(s3_client, spec)  # the flag a rollout job and the gate read
+    assert flag is not None and (flag["by"], flag["reason"]) == ("admin", "line 3 stopped")
+    assert viewer.call("GET", path).json()["flag"] == flag
+    assert viewer.call("POST", path, json={"paused": False}).status_code == 403
+    assert pause_state(s3_client, spec) == flag, "a viewer's resume changed nothing"
+
+    resumed = admin.call("POST", path, json={"paused": False, "reason": "line 3 runs"})
+    assert resumed.status_code == 200 and resumed.json()["was"] == flag
+    assert pause_state(s3_client, spec) is None and viewer.call("GET", path).json()["paused"] is False
 
 
 def test_invalid_names_and_spec_errors_through_the_server(admin: Generator, source: str) -> None:

@@ -233,9 +233,9 @@ async function loadPause(name, box) {
   box.append(
     info.paused
       ? el("span", { class: "paused" }, `Rollouts paused by ${flag.by || "?"} (${when(flag.at)}): ${flag.reason || ""}`)
-      : el("span", {}, "Rollouts are not paused."),
-    info.running_rollouts.length ? el("span", { class: "muted" }, ` Running: ${info.running_rollouts.join(", ")}.`) : null
+      : el("span", {}, "Rollouts are not paused.")
   );
+  if (info.running_rollouts.length) box.append(el("span", { class: "muted" }, ` Running: ${info.running_rollouts.join(", ")}.`));
   if (!info.can_change) return;
   const reason = el("input", { type: "text", maxlength: 500, placeholder: info.paused ? "why resume (optional)" : "why pause (required)", "aria-label": "reason" });
   const button = el("button", { type: "button" }, info.paused ? "Resume rollouts" : "Pause rollouts");
