@@ -183,6 +183,7 @@ def _short(result: Mapping[str, Any]) -> dict[str, Any]:
         "failed": progress.get("failed_count"),
         "pending": progress.get("pending_count"),
         "executions": progress.get("executions"),
+        "failures": progress.get("failed"),  # device -> why: failed, rejected (its refusal) or timed out (first 50)
     }
 
 

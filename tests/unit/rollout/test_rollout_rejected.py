@@ -23,6 +23,7 @@ from edgeloop.rollout import orders
 from edgeloop.rollout.gate import GroupReading, evaluate_gate
 from edgeloop.rollout.orders import PacedWave, WaveExecutions, order_outcome, refused_orders, run_paced_wave
 from edgeloop.rollout.policy import ShareSelection, classify_execution
+from edgeloop.rollout.steps import wave_outcome
 from edgeloop.spec import AbortSpec, PipelineSpec, RateSpec, load_spec
 
 SPEC = load_spec(Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml")
@@ -157,6 +158,12 @@ def test_the_job_counts_refusals_as_rejected_and_silence_as_timed_out(monkeypatc
     assert "expires_at: the order expired" in failed[DEVICES[0]] and failed[DEVICES[0]].startswith("reported rejected")
     assert failed[DEVICES[3]] == "no apply within 30 s of its order"
     assert fleet.now - 1000.0 > 30, "the silent device was waited for until its timeout"
+
+    result = {"group": GROUP, "strategy": "kafka", "duration_s": 31.0, **record}
+    part = wave_outcome({"model_version": "7", "rollout_id": "ro-1"}, {"index": 0, "groups": [GROUP]}, [result])
+    audited = part["results"][0]  # the apply part of the rollout's audit record
+    assert audited["executions"]["failed_by_type"] == {"failed": 0, "rejected": 2, "timed_out": 1}
+    assert audited["failures"] == failed and audited["failed"] == 3
 
 
 def test_the_abort_criteria_count_rejected_devices_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
