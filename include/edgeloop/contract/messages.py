@@ -102,13 +102,25 @@ def parse_iso(text: str) -> float:
 
 
 class ControlRejected(ValueError):
-    """A control message a device must not apply; `reason` says why, ids are best effort."""
+    """A control message a device must not apply; `reason` says why, ids are best effort.
 
-    def __init__(self, reason: str, *, control_id: str | None = None, target: Target | None = None) -> None:
+    `authenticated`: the message was signed by a trusted key (refused for what it says, e.g. expired);
+    only then may a device's report name its id as an order it refused (anyone can write an id).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        control_id: str | None = None,
+        target: Target | None = None,
+        authenticated: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.control_id = control_id
         self.target = target
+        self.authenticated = authenticated
 
 
 class BadConfig(ValueError):
@@ -362,11 +374,14 @@ def parse_assignment(
     try:
         assignment = _assignment_from(body, groups)
     except ControlRejected as exc:
-        raise ControlRejected(exc.reason, control_id=control_id, target=target) from None
+        raise ControlRejected(exc.reason, control_id=control_id, target=target, authenticated=True) from None
     clock = time.time() if now is None else now
     if parse_iso(assignment.expires_at) < clock:
         raise ControlRejected(
-            f"expires_at: the order expired at {assignment.expires_at}", control_id=control_id, target=target
+            f"expires_at: the order expired at {assignment.expires_at}",
+            control_id=control_id,
+            target=target,
+            authenticated=True,
         )
     return assignment
 

@@ -128,7 +128,7 @@ def verify_control(
         return ControlVerdict(offset, rejected=exc)
     if assignment.pipeline != pipeline:
         reason = f"pipeline: the assignment is for {assignment.pipeline!r}, this device runs {pipeline!r}"
-        refused = ControlRejected(reason, control_id=assignment.id, target=assignment.target)
+        refused = ControlRejected(reason, control_id=assignment.id, target=assignment.target, authenticated=True)
         return ControlVerdict(offset, rejected=refused)
     return ControlVerdict(offset, assignment=assignment)
 
@@ -235,7 +235,8 @@ class DeviceCore:
             if exc.target is not None and not exc.target.matches(self.device_id, self.group_id):
                 self.counters.control_ignored += 1
                 return None, []
-            return None, [self._refuse(verdict.offset, exc.reason, exc.control_id, now)]
+            named = exc.control_id if exc.authenticated else None  # a forged message may carry a real order's id
+            return None, [self._refuse(verdict.offset, exc.reason, named, now)]
         assignment = verdict.assignment
         assert assignment is not None
         if not assignment.target.matches(self.device_id, self.group_id):
@@ -247,9 +248,10 @@ class DeviceCore:
                 return None, []
             reason = (
                 f"sequence: {assignment.sequence} is not after {twin.sequence}, the last order this device took"
-                " (a replayed or out-of-order message)"
+                f" (a replayed or out-of-order message of order {assignment.id})"
             )
-            return None, [self._refuse(verdict.offset, reason, assignment.id, now)]
+            # not named as refused: a copy of an order the device took says nothing about that order
+            return None, [self._refuse(verdict.offset, reason, None, now)]
         twin.sequence = assignment.sequence
         if assignment.id in self.twin.applied_ids:
             return None, []

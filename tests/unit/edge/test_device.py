@@ -164,3 +164,20 @@ def test_telemetry_follows_the_pipeline_schema(core: DeviceCore, spec: PipelineS
     assert record[roles["model_version"]] == "0"
     assert record[roles["record_id"]] == "plant-north-00001-1767225600500-1"
     assert message.ts_ms == 1_767_225_600_500
+
+
+def test_a_refusal_names_the_order_only_when_a_trusted_key_signed_it(core: DeviceCore) -> None:
+    """Anyone who can write to the control topic can write a real order's id: a forged or replayed message
+    is reported without naming it, so that it cannot count as that order refused."""
+
+    def named(wire: bytes, offset: int) -> object:
+        order, out = core.on_control(wire, offset)
+        assert order is None
+        return json.loads(out[0].value).get("control_id")
+
+    assert named(assignment_wire(INTRUDER, model_version="3", assignment_id="ro-1.v3"), 0) is None
+    expired = assignment_wire(model_version="3", assignment_id="ro-2.v3", issued_at=NOW - 8 * 86_400, ttl_s=86_400)
+    assert named(expired, 1) == "ro-2.v3"
+    taken = assignment_wire(model_version="0", assignment_id="ro-3.v0")
+    assert core.on_control(taken, 2)[0] is None  # the device runs version 0: applied at once
+    assert named(taken, 3) is None  # the same message again: a replay
