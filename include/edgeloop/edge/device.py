@@ -235,8 +235,11 @@ class DeviceCore:
             if exc.target is not None and not exc.target.matches(self.device_id, self.group_id):
                 self.counters.control_ignored += 1
                 return None, []
-            named = exc.control_id if exc.authenticated else None  # a forged message may carry a real order's id
-            return None, [self._refuse(verdict.offset, exc.reason, named, now)]
+            if exc.authenticated or exc.control_id is None:
+                return None, [self._refuse(verdict.offset, exc.reason, exc.control_id, now)]
+            # a forged message may carry a real order's id: said in the text, never as the order refused
+            reason = f"{exc.reason} (the message says it is order {exc.control_id!r})"
+            return None, [self._refuse(verdict.offset, reason, None, now)]
         assignment = verdict.assignment
         assert assignment is not None
         if not assignment.target.matches(self.device_id, self.group_id):
