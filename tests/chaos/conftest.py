@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,32 @@ from edgeloop.devstack.config import REPO_ROOT, StackConfig
 
 PIPELINE = "factory_maintenance"
 DEVICES = int(os.environ.get("EDGELOOP_CHAOS_DEVICES", "40"))
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> Iterator[dict[str, str]]:
+    """The chaos stack, started when it is not healthy and left running: `make test-chaos` owns its lifetime.
+
+    (The session-wide fixture stops a stack it had to start; a fault that leaves a service slow to answer
+    its health check would then end the stack, and S3's objects with it, after every run.)
+    """
+    from tests.conftest import STACK_VARS
+
+    from edgeloop.devstack import stack
+
+    if not all(s.healthy for s in stack.status()):
+        stack.up(progress=False)
+    env = stack.read_env_file()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield {k: env[k] for k in STACK_VARS if k in env}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +64,26 @@ def chaos(stack_env: dict[str, str], airflow_api: AirflowApi) -> Chaos:
 @pytest.fixture(scope="session")
 def fleet_on_champion(chaos: Chaos) -> Iterator[dict[str, Any]]:
     """A simulated fleet of real agents that all run the champion (trained and rolled out first if there is none)."""
-    from edgeloop.demo import DemoSettings, StageWatcher, Timeline, bootstrap_first_model, start_fleet
+    from edgeloop.demo import (
+        DemoSettings,
+        StageWatcher,
+        Timeline,
+        bootstrap_first_model,
+        champion,
+        start_fleet,
+        wait_until,
+    )
     from edgeloop.devstack.stack import stop_process
 
     settings = DemoSettings(devices=DEVICES, first_model_timeout=1200)
     start_fleet(chaos.cfg, chaos.spec, settings, {**chaos.env})
     watcher = StageWatcher(chaos.api, chaos.spec, Timeline())
     watcher.baseline()
+    if champion(chaos.env, chaos.spec) is None:
+        # a small search: the faults need a champion on every device, not the best one (5 minutes less under load)
+        run_id = f"chaos_first_model_{int(time.time())}"
+        chaos.api.trigger(chaos.dag("train"), run_id, conf={"search_budget": 3}, note="chaos: first model")
+        wait_until(lambda: champion(chaos.env, chaos.spec), settings.first_model_timeout, "a champion", watcher)
     first = bootstrap_first_model(chaos.api, chaos.env, chaos.spec, watcher, settings)
     yield {"champion": first, "devices": DEVICES}
     stop_process("fleet-simulator", chaos.cfg)
