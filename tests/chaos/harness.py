@@ -96,8 +96,11 @@ def task_in_state(api: AirflowApi, dag_id: str, run_id: str, task_id: str, state
         return False
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[bytes | None, bytes | None]]:
-    """Every message of `topic` from the beginning to the end it had when the read started, (key, value)."""
+def read_topic(
+    bootstrap: str, topic: str, timeout: float = 60.0, since_ms: int = 0
+) -> list[tuple[bytes | None, bytes | None]]:
+    """The messages of `topic` up to the end it had when the read started, (key, value); those older than
+    `since_ms` (Kafka timestamp) left out."""
     import uuid
 
     from confluent_kafka import Consumer, TopicPartition
@@ -122,7 +125,7 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[
             message = consumer.poll(1.0)
             if message is None or message.error():
                 continue
-            if message.offset() < ends[message.partition()]:
+            if message.offset() < ends[message.partition()] and message.timestamp()[1] >= since_ms:
                 out.append((message.key(), message.value()))
             if message.offset() >= ends[message.partition()] - 1:
                 left.discard(message.partition())
@@ -148,11 +151,12 @@ def orders_per_target(bootstrap: str, topic: str, assignment_ids: set[str]) -> C
     return counts
 
 
-def switches_to(bootstrap: str, topic: str, version: str) -> Counter[str]:
-    """Per device, how many times its reported model version became `version` (device-state history)."""
+def switches_to(bootstrap: str, topic: str, version: str, since_ms: int = 0) -> Counter[str]:
+    """Per device, how many times its reported model version became `version` (device-state history since
+    `since_ms`: a registry emptied with S3 numbers its versions from 1 again, the topic remembers the old ones)."""
     last: dict[str, str | None] = {}
     switches: Counter[str] = Counter()
-    for key, value in read_topic(bootstrap, topic):
+    for key, value in read_topic(bootstrap, topic, since_ms=since_ms):
         if not key or not value:
             continue
         try:

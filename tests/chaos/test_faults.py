@@ -172,6 +172,7 @@ def rollout_with_fault(
     version = copy_version(client, spec.registry.model_name, before, f"chaos: {service} killed at {task}")
     dag = chaos.dag("rollout")
     baseline_s = fault_free_seconds(api, dag, task)
+    started_ms = int(time.time() * 1000)
     run_id = f"manual__chaos_{service}_{int(time.time())}"
     api.trigger(dag, run_id, conf={"model_version": version}, note=f"chaos: kill -9 of {service} at {task}")
     wait_for(lambda: task_in_state(api, dag, run_id, task, when), 900, f"{task} {'/'.join(when)}", every=0.5)
@@ -192,7 +193,7 @@ def rollout_with_fault(
     versions = fleet_versions(env, spec)
     off = {g: {v: n for v, n in c.items() if v != version} for g, c in versions.items()}
     off = {g: c for g, c in off.items() if c}
-    switches = switches_to(bootstrap, spec.topic("device-state"), version)
+    switches = switches_to(bootstrap, spec.topic("device-state"), version, since_ms=started_ms)
     plan = api.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances/plan/xcomEntries/return_value")["value"]
     audit = json.loads(
         s3_client.get_object(Bucket=spec.storage.bucket, Key=audit_key(spec, plan["rollout_id"]))["Body"].read()
