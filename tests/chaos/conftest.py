@@ -85,5 +85,11 @@ def fleet_on_champion(chaos: Chaos) -> Iterator[dict[str, Any]]:
         chaos.api.trigger(chaos.dag("train"), run_id, conf={"search_budget": 3}, note="chaos: first model")
         wait_until(lambda: champion(chaos.env, chaos.spec), settings.first_model_timeout, "a champion", watcher)
     first = bootstrap_first_model(chaos.api, chaos.env, chaos.spec, watcher, settings)
+    # the first model's rollout goes on soaking after every device runs it: a fault's run starts after it ended
+
+    def rollouts_done() -> bool:
+        return not any(r["state"] in ("queued", "running") for r in chaos.api.runs(chaos.dag("rollout"), limit=10))
+
+    wait_until(rollouts_done, 900, "the first model's rollout to end", watcher)
     yield {"champion": first, "devices": DEVICES}
     stop_process("fleet-simulator", chaos.cfg)

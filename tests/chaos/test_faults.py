@@ -33,7 +33,8 @@ from tests.chaos.harness import (
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(2400)]
 
-INGEST_RECORDS = 20_000
+# enough for several flushes per partition (batch_size 10,000): the kill lands between two writes of one run
+INGEST_RECORDS = 200_000
 # how long a killed service stays down before it is started again (its own start time comes on top)
 PAUSE_S = 10.0
 MLFLOW_OUTAGE_S = 60.0
@@ -87,7 +88,7 @@ def test_the_broker_killed_during_ingest_loses_and_doubles_no_record(chaos: Chao
     )
     rng = random.Random(25)
     records = [
-        (None, json.dumps(make_record(spec, f"{prefix}{n}", start + timedelta(milliseconds=100 * n), rng)).encode())
+        (None, json.dumps(make_record(spec, f"{prefix}{n}", start + timedelta(milliseconds=10 * n), rng)).encode())
         for n in range(INGEST_RECORDS)
     ]
     produced_at = datetime.now(UTC).replace(microsecond=0)  # S3 keeps whole seconds
