@@ -17,6 +17,14 @@ PIPELINE = "factory_maintenance"
 DEVICES = int(os.environ.get("EDGELOOP_CHAOS_DEVICES", "40"))
 
 
+def refuse_the_default_stack(cfg: StackConfig) -> None:
+    if cfg.state_dir == (REPO_ROOT / ".edgeloop").resolve():
+        pytest.fail(
+            f"the chaos tier kills services of its stack; {cfg.state_dir} is the default stack: "
+            "run it with `make test-chaos` (its own EDGELOOP_STATE_DIR and ports)"
+        )
+
+
 @pytest.fixture(scope="session")
 def stack_env() -> Iterator[dict[str, str]]:
     """The chaos stack, started when it is not healthy and left running: `make test-chaos` owns its lifetime.
@@ -28,6 +36,7 @@ def stack_env() -> Iterator[dict[str, str]]:
 
     from edgeloop.devstack import stack
 
+    refuse_the_default_stack(StackConfig.from_env())
     if not all(s.healthy for s in stack.status()):
         stack.up(progress=False)
     env = stack.read_env_file()
@@ -51,11 +60,7 @@ def chaos(stack_env: dict[str, str], airflow_api: AirflowApi) -> Chaos:
     from edgeloop.spec import load_all
 
     cfg = StackConfig.from_env()
-    if cfg.state_dir == (REPO_ROOT / ".edgeloop").resolve():
-        pytest.fail(
-            f"the chaos tier kills services of its stack; {cfg.state_dir} is the default stack: "
-            "run it with `make test-chaos` (its own EDGELOOP_STATE_DIR and ports)"
-        )
+    refuse_the_default_stack(cfg)
     spec = next(s for s in load_all(cfg.pipelines_dir).specs if s.name == PIPELINE)
     load_pipelines(airflow_api, [spec])
     return Chaos(cfg=cfg, env=read_env_file(cfg), spec=spec, api=airflow_api)
