@@ -120,6 +120,23 @@ test-e2e: install ## the real scheduler, dag-processor and triggerer end to end
 test-loop: install ## the closed loop end to end (drift -> new champion on every device; bad model rolled back)
 	@$(call run_pytest,tests/e2e/test_closed_loop.py tests/e2e/test_closed_loop_profiles.py -q -m loop)
 
+# The chaos tier kills services: always on a stack of its own (state folder and ports), never the default one.
+CHAOS_STATE_DIR ?= $(CURDIR)/.edgeloop-chaos
+CHAOS_PORTS := EDGELOOP_KAFKA_PORT=29092 EDGELOOP_KAFKA_CONTROLLER_PORT=29093 EDGELOOP_S3_PORT=29000 \
+  EDGELOOP_MLFLOW_PORT=25000 EDGELOOP_LABEL_STUDIO_PORT=28085 EDGELOOP_AIRFLOW_PORT=28080 \
+  EDGELOOP_PROMETHEUS_PORT=29090 EDGELOOP_PUSHGATEWAY_PORT=29091 EDGELOOP_EXPORTER_PORT=29100 \
+  EDGELOOP_POSTGRES_PORT=25432
+CHAOS_ENV := $(CHAOS_PORTS) EDGELOOP_STATE_DIR=$(CHAOS_STATE_DIR) AIRFLOW_HOME=$(CHAOS_STATE_DIR)/airflow \
+  EDGELOOP_LABEL_STUDIO_VENV=$(LS_VENV) EDGELOOP_KAFKA_LIBS=$(KAFKA_LIBS)
+
+.PHONY: test-chaos
+test-chaos: install ## one fault per run (kill -9 of broker, scheduler, triggerer; MLflow down 60 s) on a stack of its own; CHAOS=<-k expression>
+	@started=0; if ! $(CHAOS_ENV) $(EDGELOOP) stack status >/dev/null 2>&1; then started=1; fi; \
+	$(CHAOS_ENV) $(EDGELOOP) stack up || { [ $$started = 1 ] && $(CHAOS_ENV) $(EDGELOOP) stack down; exit 1; }; \
+	$(CHAOS_ENV) $(PYTEST) tests/chaos -q -s -m chaos $(if $(CHAOS),-k "$(CHAOS)"); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests collected for: tests/chaos -m chaos" >&2; rc=1; fi; \
+	if [ $$started = 1 ]; then $(CHAOS_ENV) $(EDGELOOP) stack down; fi; exit $$rc
+
 .PHONY: fuzz
 fuzz: $(VENV)/.installed ## fuzz every parser at a trust boundary with Hypothesis for FUZZ_MINUTES (10); not in make test
 	$(PY) -m tests.helpers.fuzz --minutes $(or $(FUZZ_MINUTES),10)

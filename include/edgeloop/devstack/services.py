@@ -11,7 +11,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from edgeloop.contract.keys import Signer, public_hex
 from edgeloop.devstack import postgres
@@ -33,6 +35,9 @@ class Service:
     start_timeout: float = 180.0
     url: str | None = None
     stop_signal: signal.Signals = signal.SIGTERM
+    # for a process just launched: ready only with a sign of life since its launch (epoch seconds), not
+    # one a killed predecessor left (Airflow's health endpoint counts a heartbeat as healthy for a while)
+    alive_since: Callable[[float], bool] | None = None
 
 
 def http_ok(url: str, timeout: float = 2.0, expect: tuple[int, ...] = (200,)) -> bool:
@@ -509,6 +514,17 @@ def _monitoring_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
     ]
 
 
+def heartbeat_since(health: dict[str, Any], component: str, since: float) -> bool:
+    """Whether Airflow's health answer holds a heartbeat of `component` (e.g. "scheduler") at or after `since`."""
+    beat = (health.get(component) or {}).get(f"latest_{component}_heartbeat")
+    if not isinstance(beat, str):
+        return False
+    try:
+        return datetime.fromisoformat(beat).timestamp() >= since
+    except ValueError:
+        return False
+
+
 def _airflow_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
     """Airflow's api-server (which migrates the metadata database first), scheduler, dag-processor and triggerer."""
     af_env = airflow_env(cfg, sec)
@@ -528,14 +544,23 @@ def _airflow_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
             raise RuntimeError(f"`airflow db migrate` failed (exit {result.returncode}):\n{tail}")
 
+    def airflow_health() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"{api}/api/v2/monitor/health", timeout=3) as response:  # noqa: S310
+                return dict(json.loads(response.read()))
+        except (OSError, ValueError):
+            return None
+
     def airflow_component_ready(component: str) -> Callable[[], bool]:
         def check() -> bool:
-            try:
-                with urllib.request.urlopen(f"{api}/api/v2/monitor/health", timeout=3) as response:  # noqa: S310
-                    health = json.loads(response.read())
-            except (OSError, ValueError):
-                return False
-            return bool(health.get(component, {}).get("status") == "healthy")
+            health = airflow_health()
+            return bool(health and health.get(component, {}).get("status") == "healthy")
+
+        return check
+
+    def airflow_component_alive_since(component: str) -> Callable[[float], bool]:
+        def check(since: float) -> bool:
+            return heartbeat_since(airflow_health() or {}, component, since)
 
         return check
 
@@ -556,6 +581,7 @@ def _airflow_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
             env=af_env,
             depends_on=("airflow-api-server",),
             ready=airflow_component_ready("scheduler"),
+            alive_since=airflow_component_alive_since("scheduler"),
         ),
         Service(
             name="airflow-dag-processor",
@@ -563,6 +589,7 @@ def _airflow_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
             env=af_env,
             depends_on=("airflow-api-server",),
             ready=airflow_component_ready("dag_processor"),
+            alive_since=airflow_component_alive_since("dag_processor"),
         ),
         Service(
             name="airflow-triggerer",
@@ -570,5 +597,6 @@ def _airflow_services(cfg: StackConfig, sec: Secrets) -> list[Service]:
             env=af_env,
             depends_on=("airflow-api-server", "kafka"),
             ready=airflow_component_ready("triggerer"),
+            alive_since=airflow_component_alive_since("triggerer"),
         ),
     ]

@@ -62,10 +62,12 @@ def _launch(cfg: StackConfig, service: Service) -> int:
     )
 
 
-def _wait_ready(cfg: StackConfig, service: Service, pid: int) -> None:
+def _wait_ready(cfg: StackConfig, service: Service, pid: int, launched_at: float | None = None) -> None:
+    """Wait until `service` answers healthy; one launched at `launched_at` (epoch s) also with a sign of
+    life since then, where the service has one (`Service.alive_since`)."""
     deadline = time.monotonic() + service.start_timeout
     while time.monotonic() < deadline:
-        if service.ready():
+        if service.ready() and (launched_at is None or service.alive_since is None or service.alive_since(launched_at)):
             return
         if process_pid(service.name, cfg) != pid:
             tail = log_tail(_log_file(cfg, service.name), 15)
@@ -111,13 +113,15 @@ def up(cfg: StackConfig | None = None, only: list[str] | None = None, progress: 
                 return
         try:
             pid = process_pid(name, cfg)
+            launched_at = None
             if pid is None:
                 if name == "s3":
                     forget_registry_without_artifacts(cfg)
                 if service.prepare:
                     service.prepare()
+                launched_at = time.time()
                 pid = _launch(cfg, service)
-            _wait_ready(cfg, service, pid)
+            _wait_ready(cfg, service, pid, launched_at)
             if service.after_ready:
                 service.after_ready()
             if progress:

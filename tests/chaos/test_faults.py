@@ -1,0 +1,342 @@
+"""One fault per test, into the chaos stack's own processes, at the point of the loop where it matters.
+
+Story: given the stack, a fleet of real agents on the champion and one fault (kill -9 of a service's
+process group, restarted after a pause), when the stage the fault hits runs, then the stage still ends
+and what the services hold says nothing was lost, doubled or half-done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from tests.chaos.harness import (
+    Chaos,
+    FaultRow,
+    kill_service,
+    orders_per_target,
+    record,
+    restart_service,
+    switches_to,
+    task_in_state,
+    task_states,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(2400)]
+
+# enough for several flushes per partition (batch_size 10,000): the kill lands between two writes of one run
+INGEST_RECORDS = 200_000
+# how long a killed service stays down before it is started again (its own start time comes on top)
+PAUSE_S = 10.0
+MLFLOW_OUTAGE_S = 60.0
+
+
+def stored_ids(s3: Any, chaos: Chaos, day: str, prefix: str) -> Counter[str]:
+    """Record ids starting with `prefix` in the raw objects of the telemetry topic for one day (each object read)."""
+    import pyarrow.parquet as pq
+
+    from edgeloop.ingest import raw_prefix
+    from edgeloop.storage import get_bytes, list_keys
+
+    spec = chaos.spec
+    bucket = spec.storage.bucket
+    id_field = spec.field_with_role("record_id") or "record_id"
+    found: Counter[str] = Counter()
+    for key in list_keys(s3, bucket, f"{raw_prefix(spec, spec.topic('telemetry'))}/dt={day}/"):
+        if not key.endswith(".parquet"):
+            continue
+        ids = pq.read_table(io.BytesIO(get_bytes(s3, bucket, key)), columns=[id_field]).column(id_field).to_pylist()
+        found.update(i for i in ids if str(i).startswith(prefix))
+    return found
+
+
+def first_object(s3: Any, chaos: Chaos, day: str, since: datetime) -> bool:
+    """Whether a raw object of `day` was written since `since` (older runs on a reused stack may share the day)."""
+    from edgeloop.ingest import raw_prefix
+
+    prefix = f"{raw_prefix(chaos.spec, chaos.spec.topic('telemetry'))}/dt={day}/"
+    listed = s3.list_objects_v2(Bucket=chaos.spec.storage.bucket, Prefix=prefix).get("Contents") or []
+    return any(obj["LastModified"] >= since for obj in listed)
+
+
+def running_ingest(chaos: Chaos) -> str | None:
+    for run in chaos.api.runs(chaos.dag("ingest"), limit=5):
+        if run["state"] == "running" and task_in_state(
+            chaos.api, chaos.dag("ingest"), run["dag_run_id"], "ingest_topic", ("running",)
+        ):
+            return str(run["dag_run_id"])
+    return None
+
+
+def test_the_broker_killed_during_ingest_loses_and_doubles_no_record(chaos: Chaos, s3_client: Any) -> None:
+    from benchmarks.soak_ingest import make_record, produce
+
+    spec = chaos.spec
+    prefix = f"chaos-{uuid.uuid4().hex[:8]}-"
+    # 2 to 6 days back: inside no drift window, younger than ingest.max_record_age (7 days)
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
+        days=random.Random(prefix).randint(2, 6)
+    )
+    rng = random.Random(25)
+    records = [
+        (None, json.dumps(make_record(spec, f"{prefix}{n}", start + timedelta(milliseconds=10 * n), rng)).encode())
+        for n in range(INGEST_RECORDS)
+    ]
+    produced_at = datetime.now(UTC).replace(microsecond=0)  # S3 keeps whole seconds
+    produce(chaos.env["EDGELOOP_KAFKA_BOOTSTRAP"], spec.topic("telemetry"), records)
+    day = start.strftime("%Y-%m-%d")
+    # the first object of these records in S3: an ingest run is writing them, its offsets not all committed
+    wait_for(
+        lambda: first_object(s3_client, chaos, day, produced_at), 300, "the first object of the records", every=0.3
+    )
+    run_id = running_ingest(chaos)
+    killed_at = time.monotonic()
+    pid = kill_service(chaos.cfg, "kafka")
+    at_kill = len(stored_ids(s3_client, chaos, day, prefix))
+    time.sleep(PAUSE_S)
+    restart_s = restart_service(chaos.cfg, "kafka")
+
+    def all_stored() -> Counter[str] | None:
+        found = stored_ids(s3_client, chaos, day, prefix)
+        return found if len(found) >= INGEST_RECORDS else None
+
+    try:
+        found = wait_for(all_stored, 900, f"{INGEST_RECORDS} records in S3", every=10)
+    except AssertionError:
+        found = stored_ids(s3_client, chaos, day, prefix)
+    recover_s = round(time.monotonic() - killed_at, 1)
+    lost = INGEST_RECORDS - len(found)
+    duplicated = sum(n - 1 for n in found.values() if n > 1)
+    row = FaultRow(
+        fault="kill -9 + restart of the broker",
+        stage="ingest",
+        happened=(
+            f"ingest run {run_id} lost the broker (pid {pid}) with {at_kill} of {INGEST_RECORDS} records in S3;"
+            f" broker back after {PAUSE_S:.0f} s + {restart_s:.0f} s start; the following runs stored the rest"
+        ),
+        recover_s=recover_s,
+        lost=lost,
+        duplicated=duplicated,
+        passed=lost == 0 and duplicated == 0,
+        details={"records": INGEST_RECORDS, "run": run_id, "stored_at_kill": at_kill},
+    )
+    record(chaos.cfg, row)
+    assert lost == 0, f"{lost} of {INGEST_RECORDS} records never reached S3"
+    assert duplicated == 0, f"{duplicated} records stored more than once"
+
+
+def seconds_from(api: Any, dag: str, run_id: str, task: str, run: dict[str, Any]) -> float | None:
+    """Seconds from `task`'s first start to the end of its run (what a fault in that task costs, with the rest)."""
+    starts = [ti.get("start_date") for ti in api.task_instances(dag, run_id) if ti["task_id"] == task]
+    if not starts or not starts[0] or not run.get("end_date"):
+        return None
+    begun, ended = datetime.fromisoformat(starts[0]), datetime.fromisoformat(run["end_date"])
+    return round((ended - begun).total_seconds(), 1)
+
+
+def fault_free_seconds(api: Any, dag: str, task: str) -> float | None:
+    """The same span in the newest successful rollout run without a fault (the fleet fixture's, or an earlier one)."""
+    for run in api.runs(dag, limit=20):
+        if run["state"] == "success" and "chaos" not in run["dag_run_id"]:
+            return seconds_from(api, dag, run["dag_run_id"], task, run)
+    return None
+
+
+def rollout_with_fault(
+    chaos: Chaos,
+    fleet: dict[str, Any],
+    s3_client: Any,
+    service: str,
+    task: str,
+    when: tuple[str, ...] = ("deferred",),
+) -> None:
+    """A rollout of a copy of the champion; `service` killed -9 while `task` is in a state of `when`, then restarted."""
+    from mlflow import MlflowClient
+
+    from edgeloop.demo import all_devices_on, champion, fleet_versions
+    from edgeloop.registry.register import copy_version
+    from edgeloop.rollout.audit import audit_key
+
+    api, spec, env = chaos.api, chaos.spec, chaos.env
+    before = champion(env, spec)
+    assert before, "the fleet fixture leaves a champion"
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    version = copy_version(client, spec.registry.model_name, before, f"chaos: {service} killed at {task}")
+    dag = chaos.dag("rollout")
+    baseline_s = fault_free_seconds(api, dag, task)
+    started_ms = int(time.time() * 1000)
+    run_id = f"manual__chaos_{service}_{int(time.time())}"
+    api.trigger(dag, run_id, conf={"model_version": version}, note=f"chaos: kill -9 of {service} at {task}")
+    wait_for(lambda: task_in_state(api, dag, run_id, task, when), 900, f"{task} {'/'.join(when)}", every=0.5)
+    killed_at = time.monotonic()
+    pid = kill_service(chaos.cfg, service)
+    time.sleep(PAUSE_S)
+    restart_s = restart_service(chaos.cfg, service)
+    run = api.wait_for_run(dag, run_id, timeout=1200)
+    recover_s = round(time.monotonic() - killed_at, 1)
+    states = task_states(api, dag, run_id)
+    now = champion(env, spec)
+
+    # every device on the new version, each switched to it once, each order published once
+    bootstrap = env["EDGELOOP_KAFKA_BOOTSTRAP"]
+    devices = int(fleet["devices"])
+    with contextlib.suppress(AssertionError):  # said below, with the groups and versions
+        wait_for(lambda: all_devices_on(fleet_versions(env, spec), version, devices), 180, "every device", every=5)
+    versions = fleet_versions(env, spec)
+    off = {g: {v: n for v, n in c.items() if v != version} for g, c in versions.items()}
+    off = {g: c for g, c in off.items() if c}
+    switches = switches_to(bootstrap, spec.topic("device-state"), version, since_ms=started_ms)
+    plan = api.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances/plan/xcomEntries/return_value")["value"]
+    audit = json.loads(
+        s3_client.get_object(Bucket=spec.storage.bucket, Key=audit_key(spec, plan["rollout_id"]))["Body"].read()
+    )
+    steps = {step["step"]: step for step in audit["steps"]}
+    assignment_ids = {
+        str(a) for name, step in steps.items() if name.startswith("apply-") for a in step["assignment_ids"].values()
+    }
+    orders = orders_per_target(bootstrap, spec.topic("control"), assignment_ids)
+    doubled_orders = {f"{target} {ident}": n for (target, ident), n in orders.items() if n > 1}
+    doubled_switches = {d: n for d, n in switches.items() if n > 1}
+    gates = [s for name, s in steps.items() if name.startswith("gate-")]
+    last_gate = max(float(g["decided_at"]) for g in gates) if gates else None
+    promoted_at = steps.get("promote", {}).get("finished_at")
+    promoted_after_gates = bool(
+        last_gate and promoted_at and datetime.fromisoformat(promoted_at).timestamp() >= last_gate
+    )
+    problems = []
+    if run["state"] != "success":
+        problems.append(f"run {run['state']}: {states}")
+    if now != version:
+        problems.append(f"champion is {now}, not {version}")
+    if off:
+        problems.append(f"devices not on {version}: {off}")
+    if doubled_switches:
+        problems.append(f"devices that switched to {version} more than once: {doubled_switches}")
+    expected = {"plan", "apply-wave-0", "gate-wave-0", "apply-wave-1", "gate-wave-1", "promote"}
+    if audit.get("outcome") != "promoted" or not expected <= set(steps):
+        problems.append(f"audit record: outcome {audit.get('outcome')}, steps {sorted(steps)}")
+    if not promoted_after_gates:
+        problems.append(f"champion moved at {promoted_at}, last gate decided at {last_gate}")
+    row = FaultRow(
+        fault=f"kill -9 + restart of the {service.removeprefix('airflow-')}",
+        stage=f"rollout, {task} {'/'.join(when)}",
+        happened=(
+            f"{service} (pid {pid}) killed with {task} {'/'.join(when)}, started again {PAUSE_S:.0f} s later"
+            f" (healthy {restart_s:.0f} s after that); run {run['state']}; from the kill to the run's end"
+            f" {recover_s} s, in a fault-free run from {task}'s start to the end {baseline_s} s; "
+            + ("; ".join(problems) or "gates, promotion and audit as without fault")
+        ),
+        recover_s=recover_s,
+        lost=sum(sum(c.values()) for c in off.values()),
+        duplicated=sum(n - 1 for n in switches.values()),
+        passed=not problems,
+        details={
+            "run": run_id,
+            "version": version,
+            "devices": devices,
+            "orders": len(orders),
+            # a retried job publishes the same assignment id again; devices apply an id once (checked above)
+            "orders_published_again": doubled_orders,
+            "tries": {ti["task_id"]: ti.get("try_number") for ti in api.task_instances(dag, run_id)},
+            "fault_free_task_to_end_s": baseline_s,
+        },
+    )
+    record(chaos.cfg, row)
+    assert not problems, problems
+
+
+def test_the_scheduler_killed_while_a_rollout_gate_is_deferred(
+    chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
+) -> None:
+    rollout_with_fault(chaos, fleet_on_champion, s3_client, "airflow-scheduler", "gate_canary")
+
+
+def test_the_triggerer_killed_while_a_rollout_gate_is_deferred(
+    chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
+) -> None:
+    rollout_with_fault(chaos, fleet_on_champion, s3_client, "airflow-triggerer", "gate_wave_1")
+
+
+def test_the_api_server_killed_while_a_wave_is_applied(
+    chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
+) -> None:
+    """Task processes report to the api-server (Airflow 3's execution API): it goes away under a running apply."""
+    rollout_with_fault(chaos, fleet_on_champion, s3_client, "airflow-api-server", "apply_wave_1", ("running",))
+
+
+def test_the_dag_processor_killed_while_a_rollout_runs(
+    chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
+) -> None:
+    rollout_with_fault(chaos, fleet_on_champion, s3_client, "airflow-dag-processor", "gate_canary")
+
+
+def test_mlflow_down_for_a_minute_while_the_model_is_registered(
+    chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
+) -> None:
+    from mlflow import MlflowClient
+
+    from edgeloop.registry.register import candidate_versions
+
+    api, spec, env = chaos.api, chaos.spec, chaos.env
+    dag = chaos.dag("train")
+    run_id = f"manual__chaos_mlflow_{int(time.time())}"
+    # a search budget of its own: a candidate (and a version) of its own
+    api.trigger(dag, run_id, conf={"search_budget": 3}, note="chaos: MLflow down while registering")
+    wait_for(
+        lambda: (
+            task_in_state(api, dag, run_id, "train_model", ("success",))
+            or task_in_state(api, dag, run_id, "register_challenger", ("scheduled", "queued", "running"))
+        ),
+        1200,
+        "the trained model on its way to the registry",
+        every=0.5,
+    )
+    killed_at = time.monotonic()
+    pid = kill_service(chaos.cfg, "mlflow")
+    time.sleep(MLFLOW_OUTAGE_S)
+    restart_s = restart_service(chaos.cfg, "mlflow")
+    run = api.wait_for_run(dag, run_id, timeout=1200)
+    recover_s = round(time.monotonic() - killed_at, 1)
+    states = task_states(api, dag, run_id)
+    trained = api.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances/train_model/xcomEntries/return_value")["value"]
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    versions = candidate_versions(client, spec.registry.model_name, str(trained["candidate"]))
+    tries = {
+        ti["task_id"]: ti.get("try_number")
+        for ti in api.task_instances(dag, run_id)
+        if ti["task_id"] in ("register_challenger", "evaluation_gate")
+    }
+    problems = []
+    if run["state"] != "success":
+        problems.append(f"run {run['state']}: {states}")
+    if len(versions) != 1:
+        problems.append(f"{len(versions)} versions for the one candidate: {[v.version for v in versions]}")
+    row = FaultRow(
+        fault=f"MLflow down {MLFLOW_OUTAGE_S:.0f} s (kill -9, then restart)",
+        stage="training: register_challenger",
+        happened=(
+            f"MLflow (pid {pid}) killed as the model went to the registry; back after {MLFLOW_OUTAGE_S:.0f} s"
+            f" + {restart_s:.0f} s start; tries {tries}; run {run['state']}; "
+            + ("; ".join(problems) or "one version for the candidate")
+        ),
+        recover_s=recover_s,
+        lost=0 if versions else 1,
+        duplicated=max(0, len(versions) - 1),
+        passed=not problems,
+        details={"run": run_id, "versions": [v.version for v in versions]},
+    )
+    record(chaos.cfg, row)
+    # a promoted challenger starts a rollout: let it end before the stack goes down
+    for rollout in api.runs(chaos.dag("rollout"), limit=3):
+        if rollout["state"] in ("queued", "running"):
+            api.wait_for_run(chaos.dag("rollout"), rollout["dag_run_id"], timeout=900)
+    assert not problems, problems
