@@ -9,7 +9,8 @@ the tests below run in order on that fleet, each a rollout job's wave (`rollout.
 2. a paced wave orders every device by `rollout.rate` with an exponential step-up (the control
    topic's record timestamps show both), then orders the group (its device twin);
 3. a device that is down when its group is ordered counts as `timed_out` after
-   `rollout.device_timeout`, in the job's tally, its abort decision and the gate's reading;
+   `rollout.device_timeout`, in the job's tally, its abort decision and the gate's reading, and the
+   gate's success threshold passes or stops the wave on the share that applied;
 4. that device, back online, and a device enrolled after the order both get the group's current
    model from the group's order on the control topic;
 5. a paced wave of a file every device refuses stops once the abort criteria's minimum of devices
@@ -281,6 +282,16 @@ def test_a_device_that_does_not_apply_in_time_times_out_and_later_gets_the_group
         spec, fleet.kafka, [GROUP], "3", ids, time.time() - started, trusted, device_timeout_s=15
     )
     assert (reading.applied, reading.failed, reading.timed_out) == (FLEET - 1, 0, 1)
+    # the success threshold decides the wave on the share of its devices that applied (15 of 16, 0.94)
+    from edgeloop.rollout.gate import evaluate_gate
+
+    only_applied = spec.rollout.thresholds.model_copy(
+        update={"max_offline_ratio": 1.0, "max_error_rate": 1.0, "min_mean_confidence": 0.0}
+    )
+    enough = evaluate_gate([reading], only_applied, 1.0, True, success_threshold=0.9)
+    short = evaluate_gate([reading], only_applied, 1.0, True, success_threshold=0.95)
+    assert enough.state == "pass" and enough.policy["success"][GROUP]["met"], enough
+    assert short.state == "fail" and any("success threshold not met" in r for r in short.reasons), short
 
     # Back online, the device reads the group's order it missed; a device enrolled now reads it too.
     down.start()
