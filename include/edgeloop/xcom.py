@@ -79,3 +79,19 @@ def xcom_fields_and_rest(cls: type[Any], data: object, rest: str) -> dict[str, A
     fields = {key: data[key] for key in known if key in data}
     fields[rest] = {str(key): value for key, value in data.items() if key not in known}
     return fields
+
+
+class XComResultWithDetails:
+    """A typed task result (a frozen dataclass) with a dict field `details`: its XCom is the named fields with
+    the details' keys beside them, and `from_xcom` keeps every key it does not name in `details`
+    (`xcom_fields_and_rest`)."""
+
+    def to_xcom(self) -> dict[str, JSON]:
+        named = plain(self)
+        del named["details"]
+        details: dict[str, JSON] = getattr(self, "details")  # noqa: B009 (a field of the dataclass that mixes this in)
+        return {**details, **named}
+
+    @classmethod
+    def from_xcom(cls, data: object) -> Self:
+        return cls(**xcom_fields_and_rest(cls, data, "details"))

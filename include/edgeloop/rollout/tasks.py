@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, Self
 
 from edgeloop.rollout.plan import Wave, spec_waves
 from edgeloop.spec import PipelineSpec
-from edgeloop.xcom import JSON, XComResult, plain, xcom_fields, xcom_fields_and_rest
+from edgeloop.xcom import JSON, XComResult, XComResultWithDetails, plain, xcom_fields
 
 if TYPE_CHECKING:
     from edgeloop.connections import PipelineClients
@@ -96,7 +96,7 @@ class WaveApplied:
 
 
 @dataclass(frozen=True)
-class GateRecord:
+class GateRecord(XComResultWithDetails):
     """A wave's health gate as its operator left it in XCom: the wave, pass or fail, why, when; the readings
     and the rest of the trigger's decision in `details`, unchanged."""
 
@@ -109,15 +109,6 @@ class GateRecord:
     @property
     def passed(self) -> bool:
         return self.state == "pass"
-
-    def to_xcom(self) -> dict[str, JSON]:
-        named = plain(self)
-        del named["details"]
-        return {**self.details, **named}
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields_and_rest(cls, data, "details"))
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.spec import PipelineSpec
-from edgeloop.xcom import JSON, XComResult, plain, xcom_fields_and_rest
+from edgeloop.xcom import JSON, XComResult, XComResultWithDetails
 
 if TYPE_CHECKING:
     from edgeloop.connections import PipelineClients
@@ -35,7 +35,7 @@ class DatasetBuilt(XComResult):
 
 
 @dataclass(frozen=True)
-class ModelTrained:
+class ModelTrained(XComResultWithDetails):
     """The training run's summary (`training.train.train_model`): the candidate's identity, its run and model.
 
     The summary of a reused run comes from its MLflow tag, written by whichever version trained
@@ -55,15 +55,6 @@ class ModelTrained:
     dataset: dict[str, JSON]
     reused: bool
     details: dict[str, JSON]
-
-    def to_xcom(self) -> dict[str, JSON]:
-        named = plain(self)
-        del named["details"]
-        return {**self.details, **named}
-
-    @classmethod
-    def from_xcom(cls, data: object) -> Self:
-        return cls(**xcom_fields_and_rest(cls, data, "details"))
 
 
 @dataclass(frozen=True)
