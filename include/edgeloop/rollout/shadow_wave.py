@@ -16,12 +16,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.contract.shadow import ShadowReport
 from edgeloop.rollout.audit import write_part
 from edgeloop.rollout.shadow import ShadowDecision, ShadowTargets, evaluate_shadow
 from edgeloop.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from edgeloop.fleet.topics import TopicRecord
 
 SHADOW_PART = 2  # the audit part's place: after the plan, before the first wave
 
@@ -86,29 +89,27 @@ def shadow_assignments(
     return out
 
 
-def read_shadow_reports(
-    spec: PipelineSpec, kafka_config: Any, registry: Any, groups: Iterable[str], since_ms: int, *, timeout: float = 60.0
+def shadow_reports(
+    spec: PipelineSpec, records: Iterable[TopicRecord], registry: Any, orders: ShadowOrders
 ) -> tuple[list[ShadowReport], dict[str, int]]:
-    """The shadow reports on `<prefix>.shadow` since `since_ms` from devices of `groups`, signed by their enrolled
-    device; and the refused or unreadable ones counted by reason (the first words of the error)."""
+    """The shadow reports among `records` from the devices a shadow wave ordered (its groups, or for a share
+    only the chosen devices), signed by their enrolled device; and the refused or unreadable ones by reason."""
     from edgeloop.contract.messages import RefusedReport
     from edgeloop.contract.shadow import BadShadowReport, parse_shadow_report
-    from edgeloop.fleet.topics import TopicMissing, read_topic
 
-    wanted = set(groups)
+    chosen = {d for ds in orders.devices.values() for d in ds}
+    by_share = {g for g, ds in orders.devices.items() if ds}
     reports: list[ShadowReport] = []
     refused: Counter[str] = Counter()
-    try:
-        for record in read_topic(kafka_config, spec.topic("shadow"), since_ms=since_ms, timeout=timeout):
-            try:
-                report = parse_shadow_report(record.value, registry)
-            except (BadShadowReport, RefusedReport) as exc:
-                refused[type(exc).__name__] += 1
-                continue
-            if report.group_id in wanted and report.pipeline == spec.name:
-                reports.append(report)
-    except TopicMissing:
-        pass
+    for record in records:
+        try:
+            report = parse_shadow_report(record.value, registry)
+        except (BadShadowReport, RefusedReport) as exc:
+            refused[type(exc).__name__] += 1
+            continue
+        ordered = report.group_id in orders.orders and (report.group_id not in by_share or report.device_id in chosen)
+        if ordered and report.pipeline == spec.name:
+            reports.append(report)
     return reports, dict(refused)
 
 
@@ -165,15 +166,20 @@ def wait_for_shadow(
     """Poll the shadow reports until the decision is pass or fail; past the deadline a wait is a fail.
 
     Only reports of the ordered devices (a share) or groups count, from their enrolled device's key
-    (`registry_reader()` is read each poll, so a device enrolled meanwhile counts)."""
+    (`registry_reader()` is read each poll, so a device enrolled meanwhile counts); the reports kept from
+    earlier polls are checked against that registry again."""
+    from edgeloop.fleet.topics import TopicMissing, TopicTail
+
     policy = spec.rollout.shadow
     deadline = orders.started_at + (shadow_deadline_s(spec) if deadline_s is None else deadline_s)
     since_ms = int(orders.started_at * 1000) - 1000
+    tail = TopicTail(kafka_config, spec.topic("shadow"))  # each poll reads only what was published since the last
     while True:
-        reports, refused = read_shadow_reports(spec, kafka_config, registry_reader(), orders.orders, since_ms)
-        chosen = {d for ds in orders.devices.values() for d in ds}
-        by_share = {g for g, ds in orders.devices.items() if ds}
-        reports = [r for r in reports if r.group_id not in by_share or r.device_id in chosen]
+        try:
+            records = tail.read(since_ms)
+        except TopicMissing:
+            records = []
+        reports, refused = shadow_reports(spec, records, registry_reader(), orders)
         decision = evaluate_shadow(reports, orders.challenger, policy)
         if decision.state != "wait":
             return decision, refused
