@@ -322,3 +322,41 @@ def delete_pipeline_topics(spec: PipelineSpec, kafka_config: Mapping[str, Any]) 
     if names:
         for future in admin.delete_topics(names, operation_timeout=30).values():
             future.result(timeout=30)
+
+
+def replay_agent(
+    spec: PipelineSpec,
+    kafka_config: Mapping[str, Any],
+    operator: Any,
+    group: str,
+    device: str,
+    folder: Path,
+    profile: SensorProfile,
+    baseline: Path,
+    *,
+    seed: int,
+    telemetry_interval_s: float = 1.0,
+) -> AgentProcess:
+    """An agent of `group` enrolled with `operator`'s key, trusting only it, replaying 2,000 readings of
+    `profile` and serving `baseline` as version "0": its config written, not started."""
+    from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, public_hex
+    from edgeloop.fleet.agents import agent_config, enrol_device
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "include"), TRUSTED_KEYS_ENV: public_hex(operator.public)}
+    env.pop(SIGNING_KEY_ENV, None)
+    enrol_device(spec, kafka_config, operator, group, device, folder / device / "device.key")
+    readings = write_readings(folder / f"{device}.jsonl", profile, group, 2000, seed=seed)
+    (port,) = free_ports(1)
+    config = agent_config(
+        spec,
+        group,
+        device,
+        kafka_config,
+        folder / device,
+        source={"kind": "replay", "path": str(readings)},
+        telemetry_interval_s=telemetry_interval_s,
+        heartbeat_interval_s=2.0,
+        http={"host": "127.0.0.1", "port": port},
+        initial_model={"path": str(baseline), "version": "0"},
+    )
+    return AgentProcess.write(config, port, env)

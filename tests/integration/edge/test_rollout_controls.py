@@ -47,15 +47,13 @@ from agent_testkit import (
     AgentProcess,
     delete_pipeline_topics,
     delete_prefix,
-    free_ports,
+    replay_agent,
     upload_artifact,
     wait_until,
-    write_readings,
 )
 
 from edgeloop.contract.artifact import ArtifactRef
-from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, Keyring, Signer, public_hex
-from edgeloop.fleet.agents import agent_config, enrol_device
+from edgeloop.contract.keys import SIGNING_KEY_ENV, Keyring, Signer
 from edgeloop.fleet.control import read_device_states
 from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.fleet.topics import read_topic
@@ -108,24 +106,17 @@ class Fleet:
 
     def add_agent(self, device: str) -> AgentProcess:
         """Enrol a device of the group and write its agent's config (not started)."""
-        env = {**os.environ, "PYTHONPATH": str(REPO / "include"), TRUSTED_KEYS_ENV: public_hex(self.key.public)}
-        env.pop(SIGNING_KEY_ENV, None)
-        enrol_device(self.spec, self.kafka, self.key, GROUP, device, self.folder / device / "device.key")
-        readings = write_readings(self.folder / f"{device}.jsonl", self.profile, GROUP, 2000, seed=len(self.agents))
-        (port,) = free_ports(1)
-        config = agent_config(
+        agent = replay_agent(
             self.spec,
+            self.kafka,
+            self.key,
             GROUP,
             device,
-            self.kafka,
-            self.folder / device,
-            source={"kind": "replay", "path": str(readings)},
-            telemetry_interval_s=1.0,
-            heartbeat_interval_s=2.0,
-            http={"host": "127.0.0.1", "port": port},
-            initial_model={"path": str(self.baseline), "version": "0"},
+            self.folder,
+            self.profile,
+            self.baseline,
+            seed=len(self.agents),
         )
-        agent = AgentProcess.write(config, port, env)
         self.agents.append(agent)
         return agent
 

@@ -15,7 +15,6 @@ the stack's S3:
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,19 +24,16 @@ from typing import Any
 
 import pytest
 from agent_testkit import (
-    REPO,
     AgentProcess,
     delete_pipeline_topics,
     delete_prefix,
-    free_ports,
+    replay_agent,
     upload_artifact,
     wait_until,
-    write_readings,
 )
 
 from edgeloop.contract.artifact import ArtifactRef
-from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, Keyring, Signer, public_hex
-from edgeloop.fleet.agents import agent_config, enrol_device
+from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.fleet.control import read_device_states
 from edgeloop.fleet.registry import read_registry
 from edgeloop.fleet.topics import read_topic
@@ -111,26 +107,12 @@ def fleet(
         "5": upload_artifact(s3_client, bucket, prefix, baseline_model),  # answers as the champion does
     }
     here = ShadowFleet(spec, dict(kafka_config), Signer.generate(), artifacts, [], int(time.time() * 1000))
-    env = {**os.environ, "PYTHONPATH": str(REPO / "include"), TRUSTED_KEYS_ENV: public_hex(here.key.public)}
-    env.pop(SIGNING_KEY_ENV, None)
     for index in range(FLEET):
         device = f"{GROUP}-{index:05d}"
-        enrol_device(spec, kafka_config, here.key, GROUP, device, folder / device / "device.key")
-        readings = write_readings(folder / f"{device}.jsonl", profile, GROUP, 2000, seed=index)
-        (port,) = free_ports(1)
-        config = agent_config(
-            spec,
-            GROUP,
-            device,
-            kafka_config,
-            folder / device,
-            source={"kind": "replay", "path": str(readings)},
-            telemetry_interval_s=0.5,
-            heartbeat_interval_s=2.0,
-            http={"host": "127.0.0.1", "port": port},
-            initial_model={"path": str(baseline), "version": "0"},
+        agent = replay_agent(
+            spec, kafka_config, here.key, GROUP, device, folder, profile, baseline, seed=index, telemetry_interval_s=0.5
         )
-        here.agents.append(AgentProcess.write(config, port, env))
+        here.agents.append(agent)
     for agent in here.agents:
         agent.start()
     try:
