@@ -43,6 +43,7 @@ from edgeloop.edge.store import ModelStore, atomic_write
 log = logging.getLogger("edgeloop.agent")
 
 SEQ_HEADER = "edgeloop-seq"
+HTTP_PORT_FILE = "http.port"  # in state_dir: the port the HTTP server bound (useful with http.port 0)
 MAX_FUTURE_MS = 5 * 60 * 1000  # brokers refuse timestamps far ahead of their clock (log.message.timestamp.after.max.ms)
 REFUSED_FOR_GOOD = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_TIMESTAMP}
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -342,6 +343,8 @@ class Agent:
         self.sender_thread.start()
         if cfg.http_port is not None:
             self.http = health_server(self, cfg.http_host, cfg.http_port)
+            # Port 0 asks the system for a free port; the bound one is written where a supervisor can read it.
+            atomic_write(cfg.state_dir / HTTP_PORT_FILE, f"{self.http.server_address[1]}\n".encode())
             threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
         self._direct(self.core.state_update(time.time()))
         log.info(

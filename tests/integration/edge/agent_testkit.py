@@ -27,6 +27,7 @@ import numpy as np
 from edgeloop.contract.artifact import ArtifactRef, content_key, sha256_hex
 from edgeloop.devstack.config import Ports, StackConfig
 from edgeloop.devstack.services import format_kafka_storage
+from edgeloop.edge.agent import HTTP_PORT_FILE
 from edgeloop.edge.outbox import Outbox
 from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.spec import PipelineSpec
@@ -179,8 +180,10 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def http_get(port: int, path: str, timeout: float = 2.0) -> bytes | None:
-    """GET from an agent's loopback HTTP server; None while it does not answer."""
+def http_get(port: int | None, path: str, timeout: float = 2.0) -> bytes | None:
+    """GET from an agent's loopback HTTP server; None while it does not answer (or has no port yet)."""
+    if port is None:
+        return None
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
             return bytes(response.read())
@@ -188,12 +191,12 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> bytes | None:
         return None
 
 
-def agent_health(port: int) -> dict[str, Any] | None:
+def agent_health(port: int | None) -> dict[str, Any] | None:
     body = http_get(port, "/healthz")
     return None if body is None else dict(json.loads(body))
 
 
-def agent_metrics(port: int) -> dict[str, float] | None:
+def agent_metrics(port: int | None) -> dict[str, float] | None:
     body = http_get(port, "/metrics")
     return None if body is None else parse_metrics(body.decode())
 
@@ -237,20 +240,30 @@ class AgentProcess:
     group: str
     config_path: Path
     state_dir: Path
-    port: int
     env: Mapping[str, str]
     process: subprocess.Popen[bytes] | None = None
     exit_codes: list[int] = field(default_factory=list)
 
     @classmethod
-    def write(cls, config: Mapping[str, Any], port: int, env: Mapping[str, str]) -> AgentProcess:
+    def write(cls, config: Mapping[str, Any], env: Mapping[str, str]) -> AgentProcess:
+        """Write `config` next to its state folder; give it `"http": {"port": 0, ...}` so the agent picks a free
+        port itself (a port picked here and closed again can be taken by anything before the agent binds it)."""
         state_dir = Path(config["state_dir"])
         state_dir.mkdir(parents=True, exist_ok=True)
         path = state_dir.parent / f"{config['device_id']}.json"
         path.write_text(json.dumps(dict(config), indent=2))
-        return cls(config["device_id"], config["group_id"], path, state_dir, port, env)
+        return cls(config["device_id"], config["group_id"], path, state_dir, env)
+
+    @property
+    def port(self) -> int | None:
+        """The port this run of the agent bound, from the file it writes once listening; None before."""
+        try:
+            return int((self.state_dir / HTTP_PORT_FILE).read_text())
+        except (OSError, ValueError):
+            return None
 
     def start(self) -> None:
+        (self.state_dir / HTTP_PORT_FILE).unlink(missing_ok=True)  # the previous run's port
         log = (self.state_dir.parent / f"{self.device_id}.log").open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "edgeloop.edge.agent", "--config", str(self.config_path)],
@@ -346,7 +359,6 @@ def replay_agent(
     env.pop(SIGNING_KEY_ENV, None)
     enrol_device(spec, kafka_config, operator, group, device, folder / device / "device.key")
     readings = write_readings(folder / f"{device}.jsonl", profile, group, 2000, seed=seed)
-    (port,) = free_ports(1)
     config = agent_config(
         spec,
         group,
@@ -356,7 +368,7 @@ def replay_agent(
         source={"kind": "replay", "path": str(readings)},
         telemetry_interval_s=telemetry_interval_s,
         heartbeat_interval_s=2.0,
-        http={"host": "127.0.0.1", "port": port},
+        http={"host": "127.0.0.1", "port": 0},
         initial_model={"path": str(baseline), "version": "0"},
     )
-    return AgentProcess.write(config, port, env)
+    return AgentProcess.write(config, env)

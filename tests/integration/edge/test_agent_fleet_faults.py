@@ -37,7 +37,6 @@ from agent_testkit import (
     REPO,
     AgentProcess,
     PrivateKafka,
-    free_ports,
     queue_at_rest,
     upload_artifact,
     wait_until,
@@ -79,14 +78,12 @@ def start_fleet(
     baseline_path.write_bytes(baseline)
     env = {**os.environ, "PYTHONPATH": str(REPO / "include"), TRUSTED_KEYS_ENV: public_hex(key.public)}
     env.pop(SIGNING_KEY_ENV, None)
-    ports = iter(free_ports(sum(GROUP_SIZES.values())))
     agents = []
     for group, size in GROUP_SIZES.items():
         for index in range(size):
             device = f"{group}-{index:05d}"
             enrol_device(spec, kafka, key, group, device, folder / device / "device.key")
             readings = write_readings(folder / f"{device}.jsonl", profile, group, 300, seed=len(agents))
-            port = next(ports)
             config = agent_config(
                 spec,
                 group,
@@ -96,10 +93,10 @@ def start_fleet(
                 source={"kind": "replay", "path": str(readings)},
                 telemetry_interval_s=READING_INTERVAL_S,
                 heartbeat_interval_s=5.0,
-                http={"host": "127.0.0.1", "port": port},
+                http={"host": "127.0.0.1", "port": 0},
                 initial_model={"path": str(baseline_path), "version": "0"},
             )
-            agents.append(AgentProcess.write(config, port, env))
+            agents.append(AgentProcess.write(config, env))
     for agent in agents:
         agent.start()
     return agents

@@ -27,7 +27,6 @@ from agent_testkit import (
     REPO,
     AgentProcess,
     delete_pipeline_topics,
-    free_ports,
     upload_artifact,
     wait_until,
     write_readings,
@@ -81,7 +80,6 @@ def test_a_key_is_rotated_without_a_restart_and_no_device_goes_offline(
     (folder / "baseline.onnx").write_bytes(baseline_model)
     env = {k: v for k, v in os.environ.items() if k not in (SIGNING_KEY_ENV, TRUSTED_KEYS_ENV)}
     env["PYTHONPATH"] = str(REPO / "include")
-    ports = iter(free_ports(PER_GROUP * len(spec.groups)))
     trusted_files = []
     for group in (g.name for g in spec.groups):
         for index in range(PER_GROUP):
@@ -89,7 +87,6 @@ def test_a_key_is_rotated_without_a_restart_and_no_device_goes_offline(
             enrol_device(spec, kafka_config, key_a, group, device, folder / device / "device.key")
             trusted = folder / device / "trusted.pem"
             trusted_files.append(trusted)
-            port = next(ports)
             readings = write_readings(folder / f"{device}.jsonl", profile, group, 300, seed=len(agents))
             config = agent_config(
                 spec,
@@ -101,10 +98,10 @@ def test_a_key_is_rotated_without_a_restart_and_no_device_goes_offline(
                 source={"kind": "replay", "path": str(readings)},
                 telemetry_interval_s=0.5,
                 heartbeat_interval_s=1.0,
-                http={"host": "127.0.0.1", "port": port},
+                http={"host": "127.0.0.1", "port": 0},
                 initial_model={"path": str(folder / "baseline.onnx"), "version": "0"},
             )
-            agents.append(AgentProcess.write(config, port, env))
+            agents.append(AgentProcess.write(config, env))
     write_trusted(trusted_files, key_a)
     status_keys = Keyring.of([key_a.public, key_b.public])  # the cloud side trusts both while rotating
     offline_seen: list[dict[str, int]] = []

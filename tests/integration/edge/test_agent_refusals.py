@@ -33,7 +33,6 @@ from agent_testkit import (
     agent_health,
     agent_metrics,
     delete_pipeline_topics,
-    free_ports,
     upload_artifact,
     wait_until,
     write_readings,
@@ -109,7 +108,6 @@ def deployment(
     (tmp_path / "trusted.pem").write_bytes(TRUSTED.pem())
     enrol_device(spec, kafka_config, OPERATOR, GROUP, DEVICE, tmp_path / "state" / "device.key")
     (tmp_path / "baseline.onnx").write_bytes(baseline_model)
-    (port,) = free_ports(1)
     raw = agent_config(
         spec,
         GROUP,
@@ -120,7 +118,7 @@ def deployment(
         source={"kind": "replay", "path": str(write_readings(tmp_path / "readings.jsonl", profile, GROUP, 200, 7))},
         telemetry_interval_s=0.1,
         heartbeat_interval_s=1.0,
-        http={"host": "127.0.0.1", "port": port},
+        http={"host": "127.0.0.1", "port": 0},
         initial_model={"path": str(tmp_path / "baseline.onnx"), "version": "0"},
     )
     agent = Agent(parse_config(raw))
@@ -128,7 +126,8 @@ def deployment(
     serving = threading.Thread(target=agent.serve, name="agent-under-test", daemon=True)
     serving.start()
     bucket, prefix = storage_area
-    here = Deployment(spec, kafka_config, agent, port, bucket, prefix, s3_client)
+    assert agent.http is not None
+    here = Deployment(spec, kafka_config, agent, agent.http.server_address[1], bucket, prefix, s3_client)
     try:
         wait_until("the agent to serve model 0", lambda: here.health().get("model_version") == "0", timeout=30)
         ref = upload_artifact(s3_client, bucket, prefix, rollout_model)
