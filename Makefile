@@ -100,7 +100,7 @@ test: install ## every tier: lint, unit, DAG policy; integration, e2e and the cl
 	$(MAKE) --no-print-directory test-unit test-dags
 	@started=0; if ! $(EDGELOOP) stack status >/dev/null 2>&1; then started=1; fi; \
 	$(EDGELOOP) stack up || { [ $$started = 1 ] && $(EDGELOOP) stack down; exit 1; }; \
-	$(MAKE) --no-print-directory test-integration test-e2e test-loop; rc=$$?; \
+	$(MAKE) --no-print-directory test-integration test-e2e test-loop test-chaos-reduced; rc=$$?; \
 	if [ $$started = 1 ]; then $(EDGELOOP) stack down; fi; exit $$rc
 	$(MAKE) --no-print-directory test-k8s
 
@@ -136,6 +136,13 @@ test-chaos: install ## one fault per run (kill -9 of broker, scheduler, triggere
 	$(CHAOS_ENV) $(PYTEST) tests/chaos -q -s -m chaos $(if $(CHAOS),-k "$(CHAOS)"); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected for: tests/chaos -m chaos" >&2; rc=1; fi; \
 	if [ $$started = 1 ]; then $(CHAOS_ENV) $(EDGELOOP) stack down; fi; exit $$rc
+
+# A few faults of the schedule, run by `make test` last on its own stack (each fault restarts what it killed).
+CHAOS_REDUCED ?= broker_killed_during_ingest or scheduler_killed or rollout_job_killed
+
+.PHONY: test-chaos-reduced
+test-chaos-reduced: install ## the reduced fault schedule on the running stack (part of make test, after the loop)
+	@EDGELOOP_CHAOS_ON_TEST_STACK=1 $(call run_pytest,tests/chaos -q -s -m chaos -k "$(CHAOS_REDUCED)")
 
 .PHONY: fuzz
 fuzz: $(VENV)/.installed ## fuzz every parser at a trust boundary with Hypothesis for FUZZ_MINUTES (10); not in make test

@@ -68,6 +68,43 @@ def kill_service(cfg: StackConfig, name: str) -> int:
     return pid
 
 
+def freeze_service(cfg: StackConfig, name: str, seconds: float) -> int:
+    """Stop the stack's `name` (SIGSTOP to its process group) for `seconds`, then let it go on (SIGCONT).
+
+    An outage that keeps the service's state: it still accepts connections and answers none of them, as a
+    hung server or a partitioned network does. (moto keeps its objects in memory: a kill would lose them.)"""
+    pid = stack.process_pid(name, cfg)
+    if pid is None:
+        raise FaultError(f"{name} is not running in the stack at {cfg.state_dir}: nothing of ours to stop")
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+    return pid
+
+
+def descendants_running(cfg: StackConfig, service: str, marker: str) -> list[int]:
+    """Pids in the process group of the stack's `service` whose command line holds `marker`."""
+    leader = stack.process_pid(service, cfg)
+    if leader is None:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) != leader:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ProcessLookupError):
+            continue
+        if marker in command:
+            found.append(int(entry))
+    return sorted(found)
+
+
 def restart_service(cfg: StackConfig, name: str) -> float:
     """Start `name` again the way `edgeloop stack up` does and wait until it is healthy; seconds it took."""
     started = time.monotonic()

@@ -10,10 +10,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import random
+import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +25,8 @@ import pytest
 from tests.chaos.harness import (
     Chaos,
     FaultRow,
+    descendants_running,
+    freeze_service,
     kill_service,
     orders_per_target,
     record,
@@ -38,6 +44,7 @@ INGEST_RECORDS = 200_000
 # how long a killed service stays down before it is started again (its own start time comes on top)
 PAUSE_S = 10.0
 MLFLOW_OUTAGE_S = 60.0
+OUTAGE_S = 60.0  # a service that answers nothing for this long (SIGSTOP), then goes on
 
 
 def stored_ids(s3: Any, chaos: Chaos, day: str, prefix: str) -> Counter[str]:
@@ -77,7 +84,42 @@ def running_ingest(chaos: Chaos) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Applied:
+    """A fault as it was applied: the pid it hit, when (monotonic), and what was done, for the report."""
+
+    pid: int
+    at: float
+    said: str
+
+
+def kill_and_restart(chaos: Chaos, service: str) -> Applied:
+    """kill -9 of `service`'s process group, started again `PAUSE_S` later the way the stack starts it."""
+    at = time.monotonic()
+    pid = kill_service(chaos.cfg, service)
+    time.sleep(PAUSE_S)
+    restart_s = restart_service(chaos.cfg, service)
+    return Applied(
+        pid, at, f"{service} (pid {pid}) killed, started again {PAUSE_S:.0f} s later (healthy after {restart_s:.0f} s)"
+    )
+
+
+def frozen(chaos: Chaos, service: str, seconds: float) -> Applied:
+    at = time.monotonic()
+    pid = freeze_service(chaos.cfg, service, seconds)
+    return Applied(pid, at, f"{service} (pid {pid}) stopped (SIGSTOP) for {seconds:.0f} s, then continued")
+
+
 def test_the_broker_killed_during_ingest_loses_and_doubles_no_record(chaos: Chaos, s3_client: Any) -> None:
+    ingest_with_fault(chaos, s3_client, "kill -9 + restart of the broker", lambda: kill_and_restart(chaos, "kafka"))
+
+
+def test_s3_unresponsive_for_a_minute_during_ingest_loses_and_doubles_no_record(chaos: Chaos, s3_client: Any) -> None:
+    ingest_with_fault(chaos, s3_client, f"S3 unresponsive {OUTAGE_S:.0f} s", lambda: frozen(chaos, "s3", OUTAGE_S))
+
+
+def ingest_with_fault(chaos: Chaos, s3_client: Any, fault: str, apply: Callable[[], Applied]) -> None:
+    """200,000 records produced; `apply` runs once an ingest run has written the first object of them."""
     from benchmarks.soak_ingest import make_record, produce
 
     spec = chaos.spec
@@ -99,11 +141,8 @@ def test_the_broker_killed_during_ingest_loses_and_doubles_no_record(chaos: Chao
         lambda: first_object(s3_client, chaos, day, produced_at), 300, "the first object of the records", every=0.3
     )
     run_id = running_ingest(chaos)
-    killed_at = time.monotonic()
-    pid = kill_service(chaos.cfg, "kafka")
-    at_kill = len(stored_ids(s3_client, chaos, day, prefix))
-    time.sleep(PAUSE_S)
-    restart_s = restart_service(chaos.cfg, "kafka")
+    at_fault = len(stored_ids(s3_client, chaos, day, prefix))
+    applied = apply()
 
     def all_stored() -> Counter[str] | None:
         found = stored_ids(s3_client, chaos, day, prefix)
@@ -113,21 +152,22 @@ def test_the_broker_killed_during_ingest_loses_and_doubles_no_record(chaos: Chao
         found = wait_for(all_stored, 900, f"{INGEST_RECORDS} records in S3", every=10)
     except AssertionError:
         found = stored_ids(s3_client, chaos, day, prefix)
-    recover_s = round(time.monotonic() - killed_at, 1)
+    recover_s = round(time.monotonic() - applied.at, 1)
     lost = INGEST_RECORDS - len(found)
     duplicated = sum(n - 1 for n in found.values() if n > 1)
+    tries = {r["dag_run_id"]: r["state"] for r in chaos.api.runs(chaos.dag("ingest"), limit=10)}
     row = FaultRow(
-        fault="kill -9 + restart of the broker",
+        fault=fault,
         stage="ingest",
         happened=(
-            f"ingest run {run_id} lost the broker (pid {pid}) with {at_kill} of {INGEST_RECORDS} records in S3;"
-            f" broker back after {PAUSE_S:.0f} s + {restart_s:.0f} s start; the following runs stored the rest"
+            f"ingest run {run_id} was writing, {at_fault} of {INGEST_RECORDS} records in S3; {applied.said};"
+            f" {len(found)} stored in the end"
         ),
         recover_s=recover_s,
         lost=lost,
         duplicated=duplicated,
         passed=lost == 0 and duplicated == 0,
-        details={"records": INGEST_RECORDS, "run": run_id, "stored_at_kill": at_kill},
+        details={"records": INGEST_RECORDS, "run": run_id, "stored_at_fault": at_fault, "ingest_runs": tries},
     )
     record(chaos.cfg, row)
     assert lost == 0, f"{lost} of {INGEST_RECORDS} records never reached S3"
@@ -158,8 +198,11 @@ def rollout_with_fault(
     service: str,
     task: str,
     when: tuple[str, ...] = ("deferred",),
+    apply: Callable[[], Applied] | None = None,
+    fault: str | None = None,
 ) -> None:
-    """A rollout of a copy of the champion; `service` killed -9 while `task` is in a state of `when`, then restarted."""
+    """A rollout of a copy of the champion; while `task` is in a state of `when`, `apply` runs (by default
+    `service` killed -9, then restarted)."""
     from mlflow import MlflowClient
 
     from edgeloop.demo import all_devices_on, champion, fleet_versions
@@ -170,19 +213,16 @@ def rollout_with_fault(
     before = champion(env, spec)
     assert before, "the fleet fixture leaves a champion"
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    version = copy_version(client, spec.registry.model_name, before, f"chaos: {service} killed at {task}")
+    version = copy_version(client, spec.registry.model_name, before, f"chaos: fault in {service} at {task}")
     dag = chaos.dag("rollout")
     baseline_s = fault_free_seconds(api, dag, task)
     started_ms = int(time.time() * 1000)
     run_id = f"manual__chaos_{service}_{int(time.time())}"
-    api.trigger(dag, run_id, conf={"model_version": version}, note=f"chaos: kill -9 of {service} at {task}")
+    api.trigger(dag, run_id, conf={"model_version": version}, note=f"chaos: fault in {service} at {task}")
     wait_for(lambda: task_in_state(api, dag, run_id, task, when), 900, f"{task} {'/'.join(when)}", every=0.5)
-    killed_at = time.monotonic()
-    pid = kill_service(chaos.cfg, service)
-    time.sleep(PAUSE_S)
-    restart_s = restart_service(chaos.cfg, service)
+    applied = (apply or (lambda: kill_and_restart(chaos, service)))()
     run = api.wait_for_run(dag, run_id, timeout=1200)
-    recover_s = round(time.monotonic() - killed_at, 1)
+    recover_s = round(time.monotonic() - applied.at, 1)
     states = task_states(api, dag, run_id)
     now = champion(env, spec)
 
@@ -227,11 +267,10 @@ def rollout_with_fault(
     if not promoted_after_gates:
         problems.append(f"champion moved at {promoted_at}, last gate decided at {last_gate}")
     row = FaultRow(
-        fault=f"kill -9 + restart of the {service.removeprefix('airflow-')}",
+        fault=fault or f"kill -9 + restart of the {service.removeprefix('airflow-')}",
         stage=f"rollout, {task} {'/'.join(when)}",
         happened=(
-            f"{service} (pid {pid}) killed with {task} {'/'.join(when)}, started again {PAUSE_S:.0f} s later"
-            f" (healthy {restart_s:.0f} s after that); run {run['state']}; from the kill to the run's end"
+            f"{applied.said}, with {task} {'/'.join(when)}; run {run['state']}; from the fault to the run's end"
             f" {recover_s} s, in a fault-free run from {task}'s start to the end {baseline_s} s; "
             + ("; ".join(problems) or "gates, promotion and audit as without fault")
         ),
@@ -277,6 +316,130 @@ def test_the_dag_processor_killed_while_a_rollout_runs(
     chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
 ) -> None:
     rollout_with_fault(chaos, fleet_on_champion, s3_client, "airflow-dag-processor", "gate_canary")
+
+
+def test_a_rollout_job_killed_in_the_middle_of_a_wave(
+    chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
+) -> None:
+    """A wave's job process (the pod's `edgeloop rollout-job`, run by the apply task) dies as an evicted pod does."""
+
+    def kill_a_job() -> Applied:
+        pids = wait_for(
+            lambda: descendants_running(chaos.cfg, "airflow-scheduler", "rollout-job"), 300, "a rollout job", every=0.2
+        )
+        at = time.monotonic()
+        os.kill(pids[0], signal.SIGKILL)
+        return Applied(pids[0], at, f"the rollout job (pid {pids[0]}) of the wave killed -9")
+
+    rollout_with_fault(
+        chaos,
+        fleet_on_champion,
+        s3_client,
+        "rollout-job",
+        "apply_wave_1",
+        ("running",),
+        apply=kill_a_job,
+        fault="kill -9 of a rollout job process",
+    )
+
+
+def test_broker_unresponsive_for_a_minute_while_a_rollout_gate_reads(
+    chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
+) -> None:
+    rollout_with_fault(
+        chaos,
+        fleet_on_champion,
+        s3_client,
+        "kafka",
+        "gate_canary",
+        apply=lambda: frozen(chaos, "kafka", OUTAGE_S),
+        fault=f"broker unresponsive {OUTAGE_S:.0f} s",
+    )
+
+
+def wait_for_follow_on_runs(chaos: Chaos, stages: tuple[str, ...]) -> None:
+    """Let the runs a finished stage started (train after a dataset, rollout after a champion) end before the next
+    fault: each test starts from a quiet pipeline."""
+    for stage in stages:
+        for run in chaos.api.runs(chaos.dag(stage), limit=3):
+            if run["state"] in ("queued", "running"):
+                chaos.api.wait_for_run(chaos.dag(stage), run["dag_run_id"], timeout=1200)
+
+
+def test_label_studio_killed_when_an_annotation_batch_is_due(
+    chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
+) -> None:
+    """Label Studio is gone (kill -9) as an annotate run opens its batch, and back a little later."""
+    from edgeloop.annotation.export import lineage_key, list_versions
+    from edgeloop.annotation.label_studio import LabelStudioBackend, LabelStudioSettings
+    from edgeloop.annotation.manifest import read_json
+    from edgeloop.demo import DemoSettings, start_bot
+    from edgeloop.devstack.stack import stop_process
+
+    api, spec, env = chaos.api, chaos.spec, chaos.env
+    dag = chaos.dag("annotate")
+    versions_before = set(list_versions(spec, s3_client))
+    run_id = f"manual__chaos_label_studio_{int(time.time())}"
+    at = time.monotonic()
+    pid = kill_service(chaos.cfg, "label-studio")
+    api.trigger(dag, run_id, conf={"group": spec.groups[0].name, "size": 40}, note="chaos: Label Studio down")
+    wait_for(
+        lambda: (
+            task_in_state(api, dag, run_id, "open_batch", ("running", "up_for_retry", "failed"))
+            or task_in_state(api, dag, run_id, "select_batch", ("skipped", "failed"))
+        ),
+        600,
+        "the batch due in Label Studio",
+        every=0.5,
+    )
+    time.sleep(PAUSE_S)
+    restart_s = restart_service(chaos.cfg, "label-studio")
+    start_bot(chaos.cfg, spec, DemoSettings(devices=int(fleet_on_champion["devices"])), {**env})
+    try:
+        run = api.wait_for_run(dag, run_id, timeout=1200)
+    finally:
+        stop_process("annotate-bot", chaos.cfg)
+    recover_s = round(time.monotonic() - at, 1)
+    states = task_states(api, dag, run_id)
+    selected = api.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances/select_batch/xcomEntries/return_value")["value"]
+    batch_id, size = str(selected["batch_id"]), int(selected["size"])
+    backend = LabelStudioBackend.connect(
+        LabelStudioSettings(env["EDGELOOP_LABEL_STUDIO_URL"], env["EDGELOOP_LABEL_STUDIO_TOKEN"])
+    )
+    project = backend.ensure_project(spec)
+    tasks_in_tool = backend.progress(project, batch_id).tasks
+    records_with_task = len(backend.batch_tasks(project, batch_id))
+    new_versions = sorted(set(list_versions(spec, s3_client)) - versions_before)
+    of_batch = [
+        v
+        for v in new_versions
+        if (read_json(s3_client, spec.storage.bucket, lineage_key(spec, v)) or {}).get("batch_id") == batch_id
+    ]
+    tries = {ti["task_id"]: ti.get("try_number") for ti in api.task_instances(dag, run_id)}
+    problems = []
+    if run["state"] != "success":
+        problems.append(f"run {run['state']}: {states}")
+    if tasks_in_tool != size or records_with_task != size:
+        problems.append(f"{tasks_in_tool} tasks for {records_with_task} records in Label Studio, batch of {size}")
+    if len(of_batch) != 1:
+        problems.append(f"{len(of_batch)} curated dataset versions for the one batch: {of_batch}")
+    row = FaultRow(
+        fault="kill -9 + restart of Label Studio",
+        stage="annotation: open_batch",
+        happened=(
+            f"Label Studio (pid {pid}) killed before the batch was due, started again with open_batch tried"
+            f" ({PAUSE_S:.0f} s later, healthy after {restart_s:.0f} s); tries {tries}; run {run['state']}; "
+            + ("; ".join(problems) or f"{size} tasks, one each, one dataset version {of_batch}")
+        ),
+        recover_s=recover_s,
+        lost=max(0, size - records_with_task),
+        duplicated=max(0, tasks_in_tool - records_with_task) + max(0, len(of_batch) - 1),
+        passed=not problems,
+        details={"run": run_id, "batch": batch_id, "versions": of_batch},
+    )
+    record(chaos.cfg, row)
+    wait_for_follow_on_runs(chaos, ("train", "rollout"))
+    assert not problems, problems
 
 
 def test_mlflow_down_for_a_minute_while_the_model_is_registered(
@@ -335,8 +498,5 @@ def test_mlflow_down_for_a_minute_while_the_model_is_registered(
         details={"run": run_id, "versions": [v.version for v in versions]},
     )
     record(chaos.cfg, row)
-    # a promoted challenger starts a rollout: let it end before the stack goes down
-    for rollout in api.runs(chaos.dag("rollout"), limit=3):
-        if rollout["state"] in ("queued", "running"):
-            api.wait_for_run(chaos.dag("rollout"), rollout["dag_run_id"], timeout=900)
+    wait_for_follow_on_runs(chaos, ("rollout",))  # a promoted challenger starts a rollout
     assert not problems, problems
