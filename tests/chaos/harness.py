@@ -85,23 +85,35 @@ def freeze_service(cfg: StackConfig, name: str, seconds: float) -> int:
 
 
 def descendants_running(cfg: StackConfig, service: str, marker: str) -> list[int]:
-    """Pids in the process group of the stack's `service` whose command line holds `marker`."""
+    """Pids descending from the stack's `service` (by parent pid: Airflow's task processes lead process groups
+    of their own) whose command line holds `marker`."""
     leader = stack.process_pid(service, cfg)
     if leader is None:
         return []
-    found = []
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            if os.getpgid(int(entry)) != leader:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+    found = []
+    for pid in parents:
+        ancestor = parents.get(pid)
+        while ancestor not in (None, 0, 1, leader):
+            ancestor = parents.get(ancestor)
+        if ancestor != leader:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
                 command = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ProcessLookupError):
+        except OSError:
             continue
         if marker in command:
-            found.append(int(entry))
+            found.append(pid)
     return sorted(found)
 
 

@@ -43,7 +43,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(2400)]
 INGEST_RECORDS = 200_000
 # how long a killed service stays down before it is started again (its own start time comes on top)
 PAUSE_S = 10.0
-MLFLOW_OUTAGE_S = 60.0
 OUTAGE_S = 60.0  # a service that answers nothing for this long (SIGSTOP), then goes on
 
 
@@ -343,6 +342,37 @@ def test_a_rollout_job_killed_in_the_middle_of_a_wave(
     )
 
 
+def test_s3_unresponsive_for_a_minute_while_a_wave_is_applied(
+    chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
+) -> None:
+    """The devices fetch the model from S3 by presigned URL, and the wave's audit part goes there."""
+    rollout_with_fault(
+        chaos,
+        fleet_on_champion,
+        s3_client,
+        "s3",
+        "apply_wave_1",
+        ("running",),
+        apply=lambda: frozen(chaos, "s3", OUTAGE_S),
+        fault=f"S3 unresponsive {OUTAGE_S:.0f} s",
+    )
+
+
+def test_mlflow_down_for_a_minute_during_a_rollout(
+    chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
+) -> None:
+    """The next wave resolves the version's ONNX file in the registry, and the promotion moves its alias."""
+    rollout_with_fault(
+        chaos,
+        fleet_on_champion,
+        s3_client,
+        "mlflow",
+        "gate_canary",
+        apply=lambda: down_for(chaos, "mlflow", OUTAGE_S),
+        fault=f"MLflow down {OUTAGE_S:.0f} s (kill -9, then restart)",
+    )
+
+
 def test_broker_unresponsive_for_a_minute_while_a_rollout_gate_reads(
     chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
 ) -> None:
@@ -442,33 +472,61 @@ def test_label_studio_killed_when_an_annotation_batch_is_due(
     assert not problems, problems
 
 
+def down_for(chaos: Chaos, service: str, seconds: float) -> Applied:
+    """kill -9 of `service`, started again `seconds` later: an outage of that length (plus its start)."""
+    at = time.monotonic()
+    pid = kill_service(chaos.cfg, service)
+    time.sleep(seconds)
+    restart_s = restart_service(chaos.cfg, service)
+    return Applied(
+        pid, at, f"{service} (pid {pid}) killed, started again {seconds:.0f} s later (healthy after {restart_s:.0f} s)"
+    )
+
+
 def test_mlflow_down_for_a_minute_while_the_model_is_registered(
     chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
 ) -> None:
+    training_with_fault(
+        chaos,
+        "register_challenger",
+        f"MLflow down {OUTAGE_S:.0f} s (kill -9, then restart)",
+        lambda: down_for(chaos, "mlflow", OUTAGE_S),
+    )
+
+
+def test_s3_unresponsive_for_a_minute_while_the_model_is_trained(
+    chaos: Chaos, fleet_on_champion: dict[str, Any], s3_client: Any
+) -> None:
+    training_with_fault(
+        chaos, "train_model", f"S3 unresponsive {OUTAGE_S:.0f} s", lambda: frozen(chaos, "s3", OUTAGE_S)
+    )
+
+
+def training_with_fault(chaos: Chaos, task: str, fault: str, apply: Callable[[], Applied]) -> None:
+    """A train run of its own (search budget 3: a candidate and a version of its own); `apply` runs once `task`
+    is due (register_challenger) or running (train_model). One registry version for the candidate, whatever
+    the tries."""
     from mlflow import MlflowClient
 
     from edgeloop.registry.register import candidate_versions
 
     api, spec, env = chaos.api, chaos.spec, chaos.env
     dag = chaos.dag("train")
-    run_id = f"manual__chaos_mlflow_{int(time.time())}"
-    # a search budget of its own: a candidate (and a version) of its own
-    api.trigger(dag, run_id, conf={"search_budget": 3}, note="chaos: MLflow down while registering")
-    wait_for(
-        lambda: (
-            task_in_state(api, dag, run_id, "train_model", ("success",))
-            or task_in_state(api, dag, run_id, "register_challenger", ("scheduled", "queued", "running"))
-        ),
-        1200,
-        "the trained model on its way to the registry",
-        every=0.5,
-    )
-    killed_at = time.monotonic()
-    pid = kill_service(chaos.cfg, "mlflow")
-    time.sleep(MLFLOW_OUTAGE_S)
-    restart_s = restart_service(chaos.cfg, "mlflow")
+    run_id = f"manual__chaos_train_{int(time.time())}"
+    api.trigger(dag, run_id, conf={"search_budget": 3}, note=f"chaos: {fault} at {task}")
+    registering = task == "register_challenger"
+
+    def due() -> bool:
+        if registering and task_in_state(api, dag, run_id, "train_model", ("success",)):
+            return True
+        return task_in_state(
+            api, dag, run_id, task, ("scheduled", "queued", "running") if registering else ("running",)
+        )
+
+    wait_for(due, 1200, f"{task} due", every=0.5)
+    applied = apply()
     run = api.wait_for_run(dag, run_id, timeout=1200)
-    recover_s = round(time.monotonic() - killed_at, 1)
+    recover_s = round(time.monotonic() - applied.at, 1)
     states = task_states(api, dag, run_id)
     trained = api.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances/train_model/xcomEntries/return_value")["value"]
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
@@ -476,7 +534,7 @@ def test_mlflow_down_for_a_minute_while_the_model_is_registered(
     tries = {
         ti["task_id"]: ti.get("try_number")
         for ti in api.task_instances(dag, run_id)
-        if ti["task_id"] in ("register_challenger", "evaluation_gate")
+        if ti["task_id"] in ("train_model", "register_challenger", "evaluation_gate")
     }
     problems = []
     if run["state"] != "success":
@@ -484,12 +542,11 @@ def test_mlflow_down_for_a_minute_while_the_model_is_registered(
     if len(versions) != 1:
         problems.append(f"{len(versions)} versions for the one candidate: {[v.version for v in versions]}")
     row = FaultRow(
-        fault=f"MLflow down {MLFLOW_OUTAGE_S:.0f} s (kill -9, then restart)",
-        stage="training: register_challenger",
+        fault=fault,
+        stage=f"training: {task}",
         happened=(
-            f"MLflow (pid {pid}) killed as the model went to the registry; back after {MLFLOW_OUTAGE_S:.0f} s"
-            f" + {restart_s:.0f} s start; tries {tries}; run {run['state']}; "
-            + ("; ".join(problems) or "one version for the candidate")
+            f"{applied.said}, with {task} {'due' if registering else 'running'}; tries {tries};"
+            f" run {run['state']}; " + ("; ".join(problems) or "one version for the candidate")
         ),
         recover_s=recover_s,
         lost=0 if versions else 1,
