@@ -14,10 +14,9 @@ from edgeloop.contract.artifact import content_key, sha256_hex
 from edgeloop.registry.artifacts import ArtifactDigestMismatch, ArtifactMissing, publish_edge_artifact
 from edgeloop.registry.errors import RegistryError
 from edgeloop.registry.register import candidate_versions, copy_version
-from edgeloop.registry.tags import TAG_CANDIDATE, TAG_COPY_NOTE, TAG_COPY_OF, TAG_DECISION, TAG_REASON
+from edgeloop.registry.tags import TAG_CANDIDATE, TAG_COPY_NOTE, TAG_COPY_OF, TAG_DECISION, TAG_REASON, artifact_tags
 from edgeloop.rollout.admission import gate_record
 from edgeloop.spec import PipelineSpec
-from edgeloop.training.onnx_export import artifact_tags
 
 ONNX = b"\x08\x08 pretend these are the bytes of an ONNX file"
 OTHER = b"\x08\x08 and these are the bytes of a different one"
