@@ -80,7 +80,7 @@ class ChallengerRegistered(XComResult):
 
 @dataclass(frozen=True)
 class GateDecision(XComResult):
-    """The evaluation gate's decision (`registry.gate.evaluation_gate`): promote or not, why, both models' scores."""
+    """The evaluation gate's decision (`training.gate.evaluation_gate`): promote or not, why, both models' scores."""
 
     pipeline: str
     model_name: str
@@ -108,7 +108,7 @@ class GateDecision(XComResult):
 
 @dataclass(frozen=True)
 class ModelAnnounced(XComResult):
-    """The `model` asset event of a promoted challenger (`registry.gate.model_asset_extra`): what the rollout needs."""
+    """The `model` asset event of a promoted challenger (`training.gate.model_asset_extra`): what the rollout needs."""
 
     pipeline: str
     model_name: str
@@ -169,8 +169,8 @@ def evaluation_gate(
     """Judge the challenger against the champion; a rejection goes to the alerts topic."""
     from edgeloop.fleet.health import publish_alerts
     from edgeloop.metrics.push import push_task_metrics
-    from edgeloop.registry import gate
     from edgeloop.registry.client import mlflow_client
+    from edgeloop.training import gate
     from edgeloop.training.metrics import record_gate_metrics
 
     decision = gate.evaluation_gate(mlflow_client(clients.mlflow_uri()), clients.s3(), spec, registered.to_xcom())
@@ -189,7 +189,7 @@ def announce_model(decision: GateDecision) -> ModelAnnounced:
     """The `model` asset event of a promoted challenger; skip the task (no rollout) otherwise."""
     from airflow.exceptions import AirflowSkipException
 
-    from edgeloop.registry.gate import model_asset_extra
+    from edgeloop.training.gate import model_asset_extra
 
     if not decision.promote:
         raise AirflowSkipException(f"no rollout: {decision.reason}")
