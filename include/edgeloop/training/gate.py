@@ -59,21 +59,6 @@ S3Client = Any
 ALERT_KIND = "model"
 _EPSILON = 1e-9
 
-# the gate's tag keys are re-exported: the rollout's admission check reads them from here
-__all__ = [
-    "ALERT_KIND",
-    "TAG_DECISION",
-    "TAG_FIRST_RUN",
-    "TAG_REASON",
-    "EdgeModelScorer",
-    "GateSettings",
-    "decide",
-    "edge_scorer",
-    "evaluation_gate",
-    "model_asset_extra",
-    "rejection_alert",
-]
-
 
 @dataclass(frozen=True)
 class GateSettings:

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgeloop.annotation.metrics import record_exported_batch, record_opened_batch
 from edgeloop.exporter import drift_alerts_reader
-from edgeloop.metrics import BatchMetrics
+from edgeloop.metrics.push import BatchMetrics
 from edgeloop.spec import load_spec
 from edgeloop.training.metrics import record_gate_metrics, record_training_metrics
 
