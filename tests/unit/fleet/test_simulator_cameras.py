@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +17,8 @@ from tests.helpers.camera_models import vision_spec
 from tests.helpers.keys import OPERATOR, TRUSTED, device_key
 from tests.helpers.wire import Wire
 
+from edgeloop.annotation.backend import OpenTask, ProjectRef
+from edgeloop.annotation.bot import annotate_bot
 from edgeloop.contract.frame import decode_frame_message, frame_key
 from edgeloop.edge.config import SchemaField
 from edgeloop.edge.device import DeviceCore, Outgoing
@@ -244,3 +246,42 @@ def test_the_cli_takes_camera_drifts_and_refuses_a_sensor_drift_for_cameras(
     argv = ["simulate", "--pipeline", "visual_inspection", "--bootstrap", "127.0.0.1:1"]
     assert main([*argv, "--drift-on-signal", "hall-east:brightness:gain=2"]) == 2
     assert "not a camera drift" in capsys.readouterr().err
+
+
+class CameraTasks:
+    """An annotation backend stand-in: one open task per camera record, the labels submitted."""
+
+    kind = "fake"
+
+    def __init__(self, record_ids: list[str]) -> None:
+        self.tasks = [OpenTask(i, rid, "batch-1") for i, rid in enumerate(record_ids)]
+        self.submitted: dict[int, str] = {}
+
+    def ensure_project(self, spec: PipelineSpec) -> ProjectRef:
+        return ProjectRef(1, "p", "http://ls/projects/1")
+
+    def open_tasks(self, project: ProjectRef, batch_id: str | None = None, limit: int | None = None) -> list[OpenTask]:
+        return self.tasks
+
+    def submit_labels(self, project: ProjectRef, labels: Mapping[int, str], *, annotator: str) -> int:
+        self.submitted.update(labels)
+        return len(labels)
+
+
+def test_the_annotate_bot_labels_each_camera_task_with_the_part_in_its_frame(
+    spec: PipelineSpec, fleet: tuple[FleetSimulator, Wire, CachedModelProvider]
+) -> None:
+    """The bot reads a camera record's truth by record id from the simulator's ground truth, as for sensors."""
+    sim, wire, _ = fleet
+    sim._emit_telemetry(np.arange(sim.n), NOW)
+    records = [json.loads(v) for v in sent(wire, sim.telemetry_topic)]
+    truth: dict[str, str] = {}
+    for message in sent(wire, sim.truth_topic):  # what `groundtruth.true_labels` reads from the topic
+        truth.update(json.loads(message)["labels"])
+    backend = CameraTasks([r["record_id"] for r in records] + ["not-a-simulated-record"])
+    counts = annotate_bot(spec, backend, true_labels=lambda ids: {i: truth[i] for i in ids if i in truth})  # type: ignore[arg-type]
+    assert (counts["labelled"], counts["no_truth"]) == (len(records), 1)
+    for task in backend.tasks[:-1]:
+        record = next(r for r in records if r["record_id"] == task.record_id)
+        part = make_frame(record["device_id"], 0, group_conditions(record["group_id"]))
+        assert backend.submitted[task.task_id] == part.label
