@@ -11,9 +11,10 @@ stage branches: it says which columns the model takes (the spec's features, or t
 decoded with its dimensions checked first). The search, refit, edge-fitness limits, evaluation
 and gate are the same code for both.
 
-A frame that cannot be used (missing, too big, another digest, not a PNG of the model's shape)
-drops its row from the split and is counted by reason (`FramesAttached.rejected`), never a
-failed task. The seed of a camera pipeline (`camera_seed_frame`) is the seed frames
+A frame that cannot be used (a key that is not the content address of the record's digest,
+missing, too big, another digest, not a PNG of the model's shape) drops its row from the split
+and is counted by reason (`FramesAttached.rejected`, the `edgeloop_training_frames_rejected`
+metric), never a failed task. The seed of a camera pipeline (`camera_seed_frame`) is the seed frames
 (`edgeloop.training.seed.make_seed_frames`) stored under their content addresses, with their
 features as the drift check sees them.
 """
@@ -50,7 +51,7 @@ class FrameRejected(ValueError):
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason  # missing, too_large, digest, not_png, shape, undecodable
+        self.reason = reason  # key, missing, too_large, digest, not_png, shape, undecodable
 
 
 def frame_columns(spec: PipelineSpec) -> tuple[str, str] | None:
@@ -159,6 +160,7 @@ class ModelInputs:
         rejected: Counter[str] = Counter()
         for position, (key, sha) in enumerate(zip(frame[ref].astype(str), frame[digest].astype(str), strict=True)):
             try:
+                self._check_address(key, sha)
                 pixels.append(fetch_frame(s3, bucket, key, sha, shape=self.image_shape))
             except FrameRejected as exc:
                 rejected[exc.reason] += 1
@@ -181,6 +183,18 @@ class ModelInputs:
         )
         table = pd.DataFrame(flat.astype(np.float32), columns=list(self.columns))
         return FramesAttached(pd.concat([rows, table], axis=1), dict(rejected))
+
+    def _check_address(self, key: str, sha256: str) -> None:
+        """FrameRejected("key") unless `key` is the content address of `sha256` under this pipeline's frames: a
+        record cannot make training read any other object of the bucket."""
+        from edgeloop.contract.frame import frame_key
+
+        try:
+            expected = frame_key(self.spec.name, sha256, storage_prefix=self.spec.storage.prefix)
+        except ValueError as exc:
+            raise FrameRejected("key", f"frame {key!r}: {exc}") from None
+        if key != expected:
+            raise FrameRejected("key", f"frame {key!r}: not the content address of its digest ({expected})")
 
 
 def model_inputs(spec: PipelineSpec) -> ModelInputs:

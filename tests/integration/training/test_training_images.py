@@ -19,6 +19,7 @@ import pytest
 from tests.helpers.camera_models import vision_spec
 from training_testkit import cleanup_pipeline, unique_name, write_curated
 
+from edgeloop.contract.frame import frame_key
 from edgeloop.edge.runtime import load_model
 from edgeloop.registry.aliases import CHAMPION, alias_version
 from edgeloop.registry.artifacts import verified_edge_artifact
@@ -109,11 +110,17 @@ def test_rows_whose_frames_are_missing_tampered_or_too_big_are_dropped_and_count
             "label": labels,
         }
     )
-    rows.loc[0, "frame_key"] = rows.loc[0, "frame_key"] + "-gone"  # missing
-    rows.loc[1, "frame_sha256"] = "0" * 64  # not the bytes stored there
-    big = f"{spec.storage.prefix}/frames/too-big.png"
-    s3_client.put_object(Bucket=bucket, Key=big, Body=b"\x89PNG\r\n\x1a\n" + bytes(70 * 1024))
-    rows.loc[2, "frame_key"] = big
+
+    def address(digest: str) -> str:
+        return frame_key(spec.name, digest, storage_prefix=spec.storage.prefix)
+
+    gone = hashlib.sha256(b"a frame that never arrived").hexdigest()
+    rows.loc[0, ["frame_key", "frame_sha256"]] = [address(gone), gone]  # missing
+    s3_client.put_object(Bucket=bucket, Key=rows.loc[1, "frame_key"], Body=encode_png(pixels[0]))  # overwritten
+    big = hashlib.sha256(b"a frame too big").hexdigest()
+    s3_client.put_object(Bucket=bucket, Key=address(big), Body=b"\x89PNG\r\n\x1a\n" + bytes(70 * 1024))
+    rows.loc[2, ["frame_key", "frame_sha256"]] = [address(big), big]
+    rows.loc[3, "frame_key"] = seed["frame_key"].iloc[0]  # another frame's address, not this digest's
     assert set(columns) >= set(rows.columns) - {"record_id", "frame_bytes"}
     write_curated(s3_client, spec, "2026-01-04T00-00-00Z", rows)
 
@@ -124,5 +131,5 @@ def test_rows_whose_frames_are_missing_tampered_or_too_big_are_dropped_and_count
     for part in rejected.values():
         for reason, count in part.items():
             merged[reason] = merged.get(reason, 0) + count
-    assert merged == {"missing": 1, "digest": 1, "too_large": 1}
+    assert merged == {"missing": 1, "digest": 1, "too_large": 1, "key": 1}
     assert trained["edge"]["ok"] and trained["eval_score"] > 0.5

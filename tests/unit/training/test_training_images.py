@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 from tests.helpers.camera_models import vision_spec
 
+from edgeloop.contract.frame import frame_key
 from edgeloop.edge.runtime import load_model
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import SOURCE_COLUMN, split_by_time_and_device, validate_labelled_frame
@@ -87,20 +88,24 @@ def test_a_stored_frame_comes_back_as_its_pixels_after_every_check() -> None:
 
 def test_a_split_gets_each_rows_pixels_and_rows_with_bad_frames_are_dropped_and_counted(spec: PipelineSpec) -> None:
     s3 = FakeS3()
-    pixels, labels = make_frames("cam", 0, 5, group_conditions("hall-west"))
-    keys = [f"f/{i}.png" for i in range(5)]
-    digests = [store(s3, k, encode_png(p)) for k, p in zip(keys, pixels, strict=True)]
-    digests[1] = "0" * 64
-    keys[3] = "f/gone.png"
+    pixels, labels = make_frames("cam", 0, 6, group_conditions("hall-west"))
+    pngs = [encode_png(p) for p in pixels]
+    digests = [hashlib.sha256(png).hexdigest() for png in pngs]
+    keys = [frame_key(spec.name, d, storage_prefix=spec.storage.prefix) for d in digests]
+    for key, png in zip(keys, pngs, strict=True):
+        store(s3, key, png)
+    s3.objects[f"{BUCKET}/{keys[1]}"] = pngs[0]  # the object under row 1's address is not its frame
+    del s3.objects[f"{BUCKET}/{keys[3]}"]  # row 3's frame never arrived
+    keys[5] = "models/visual_inspection/model.onnx"  # row 5 names another object of the bucket
+    store(s3, keys[5], pngs[5])
     split = pd.DataFrame({"frame_key": keys, "frame_sha256": digests, "label": labels, "group_id": "hall-west"})
+    reads = s3.reads
     attached = model_inputs(spec).attach(s3, split)
-    assert attached.rejected == {"digest": 1, "missing": 1}
+    assert attached.rejected == {"digest": 1, "missing": 1, "key": 1}
+    assert s3.reads - reads == 4  # the object that is no frame's address is never read
     frame = attached.frame
-    assert list(frame["frame_key"]) == ["f/0.png", "f/2.png", "f/4.png"] and list(frame["label"]) == [
-        labels[0],
-        labels[2],
-        labels[4],
-    ]
+    assert list(frame["frame_key"]) == [keys[0], keys[2], keys[4]]
+    assert list(frame["label"]) == [labels[0], labels[2], labels[4]]
     columns = list(pixel_features((64, 64)))
     assert list(frame.columns[-len(columns) :]) == columns
     restored = np.rint(frame[columns].to_numpy() * 255).astype(np.uint8).reshape(-1, 64, 64)
