@@ -382,7 +382,8 @@ def _simulate(spec: PipelineSpec, devices: int, runs: int) -> str:
         batch.set("edgeloop_drift_last_alert_timestamp_seconds", 1e9 + run)
         batch.set("edgeloop_training_trials", spec.training.search_budget)
         batch.set("edgeloop_training_best_score", 0.9, metric=spec.training.metric)
-        for name in ("duration_seconds", "model_size_bytes", "inference_latency_seconds", "model_memory_bytes"):
+        names = ("duration_seconds", "model_size_bytes", "inference_latency_seconds", "model_memory_bytes")
+        for name in (*names, "frames_rejected"):
             batch.set(f"edgeloop_training_{name}", 1.0)
         for decision in GATE_DECISIONS:
             batch.set("edgeloop_training_gate_decision", float(decision == "promote"), decision=decision)
