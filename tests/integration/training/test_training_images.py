@@ -23,7 +23,7 @@ from edgeloop.contract.frame import frame_key
 from edgeloop.edge.runtime import load_model
 from edgeloop.registry.aliases import CHAMPION, alias_version
 from edgeloop.registry.artifacts import verified_edge_artifact
-from edgeloop.registry.gate import evaluation_gate
+from edgeloop.training.gate import evaluation_gate
 from edgeloop.registry.register import register_challenger
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import build_dataset, read_split
