@@ -127,9 +127,9 @@ def register_versions(client: Any, s3: Any, spec: Any, count: int) -> None:
     Version 1 goes the train DAG's way: dataset, training, registration, evaluation gate (the first
     model it promotes becomes champion); the others are copies of it.
     """
-    from edgeloop.registry.gate import evaluation_gate
     from edgeloop.registry.register import copy_version, register_challenger
     from edgeloop.training.dataset import build_dataset
+    from edgeloop.training.gate import evaluation_gate
     from edgeloop.training.seed import make_seed_frame
     from edgeloop.training.train import train_model
 

@@ -37,7 +37,7 @@ class DemoError(RuntimeError):
     """The stack is not in a state the demo can use, or a stage failed."""
 
 
-# What to change for each kind of reason the evaluation gate writes (registry/gate.py, training/fitness.py).
+# What to change for each kind of reason the evaluation gate writes (training/gate.py, training/fitness.py).
 GATE_HINTS = (
     (
         re.compile(r"^edge fitness: model size"),

@@ -472,6 +472,18 @@ class ConnectionsSpec(_Strict):
 STAGES = ("ingest", "drift", "annotate", "train", "rollout", "fleet_health", "config_push")
 """The stages every pipeline spec becomes, one DAG each: dag_id `<pipeline>__<stage>`."""
 
+STAGE_SUMMARIES = {
+    "ingest": "Move device records from Kafka into object storage as Parquet, exactly once.",
+    "drift": "Check the recent window per edge group with Evidently's drift tests against what the champion was "
+    "trained for; alert; then render the reports of the scopes without drift.",
+    "annotate": "Select the samples worth labelling, open a Label Studio batch, wait, export a curated dataset.",
+    "train": "Retrain with a bounded hyperparameter search, register the challenger and run the evaluation gate.",
+    "rollout": "Roll the new model out to edge groups in waves with health gates and automatic rollback.",
+    "fleet_health": "Compute per-group fleet health from heartbeats and error reports; alert on thresholds.",
+    "config_push": "Push a configuration (models go through the rollout) to a group and wait until it is applied.",
+}
+"""What each stage's DAG does, in one sentence (its description and the start of its doc)."""
+
 
 class PipelineSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)

@@ -221,8 +221,17 @@ def object_exists(s3: Any, bucket: str, key: str, *, policy: RetryPolicy = DEFAU
     return with_retries(f"head s3://{bucket}/{key}", head, policy)
 
 
-def get_bytes(s3: Any, bucket: str, key: str, *, policy: RetryPolicy = DEFAULT_RETRY) -> bytes:
-    """The whole body of one (small) object; KeyError naming the key when it does not exist."""
+class ObjectTooLarge(ValueError):
+    """An object is over the size a reader accepts; the message names it and both sizes."""
+
+
+def get_bytes(
+    s3: Any, bucket: str, key: str, *, policy: RetryPolicy = DEFAULT_RETRY, max_bytes: int | None = None
+) -> bytes:
+    """The whole body of one (small) object; KeyError naming the key when it does not exist.
+
+    With `max_bytes`, raise ObjectTooLarge for a larger object without reading more than one byte past the cap.
+    """
 
     def get() -> bytes:
         try:
@@ -231,7 +240,18 @@ def get_bytes(s3: Any, bucket: str, key: str, *, policy: RetryPolicy = DEFAULT_R
             if is_not_found(exc):
                 raise KeyError(f"s3://{bucket}/{key} does not exist") from exc
             raise
-        data: bytes = response["Body"].read()
+        if max_bytes is None:
+            data: bytes = response["Body"].read()
+            return data
+        size = response.get("ContentLength")
+        body = response["Body"]
+        if isinstance(size, int) and size > max_bytes:
+            body.close()
+            raise ObjectTooLarge(f"s3://{bucket}/{key} has {size} bytes, over the cap of {max_bytes}")
+        data = body.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            body.close()
+            raise ObjectTooLarge(f"s3://{bucket}/{key} has over {max_bytes} bytes, the cap")
         return data
 
     return with_retries(f"get s3://{bucket}/{key}", get, policy)

@@ -2,7 +2,7 @@
 
 Run ``python monitoring/grafana/build_dashboards.py`` after changing a panel; it rewrites
 ``monitoring/grafana/dashboards/*.json`` (committed, provisioned by Grafana as they are).
-``tests/unit/ops/test_dashboards.py`` fails when the JSON files are not what this script builds.
+``tests/unit/monitoring/test_monitoring.py`` fails when the JSON files are not what this script builds.
 
 Every panel queries the Prometheus datasource chosen in the ``datasource`` variable and is
 filtered by the ``pipeline`` variable (and ``group`` where it applies).

@@ -25,8 +25,10 @@ import requests
 from prometheus_client import delete_from_gateway
 from tests.helpers.browser import ARTIFACTS, README_IMAGES, airflow_login, chromium
 
-from edgeloop import metrics as m
 from edgeloop.airflow_api import AirflowApi
+from edgeloop.metrics.catalogue import OVERALL_GROUP
+from edgeloop.metrics.promql import wait_for_metric_families
+from edgeloop.metrics.push import PUSH_JOB, BatchMetrics, grouping_key, push_batch_metrics
 from edgeloop.spec import STAGES, PipelineSpec, parse_spec
 
 pytestmark = pytest.mark.e2e
@@ -79,22 +81,22 @@ def charted(stack_env: dict[str, str]) -> Iterator[PipelineSpec]:
     created = admin.session.post(f"{base}{API}/pipelines", json={"text": text, "create_topics": False}, timeout=60)
     assert created.status_code == 201, created.text
     gateway = stack_env["EDGELOOP_PUSHGATEWAY_URL"]
-    keys = [m.grouping_key(spec, f"{name}__drift", "publish_alerts"), m.grouping_key(spec, f"{name}__rollout", "gate")]
+    keys = [grouping_key(spec, f"{name}__drift", "publish_alerts"), grouping_key(spec, f"{name}__rollout", "gate")]
     try:
-        drift = m.BatchMetrics(spec)
-        for i, scope in enumerate([*(g.name for g in spec.groups), m.OVERALL_GROUP]):
+        drift = BatchMetrics(spec)
+        for i, scope in enumerate([*(g.name for g in spec.groups), OVERALL_GROUP]):
             for column in spec.drift.columns:
                 drift.set("edgeloop_drift_score", 0.05 * (i + 1), group=scope, column=column)
-        m.push_batch_metrics(drift, gateway, keys[0])
-        rollout = m.BatchMetrics(spec)
+        push_batch_metrics(drift, gateway, keys[0])
+        rollout = BatchMetrics(spec)
         for group in spec.groups:
             rollout.set("edgeloop_rollout_devices_applied_ratio", 1.0, group=group.name, wave=group.wave)
             rollout.set("edgeloop_rollout_model_version", 2, group=group.name)
-        m.push_batch_metrics(rollout, gateway, keys[1])
+        push_batch_metrics(rollout, gateway, keys[1])
         yield spec
     finally:
         for key in keys:
-            delete_from_gateway(gateway, job=m.PUSH_JOB, grouping_key=key)
+            delete_from_gateway(gateway, job=PUSH_JOB, grouping_key=key)
         _remove_spec(admin, base, name)
 
 
@@ -115,7 +117,7 @@ def test_the_charts_route_needs_a_login_and_answers_each_groups_series(
     assert requests.get(url, timeout=30).status_code == 401
     assert requests.get(url, headers={"Authorization": "Bearer not-a-token"}, timeout=30).status_code in (401, 403)
 
-    missing = m.wait_for_metric_families(
+    missing = wait_for_metric_families(
         stack_env["EDGELOOP_PROMETHEUS_URL"],
         ["edgeloop_drift_score", "edgeloop_rollout_devices_applied_ratio", "edgeloop_rollout_model_version"],
         pipeline=charted.name,
@@ -141,7 +143,7 @@ def test_the_charts_route_needs_a_login_and_answers_each_groups_series(
 def test_a_viewer_sees_the_charts_drawn_on_the_pipelines_page(stack_env: dict[str, str], charted: PipelineSpec) -> None:
     from playwright.sync_api import expect
 
-    m.wait_for_metric_families(
+    wait_for_metric_families(
         stack_env["EDGELOOP_PROMETHEUS_URL"], ["edgeloop_drift_score"], pipeline=charted.name, deadline_s=60
     )
     with chromium() as browser:

@@ -3,7 +3,7 @@
 Each target takes what a device, an alert publisher, a spec author or an API caller could
 send and states what the parser promises: it returns, or it raises its own "bad input"
 type, and never anything else (no RecursionError, no crash inside Arrow, no hang). The
-unit suite (`tests/unit/ops/test_hostile_input.py`) runs every target with a bounded
+unit suite (`tests/unit/test_hostile_input.py`) runs every target with a bounded
 number of examples; `make fuzz` (`python -m tests.helpers.fuzz`) runs the same targets
 for a time budget.
 

@@ -165,7 +165,7 @@ def test_prometheus_scrapes_the_pushgateway(stack_env: dict[str, str]) -> None:
 
 
 def test_exporter_serves_bounded_state_metrics(stack_env: dict[str, str]) -> None:
-    from edgeloop.metrics import unbounded_label_problems
+    from edgeloop.metrics.catalogue import unbounded_label_problems
     from edgeloop.spec import load_all
 
     text = requests.get(f"{stack_env['EDGELOOP_EXPORTER_URL']}/metrics", timeout=60).text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
 from edgeloop.spec import PipelineSpec
@@ -169,3 +169,38 @@ def export_dataset(
 
     push_task_metrics(spec, metrics, fill)
     return DatasetExported.from_xcom(result)
+
+
+# --- the DAG's tasks: each reads its inputs from the Airflow context and calls the function above
+
+
+def run_select_batch(spec: PipelineSpec, events: Sequence[Any], context: Mapping[str, Any]) -> BatchSelected:
+    """`select_batch` for the drift alert among `events` (the run's triggering events) or the run's params."""
+    from edgeloop.connections import PipelineClients
+
+    params = context["params"]
+    return select_batch(
+        spec,
+        PipelineClients(spec),
+        alert=alert_of(events),
+        group=params.get("group"),
+        size=params.get("size"),
+        run_id=context["dag_run"].run_id,
+        now=datetime.now(UTC),
+    )
+
+
+def run_open_batch(spec: PipelineSpec, selection: object, context: Mapping[str, Any]) -> BatchOpened:
+    from edgeloop.connections import PipelineClients
+    from edgeloop.metrics.push import TaskMetrics
+
+    selected = BatchSelected.from_xcom(selection)
+    return open_batch(spec, PipelineClients(spec), selected, metrics=TaskMetrics.of_task(context))
+
+
+def run_export_dataset(spec: PipelineSpec, waited: object, context: Mapping[str, Any]) -> DatasetExported:
+    from edgeloop.connections import PipelineClients
+    from edgeloop.metrics.push import TaskMetrics
+
+    done = BatchWaited.from_xcom(waited)
+    return export_dataset(spec, PipelineClients(spec), done, metrics=TaskMetrics.of_task(context))

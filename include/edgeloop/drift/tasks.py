@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
@@ -131,3 +132,27 @@ def render_reports(spec: PipelineSpec, clients: PipelineClients, *, run_id: str)
 
     rendered: dict[str, Any] = render_pending_reports(clients.s3(), spec.storage.bucket, spec, run_id)
     return ReportsRendered.from_xcom(rendered)
+
+
+# --- the DAG's tasks: each reads its inputs from the Airflow context and calls the function above
+
+
+def run_check_drift(spec: PipelineSpec, context: Mapping[str, Any]) -> DriftCheck:
+    from edgeloop.connections import PipelineClients
+
+    run = context["dag_run"]
+    return check_drift(spec, PipelineClients(spec), run_id=run.run_id, now=run.run_after)
+
+
+def run_publish_alerts(spec: PipelineSpec, checked: object, context: Mapping[str, Any]) -> DriftAlertsPublished:
+    from edgeloop.connections import PipelineClients
+    from edgeloop.metrics.push import TaskMetrics
+
+    check, now = DriftCheck.from_xcom(checked), context["dag_run"].run_after
+    return publish_alerts(spec, PipelineClients(spec), check, now=now, metrics=TaskMetrics.of_task(context))
+
+
+def run_render_reports(spec: PipelineSpec, context: Mapping[str, Any]) -> ReportsRendered:
+    from edgeloop.connections import PipelineClients
+
+    return render_reports(spec, PipelineClients(spec), run_id=context["dag_run"].run_id)

@@ -1,14 +1,14 @@
 """One builder per stage: the shape, schedule, assets and params of each DAG.
 
-Task bodies are thin: each calls one function of the stage's `tasks.py` with the previous task's
-typed result and returns that function's result as XCom (`to_xcom()`: keys and counts). The
-`tasks.py` modules import their heavy libraries inside their functions, so importing them here
-keeps parsing fast; ingest's package is the exception and is imported inside its tasks.
+Each task body is one call: a `run_*` function of the stage's `tasks.py` reads the task's inputs
+from the Airflow context and the previous task's XCom, and its typed result goes on as XCom
+(`to_xcom()`: keys and counts). The `tasks.py` modules import their heavy libraries inside their
+functions, so importing them here keeps parsing fast; ingest's package is the exception and is
+imported inside its tasks.
 """
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,13 +25,12 @@ from airflow.sdk import (
 )
 
 from edgeloop.annotation import tasks as annotation_tasks
-from edgeloop.connections import PipelineClients, control_signer, control_trusted_keys
 from edgeloop.drift import tasks as drift_tasks
 from edgeloop.drift.link import DriftReportLink
 from edgeloop.events import AlertTrigger
 from edgeloop.fleet import tasks as fleet_tasks
 from edgeloop.rollout import tasks as rollout_tasks
-from edgeloop.spec import PipelineSpec, parse_schedule
+from edgeloop.spec import STAGE_SUMMARIES, PipelineSpec, parse_schedule
 from edgeloop.training import tasks as train_tasks
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -97,20 +96,8 @@ def timetable(schedule: str) -> CronTriggerTimetable | DeltaTriggerTimetable:
     return CronTriggerTimetable(parsed, timezone="UTC")
 
 
-_STAGE_DOCS = {
-    "ingest": "Move device records from Kafka into object storage as Parquet, exactly once.",
-    "drift": "Check the recent window per edge group with Evidently's drift tests against what the champion was "
-    "trained for; alert; then render the reports of the scopes without drift.",
-    "annotate": "Select the samples worth labelling, open a Label Studio batch, wait, export a curated dataset.",
-    "train": "Retrain with a bounded hyperparameter search, register the challenger and run the evaluation gate.",
-    "rollout": "Roll the new model out to edge groups in waves with health gates and automatic rollback.",
-    "fleet_health": "Compute per-group fleet health from heartbeats and error reports; alert on thresholds.",
-    "config_push": "Push a configuration (models go through the rollout) to a group and wait until it is applied.",
-}
-
-
 def _dag(spec: PipelineSpec, stage: str, schedule: Any, params: dict[str, Param] | None = None, **kwargs: Any) -> DAG:
-    doc = f"### {spec.name}: {stage}\n\n{_STAGE_DOCS[stage]}\n\n{spec.description}".strip()
+    doc = f"### {spec.name}: {stage}\n\n{STAGE_SUMMARIES[stage]}\n\n{spec.description}".strip()
     return DAG(
         dag_id=f"{spec.name}__{stage}",
         schedule=schedule,
@@ -119,18 +106,11 @@ def _dag(spec: PipelineSpec, stage: str, schedule: Any, params: dict[str, Param]
         max_active_runs=1,
         tags=["edgeloop", spec.name, stage],
         doc_md=doc,
-        description=_STAGE_DOCS[stage],
+        description=STAGE_SUMMARIES[stage],
         params=params or {},
         default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": spec.retry_delay},
         **kwargs,
     )
-
-
-def _metrics(context: Any) -> Any:
-    """Where the running task pushes its metrics (a `metrics.push.TaskMetrics`)."""
-    from edgeloop.metrics.push import TaskMetrics
-
-    return TaskMetrics.of_task(context)
 
 
 def _asset_events(context: Any, asset: Asset) -> list[Any]:
@@ -162,20 +142,13 @@ def build_ingest(spec: PipelineSpec) -> DAG:
         def ingest_topic(topic: str, **context: Any) -> dict[str, Any]:
             from edgeloop.ingest import tasks
 
-            return tasks.ingest_topic(
-                spec,
-                PipelineClients(spec),
-                topic,
-                max_records=context["params"].get("max_records"),
-                accept_lost_offsets=bool(context["params"].get("accept_lost_offsets")),
-                metrics=_metrics(context),
-            ).to_xcom()
+            return tasks.run_ingest_topic(spec, topic, context).to_xcom()
 
         @task(outlets=[raw_asset(spec)])
         def publish(results: list[dict[str, Any]]) -> Any:
             from edgeloop.ingest import tasks
 
-            extra = tasks.publish(tasks.TopicIngested.from_xcom(r) for r in results).to_xcom()
+            extra = tasks.run_publish(results).to_xcom()
             yield Metadata(raw_asset(spec), extra=extra)
             return extra
 
@@ -189,20 +162,16 @@ def build_drift(spec: PipelineSpec) -> DAG:
 
         @task
         def check_drift(**context: Any) -> dict[str, Any]:
-            run = context["dag_run"]
-            return drift_tasks.check_drift(spec, PipelineClients(spec), run_id=run.run_id, now=run.run_after).to_xcom()
+            return drift_tasks.run_check_drift(spec, context).to_xcom()
 
         @task
         def publish_alerts(result: dict[str, Any], **context: Any) -> dict[str, Any]:
-            check, now = drift_tasks.DriftCheck.from_xcom(result), context["dag_run"].run_after
-            clients = PipelineClients(spec)
-            return drift_tasks.publish_alerts(spec, clients, check, now=now, metrics=_metrics(context)).to_xcom()
+            return drift_tasks.run_publish_alerts(spec, result, context).to_xcom()
 
         @task
         def render_reports(**context: Any) -> dict[str, Any]:
             """The Evidently reports of the scopes without drift, off the alert's path."""
-            run_id = context["dag_run"].run_id
-            return drift_tasks.render_reports(spec, PipelineClients(spec), run_id=run_id).to_xcom()
+            return drift_tasks.run_render_reports(spec, context).to_xcom()
 
         checked = check_drift()
         # the "Drift report" button of the task in the UI (a decorated task takes links this way)
@@ -223,27 +192,15 @@ def build_annotate(spec: PipelineSpec) -> DAG:
 
         @task
         def select_batch(**context: Any) -> dict[str, Any]:
-            return annotation_tasks.select_batch(
-                spec,
-                PipelineClients(spec),
-                alert=annotation_tasks.alert_of(_asset_events(context, drift)),
-                group=context["params"].get("group"),
-                size=context["params"].get("size"),
-                run_id=context["dag_run"].run_id,
-                now=datetime.now(UTC),
-            ).to_xcom()
+            return annotation_tasks.run_select_batch(spec, _asset_events(context, drift), context).to_xcom()
 
         @task
         def open_batch(selection: dict[str, Any], **context: Any) -> dict[str, Any]:
-            selected = annotation_tasks.BatchSelected.from_xcom(selection)
-            return annotation_tasks.open_batch(
-                spec, PipelineClients(spec), selected, metrics=_metrics(context)
-            ).to_xcom()
+            return annotation_tasks.run_open_batch(spec, selection, context).to_xcom()
 
         @task(outlets=[curated_asset(spec)])
         def export_dataset(waited: dict[str, Any], **context: Any) -> Any:
-            done = annotation_tasks.BatchWaited.from_xcom(waited)
-            result = annotation_tasks.export_dataset(spec, PipelineClients(spec), done, metrics=_metrics(context))
+            result = annotation_tasks.run_export_dataset(spec, waited, context)
             yield Metadata(curated_asset(spec), extra=result.asset_extra())
             return result.to_xcom()
 
@@ -263,54 +220,28 @@ def build_train(spec: PipelineSpec) -> DAG:
 
         @task
         def build_dataset(**context: Any) -> dict[str, Any]:
-            requested = context["params"].get("dataset_version")
-            version = train_tasks.dataset_version_of(requested, _asset_events(context, curated))
-            return train_tasks.build_dataset(spec, PipelineClients(spec), version).to_xcom()
+            return train_tasks.run_build_dataset(spec, _asset_events(context, curated), context).to_xcom()
 
         @task
         def train_model(dataset: dict[str, Any], **context: Any) -> dict[str, Any]:
-            return train_tasks.train_model(
-                spec,
-                PipelineClients(spec),
-                train_tasks.DatasetBuilt.from_xcom(dataset),
-                search_budget=context["params"].get("search_budget"),
-                metrics=_metrics(context),
-            ).to_xcom()
+            return train_tasks.run_train_model(spec, dataset, context).to_xcom()
 
         @task
         def register_challenger(trained: dict[str, Any]) -> dict[str, Any]:
-            model = train_tasks.ModelTrained.from_xcom(trained)
-            return train_tasks.register_challenger(spec, PipelineClients(spec), model).to_xcom()
+            return train_tasks.run_register_challenger(spec, trained).to_xcom()
 
         @task
         def evaluation_gate(registered: dict[str, Any], **context: Any) -> dict[str, Any]:
-            version = train_tasks.ChallengerRegistered.from_xcom(registered)
-            clients = PipelineClients(spec)
-            return train_tasks.evaluation_gate(spec, clients, version, metrics=_metrics(context)).to_xcom()
+            return train_tasks.run_evaluation_gate(spec, registered, context).to_xcom()
 
         @task(outlets=[model_asset(spec)])
         def announce_model(decision: dict[str, Any]) -> Any:
-            extra = train_tasks.announce_model(train_tasks.GateDecision.from_xcom(decision)).to_xcom()
+            extra = train_tasks.run_announce_model(decision).to_xcom()
             yield Metadata(model_asset(spec), extra=extra)
             return extra
 
         announce_model(evaluation_gate(register_challenger(train_model(build_dataset()))))
     return dag
-
-
-def _approval(spec: PipelineSpec) -> Any:
-    """The human answer asked before the production waves (`rollout.approval_required`)."""
-    from edgeloop.rollout.approval import RolloutApprovalOperator, approvers
-
-    return RolloutApprovalOperator(
-        task_id=rollout_tasks.APPROVAL_TASK_ID,
-        subject=f"{spec.name}: roll out to production?",
-        body="Canary gate: {{ ti.xcom_pull(task_ids='gate_canary') | tojson }}",
-        defaults=RolloutApprovalOperator.REJECT,
-        response_timeout=spec.rollout.approval_timeout,
-        assigned_users=approvers(spec),
-        trigger_rule="none_failed",
-    )
 
 
 def build_rollout(spec: PipelineSpec) -> DAG:
@@ -334,46 +265,36 @@ def build_rollout(spec: PipelineSpec) -> DAG:
 
         @task
         def plan(**context: Any) -> dict[str, Any]:
-            run, events = context["dag_run"], context.get("triggering_asset_events")
-            return tasks.plan(spec, PipelineClients(spec), context["params"], run=run, events=events).to_xcom()
+            return tasks.run_plan(spec, context).to_xcom()
 
         @task(task_id=tasks.SHADOW_TASK_ID)
         def shadow(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-            planned = tasks.RolloutPlanned.from_xcom(plan)
-            return tasks.shadow(spec, PipelineClients(spec), planned, ti=context["ti"]).to_xcom()
+            return tasks.run_shadow(spec, plan, context).to_xcom()
 
         def apply(index: int, task_id: str) -> Any:
             @task(task_id=task_id, trigger_rule="none_failed")
             def apply_wave(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-                planned = tasks.RolloutPlanned.from_xcom(plan)
-                return tasks.apply_wave(spec, PipelineClients(spec), planned, index, context=context).to_xcom()
+                return tasks.run_apply_wave(spec, plan, index, context).to_xcom()
 
             return apply_wave
 
         @task(trigger_rule="all_done")
         def promote(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-            planned, records = tasks.RolloutPlanned.from_xcom(plan), tasks.rollout_records(spec, context["ti"])
-            return tasks.promote(spec, PipelineClients(spec), planned, records, metrics=_metrics(context)).to_xcom()
+            return tasks.run_promote(spec, plan, context).to_xcom()
 
         @task(trigger_rule="all_done")
         def rollback(plan: dict[str, Any], **context: Any) -> None:
-            planned, records = tasks.RolloutPlanned.from_xcom(plan), tasks.rollout_records(spec, context["ti"])
-            tasks.rollback(spec, PipelineClients(spec), planned, records, context=context, metrics=_metrics(context))
+            tasks.run_rollback(spec, plan, context)
 
         planned = plan()
         previous: Any = shadow(planned) if spec.rollout.shadow.enabled else planned
         approval_pending = spec.rollout.approval_required
         for wave in spec_waves(spec):
             if approval_pending and not wave.canary:
-                approval_pending, previous = False, previous >> _approval(spec)
-            gate = RolloutGateOperator(
-                task_id=tasks.gate_task_id(wave),
-                pipeline=spec.name,
-                wave_index=wave.index,
-                apply_task_id=tasks.apply_task_id(wave),
-                soak_seconds=spec.rollout.soak.total_seconds(),
-                trigger_rule="none_failed",
-            )
+                from edgeloop.rollout.approval import RolloutApprovalOperator
+
+                approval_pending, previous = False, previous >> RolloutApprovalOperator.for_spec(spec)
+            gate = RolloutGateOperator.for_wave(spec, wave)
             previous = previous >> apply(wave.index, tasks.apply_task_id(wave))(planned) >> gate
         previous >> [promote(planned), rollback(planned)]
     return dag
@@ -384,13 +305,11 @@ def build_fleet_health(spec: PipelineSpec) -> DAG:
 
         @task
         def compute_health(**context: Any) -> dict[str, Any]:
-            trusted, metrics = control_trusted_keys(), _metrics(context)
-            return fleet_tasks.compute_health(spec, PipelineClients(spec), trusted, metrics=metrics).to_xcom()
+            return fleet_tasks.run_compute_health(spec, context).to_xcom()
 
         @task
         def publish_device_alerts(report: dict[str, Any]) -> dict[str, Any]:
-            health = fleet_tasks.HealthReport.from_xcom(report)
-            return fleet_tasks.publish_device_alerts(spec, PipelineClients(spec), health).to_xcom()
+            return fleet_tasks.run_publish_device_alerts(spec, report).to_xcom()
 
         publish_device_alerts(compute_health())
     return dag
@@ -408,11 +327,7 @@ def build_config_push(spec: PipelineSpec) -> DAG:
 
         @task
         def publish_assignment(**context: Any) -> dict[str, Any]:
-            clients, run_id = PipelineClients(spec), context["dag_run"].run_id
-            pushed = fleet_tasks.publish_assignment(
-                spec, clients, control_signer(), context["params"], run_id=run_id, now=time.time()
-            )
-            return pushed.to_xcom()
+            return fleet_tasks.run_publish_assignment(spec, context).to_xcom()
 
         pushed = publish_assignment()
         pushed >> WaitForAssignmentOperator(

@@ -1,4 +1,7 @@
-"""The baseline rule model (version "0") as an ONNX artifact, so devices start before the first training.
+"""The baseline model (version "0") as an ONNX artifact, so devices start before the first training.
+
+Sensor pipelines: the rule model below. Camera pipelines (a spec with an `image_ref` field):
+an image classifier fitted on the seed frames (`camera_baseline_onnx`).
 
 The same rule as `edgeloop.fleet.models.BaselineRuleModel`, written as an ONNX graph:
 for the demo profile, the class whose typical RMS vibration level is nearest (in log
@@ -25,6 +28,7 @@ from edgeloop.contract.artifact import (
 )
 from edgeloop.contract.profile import reference_metadata
 from edgeloop.fleet.sensors import SensorProfile
+from edgeloop.spec import PipelineSpec
 
 OPSET = 17
 
@@ -128,3 +132,23 @@ def with_metadata(
         entry.key = META_REFERENCE
         entry.value = reference_metadata({f: reference_rows[:, i] for i, f in enumerate(features)})
     return bytes(model.SerializeToString())
+
+
+def camera_baseline_onnx(spec: PipelineSpec, per_group: int = 120) -> bytes:
+    """The baseline (version "0") of a camera pipeline as ONNX bytes: an image classifier fitted on seed frames.
+
+    A camera's record takes its features from the model (`OnnxModel.predict_with_features`), so
+    a camera fleet needs an image model from the start: `edgeloop.vision.model`'s classifier,
+    fitted on `make_seed_frames(spec)` and exported with `export_image_onnx` (parity-checked,
+    self-tested), the same file on every run for the same spec.
+    """
+    from edgeloop.training.seed import make_seed_frames
+    from edgeloop.vision.model import export_image_onnx, train_image_classifier
+
+    seed = make_seed_frames(spec, per_group)
+    labels = sorted(set(seed.labels))
+    unknown = sorted(set(labels) - set(spec.annotation.labels))
+    if unknown:
+        raise ValueError(f"{spec.name}: camera labels {unknown} are not in annotation.labels {spec.annotation.labels}")
+    classifier = train_image_classifier(seed.pixels, seed.labels)
+    return export_image_onnx(classifier, seed.pixels[::6]).data

@@ -3,7 +3,8 @@
 A camera device is the agent's `DeviceCore` with an image source instead of sensor
 readings. The harness simulates only the camera: what each one sees (`edgeloop.vision.frames`:
 a part on the line under its group's `CameraConditions`, deterministic per device and frame
-index) and a drift of a group's camera (`CameraRig.inject`). The device does the rest, as an
+index) and a drift of a group's camera (`CameraRig.inject`; the fleet simulator's drift
+injections name the change, e.g. `hall-east:lighting@120s`). The device does the rest, as an
 agent would: the serving ONNX model scores the frame's pixels and gives its features
 (`OnnxModel.predict_with_features`, one batched run per loaded model), and `DeviceCore.observe_frame`
 makes the frame's bounded message (`<prefix>.frames`) and the telemetry record that
@@ -22,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from edgeloop.edge.device import DeviceCore, Outgoing
+from edgeloop.fleet.sensors import DriftInjection
 from edgeloop.spec import PipelineSpec
 from edgeloop.vision.frames import (
     DEFAULT_SIZE,
+    DRIFTS,
     CameraConditions,
     encode_png,
     group_conditions,
@@ -53,6 +56,29 @@ class CameraRig:
         self.next_index[device] = index + 1
         frame = make_frame(device, index, self.conditions[group], size=self.size)
         return frame.pixels, frame.label
+
+
+def is_camera_pipeline(spec: PipelineSpec) -> bool:
+    """Whether the spec's devices are cameras: its records reference a frame (a field of role `image_ref`)."""
+    return spec.field_with_role("image_ref") is not None
+
+
+def check_camera_drift(spec: PipelineSpec, drift: Sequence[DriftInjection]) -> None:
+    """Raise ValueError naming a camera drift whose group is not in the spec or whose change is not a camera's.
+
+    A camera pipeline's drift injection names a camera change (`DRIFTS`: lighting, focus,
+    lens_dirt) where a sensor pipeline's names a feature; it has no gain or offset.
+    """
+    groups = {g.name for g in spec.groups}
+    for index, item in enumerate(drift):
+        if item.group not in groups:
+            raise ValueError(f"drift[{index}].group: {item.group!r} is not a group of {spec.name}")
+        if item.feature not in DRIFTS:
+            raise ValueError(
+                f"drift[{index}]: {item.feature!r} is not a camera drift of {spec.name} (one of {', '.join(DRIFTS)})"
+            )
+        if item.gain != 1.0 or item.offset != 0.0:
+            raise ValueError(f"drift[{index}]: a camera drift ({item.feature}) takes no gain or offset")
 
 
 def camera_rig(spec: PipelineSpec, size: int = DEFAULT_SIZE) -> CameraRig:

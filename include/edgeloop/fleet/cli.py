@@ -7,6 +7,7 @@ simulated devices trust its public half and EDGELOOP_TRUSTED_KEYS).
 
     edgeloop fleet simulate --pipeline factory_maintenance --devices 200
     edgeloop fleet simulate --pipeline factory_maintenance --drift plant-south:vibration_rms:gain=1.8@120s
+    edgeloop fleet simulate --pipeline visual_inspection --drift hall-east:lighting@120s   # cameras
     edgeloop fleet status --pipeline factory_maintenance [--json]
     edgeloop fleet push --pipeline factory_maintenance --group plant-north --model-version 3 --wait 60
     edgeloop fleet health --pipeline factory_maintenance [--no-publish]
@@ -83,7 +84,10 @@ _OUTAGE = re.compile(r"^(?P<group>[^:@]+)(:(?P<ratio>[0-9.]+))?@(?P<start>[0-9.]
 
 
 def parse_drift(text: str) -> Any:
-    """`GROUP:FEATURE[:offset=X][:gain=Y][@120s|@5000r]` (from a time in seconds or a group record count)."""
+    """`GROUP:FEATURE[:offset=X][:gain=Y][@120s|@5000r]` (from a time in seconds or a group record count).
+
+    For a camera pipeline FEATURE names the camera's change (lighting, focus, lens_dirt), without parameters.
+    """
     from edgeloop.fleet.sensors import DriftInjection
 
     match = _DRIFT.match(text)
@@ -127,14 +131,20 @@ def parse_fault(text: str) -> tuple[str, str]:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from edgeloop.fleet.models import ModelFault, baseline_provider, mlflow_champion, onnx_provider
+    from edgeloop.fleet.models import ModelFault, baseline_provider, camera_models, mlflow_champion, onnx_provider
     from edgeloop.fleet.sensors import sensor_profile
-    from edgeloop.fleet.simulator import FleetSimulator, SimulatorOptions
+    from edgeloop.fleet.simulator import FleetSimulator, SimulatorOptions, check_injections
 
     spec = _spec(args)
     kafka = _kafka(args)
+    on_signal = [parse_drift(d) for d in args.drift_on_signal]
+    try:  # checked now: a bad one would only show when the signal comes
+        check_injections(spec, on_signal)
+    except ValueError as exc:
+        raise CliError(f"--drift-on-signal: {exc}") from exc
     signer, trusted = _signer(), _trusted()
     profile = sensor_profile(spec)
+    cameras = camera_models(spec)  # a camera pipeline's devices take frames and start on the image baseline
     faults: dict[str, ModelFault] = {}
     for text in args.fault:
         version, fault = parse_fault(text)
@@ -156,9 +166,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             resolve=resolve,
             default=mlflow_champion(spec.registry.model_name, os.environ.get("MLFLOW_TRACKING_URI")),
             faults=faults,
+            cameras=cameras,
         )
     else:
-        provider = baseline_provider(profile, faults=faults, every_version=args.models == "rules")
+        every_version = args.models == "rules"
+        provider = baseline_provider(profile, faults=faults, every_version=every_version, cameras=cameras)
     options = SimulatorOptions(
         devices=args.devices,
         telemetry_interval_s=args.telemetry_interval,
@@ -179,7 +191,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    on_signal = [parse_drift(d) for d in args.drift_on_signal]
     if on_signal:
         signal.signal(signal.SIGUSR1, lambda *_: simulator.inject_drift(on_signal))
     print(f"simulating {simulator.n} devices of {spec.name} ({', '.join(simulator.groups)}); Ctrl-C stops", flush=True)
@@ -273,12 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="registry: MLflow; baseline: only version 0; rules: every version is the rule model",
     )
     sim.add_argument("--model-version", help="start version (default: the champion alias, else the baseline 0)")
-    sim.add_argument("--drift", action="append", default=[], help="GROUP:FEATURE[:offset=X][:gain=Y][@120s|@5000r]")
+    sim.add_argument(
+        "--drift",
+        action="append",
+        default=[],
+        help="GROUP:FEATURE[:offset=X][:gain=Y][@120s|@5000r]; cameras: GROUP:lighting|focus|lens_dirt[@120s]",
+    )
     sim.add_argument(
         "--drift-on-signal",
         action="append",
         default=[],
-        help="GROUP:FEATURE[:offset=X][:gain=Y] started when the simulator receives SIGUSR1",
+        help="GROUP:FEATURE[:offset=X][:gain=Y] (cameras: GROUP:lighting|focus|lens_dirt) started on SIGUSR1",
     )
     sim.add_argument("--fault", action="append", default=[], help="VERSION=crash|bad|load_error")
     sim.add_argument("--bad-records", type=float, default=0.0, help="share of malformed telemetry records")

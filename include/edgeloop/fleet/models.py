@@ -1,9 +1,10 @@
 """Models that simulated devices run: a provider interface, loaders, fault injection.
 
 A model version is a registry version number as a string. Version "0" is the
-built-in baseline rule model, so a fleet runs before the first training: it looks
-only at the vibration level (ISO 10816 zones) for the demo profile, or at the
-nearest class centre of the generic profile. Any other version is the ONNX file its
+built-in baseline, so a fleet runs before the first training: for sensors a rule model
+that looks only at the vibration level (ISO 10816 zones) for the demo profile, or at
+the nearest class centre of the generic profile; for cameras (`CameraModels`) an image
+classifier fitted on the seed frames, whose inputs are a frame's pixels. Any other version is the ONNX file its
 signed assignment names, fetched and checked against its sha256 and size, loaded in
 onnxruntime by the agent's own loader (`onnx_provider`), and cached per version. No
 pickle is ever loaded for a device.
@@ -22,6 +23,7 @@ import numpy as np
 from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.messages import BASELINE_VERSION
 from edgeloop.fleet.sensors import SensorProfile
+from edgeloop.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,11 @@ class _FaultyModel:
     def labels(self) -> Sequence[str]:
         return self.inner.labels
 
+    @property
+    def image_columns(self) -> list[str]:
+        """An image model's feature columns (none for a tabular one), as the wrapped model has them."""
+        return list(getattr(self.inner, "image_columns", []))
+
 
 class CrashingModel(_FaultyModel):
     """Fault injection: a model version that raises on every prediction."""
@@ -113,12 +120,23 @@ class CrashingModel(_FaultyModel):
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         raise InferenceError(f"model version {self.version}: injected crash (segmentation fault in inference)")
 
+    def predict_with_features(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.predict_proba(rows), rows
+
 
 class BadModel(_FaultyModel):
     """Fault injection: a model version that predicts the wrong class with low confidence."""
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        proba = self.inner.predict_proba(features)
+        return self._spoil(self.inner.predict_proba(features))
+
+    def predict_with_features(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An image model's spoilt probabilities; the frame's features stay what the camera computed."""
+        proba, features = self.inner.predict_with_features(rows)  # type: ignore[attr-defined]
+        return self._spoil(proba), features
+
+    @staticmethod
+    def _spoil(proba: np.ndarray) -> np.ndarray:
         uniform = np.full_like(proba, 1.0 / proba.shape[1])
         return 0.2 * np.roll(proba, 1, axis=1) + 0.8 * uniform
 
@@ -128,7 +146,8 @@ class CachedModelProvider:
 
     `faults` maps versions to injected faults: "load_error" (loading fails),
     "crash" (every prediction raises), "bad" (wrong, unconfident predictions).
-    Version "0" is always the baseline rule model. Safe to call from several threads.
+    Version "0" is always the baseline: `baseline(version)`, by default the rule model.
+    Safe to call from several threads.
     """
 
     def __init__(
@@ -138,9 +157,11 @@ class CachedModelProvider:
         *,
         default: Callable[[], str] | None = None,
         faults: Mapping[str, ModelFault] | None = None,
+        baseline: Callable[[str], EdgeModel] | None = None,
     ) -> None:
         self.profile = profile
         self._loader = loader
+        self._baseline = baseline or (lambda version: BaselineRuleModel(profile, version=version))
         self._default = default
         self._faults = dict(faults or {})
         self._cache: dict[str, EdgeModel] = {}
@@ -166,7 +187,7 @@ class CachedModelProvider:
         if fault == "load_error":
             raise ModelLoadError(f"model version {version}: injected load failure (corrupt artifact)")
         if version == BASELINE_VERSION:
-            model: EdgeModel = BaselineRuleModel(self.profile)
+            model: EdgeModel = self._baseline(version)
         elif self._loader is None:
             raise ModelLoadError(f"model version {version}: no registry configured (only the baseline '0' exists)")
         else:
@@ -196,23 +217,51 @@ def mlflow_champion(model_name: str, tracking_uri: str | None = None, alias: str
     return default
 
 
+@dataclass(frozen=True)
+class CameraModels:
+    """What a camera pipeline's devices load: models whose inputs are a frame's pixels, an image baseline."""
+
+    baseline: bytes  # the ONNX file of version "0" (`edgeloop.fleet.baseline.camera_baseline_onnx`)
+    features: tuple[str, ...]  # the models' inputs: the frame's pixels, `px_<row>_<col>`
+
+    def load(self, version: str) -> EdgeModel:
+        """The baseline file loaded, self-tested, as `version`, by the device's own loader."""
+        from edgeloop.edge.runtime import load_model
+
+        return load_model(self.baseline, version, self.features)
+
+
+def camera_models(spec: PipelineSpec) -> CameraModels | None:
+    """A camera pipeline's models (spec with an `image_ref` field), or None for a sensor pipeline."""
+    if spec.field_with_role("image_ref") is None:
+        return None
+    from edgeloop.fleet.baseline import camera_baseline_onnx
+    from edgeloop.vision.model import image_metadata, pixel_features
+
+    data = camera_baseline_onnx(spec)
+    height, width = image_metadata(data)["shape"]
+    return CameraModels(data, pixel_features((int(height), int(width))))
+
+
 def baseline_provider(
     profile: SensorProfile,
     *,
     faults: Mapping[str, ModelFault] | None = None,
     every_version: bool = False,
+    cameras: CameraModels | None = None,
 ) -> CachedModelProvider:
-    """The baseline rule model without a registry.
+    """The baseline model without a registry: the rule model, or with `cameras` the image baseline.
 
     Version "0" is the baseline; any other version fails to load, unless
-    `every_version` is set: then every version is a copy of the rule model (for
+    `every_version` is set: then every version is a copy of the baseline (for
     simulations and benchmarks of the control plane without a registry).
     """
 
     def rule_model(version: str) -> EdgeModel:
         return BaselineRuleModel(profile, version=version)
 
-    return CachedModelProvider(profile, rule_model if every_version else None, faults=faults)
+    baseline = cameras.load if cameras is not None else rule_model
+    return CachedModelProvider(profile, baseline if every_version else None, faults=faults, baseline=baseline)
 
 
 def onnx_loader(
@@ -249,12 +298,20 @@ def onnx_provider(
     resolve: Callable[[str], ArtifactRef] | None = None,
     default: Callable[[], str] | None = None,
     faults: Mapping[str, ModelFault] | None = None,
+    cameras: CameraModels | None = None,
 ) -> CachedModelProvider:
-    """Models as devices get them: ONNX artifacts named by signed assignments; the baseline "0" built in."""
+    """Models as devices get them: ONNX artifacts named by signed assignments; the baseline "0" built in.
+
+    With `cameras` the models take a frame's pixels and the baseline is the image baseline.
+    """
     from edgeloop.edge.runtime import load_model
     from edgeloop.fleet.baseline import baseline_onnx
 
     provider = CachedModelProvider(profile, None, default=default, faults=faults)
+    if cameras is not None:
+        provider._loader = onnx_loader(provider.artifacts, cameras.features, resolve)
+        provider._cache[BASELINE_VERSION] = cameras.load(BASELINE_VERSION)
+        return provider
     provider._loader = onnx_loader(provider.artifacts, profile.features, resolve)
     provider._cache[BASELINE_VERSION] = load_model(baseline_onnx(profile), BASELINE_VERSION, profile.features)
     return provider

@@ -6,6 +6,10 @@ records, error reports, heartbeats, twin updates) is the core's. The harness onl
 simulates what surrounds a device, vectorised over the fleet in numpy arrays:
 
 - sensors: machine states, readings, per-device bias, drift injection, ground truth;
+  or, for a camera pipeline (a spec with an `image_ref` field), cameras
+  (`edgeloop.fleet.cameras.CameraRig`): what each camera sees, a drift injection that
+  changes a group's camera (`GROUP:lighting|focus|lens_dirt`), ground truth; the
+  device's core makes the frame's message and the record (`DeviceCore.observe_frame`);
 - the network: online/offline, outages, a bounded in-memory store-and-forward buffer
   per device (`buffer_limit` per device and `buffer_total_limit` for the fleet; the
   oldest are dropped and counted), sent in order on reconnect, keyed by device id, and
@@ -45,7 +49,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -64,6 +68,7 @@ from edgeloop.edge.config import SchemaField, TelemetryPolicy
 from edgeloop.edge.device import QUEUED_KINDS, ControlVerdict, DeviceCore, ModelOrder, Outgoing, verify_control
 from edgeloop.fleet import groundtruth
 from edgeloop.fleet.agents import telemetry_policy
+from edgeloop.fleet.cameras import CameraRig, camera_rig, camera_step, check_camera_drift, is_camera_pipeline
 from edgeloop.fleet.models import EdgeModel, ModelLoadError, ModelProvider
 from edgeloop.fleet.registry import enrol, read_registry
 from edgeloop.fleet.sensors import DriftInjection, SensorProfile, apply_drift, check_drift, sensor_profile
@@ -112,6 +117,8 @@ class SimulationStats:
     elapsed_s: float = 0.0
     steps: int = 0
     telemetry: int = 0
+    frames: int = 0
+    idle_cameras: int = 0
     profiles: int = 0
     heartbeats: int = 0
     errors: int = 0
@@ -170,9 +177,18 @@ def _producer_config(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+def check_injections(spec: PipelineSpec, drift: Sequence[DriftInjection]) -> None:
+    """Raise ValueError naming a drift injection that does not fit `spec`: a camera change for a camera
+    pipeline (`edgeloop.fleet.cameras.check_camera_drift`), a feature for a sensor pipeline."""
+    if is_camera_pipeline(spec):
+        check_camera_drift(spec, drift)
+    else:
+        check_drift(spec, drift)
+
+
 def check_options(spec: PipelineSpec, opts: SimulatorOptions) -> None:
     """Raise ValueError naming the option that does not fit `spec` (drift, outage groups, intervals)."""
-    check_drift(spec, opts.drift)
+    check_injections(spec, opts.drift)
     groups = [g.name for g in spec.groups]
     for index, outage in enumerate(opts.outages):
         if outage.group is not None and outage.group not in groups:
@@ -232,6 +248,8 @@ class FleetSimulator:
         self.group_offsets = np.array([self.profile.group_offsets[g] for g in groups]) if groups else np.zeros((0, 0))
         skewed = rng.random(n) < opts.clock_skew_ratio
         self.skew = np.where(skewed, rng.uniform(-opts.clock_skew_s, opts.clock_skew_s, n), 0.0)
+        self.cameras: CameraRig | None = camera_rig(spec) if is_camera_pipeline(spec) else None
+        self.camera_drift_done: set[int] = set()  # indexes into (*options.drift, *injected_drift) already applied
         self.cores = self._device_cores(group_of)
         # The harness's schedule: each device's intervals as its core's config says.
         self.tel_interval = np.full(n, opts.telemetry_interval_s)
@@ -260,7 +278,8 @@ class FleetSimulator:
         self.injected_drift: list[DriftInjection] = []
         self.outage_done: set[int] = set()
         self.outage_devices: dict[int, np.ndarray] = {}
-        self.topics = {kind: spec.topic(kind) for kind in ("telemetry", "health", "errors", "device-state", "profiles")}
+        kinds = ("telemetry", "health", "errors", "device-state", "profiles", *(("frames",) if self.cameras else ()))
+        self.topics = {kind: spec.topic(kind) for kind in kinds}
         self.telemetry_topic = spec.topic("telemetry")
         self.health_topic = spec.topic("health")
         self.state_topic = spec.topic("device-state")
@@ -292,6 +311,8 @@ class FleetSimulator:
                 clock=self.clock,
             )
             core.clock_offset_s = float(self.skew[i])
+            if self.cameras is not None:
+                core.frame_prefix = spec.storage.prefix  # frame keys as ingest stores the frames
             cores.append(core)
         return cores
 
@@ -428,7 +449,11 @@ class FleetSimulator:
     # --- commands from other threads (tests, CLI signals) -----------------------------
 
     def inject_drift(self, injections: Sequence[DriftInjection]) -> None:
-        """Start drift injections now (e.g. on SIGUSR1 in the demo), in addition to the configured ones."""
+        """Start drift injections now (e.g. on SIGUSR1 in the demo), in addition to the configured ones.
+
+        Raise ValueError, in the caller's thread, for an injection that does not fit the spec.
+        """
+        check_injections(self.spec, injections)
         self.commands.put(("drift", list(injections)))
 
     def set_offline(self, device_ids: Sequence[str]) -> None:
@@ -501,6 +526,8 @@ class FleetSimulator:
                     self.stats.errors += 1
                 elif kind == "profiles":
                     self.stats.profiles += 1
+                elif kind == "frames":
+                    self.stats.frames += 1
                 else:
                     self.stats.telemetry += 1
             elif direct and self.online[i]:
@@ -757,11 +784,54 @@ class FleetSimulator:
     # --- sensors, inference, feedback ------------------------------------------------------
 
     def _emit_telemetry(self, due: np.ndarray, now: float) -> None:
+        """The due devices observe (a sensor reading or a camera frame each), then the schedule and ground truth."""
+        groups = self.group_idx[due]
+        truth = self._observe_frames(due, now) if self.cameras is not None else self._observe_readings(due, groups, now)
+        np.add.at(self.group_records, groups, 1)
+        step = self.tel_interval[due]
+        nxt = self.next_tel[due] + step
+        behind = nxt < now - 5 * step
+        self.next_tel[due] = np.where(behind, now + step, nxt)
+        if self.options.ground_truth and truth:
+            now_ms = int(now * 1000)
+            for message in groundtruth.truth_messages(truth, now_ms, now_ms):
+                self._produce(self.truth_topic, None, message, now_ms)
+                self.stats.truth_messages += 1
+
+    def _observe_frames(self, due: np.ndarray, now: float) -> list[tuple[str, str]]:
+        """Each due camera takes a frame; its core scores it and reports; returns (record id, true label) pairs."""
+        assert self.cameras is not None
+        self._apply_camera_drift(now)
+        devices = due.tolist()
+        step = camera_step([self.cores[i] for i in devices], self.cameras, now)
+        bad = self.rng.random(due.size) < self.options.bad_record_ratio if self.options.bad_record_ratio else None
+        for r, message in step.messages:
+            spoilt = message.kind == "telemetry" and bad is not None and bool(bad[r])
+            self._emit(devices[r], [replace(message, value=self._corrupt(message.value)) if spoilt else message])
+        self.stats.idle_cameras += step.idle
+        for i in devices:
+            if self.cores[i].profiler is not None:
+                self._emit(i, self.cores[i].profiles_due(now))
+        return step.truth
+
+    def _apply_camera_drift(self, now: float) -> None:
+        """Change the cameras of each group whose drift injection became active (once per injection)."""
+        assert self.cameras is not None
+        elapsed = now - self.t0
+        for index, item in enumerate((*self.options.drift, *self.injected_drift)):
+            if index in self.camera_drift_done:
+                continue
+            if item.active(elapsed, int(self.group_records[self.groups.index(item.group)])):
+                self.cameras.inject(item.group, item.feature)
+                self.camera_drift_done.add(index)
+                log.info("fleet simulator: camera drift %s on %s", item.feature, item.group)
+
+    def _observe_readings(self, due: np.ndarray, groups: np.ndarray, now: float) -> list[tuple[str, str]]:
+        """Each due sensor device reads its sensors; one batched inference per loaded model; its core reports."""
         profile = self.profile
         if not self.options.hold_states:
             self.state[due] = profile.step_states(self.state[due], self.rng)
         states = self.state[due]
-        groups = self.group_idx[due]
         readings = profile.sample(states, self.bias[due], self.group_offsets[groups], self.rng)
         elapsed = now - self.t0
         for g in np.unique(groups).tolist():
@@ -798,16 +868,7 @@ class FleetSimulator:
                     self.stats.telemetry += 1
                 if core.profiler is not None:
                     self._emit(i, core.profiles_due(now))
-        np.add.at(self.group_records, groups, 1)
-        step = self.tel_interval[due]
-        nxt = self.next_tel[due] + step
-        behind = nxt < now - 5 * step
-        self.next_tel[due] = np.where(behind, now + step, nxt)
-        if self.options.ground_truth and truth:
-            now_ms = int(now * 1000)
-            for message in groundtruth.truth_messages(truth, now_ms, now_ms):
-                self._produce(self.truth_topic, None, message, now_ms)
-                self.stats.truth_messages += 1
+        return truth
 
     def _corrupt(self, value: bytes) -> bytes:
         """The bytes of a record spoilt on the way, like a gateway's after a firmware bug."""
@@ -855,15 +916,16 @@ def simulate(
 ) -> SimulationStats:
     """Run a simulated fleet for `duration_s` seconds (or until `stop` is set); return its counts.
 
-    `provider` defaults to the built-in baseline model only (version "0"); pass
-    `onnx_provider(...)` to run registry models (their ONNX files, as agents do).
+    `provider` defaults to the built-in baseline model only (version "0": the rule model, or
+    for a camera pipeline the image baseline); pass `onnx_provider(...)` to run registry
+    models (their ONNX files, as agents do).
     """
-    from edgeloop.fleet.models import baseline_provider
+    from edgeloop.fleet.models import baseline_provider, camera_models
 
     opts = options or SimulatorOptions()
     if devices is not None:
         opts.devices = devices
     profile = sensor_profile(spec)
-    chosen = provider if provider is not None else baseline_provider(profile)
+    chosen = provider if provider is not None else baseline_provider(profile, cameras=camera_models(spec))
     simulator = FleetSimulator(spec, kafka_config, chosen, trusted, opts, profile=profile, operator=operator)
     return simulator.run(duration_s, stop)

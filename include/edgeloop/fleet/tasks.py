@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -91,3 +92,27 @@ def publish_assignment(
         assignment_id=f"push-{run_hash}",
     )
     return ConfigPushed(assignment=assignment.to_dict(), pushed_at=now)
+
+
+# --- the DAG's tasks: each reads its inputs from the Airflow context and calls the function above
+
+
+def run_compute_health(spec: PipelineSpec, context: Mapping[str, Any]) -> HealthReport:
+    from edgeloop.connections import PipelineClients, control_trusted_keys
+    from edgeloop.metrics.push import TaskMetrics
+
+    trusted, metrics = control_trusted_keys(), TaskMetrics.of_task(context)
+    return compute_health(spec, PipelineClients(spec), trusted, metrics=metrics)
+
+
+def run_publish_device_alerts(spec: PipelineSpec, report: object) -> AlertsPublished:
+    from edgeloop.connections import PipelineClients
+
+    return publish_device_alerts(spec, PipelineClients(spec), HealthReport.from_xcom(report))
+
+
+def run_publish_assignment(spec: PipelineSpec, context: Mapping[str, Any]) -> ConfigPushed:
+    from edgeloop.connections import PipelineClients, control_signer
+
+    clients, run_id = PipelineClients(spec), context["dag_run"].run_id
+    return publish_assignment(spec, clients, control_signer(), context["params"], run_id=run_id, now=time.time())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,3 +104,25 @@ def publish(results: Iterable[TopicIngested]) -> RawEvent:
     if not event.records:
         raise AirflowSkipException("no new records: no raw asset event")
     return event
+
+
+# --- the DAG's tasks: each reads its inputs from the Airflow context and calls the function above
+
+
+def run_ingest_topic(spec: PipelineSpec, topic: str, context: Mapping[str, Any]) -> TopicIngested:
+    from edgeloop.connections import PipelineClients
+    from edgeloop.metrics.push import TaskMetrics
+
+    params = context["params"]
+    return ingest_topic(
+        spec,
+        PipelineClients(spec),
+        topic,
+        max_records=params.get("max_records"),
+        accept_lost_offsets=bool(params.get("accept_lost_offsets")),
+        metrics=TaskMetrics.of_task(context),
+    )
+
+
+def run_publish(results: Iterable[object]) -> RawEvent:
+    return publish(TopicIngested.from_xcom(r) for r in results)

@@ -202,6 +202,12 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     _push("edgeloop_training_model_memory_bytes", "gauge", (), "Memory estimate of the last trained model."),
     _push(
+        "edgeloop_training_frames_rejected",
+        "gauge",
+        (),
+        "Rows the last training of a camera pipeline dropped for their frames (missing, too large, other digest...).",
+    ),
+    _push(
         "edgeloop_training_gate_decision",
         "gauge",
         ("decision",),

@@ -6,7 +6,6 @@
 - `register`: idempotent, race-safe registration of a training candidate as the `challenger`.
 - `aliases`: read aliases, move `champion` (the rollout does, once the fleet runs the version).
 - `artifacts`: publish a version's ONNX file, content-addressed, where devices fetch it.
-- `gate`: compare challenger and champion on the same held-out recent data and decide.
 
 Importing this package is cheap (MLflow is imported inside the functions).
 """

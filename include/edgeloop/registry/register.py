@@ -56,9 +56,9 @@ from edgeloop.registry.tags import (
     TAG_MODEL_ID,
     TAG_PIPELINE,
     TAG_TRAINING_RUN,
+    artifact_tags,
 )
 from edgeloop.spec import PipelineSpec
-from edgeloop.training.onnx_export import artifact_tags
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -6,6 +6,11 @@ the dataset location, the ONNX file's record, the evaluation gate's decision and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from edgeloop.contract.artifact import ARTIFACT_FORMAT
+
 # A training candidate's identity and lineage (on runs and on the version registered from them).
 TAG_PIPELINE = "edgeloop.pipeline"
 TAG_CANDIDATE = "edgeloop.candidate"
@@ -54,3 +59,14 @@ COPIED_TAG_PREFIXES = ("edgeloop.artifact.", "edgeloop.gate.")
 # The `champion` alias' history on a version.
 TAG_PREVIOUS_CHAMPION = "edgeloop.previous_champion"
 TAG_CHAMPION_SINCE = "edgeloop.champion_since"  # Unix seconds at which the alias moved to this version
+
+
+def artifact_tags(record: Mapping[str, Any]) -> dict[str, str]:
+    """Run and model-version tags for an ONNX file record (`OnnxModel.record`)."""
+    return {
+        TAG_ARTIFACT_SHA256: str(record["sha256"]),
+        TAG_ARTIFACT_SIZE: str(int(record["size"])),
+        TAG_ARTIFACT_OPSET: str(record["opset"]),
+        TAG_ARTIFACT_FORMAT: str(record.get("format", ARTIFACT_FORMAT)),
+        TAG_ARTIFACT_PATH: str(record["path"]),
+    }

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgeloop.registry.gate import TAG_DECISION, TAG_REASON
+from edgeloop.registry.tags import TAG_DECISION, TAG_REASON
 from edgeloop.rollout.plan import RolloutPlanError
 
 PASSED = "promote"

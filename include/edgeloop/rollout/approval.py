@@ -42,6 +42,21 @@ def answer_of(event: dict[str, Any]) -> dict[str, Any] | None:
 class RolloutApprovalOperator(ApprovalOperator):
     """ApprovalOperator whose answer (approve or reject, who, when) is always in XCom under `answer`."""
 
+    @classmethod
+    def for_spec(cls, spec: PipelineSpec) -> RolloutApprovalOperator:
+        """The human answer asked before the production waves (`rollout.approval_required`)."""
+        from edgeloop.rollout.tasks import APPROVAL_TASK_ID
+
+        return cls(
+            task_id=APPROVAL_TASK_ID,
+            subject=f"{spec.name}: roll out to production?",
+            body="Canary gate: {{ ti.xcom_pull(task_ids='gate_canary') | tojson }}",
+            defaults=cls.REJECT,
+            response_timeout=spec.rollout.approval_timeout,
+            assigned_users=approvers(spec),
+            trigger_rule="none_failed",
+        )
+
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         answer = answer_of(event)
         if answer is not None:

@@ -60,7 +60,7 @@ def artifact_resolver(spec: PipelineSpec) -> ArtifactResolver:
     """Publish-and-reference a version's ONNX file with the pipeline's S3 and MLflow connections."""
     from edgeloop.connections import PipelineClients
     from edgeloop.registry.artifacts import publish_edge_artifact
-    from edgeloop.training.tracking import mlflow_client
+    from edgeloop.registry.client import mlflow_client
 
     clients = PipelineClients(spec)
     s3, client = clients.s3(), mlflow_client(clients.mlflow_uri())
@@ -72,7 +72,7 @@ def version_artifact(
 ) -> ArtifactRef | None:
     """The ONNX file to assign with `model_version` (None for the baseline); RolloutJobError when it has none."""
     from edgeloop.contract.messages import BASELINE_VERSION
-    from edgeloop.training.errors import RegistryError
+    from edgeloop.registry.errors import RegistryError
 
     if model_version == BASELINE_VERSION:
         return None

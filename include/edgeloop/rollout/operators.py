@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from edgeloop.rollout.plan import Wave
+    from edgeloop.spec import PipelineSpec
 
 
 class RolloutGateOperator(BaseOperator):
@@ -17,6 +21,20 @@ class RolloutGateOperator(BaseOperator):
         self.wave_index = wave_index
         self.apply_task_id = apply_task_id
         self.soak_seconds = soak_seconds
+
+    @classmethod
+    def for_wave(cls, spec: PipelineSpec, wave: Wave) -> RolloutGateOperator:
+        """The health gate after `wave`: it reads that wave's apply task and soaks for the spec's time."""
+        from edgeloop.rollout.tasks import apply_task_id, gate_task_id
+
+        return cls(
+            task_id=gate_task_id(wave),
+            pipeline=spec.name,
+            wave_index=wave.index,
+            apply_task_id=apply_task_id(wave),
+            soak_seconds=spec.rollout.soak.total_seconds(),
+            trigger_rule="none_failed",
+        )
 
     def execute(self, context: Any) -> Any:
         from airflow.sdk.exceptions import AirflowSkipException

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgeloop.rollout.policy import policy_waves
 from edgeloop.spec import PipelineSpec
 
 
@@ -30,16 +31,7 @@ class Wave:
 def spec_waves(spec: PipelineSpec) -> list[Wave]:
     """The waves of a full rollout, as the DAG is shaped: `rollout.waves` when the spec has them, else the
     canary wave (if any), then the other groups by `wave` number."""
-    if spec.rollout.waves:
-        from edgeloop.rollout.policy import policy_waves
-
-        return [Wave(w.index, w.groups, w.canary) for w in policy_waves(spec)]
-    canary = tuple(g.name for g in spec.groups if g.name in spec.rollout.canary_groups)
-    rest = [g for g in spec.groups if g.name not in canary]
-    waves = [Wave(0, canary, canary=True)] if canary else []
-    for number in sorted({g.wave for g in rest}):
-        waves.append(Wave(len(waves), tuple(g.name for g in rest if g.wave == number), canary=False))
-    return waves
+    return [Wave(w.index, w.groups, w.canary) for w in policy_waves(spec)]
 
 
 def plan_rollout(

@@ -65,9 +65,7 @@ def policy_waves(spec: PipelineSpec) -> list[RolloutWave]:
     the first of several waves is the canary wave (the approval, when asked for, comes after it).
     """
     if not spec.rollout.waves:
-        from edgeloop.rollout.plan import spec_waves
-
-        return [RolloutWave(w.index, w.groups, None, w.canary) for w in spec_waves(spec)]
+        return _group_number_waves(spec)
     names = [g.name for g in spec.groups]
     reached: dict[str, float] = {}
     waves = []
@@ -78,6 +76,16 @@ def policy_waves(spec: PipelineSpec) -> list[RolloutWave]:
         for group in groups:
             reached[group] = max(reached.get(group, 0.0), 1.0 if wave.share is None else wave.share)
         waves.append(RolloutWave(index, groups, wave.share, canary=several and index == 0))
+    return waves
+
+
+def _group_number_waves(spec: PipelineSpec) -> list[RolloutWave]:
+    """Without `rollout.waves`: the canary wave (if any), then the other groups by their `wave` number."""
+    canary = tuple(g.name for g in spec.groups if g.name in spec.rollout.canary_groups)
+    rest = [g for g in spec.groups if g.name not in canary]
+    waves = [RolloutWave(0, canary, None, canary=True)] if canary else []
+    for number in sorted({g.wave for g in rest}):
+        waves.append(RolloutWave(len(waves), tuple(g.name for g in rest if g.wave == number), None, canary=False))
     return waves
 
 

@@ -58,9 +58,9 @@ def plan_step(
     from edgeloop.contract.messages import BASELINE_VERSION
     from edgeloop.deployment import NotAllowed, require_allowed
     from edgeloop.registry.aliases import alias_version
+    from edgeloop.registry.client import mlflow_client
     from edgeloop.rollout.admission import admin_override, admit_version, gate_record
     from edgeloop.rollout.policy import policy_record
-    from edgeloop.training.tracking import mlflow_client
 
     is_admin = is_admin or airflow_admin
     version = str(params.get("model_version") or event_version or "")
@@ -231,7 +231,7 @@ def promote_step(
     the shadow wave's record when the spec has one.
     """
     from edgeloop.registry.aliases import set_champion
-    from edgeloop.training.tracking import mlflow_client
+    from edgeloop.registry.client import mlflow_client
 
     set_champion(
         mlflow_client(tracking_uri), spec, plan["model_version"], expected_current=plan.get("champion_at_plan")

@@ -294,3 +294,42 @@ def rollback(
         f"rollout {planned.rollout_id} rolled back groups {record['rolled_back_groups']} "
         f"to version {record['previous_version']}: {'; '.join(record['reasons'])}"
     )
+
+
+# --- the DAG's tasks: each reads its inputs from the Airflow context and calls the function above
+
+
+def run_plan(spec: PipelineSpec, context: Mapping[str, Any]) -> RolloutPlanned:
+    from edgeloop.connections import PipelineClients
+
+    run, events = context["dag_run"], context.get("triggering_asset_events")
+    return plan(spec, PipelineClients(spec), context["params"], run=run, events=events)
+
+
+def run_shadow(spec: PipelineSpec, planned: object, context: Mapping[str, Any]) -> ShadowDecided:
+    from edgeloop.connections import PipelineClients
+
+    return shadow(spec, PipelineClients(spec), RolloutPlanned.from_xcom(planned), ti=context["ti"])
+
+
+def run_apply_wave(spec: PipelineSpec, planned: object, index: int, context: Mapping[str, Any]) -> WaveApplied:
+    from edgeloop.connections import PipelineClients
+
+    return apply_wave(spec, PipelineClients(spec), RolloutPlanned.from_xcom(planned), index, context=context)
+
+
+def run_promote(spec: PipelineSpec, planned: object, context: Mapping[str, Any]) -> RolloutPromoted:
+    from edgeloop.connections import PipelineClients
+    from edgeloop.metrics.push import TaskMetrics
+
+    plan_of_run, records = RolloutPlanned.from_xcom(planned), rollout_records(spec, context["ti"])
+    return promote(spec, PipelineClients(spec), plan_of_run, records, metrics=TaskMetrics.of_task(context))
+
+
+def run_rollback(spec: PipelineSpec, planned: object, context: Mapping[str, Any]) -> NoReturn:
+    from edgeloop.connections import PipelineClients
+    from edgeloop.metrics.push import TaskMetrics
+
+    plan_of_run, records = RolloutPlanned.from_xcom(planned), rollout_records(spec, context["ti"])
+    metrics = TaskMetrics.of_task(context)
+    rollback(spec, PipelineClients(spec), plan_of_run, records, context=context, metrics=metrics)

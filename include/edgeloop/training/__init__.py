@@ -8,6 +8,8 @@
 - `evaluate`: the spec's metric overall and per edge group.
 - `tracking`: MLflow experiment, runs, dataset lineage and model logging with explicit requirements.
 - `train`: the bounded hyperparameter search with one nested MLflow run per trial.
+- `gate`: compare the registered challenger and the champion on the same held-out recent data
+  and decide (it reads and writes the registry through `edgeloop.registry`).
 
 Importing this package is cheap: the modules import pandas, scikit-learn and MLflow
 themselves, so DAG files may import names from here at parse time.

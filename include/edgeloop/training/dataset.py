@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edgeloop.spec import PipelineSpec
 from edgeloop.storage import get_bytes, list_keys, put_if_absent
 from edgeloop.training.errors import DatasetError
+from edgeloop.training.images import camera_seed_frame, frame_columns
 from edgeloop.training.seed import LABEL_COLUMN, SEED_VERSION, SeedSource, make_seed_frame
 
 if TYPE_CHECKING:
@@ -133,23 +134,34 @@ def load_source(s3: S3Client, source: DataSource) -> tuple[pd.DataFrame, DataSou
 
 
 def load_seed(
-    s3: S3Client, spec: PipelineSpec, seed_source: SeedSource = make_seed_frame
+    s3: S3Client, spec: PipelineSpec, seed_source: SeedSource | None = None
 ) -> tuple[pd.DataFrame, DataSource]:
-    """The stored seed dataset; generated with `seed_source` and stored (create-only) when missing."""
+    """The stored seed dataset; generated with `seed_source` and stored (create-only) when missing.
+
+    Without `seed_source`: `make_seed_frame`, or for a camera pipeline the seed frames stored
+    under their content addresses (`edgeloop.training.images.camera_seed_frame`).
+    """
     source = DataSource(SEED_VERSION, spec.storage.bucket, curated_key(spec, SEED_VERSION))
     try:
         return load_source(s3, source)
     except DatasetError:
         pass
-    frame = seed_source(spec)
+    if seed_source is not None:
+        frame = seed_source(spec)
+    elif frame_columns(spec) is not None:
+        frame = camera_seed_frame(s3, spec)
+    else:
+        frame = make_seed_frame(spec)
     if put_if_absent(s3, source.bucket, source.key, frame_to_parquet(frame), content_type="application/x-parquet"):
         log.info("stored the generated seed dataset at %s (%d records)", source.uri, len(frame))
     return load_source(s3, source)  # read back: a concurrent writer may have stored it first
 
 
 def required_columns(spec: PipelineSpec) -> list[str]:
+    """Device, group, time, the features, a camera pipeline's frame key and digest, and the label."""
     roles = [spec.field_with_role("device_id"), spec.field_with_role("group_id"), spec.field_with_role("timestamp")]
-    return [str(r) for r in roles] + list(spec.features) + [LABEL_COLUMN]
+    frames = list(frame_columns(spec) or ())
+    return [str(r) for r in roles] + list(spec.features) + frames + [LABEL_COLUMN]
 
 
 def validate_labelled_frame(spec: PipelineSpec, frame: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -286,7 +298,7 @@ def assemble_dataset(
     spec: PipelineSpec,
     dataset_version: str | None = None,
     *,
-    seed_source: SeedSource = make_seed_frame,
+    seed_source: SeedSource | None = None,
 ) -> tuple[pd.DataFrame, list[DataSource], str]:
     """The seed plus every curated version up to `dataset_version` (default: the newest), validated.
 
@@ -338,7 +350,7 @@ def build_dataset(
     dataset_version: str | None = None,
     *,
     settings: SplitSettings = SplitSettings(),
-    seed_source: SeedSource = make_seed_frame,
+    seed_source: SeedSource | None = None,
 ) -> dict[str, Any]:
     """Assemble, validate, split and store the training dataset for `dataset_version`.
 

@@ -5,11 +5,6 @@ The registry's errors (`RegistryError`, `MlflowUnavailable`) live in `edgeloop.r
 
 from __future__ import annotations
 
-from edgeloop.registry.errors import MlflowUnavailable, RegistryError
-
-# re-exported: the rollout job catches RegistryError under this module's name
-__all__ = ["DatasetError", "MlflowUnavailable", "RegistryError", "TrainingConfigError"]
-
 
 class DatasetError(ValueError):
     """The training data cannot be used: empty, one class, unknown labels, schema mismatch."""

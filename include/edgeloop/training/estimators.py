@@ -20,16 +20,21 @@ from edgeloop.training.errors import TrainingConfigError
 MODEL_STEP = "model"
 
 
-def make_estimator(training: TrainingSpec, *, random_state: int = 0, n_jobs: int | None = None) -> Any:
+def make_estimator(
+    training: TrainingSpec, *, random_state: int = 0, n_jobs: int | None = None, model: Any | None = None
+) -> Any:
     """An unfitted scikit-learn Pipeline for the spec's estimator with its fixed params applied.
 
     The classifier is the pipeline step named `model`; spec params and search-space
-    names are that step's parameter names (e.g. `n_estimators`, `max_depth`).
+    names are that step's parameter names (e.g. `n_estimators`, `max_depth`). `model`
+    replaces the spec's estimator (a camera pipeline's image classifier).
     """
     from sklearn.pipeline import Pipeline
 
     steps: list[tuple[str, Any]]
-    if training.estimator == "random_forest":
+    if model is not None:
+        steps = [(MODEL_STEP, model)]
+    elif training.estimator == "random_forest":
         from sklearn.ensemble import RandomForestClassifier
 
         steps = [(MODEL_STEP, RandomForestClassifier(random_state=random_state, n_jobs=n_jobs))]

@@ -52,5 +52,8 @@ def evaluate_predictions(spec: PipelineSpec, frame: pd.DataFrame, predictions: S
 
 
 def evaluate_model(spec: PipelineSpec, model: Any, frame: pd.DataFrame) -> dict[str, Any]:
-    """Score a fitted model on labelled records (the spec's features in spec order)."""
-    return evaluate_predictions(spec, frame, model.predict(frame[list(spec.features)]))
+    """Score a fitted model on labelled records (the model's inputs: the spec's features in spec order, or a
+    camera pipeline's pixels, `edgeloop.training.images.model_inputs`)."""
+    from edgeloop.training.images import model_inputs
+
+    return evaluate_predictions(spec, frame, model.predict(frame[list(model_inputs(spec).columns)]))

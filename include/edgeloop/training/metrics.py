@@ -17,7 +17,8 @@ class MetricSink(Protocol):
 
 
 def record_training_metrics(sink: MetricSink, trained: Mapping[str, Any]) -> None:
-    """From `train_model`'s result: trials, score, wall time and the model's edge fitness (size, latency, memory)."""
+    """From `train_model`'s result: trials, score, wall time, the model's edge fitness (size, latency, memory)
+    and, for a camera pipeline, the rows dropped for their frames."""
     edge: Mapping[str, Any] = trained.get("edge") or {}
     sink.set("edgeloop_training_trials", float(trained.get("trials") or 0))
     if trained.get("eval_score") is not None:
@@ -32,6 +33,9 @@ def record_training_metrics(sink: MetricSink, trained: Mapping[str, Any]) -> Non
         sink.set("edgeloop_training_inference_latency_seconds", float(latency_ms) / 1000)
     if edge.get("memory_mb") is not None:
         sink.set("edgeloop_training_model_memory_bytes", float(edge["memory_mb"]) * 1024 * 1024)
+    rejected: Mapping[str, Mapping[str, int]] | None = trained.get("frames_rejected")
+    if rejected is not None:  # a camera pipeline: rows dropped for frames that could not be used
+        sink.set("edgeloop_training_frames_rejected", float(sum(sum(part.values()) for part in rejected.values())))
 
 
 def record_gate_metrics(sink: MetricSink, decision: Mapping[str, Any]) -> None:

@@ -44,13 +44,7 @@ from edgeloop.contract.artifact import (
     sha256_hex,
 )
 from edgeloop.contract.profile import reference_metadata
-from edgeloop.registry.tags import (
-    TAG_ARTIFACT_FORMAT,
-    TAG_ARTIFACT_OPSET,
-    TAG_ARTIFACT_PATH,
-    TAG_ARTIFACT_SHA256,
-    TAG_ARTIFACT_SIZE,
-)
+from edgeloop.registry.tags import artifact_tags
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,17 +124,6 @@ class OnnxModel:
 def allowed_mismatches(rows: int) -> int:
     """Rows that may answer differently: floor(0.1% of `rows`) (so none below 1000 rows)."""
     return math.floor(rows * (1 - PARITY_MIN_SHARE) + 1e-9)
-
-
-def artifact_tags(record: Mapping[str, Any]) -> dict[str, str]:
-    """Run and model-version tags for an ONNX file record (`OnnxModel.record`)."""
-    return {
-        TAG_ARTIFACT_SHA256: str(record["sha256"]),
-        TAG_ARTIFACT_SIZE: str(int(record["size"])),
-        TAG_ARTIFACT_OPSET: str(record["opset"]),
-        TAG_ARTIFACT_FORMAT: str(record.get("format", ARTIFACT_FORMAT)),
-        TAG_ARTIFACT_PATH: str(record["path"]),
-    }
 
 
 def _classifier_name(model: Any) -> str:

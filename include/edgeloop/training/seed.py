@@ -7,12 +7,16 @@ demo spec physical class-conditional distributions (ISO 10816 vibration zones, w
 and louder machines when worn or faulty) with each group's site offsets; any other spec gets
 Gaussian class centres over its features. The training stage takes the generator as an
 argument, so other labelled data can replace it.
+
+A camera pipeline's seed is frames (`make_seed_frames`): parts seen by each group's cameras
+before any drift, generated as the simulator's cameras generate them.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -71,3 +75,42 @@ def make_seed_frame(spec: PipelineSpec, records: int = 12000, seed: int = 0) -> 
         columns[name] = np.round(values).astype("int64") if kinds[name] == "int" else np.round(values, 4)
     columns[LABEL_COLUMN] = [labels[c] for c in classes]
     return pd.DataFrame(columns)
+
+
+@dataclass(frozen=True)
+class SeedFrames:
+    """The seed set of a camera pipeline: frames (uint8 N x H x W), their true labels, devices and groups."""
+
+    pixels: np.ndarray
+    labels: list[str]
+    devices: list[str]
+    groups: list[str]
+
+
+def make_seed_frames(spec: PipelineSpec, per_group: int = 120, seed: int = 0) -> SeedFrames:
+    """Deterministic labelled frames of every group's cameras before any drift, `per_group` frames per group.
+
+    The frames come from the simulator's own cameras (`edgeloop.vision.frames` under each group's
+    `group_conditions`), from a few seed devices per group, so a model fitted on them knows each
+    group's camera as it is until a drift changes it.
+    """
+    from edgeloop.vision.frames import group_conditions, make_frames
+
+    if per_group < 1:
+        raise ValueError(f"per_group: {per_group} must be at least 1")
+    pixels: list[np.ndarray] = []
+    labels: list[str] = []
+    devices: list[str] = []
+    groups: list[str] = []
+    for group in spec.groups:
+        cameras = max(1, min(group.devices, 4))
+        conditions = group_conditions(group.name)
+        for camera in range(cameras):
+            count = per_group // cameras + (1 if camera < per_group % cameras else 0)
+            device = f"{group.name}-seed-{camera:02d}"
+            batch, batch_labels = make_frames(device, seed * per_group, count, conditions)
+            pixels.append(batch)
+            labels += batch_labels
+            devices += [device] * count
+            groups += [group.name] * count
+    return SeedFrames(np.concatenate(pixels), labels, devices, groups)

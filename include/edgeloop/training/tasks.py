@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +80,7 @@ class ChallengerRegistered(XComResult):
 
 @dataclass(frozen=True)
 class GateDecision(XComResult):
-    """The evaluation gate's decision (`registry.gate.evaluation_gate`): promote or not, why, both models' scores."""
+    """The evaluation gate's decision (`training.gate.evaluation_gate`): promote or not, why, both models' scores."""
 
     pipeline: str
     model_name: str
@@ -108,7 +108,7 @@ class GateDecision(XComResult):
 
 @dataclass(frozen=True)
 class ModelAnnounced(XComResult):
-    """The `model` asset event of a promoted challenger (`registry.gate.model_asset_extra`): what the rollout needs."""
+    """The `model` asset event of a promoted challenger (`training.gate.model_asset_extra`): what the rollout needs."""
 
     pipeline: str
     model_name: str
@@ -169,8 +169,8 @@ def evaluation_gate(
     """Judge the challenger against the champion; a rejection goes to the alerts topic."""
     from edgeloop.fleet.health import publish_alerts
     from edgeloop.metrics.push import push_task_metrics
-    from edgeloop.registry import gate
     from edgeloop.registry.client import mlflow_client
+    from edgeloop.training import gate
     from edgeloop.training.metrics import record_gate_metrics
 
     decision = gate.evaluation_gate(mlflow_client(clients.mlflow_uri()), clients.s3(), spec, registered.to_xcom())
@@ -189,8 +189,45 @@ def announce_model(decision: GateDecision) -> ModelAnnounced:
     """The `model` asset event of a promoted challenger; skip the task (no rollout) otherwise."""
     from airflow.exceptions import AirflowSkipException
 
-    from edgeloop.registry.gate import model_asset_extra
+    from edgeloop.training.gate import model_asset_extra
 
     if not decision.promote:
         raise AirflowSkipException(f"no rollout: {decision.reason}")
     return ModelAnnounced.from_xcom(model_asset_extra(decision.to_xcom()))
+
+
+# --- the DAG's tasks: each reads its inputs from the Airflow context and calls the function above
+
+
+def run_build_dataset(spec: PipelineSpec, events: Sequence[Any], context: Mapping[str, Any]) -> DatasetBuilt:
+    """`build_dataset` of the run's `dataset_version` param, else of the newest `curated` event among `events`."""
+    from edgeloop.connections import PipelineClients
+
+    version = dataset_version_of(context["params"].get("dataset_version"), events)
+    return build_dataset(spec, PipelineClients(spec), version)
+
+
+def run_train_model(spec: PipelineSpec, dataset: object, context: Mapping[str, Any]) -> ModelTrained:
+    from edgeloop.connections import PipelineClients
+    from edgeloop.metrics.push import TaskMetrics
+
+    built, budget = DatasetBuilt.from_xcom(dataset), context["params"].get("search_budget")
+    return train_model(spec, PipelineClients(spec), built, search_budget=budget, metrics=TaskMetrics.of_task(context))
+
+
+def run_register_challenger(spec: PipelineSpec, trained: object) -> ChallengerRegistered:
+    from edgeloop.connections import PipelineClients
+
+    return register_challenger(spec, PipelineClients(spec), ModelTrained.from_xcom(trained))
+
+
+def run_evaluation_gate(spec: PipelineSpec, registered: object, context: Mapping[str, Any]) -> GateDecision:
+    from edgeloop.connections import PipelineClients
+    from edgeloop.metrics.push import TaskMetrics
+
+    version = ChallengerRegistered.from_xcom(registered)
+    return evaluation_gate(spec, PipelineClients(spec), version, metrics=TaskMetrics.of_task(context))
+
+
+def run_announce_model(decision: object) -> ModelAnnounced:
+    return announce_model(GateDecision.from_xcom(decision))

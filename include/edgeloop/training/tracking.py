@@ -21,29 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeloop.registry.client import mlflow_client
 from edgeloop.registry.tags import TAG_PIPELINE
 from edgeloop.spec import PipelineSpec
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
-
-# mlflow_client is re-exported: the rollout steps import it from here
-__all__ = [
-    "LoggedModelRef",
-    "candidate_key",
-    "code_version",
-    "config_digest",
-    "dataset_inputs",
-    "ensure_experiment",
-    "experiment_name",
-    "log_sklearn_model",
-    "mlflow_client",
-    "model_id_of_source",
-    "model_pip_requirements",
-    "s3_uri",
-]
 
 # The source files whose content is the "code version" of a model: the training and
 # registry stages and the spec model they read.

@@ -16,7 +16,10 @@ enough data the search is successive halving: every trial fits a third of those 
 the best third fit all of them (the same budget of configurations for about half the
 cost). The best trial that fits the device limits is refitted on the whole training split. A refit
 can outgrow the limits (deeper trees on more data), so the next-best trial is tried,
-up to `max_refits` refits. A retried task finds the finished run of the same candidate
+up to `max_refits` refits. A camera pipeline's model takes the frame's pixels
+(`edgeloop.training.images.model_inputs`, the one branch): the splits get each row's
+frame from object storage, the estimator is the image classifier, the export
+`export_image_onnx`; everything else here is the same. A retried task finds the finished run of the same candidate
 and returns it instead of training again.
 """
 
@@ -51,10 +54,11 @@ from edgeloop.registry.tags import (
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import read_split, read_split_json
 from edgeloop.training.errors import DatasetError, TrainingConfigError
-from edgeloop.training.estimators import for_inference, make_estimator, search_candidates, step_params
+from edgeloop.training.estimators import for_inference, search_candidates, step_params
 from edgeloop.training.evaluate import evaluate_model, score
 from edgeloop.training.fitness import EdgeFitness, measure_edge_fitness
-from edgeloop.training.onnx_export import OnnxExportError, OnnxModel, export_onnx, log_onnx_artifact
+from edgeloop.training.images import model_inputs
+from edgeloop.training.onnx_export import OnnxExportError, OnnxModel, log_onnx_artifact
 from edgeloop.training.seed import LABEL_COLUMN
 from edgeloop.training.tracking import (
     LoggedModelRef,
@@ -162,13 +166,14 @@ def _evaluate_trial(
 ) -> None:
     from mlflow.entities import Metric
 
-    features = list(spec.features)
+    inputs = model_inputs(spec)
+    features = list(inputs.columns)
     started = time.perf_counter()
-    model = make_estimator(spec.training, random_state=options.random_state, n_jobs=options.n_jobs)
+    model = inputs.estimator(random_state=options.random_state, n_jobs=options.n_jobs)
     model.set_params(**step_params(trial.params)).fit(fit[features], fit[LABEL_COLUMN])
     fit_s = time.perf_counter() - started
     trial.score = score(spec.training.metric, validation[LABEL_COLUMN], model.predict(validation[features]))
-    exported = export_onnx(for_inference(model), features, validation)  # OnnxExportError rejects the trial
+    exported = inputs.export(for_inference(model), validation)  # OnnxExportError rejects the trial
     trial.fitness = measure_edge_fitness(
         exported.data, fit[features].head(1), spec.training.limits, calls=options.trial_latency_repeats
     )
@@ -262,15 +267,16 @@ def refit_best(
     refit with its export failure as the edge violation (never an exception: the
     candidate is logged, and the gate rejects it with that reason).
     """
-    features = list(spec.features)
+    inputs = model_inputs(spec)
+    features = list(inputs.columns)
     best: tuple[Trial, Any, EdgeFitness, OnnxModel | None] | None = None
     for position, trial in enumerate(ranked[: max(1, options.max_refits)]):
         if position > 0 and not (trial.fitness and trial.fitness.ok):
             break  # the remaining trials did not fit the limits even on the smaller search data
-        refit = make_estimator(spec.training, random_state=options.random_state, n_jobs=options.n_jobs)
+        refit = inputs.estimator(random_state=options.random_state, n_jobs=options.n_jobs)
         refit = for_inference(refit.set_params(**step_params(trial.params)).fit(train[features], train[LABEL_COLUMN]))
         try:
-            exported = export_onnx(refit, features, validation)
+            exported = inputs.export(refit, validation)
         except OnnxExportError as exc:
             log.warning("refit of trial %d is rejected: %s", trial.index, exc)
             best = best or (trial, refit, EdgeFitness.not_measured(f"ONNX export: {exc}"), None)
@@ -331,7 +337,8 @@ def train_model(
     version, digest = str(dataset["dataset_version"]), str(dataset["digest"])
     candidate = candidate_key(version, digest, code, config)
     candidates = search_candidates(spec.training, budget, random_state=options.random_state)
-    make_estimator(spec.training)  # a bad parameter name fails here, before any run exists
+    inputs = model_inputs(spec)  # the one branch between tabular and image models
+    inputs.estimator()  # a bad parameter name fails here, before any run exists
 
     with mlflow_errors(client, f"training {spec.name} on dataset {version}"):
         experiment_id = ensure_experiment(client, spec)
@@ -340,7 +347,8 @@ def train_model(
             log.info("candidate %s was trained already in run %s: reusing it", candidate, existing.info.run_id)
             return _summary(existing, reused=True)
 
-        train, evaluation = read_split(s3, dataset, "train"), read_split(s3, dataset, "eval")
+        attached = [inputs.attach(s3, read_split(s3, dataset, part)) for part in ("train", "eval")]
+        (train, evaluation), rejected = [a.frame for a in attached], [a.rejected for a in attached]
         split_info = read_split_json(s3, dataset)
         if train[LABEL_COLUMN].nunique() < 2:
             raise DatasetError(f"dataset {version}: the training split has a single class")
@@ -367,6 +375,8 @@ def train_model(
             )
             location = {k: dataset[k] for k in ("bucket", "train_key", "eval_key", "split_key")}
             summary = {**_identity_summary(identity, budget), **summary, "dataset": location}
+            if inputs.image_shape is not None:  # rows dropped for frames that could not be used, by reason
+                summary["frames_rejected"] = {"train": rejected[0], "eval": rejected[1]}
             client.log_batch(
                 run_id,
                 tags=[
@@ -461,7 +471,7 @@ def _train_in_run(
 ) -> dict[str, Any]:
     from mlflow.entities import Metric, Param
 
-    features, metric = list(spec.features), spec.training.metric
+    features, metric = list(model_inputs(spec).columns), spec.training.metric
     started = time.perf_counter()
     fit, validation = search_sets(spec, train, options)
     _log_run_inputs(

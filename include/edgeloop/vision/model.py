@@ -244,6 +244,7 @@ def image_onnx_graph(classifier: ImageClassifier) -> onnx.ModelProto:
 
     proto = convert_to_onnx(classifier.pipeline, len(classifier.columns))
     graph = proto.graph
+    graph.name = "edgeloop_image_classifier"  # skl2onnx names it by a random uuid: the same model, other bytes
     for node in graph.node:
         node.input[:] = [_FEATURES_INSIDE if name == INPUT_NAME else name for name in node.input]
     nodes, inits = feature_graph_nodes(classifier.embedding, INPUT_NAME, _FEATURES_INSIDE)

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from training_testkit import cleanup_pipeline, small_spec, unique_name
 
-from edgeloop.registry.gate import evaluation_gate
 from edgeloop.registry.register import register_challenger
 from edgeloop.rollout.admission import RolloutRefused, RunOrigin
 from edgeloop.rollout.audit import part_key
@@ -25,6 +24,7 @@ from edgeloop.rollout.steps import plan_step
 from edgeloop.rollout.tasks import RolloutPlanned
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import build_dataset
+from edgeloop.training.gate import evaluation_gate
 from edgeloop.training.train import train_model
 
 pytestmark = pytest.mark.integration

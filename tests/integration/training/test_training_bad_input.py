@@ -11,11 +11,11 @@ from training_testkit import drifted_batch, write_curated
 
 from edgeloop.registry.client import mlflow_client as make_client
 from edgeloop.registry.errors import MlflowUnavailable
-from edgeloop.registry.gate import evaluation_gate
 from edgeloop.registry.register import register_challenger
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import build_dataset, curated_key, frame_to_parquet
 from edgeloop.training.errors import DatasetError
+from edgeloop.training.gate import evaluation_gate
 from edgeloop.training.tracking import experiment_name
 from edgeloop.training.train import train_model
 

@@ -40,11 +40,11 @@ from edgeloop.registry.aliases import CHALLENGER, CHAMPION, alias_version, champ
 from edgeloop.registry.artifacts import publish_edge_artifact
 from edgeloop.registry.client import mlflow_client as make_client
 from edgeloop.registry.errors import RegistryError
-from edgeloop.registry.gate import evaluation_gate, model_asset_extra
 from edgeloop.registry.register import candidate_versions, register_challenger
 from edgeloop.registry.tags import TAG_CANDIDATE, TAG_RUN_KIND
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import build_dataset, read_split
+from edgeloop.training.gate import evaluation_gate, model_asset_extra
 from edgeloop.training.onnx_export import read_metadata, self_test
 from edgeloop.training.train import train_model
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from edgeloop.drift.metrics import drift_metric_values, open_alerts_by_group, record_drift_metrics
 from edgeloop.drift.synthetic import synthetic_spec
-from edgeloop.metrics import BatchMetrics
+from edgeloop.metrics.push import BatchMetrics
 
 SPEC = synthetic_spec(["a", "b"], ["plant-north", "plant-south"], name="fm")
 

@@ -129,7 +129,7 @@ def test_a_registry_record_must_be_signed_by_the_operator(spec: PipelineSpec) ->
 
 def test_the_refusal_metric_knows_every_reason() -> None:
     from edgeloop.contract.identity import REFUSAL_REASONS
-    from edgeloop.metrics import REPORT_REFUSALS
+    from edgeloop.metrics.catalogue import REPORT_REFUSALS
 
     assert set(REPORT_REFUSALS) == {*REFUSAL_REASONS, "bad_value"}
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from tests.helpers.keys import INTRUDER, OPERATOR, TRUSTED, device_key
+from tests.helpers.wire import Wire
 
 from edgeloop.contract.messages import Assignment, DeviceState, Target, new_assignment, next_sequence, parse_iso
 from edgeloop.edge.config import SchemaField
@@ -32,25 +33,6 @@ DEVICE = "plant-north-00001"
 @pytest.fixture(scope="module")
 def spec() -> PipelineSpec:
     return load_spec(DEMO)
-
-
-class Wire:
-    """A stand-in producer: what the harness sends, by topic and key, in order."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
-
-    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, **_: Any) -> None:
-        self.sent.append((topic, key, value))
-
-    def poll(self, _timeout: float = 0) -> int:
-        return 0
-
-    def flush(self, _timeout: float = 0) -> int:
-        return 0
-
-    def of(self, device: str, topic: str) -> list[bytes]:
-        return [v or b"" for t, k, v in self.sent if k == device.encode() and t == topic]
 
 
 class RecordingSensors:

@@ -99,10 +99,10 @@ class FakeS3:
 
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> FakeRegistry:
-    from edgeloop.training import tracking
+    from edgeloop.registry import client
 
     fake = FakeRegistry()
-    monkeypatch.setattr(tracking, "mlflow_client", lambda uri: fake)
+    monkeypatch.setattr(client, "mlflow_client", lambda uri: fake)
     return fake
 
 

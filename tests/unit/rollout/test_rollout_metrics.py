@@ -8,7 +8,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeloop.metrics import BatchMetrics
+from edgeloop.metrics.push import BatchMetrics
 from edgeloop.rollout.metrics import record_rollout_metrics
 from edgeloop.spec import load_spec
 

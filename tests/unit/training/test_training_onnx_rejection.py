@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from edgeloop.spec import PipelineSpec
-from edgeloop.training import train
+from edgeloop.training import onnx_export, train
 from edgeloop.training.onnx_export import OnnxParityError, export_onnx
 from edgeloop.training.seed import make_seed_frame
 from edgeloop.training.train import TrainOptions, refit_best, run_search
@@ -53,7 +53,7 @@ def small(training_spec: PipelineSpec) -> PipelineSpec:
 def test_a_trial_that_fails_parity_is_a_rejected_trial_with_the_reason(
     small: PipelineSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(train, "export_onnx", refuse_deep_forests)
+    monkeypatch.setattr(onnx_export, "export_onnx", refuse_deep_forests)
     frame = make_seed_frame(small, records=600)
     client = FakeMlflow()
     candidates = [{"n_estimators": 10, "max_depth": 4}, {"n_estimators": 10, "max_depth": None}]
@@ -72,7 +72,7 @@ def test_a_trial_that_fails_parity_is_a_rejected_trial_with_the_reason(
 def test_a_refit_that_cannot_be_exported_is_kept_as_unfit_with_the_reason(
     small: PipelineSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(train, "export_onnx", refuse_deep_forests)
+    monkeypatch.setattr(onnx_export, "export_onnx", refuse_deep_forests)
     frame = make_seed_frame(small, records=600)
     ranked = [train.Trial(0, {"n_estimators": 10, "max_depth": None}, "run0")]
 
@@ -84,7 +84,7 @@ def test_a_refit_that_cannot_be_exported_is_kept_as_unfit_with_the_reason(
 
 
 def test_a_refit_that_exports_wins_over_one_that_does_not(small: PipelineSpec, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train, "export_onnx", refuse_deep_forests)
+    monkeypatch.setattr(onnx_export, "export_onnx", refuse_deep_forests)
     frame = make_seed_frame(small, records=600)
     fit = train.EdgeFitness(0.1, 0.01, 0.01, 1.0, ())
     ranked = [

@@ -10,8 +10,9 @@ from airflow.exceptions import AirflowSkipException
 
 from edgeloop.fleet import health
 from edgeloop.metrics.push import TaskMetrics
-from edgeloop.registry import client, gate
+from edgeloop.registry import client
 from edgeloop.spec import PipelineSpec, load_spec
+from edgeloop.training import gate
 from edgeloop.training import tasks as train_tasks
 from edgeloop.training.tasks import ChallengerRegistered, DatasetBuilt, GateDecision, ModelAnnounced, ModelTrained
 from edgeloop.xcom import XComContractError

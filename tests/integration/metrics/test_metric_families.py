@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 from prometheus_client import delete_from_gateway
 
-from edgeloop import metrics as m
+from edgeloop.metrics.catalogue import BY_NAME, METRICS, label_bounds
+from edgeloop.metrics.promql import missing_metric_families, wait_for_metric_families
+from edgeloop.metrics.push import PUSH_JOB, BatchMetrics, grouping_key, push_batch_metrics
 from edgeloop.spec import PipelineSpec, parse_spec
 
 pytestmark = pytest.mark.integration
 
 DEMO_SPEC = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
-PUSHED = [d.name for d in m.METRICS if d.source == "push"]
+PUSHED = [d.name for d in METRICS if d.source == "push"]
 SCRAPE_DEADLINE_S = 60.0  # four scrapes of the stack's 15 s interval
 
 
@@ -33,19 +35,19 @@ def throwaway_spec() -> PipelineSpec:
 @pytest.fixture
 def gateway_group(stack_env: dict[str, str], throwaway_spec: PipelineSpec) -> Iterator[tuple[str, dict[str, str]]]:
     gateway = stack_env["EDGELOOP_PUSHGATEWAY_URL"]
-    key = m.grouping_key(throwaway_spec, f"{throwaway_spec.name}__ops", "metric_families")
+    key = grouping_key(throwaway_spec, f"{throwaway_spec.name}__ops", "metric_families")
     try:
         yield gateway, key
     finally:
-        delete_from_gateway(gateway, job=m.PUSH_JOB, grouping_key=key)
+        delete_from_gateway(gateway, job=PUSH_JOB, grouping_key=key)
 
 
-def record_every_pushed_family(spec: PipelineSpec) -> m.BatchMetrics:
+def record_every_pushed_family(spec: PipelineSpec) -> BatchMetrics:
     """One value of each metric a batch task may push, with the first allowed value of each label."""
-    bounds = m.label_bounds(spec)
-    batch = m.BatchMetrics(spec)
+    bounds = label_bounds(spec)
+    batch = BatchMetrics(spec)
     for name in PUSHED:
-        definition = m.BY_NAME[name]
+        definition = BY_NAME[name]
         labels = {label: sorted(bounds[label])[0] for label in definition.labels if label != "pipeline"}
         if definition.kind == "counter":
             batch.inc(name, 1, **labels)
@@ -59,20 +61,20 @@ def test_every_pushed_family_appears_in_prometheus_after_a_push(
 ) -> None:
     prometheus = stack_env["EDGELOOP_PROMETHEUS_URL"]
     gateway, key = gateway_group
-    assert m.missing_metric_families(prometheus, PUSHED, pipeline=throwaway_spec.name) == PUSHED
+    assert missing_metric_families(prometheus, PUSHED, pipeline=throwaway_spec.name) == PUSHED
 
-    assert m.push_batch_metrics(record_every_pushed_family(throwaway_spec), gateway, key) == sorted(PUSHED)
+    assert push_batch_metrics(record_every_pushed_family(throwaway_spec), gateway, key) == sorted(PUSHED)
 
-    missing = m.wait_for_metric_families(prometheus, PUSHED, pipeline=throwaway_spec.name, deadline_s=SCRAPE_DEADLINE_S)
+    missing = wait_for_metric_families(prometheus, PUSHED, pipeline=throwaway_spec.name, deadline_s=SCRAPE_DEADLINE_S)
     assert missing == [], f"not in Prometheus {SCRAPE_DEADLINE_S:.0f} s after the push: {missing}"
     # another pipeline's families are not counted for this one
-    other = m.missing_metric_families(prometheus, PUSHED, pipeline=f"{throwaway_spec.name}x")
+    other = missing_metric_families(prometheus, PUSHED, pipeline=f"{throwaway_spec.name}x")
     assert other == PUSHED
 
 
 def test_the_exporter_families_of_the_demo_pipeline_are_scraped(stack_env: dict[str, str]) -> None:
     families = ["edgeloop_spec_limit", "edgeloop_exporter_reader_up", "edgeloop_exporter_rejected_samples"]
-    missing = m.wait_for_metric_families(
+    missing = wait_for_metric_families(
         stack_env["EDGELOOP_PROMETHEUS_URL"], families, pipeline="factory_maintenance", deadline_s=SCRAPE_DEADLINE_S
     )
     assert missing == []

@@ -15,7 +15,23 @@ from urllib.parse import unquote
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeloop import metrics as m
+from edgeloop.metrics.catalogue import (
+    BY_NAME,
+    FORBIDDEN_LABELS,
+    GATE_DECISIONS,
+    LABELS,
+    METRICS,
+    OVERALL_GROUP,
+    REPORT_REFUSALS,
+    SPEC_LIMITS,
+    MetricLabelError,
+    UnknownMetricError,
+    label_bounds,
+    metric_names,
+    unbounded_label_problems,
+)
+from edgeloop.metrics.collector import Sample, exporter_registry, render_exposition, serve_exporter
+from edgeloop.metrics.push import PUSH_JOB, BatchMetrics, MetricsPushError, grouping_key, push_batch_metrics
 from edgeloop.spec import STAGES, PipelineSpec, load_spec
 
 DEMO_SPEC = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
@@ -43,22 +59,22 @@ def spec() -> PipelineSpec:
 
 def test_every_metric_is_named_edgeloop_stage_what_unit() -> None:
     pattern = re.compile(rf"^edgeloop_({'|'.join(STAGE_PREFIXES)})_[a-z][a-z0-9_]*[a-z0-9]$")
-    for metric in m.METRICS:
+    for metric in METRICS:
         assert pattern.match(metric.name), metric.name
         assert metric.name.endswith("_total") == (metric.kind == "counter"), metric.name
         assert not metric.name.endswith(("_count", "_sum", "_bucket", "_created")), metric.name
         if metric.source == "exporter":
             assert metric.kind == "gauge", f"{metric.name}: exporter state is a gauge"
-    assert len(m.BY_NAME) == len(m.METRICS), "duplicate metric names"
+    assert len(BY_NAME) == len(METRICS), "duplicate metric names"
 
 
 def test_labels_come_from_the_bounded_vocabulary_only() -> None:
-    for metric in m.METRICS:
-        assert set(metric.labels) <= set(m.LABELS), metric.name
-        assert not set(metric.labels) & m.FORBIDDEN_LABELS, metric.name
+    for metric in METRICS:
+        assert set(metric.labels) <= set(LABELS), metric.name
+        assert not set(metric.labels) & FORBIDDEN_LABELS, metric.name
         if metric.stage != "exporter":
             assert metric.labels[0] == "pipeline", metric.name
-    assert not set(m.LABELS) & m.FORBIDDEN_LABELS
+    assert not set(LABELS) & FORBIDDEN_LABELS
 
 
 def test_the_families_the_stages_emit_are_all_defined() -> None:
@@ -93,12 +109,12 @@ def test_the_families_the_stages_emit_are_all_defined() -> None:
         "edgeloop_fleet_error_ratio",
         "edgeloop_fleet_version_skew_ratio",
     }
-    assert wanted <= m.metric_names(), sorted(wanted - m.metric_names())
+    assert wanted <= metric_names(), sorted(wanted - metric_names())
 
 
 def test_label_bounds_come_from_the_spec(spec: PipelineSpec) -> None:
-    bounds = m.label_bounds(spec)
-    assert bounds["group"] == {"line-canary", "plant-north", "plant-south", m.OVERALL_GROUP}
+    bounds = label_bounds(spec)
+    assert bounds["group"] == {"line-canary", "plant-north", "plant-south", OVERALL_GROUP}
     assert bounds["column"] == set(spec.features)
     assert bounds["topic"] == set(spec.all_topics)
     assert bounds["wave"] == {"0", "1"}
@@ -110,7 +126,7 @@ def test_label_bounds_come_from_the_spec(spec: PipelineSpec) -> None:
 
 
 def test_batch_metrics_fill_the_pipeline_label_and_keep_only_what_was_recorded(spec: PipelineSpec) -> None:
-    batch = m.BatchMetrics(spec)
+    batch = BatchMetrics(spec)
     batch.inc("edgeloop_ingest_records_total", 120, topic="factory_maintenance.telemetry")
     batch.set("edgeloop_drift_score", 0.42, group="plant-north", column="rpm")
     batch.mark_success("drift", when=1_700_000_000)
@@ -145,32 +161,32 @@ def test_batch_metrics_fill_the_pipeline_label_and_keep_only_what_was_recorded(s
     ],
 )
 def test_batch_metrics_reject_unbounded_or_wrong_labels(spec: PipelineSpec, call: Any, message: str) -> None:
-    batch = m.BatchMetrics(spec)
-    with pytest.raises(m.MetricLabelError, match=message):
+    batch = BatchMetrics(spec)
+    with pytest.raises(MetricLabelError, match=message):
         call(batch)
     assert batch.recorded() == [], "a rejected call must not leave an empty family behind"
 
 
 def test_unknown_metrics_and_negative_increments_are_refused(spec: PipelineSpec) -> None:
-    batch = m.BatchMetrics(spec)
-    with pytest.raises(m.UnknownMetricError, match="edgeloop_ingest_rows_total"):
+    batch = BatchMetrics(spec)
+    with pytest.raises(UnknownMetricError, match="edgeloop_ingest_rows_total"):
         batch.inc("edgeloop_ingest_rows_total", 1, topic="factory_maintenance.telemetry")
     with pytest.raises(ValueError, match="only goes up"):
         batch.inc("edgeloop_ingest_records_total", -1, topic="factory_maintenance.telemetry")
 
 
 def test_grouping_key_is_per_task_and_refuses_run_ids(spec: PipelineSpec) -> None:
-    key = m.grouping_key(spec, "factory_maintenance__ingest", "ingest_topic", topic="factory_maintenance.health")
+    key = grouping_key(spec, "factory_maintenance__ingest", "ingest_topic", topic="factory_maintenance.health")
     assert key == {
         "pipeline": "factory_maintenance",
         "dag": "factory_maintenance__ingest",
         "task": "ingest_topic",
         "topic": "factory_maintenance.health",
     }
-    with pytest.raises(m.MetricLabelError, match="run_id"):
-        m.grouping_key(spec, "factory_maintenance__ingest", "ingest_topic", run_id="scheduled__2026-01-01")
-    with pytest.raises(m.MetricLabelError, match="group='plant-east'"):
-        m.grouping_key(spec, "factory_maintenance__rollout", "run_wave", group="plant-east")
+    with pytest.raises(MetricLabelError, match="run_id"):
+        grouping_key(spec, "factory_maintenance__ingest", "ingest_topic", run_id="scheduled__2026-01-01")
+    with pytest.raises(MetricLabelError, match="group='plant-east'"):
+        grouping_key(spec, "factory_maintenance__rollout", "run_wave", group="plant-east")
 
 
 # --- pushing -------------------------------------------------------------------------------------
@@ -227,7 +243,7 @@ def gateway() -> Iterator[tuple[str, dict[tuple[tuple[str, str], ...], dict[str,
 
 
 def _pushed(groups: dict[Any, Any], key: dict[str, str], sample: str) -> dict[tuple[tuple[str, str], ...], float]:
-    group = groups[tuple(sorted({"job": m.PUSH_JOB, **key}.items()))]
+    group = groups[tuple(sorted({"job": PUSH_JOB, **key}.items()))]
     return {
         tuple(sorted(labels.items())): value
         for family in group.values()
@@ -238,14 +254,14 @@ def _pushed(groups: dict[Any, Any], key: dict[str, str], sample: str) -> dict[tu
 
 def test_counters_keep_growing_across_runs_and_gauges_are_replaced(spec: PipelineSpec, gateway: Any) -> None:
     address, groups = gateway
-    key = m.grouping_key(spec, "factory_maintenance__ingest", "ingest_topic", topic="factory_maintenance.telemetry")
+    key = grouping_key(spec, "factory_maintenance__ingest", "ingest_topic", topic="factory_maintenance.telemetry")
     topic = "factory_maintenance.telemetry"
     for records, dead, seconds in ((500, 0, 3.0), (300, 7, 2.0)):
-        batch = m.BatchMetrics(spec)
+        batch = BatchMetrics(spec)
         batch.inc("edgeloop_ingest_records_total", records, topic=topic)
         batch.inc("edgeloop_ingest_deadletter_records_total", dead, topic=topic, reason="schema")
         batch.set("edgeloop_ingest_run_duration_seconds", seconds, topic=topic)
-        pushed = m.push_batch_metrics(batch, address, key)
+        pushed = push_batch_metrics(batch, address, key)
         assert "edgeloop_ingest_records_total" in pushed
 
     assert list(_pushed(groups, key, "edgeloop_ingest_records_total").values()) == [800]
@@ -256,36 +272,34 @@ def test_counters_keep_growing_across_runs_and_gauges_are_replaced(spec: Pipelin
 
 def test_counters_of_another_group_are_not_carried_over(spec: PipelineSpec, gateway: Any) -> None:
     address, groups = gateway
-    telemetry = m.grouping_key(
-        spec, "factory_maintenance__ingest", "ingest_topic", topic="factory_maintenance.telemetry"
-    )
-    health = m.grouping_key(spec, "factory_maintenance__ingest", "ingest_topic", topic="factory_maintenance.health")
+    telemetry = grouping_key(spec, "factory_maintenance__ingest", "ingest_topic", topic="factory_maintenance.telemetry")
+    health = grouping_key(spec, "factory_maintenance__ingest", "ingest_topic", topic="factory_maintenance.health")
     for key, count in ((telemetry, 50), (health, 9)):
-        batch = m.BatchMetrics(spec)
+        batch = BatchMetrics(spec)
         batch.inc("edgeloop_ingest_records_total", count, topic=key["topic"])
-        m.push_batch_metrics(batch, address, key)
+        push_batch_metrics(batch, address, key)
     assert list(_pushed(groups, health, "edgeloop_ingest_records_total").values()) == [9]
     assert list(_pushed(groups, telemetry, "edgeloop_ingest_records_total").values()) == [50]
 
 
 def test_an_unreachable_gateway_is_a_push_error_naming_it(spec: PipelineSpec) -> None:
-    batch = m.BatchMetrics(spec)
+    batch = BatchMetrics(spec)
     batch.set("edgeloop_training_trials", 12)
-    key = m.grouping_key(spec, "factory_maintenance__train", "train_model")
-    with pytest.raises(m.MetricsPushError, match=r"127\.0\.0\.1:9"):
-        m.push_batch_metrics(batch, "127.0.0.1:9", key, timeout=2)
+    key = grouping_key(spec, "factory_maintenance__train", "train_model")
+    with pytest.raises(MetricsPushError, match=r"127\.0\.0\.1:9"):
+        push_batch_metrics(batch, "127.0.0.1:9", key, timeout=2)
 
 
 def test_nothing_recorded_means_nothing_pushed(spec: PipelineSpec) -> None:
-    key = m.grouping_key(spec, "factory_maintenance__train", "train_model")
-    assert m.push_batch_metrics(m.BatchMetrics(spec), "127.0.0.1:9", key) == []
+    key = grouping_key(spec, "factory_maintenance__train", "train_model")
+    assert push_batch_metrics(BatchMetrics(spec), "127.0.0.1:9", key) == []
 
 
 # --- the exporter ------------------------------------------------------------------------------
 
 
 def _families(registry: Any) -> dict[str, list[Any]]:
-    body, content_type = m.render_exposition(registry)
+    body, content_type = render_exposition(registry)
     assert content_type.startswith("text/plain")
     out: dict[str, list[Any]] = {}
     for family in text_string_to_metric_families(body.decode()):
@@ -294,21 +308,21 @@ def _families(registry: Any) -> dict[str, list[Any]]:
 
 
 def test_exporter_reports_each_reader_and_the_spec_limits(spec: PipelineSpec) -> None:
-    def fleet() -> list[m.Sample]:
-        return [m.Sample("edgeloop_fleet_devices", 120, {"pipeline": spec.name, "group": "plant-north"})]
+    def fleet() -> list[Sample]:
+        return [Sample("edgeloop_fleet_devices", 120, {"pipeline": spec.name, "group": "plant-north"})]
 
-    def broken() -> list[m.Sample]:
+    def broken() -> list[Sample]:
         raise ConnectionError("kafka is down")
 
-    def sloppy() -> list[m.Sample]:
+    def sloppy() -> list[Sample]:
         return [
-            m.Sample("edgeloop_registry_champion_version", 4, {"pipeline": spec.name}),
-            m.Sample("edgeloop_fleet_devices_online", 1, {"pipeline": spec.name, "group": "d-0001"}),
-            m.Sample("edgeloop_ingest_records_total", 1, {"pipeline": spec.name, "topic": spec.topic("telemetry")}),
-            m.Sample("edgeloop_registry_champion_version", 4, {"pipeline": "other_pipeline"}),
+            Sample("edgeloop_registry_champion_version", 4, {"pipeline": spec.name}),
+            Sample("edgeloop_fleet_devices_online", 1, {"pipeline": spec.name, "group": "d-0001"}),
+            Sample("edgeloop_ingest_records_total", 1, {"pipeline": spec.name, "topic": spec.topic("telemetry")}),
+            Sample("edgeloop_registry_champion_version", 4, {"pipeline": "other_pipeline"}),
         ]
 
-    families = _families(m.exporter_registry({"fleet": fleet, "lag": broken, "registry": sloppy}, [spec]))
+    families = _families(exporter_registry({"fleet": fleet, "lag": broken, "registry": sloppy}, [spec]))
 
     up = {s.labels["reader"]: s.value for s in families["edgeloop_exporter_reader_up"]}
     assert up == {"fleet": 1, "lag": 0, "registry": 1, "spec_limits": 1}
@@ -319,13 +333,13 @@ def test_exporter_reports_each_reader_and_the_spec_limits(spec: PipelineSpec) ->
     ]
     assert "edgeloop_fleet_devices_online" not in families
     limits = {s.labels["limit"]: s.value for s in families["edgeloop_spec_limit"]}
-    assert set(limits) == set(m.SPEC_LIMITS)
+    assert set(limits) == set(SPEC_LIMITS)
     assert limits["annotation_sla_seconds"] == 4 * 3600
     assert limits["fleet_max_offline_ratio"] == spec.fleet_health.max_offline_ratio
 
 
 def test_exporter_process_serves_metrics_over_http(spec: PipelineSpec) -> None:
-    server, thread = m.serve_exporter(m.exporter_registry({}, [spec]), port=0)
+    server, thread = serve_exporter(exporter_registry({}, [spec]), port=0)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5) as response:
             text = response.read().decode()
@@ -345,7 +359,7 @@ def _simulate(spec: PipelineSpec, devices: int, runs: int) -> str:
     fleet = [{"id": f"dev-{i:05d}", "group": groups[i % len(groups)], "online": i % 7 != 0} for i in range(devices)]
     texts = []
     for run in range(runs):
-        batch = m.BatchMetrics(spec)
+        batch = BatchMetrics(spec)
         for device in fleet:
             for topic in spec.topics.ingest:
                 batch.inc("edgeloop_ingest_records_total", 10, topic=spec.topic(topic))
@@ -355,7 +369,7 @@ def _simulate(spec: PipelineSpec, devices: int, runs: int) -> str:
         for topic in spec.topics.ingest:
             batch.set("edgeloop_ingest_run_duration_seconds", 4.2, topic=spec.topic(topic))
             batch.inc("edgeloop_ingest_files_total", 1 + devices // 250, topic=spec.topic(topic))
-        for group in [*groups, m.OVERALL_GROUP]:
+        for group in [*groups, OVERALL_GROUP]:
             for column in spec.features:
                 batch.set("edgeloop_drift_score", 0.1 * run, group=group, column=column)
             batch.set("edgeloop_drift_detected", run % 2, group=group)
@@ -368,9 +382,10 @@ def _simulate(spec: PipelineSpec, devices: int, runs: int) -> str:
         batch.set("edgeloop_drift_last_alert_timestamp_seconds", 1e9 + run)
         batch.set("edgeloop_training_trials", spec.training.search_budget)
         batch.set("edgeloop_training_best_score", 0.9, metric=spec.training.metric)
-        for name in ("duration_seconds", "model_size_bytes", "inference_latency_seconds", "model_memory_bytes"):
+        names = ("duration_seconds", "model_size_bytes", "inference_latency_seconds", "model_memory_bytes")
+        for name in (*names, "frames_rejected"):
             batch.set(f"edgeloop_training_{name}", 1.0)
-        for decision in m.GATE_DECISIONS:
+        for decision in GATE_DECISIONS:
             batch.set("edgeloop_training_gate_decision", float(decision == "promote"), decision=decision)
             batch.inc("edgeloop_training_gate_decisions_total", 1, decision=decision)
         for group in spec.groups:
@@ -385,28 +400,28 @@ def _simulate(spec: PipelineSpec, devices: int, runs: int) -> str:
             batch.set("edgeloop_rollout_model_version", run + 1, group=group.name)
         for stage in STAGES:
             batch.mark_success(stage, when=1e9 + run)
-        texts.append(m.render_exposition(batch.registry)[0].decode())
+        texts.append(render_exposition(batch.registry)[0].decode())
 
-    def fleet_state() -> list[m.Sample]:
+    def fleet_state() -> list[Sample]:
         samples = []
         for group in groups:
             members = [d for d in fleet if d["group"] == group]
             labels = {"pipeline": spec.name, "group": group}
             samples += [
-                m.Sample("edgeloop_fleet_devices", len(members), labels),
-                m.Sample("edgeloop_fleet_devices_online", sum(1 for d in members if d["online"]), labels),
-                m.Sample("edgeloop_fleet_devices_stale", 0, labels),
-                m.Sample("edgeloop_fleet_error_ratio", 0.01, labels),
-                m.Sample("edgeloop_fleet_version_skew_ratio", 0.0, labels),
-                m.Sample("edgeloop_drift_alerts_open", 1, labels),
+                Sample("edgeloop_fleet_devices", len(members), labels),
+                Sample("edgeloop_fleet_devices_online", sum(1 for d in members if d["online"]), labels),
+                Sample("edgeloop_fleet_devices_stale", 0, labels),
+                Sample("edgeloop_fleet_error_ratio", 0.01, labels),
+                Sample("edgeloop_fleet_version_skew_ratio", 0.0, labels),
+                Sample("edgeloop_drift_alerts_open", 1, labels),
             ]
-        for reason in m.REPORT_REFUSALS:
-            samples.append(m.Sample("edgeloop_fleet_refused_reports", 3, {"pipeline": spec.name, "refusal": reason}))
+        for reason in REPORT_REFUSALS:
+            samples.append(Sample("edgeloop_fleet_refused_reports", 3, {"pipeline": spec.name, "refusal": reason}))
         return samples
 
-    def lag() -> list[m.Sample]:
+    def lag() -> list[Sample]:
         return [
-            m.Sample(
+            Sample(
                 "edgeloop_ingest_consumer_lag_records",
                 devices,
                 {"pipeline": spec.name, "topic": t, "partition": str(p)},
@@ -415,16 +430,16 @@ def _simulate(spec: PipelineSpec, devices: int, runs: int) -> str:
             for p in range(spec.topics.partitions)
         ]
 
-    def registry_state() -> list[m.Sample]:
+    def registry_state() -> list[Sample]:
         labels = {"pipeline": spec.name}
         return [
-            m.Sample("edgeloop_registry_champion_version", runs, labels),
-            m.Sample("edgeloop_registry_challenger_version", runs + 1, labels),
-            m.Sample("edgeloop_registry_champion_updated_timestamp_seconds", 1e9, labels),
+            Sample("edgeloop_registry_champion_version", runs, labels),
+            Sample("edgeloop_registry_challenger_version", runs + 1, labels),
+            Sample("edgeloop_registry_champion_updated_timestamp_seconds", 1e9, labels),
         ]
 
-    exporter = m.exporter_registry({"fleet": fleet_state, "lag": lag, "registry": registry_state}, [spec])
-    texts.append(m.render_exposition(exporter)[0].decode())
+    exporter = exporter_registry({"fleet": fleet_state, "lag": lag, "registry": registry_state}, [spec])
+    texts.append(render_exposition(exporter)[0].decode())
     return "\n".join(texts)
 
 
@@ -441,14 +456,14 @@ def test_no_label_grows_with_devices_or_runs(spec: PipelineSpec) -> None:
     small = _simulate(spec, devices=10, runs=2)
     large = _simulate(spec, devices=1000, runs=20)
 
-    assert m.unbounded_label_problems(large, [spec]) == []
+    assert unbounded_label_problems(large, [spec]) == []
     assert _series(large) == _series(small), "the set of series must not depend on fleet size or run count"
     names = {name for name, _ in _series(large)}
-    assert names == m.metric_names(), f"not simulated: {sorted(m.metric_names() - names)}"
-    bounds = m.label_bounds(spec)
+    assert names == metric_names(), f"not simulated: {sorted(metric_names() - names)}"
+    bounds = label_bounds(spec)
     for _, labels in _series(large):
         for label, value in labels:
-            assert label not in m.FORBIDDEN_LABELS
+            assert label not in FORBIDDEN_LABELS
             if label in bounds:
                 assert value in bounds[label]
     assert len(_series(large)) < 500
@@ -468,7 +483,7 @@ def test_the_exposition_check_catches_device_and_run_labels(spec: PipelineSpec) 
             "",
         ]
     )
-    problems = m.unbounded_label_problems(exposition, [spec])
+    problems = unbounded_label_problems(exposition, [spec])
     assert any("device_id" in p for p in problems)
     assert any("run_id" in p for p in problems)
     assert any("group='dev-00042'" in p for p in problems)

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from prometheus_client import delete_from_gateway
 
-from edgeloop import metrics as m
+from edgeloop.metrics.catalogue import unbounded_label_problems
+from edgeloop.metrics.push import PUSH_JOB, BatchMetrics, grouping_key, push_batch_metrics
 from edgeloop.spec import PipelineSpec, load_spec
 
 pytestmark = pytest.mark.integration
@@ -30,11 +31,11 @@ def spec() -> PipelineSpec:
 @pytest.fixture
 def pushed_group(stack_env: dict[str, str], spec: PipelineSpec) -> Iterator[tuple[str, dict[str, str]]]:
     gateway = stack_env["EDGELOOP_PUSHGATEWAY_URL"]
-    key = m.grouping_key(spec, f"{spec.name}__rollout", TASK)
+    key = grouping_key(spec, f"{spec.name}__rollout", TASK)
     try:
         yield gateway, key
     finally:
-        delete_from_gateway(gateway, job=m.PUSH_JOB, grouping_key=key)
+        delete_from_gateway(gateway, job=PUSH_JOB, grouping_key=key)
 
 
 def _get(url: str) -> Any:
@@ -54,14 +55,14 @@ def test_a_pushed_counter_reaches_prometheus_and_keeps_growing(
     gateway, key = pushed_group
     group = spec.groups[0]
     for _ in range(2):
-        batch = m.BatchMetrics(spec)
+        batch = BatchMetrics(spec)
         batch.inc("edgeloop_rollout_rollbacks_total", 1, group=group.name)
         batch.set("edgeloop_rollout_gate_passed", 1, group=group.name, wave=group.wave)
-        m.push_batch_metrics(batch, gateway, key)
+        push_batch_metrics(batch, gateway, key)
 
     with urllib.request.urlopen(f"{gateway}/metrics", timeout=10) as response:  # noqa: S310
         exposition = response.read().decode()
-    assert m.unbounded_label_problems(exposition, [spec]) == []
+    assert unbounded_label_problems(exposition, [spec]) == []
 
     expr = f'edgeloop_rollout_rollbacks_total{{pipeline="{spec.name}", task="{TASK}", group="{group.name}"}}'
     deadline = time.monotonic() + 60  # two scrape intervals and then some

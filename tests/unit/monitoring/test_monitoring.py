@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edgeloop.metrics import metric_names
+from edgeloop.metrics.catalogue import metric_names
 
 ROOT = Path(__file__).resolve().parents[3]
 MONITORING = ROOT / "monitoring"

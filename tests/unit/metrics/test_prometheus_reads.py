@@ -12,7 +12,17 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from edgeloop import metrics as m
+from edgeloop.metrics.catalogue import METRICS
+from edgeloop.metrics.promql import (
+    EDGELOOP_NAMES_MATCH,
+    PrometheusQueryError,
+    missing_families,
+    missing_metric_families,
+    prometheus_data,
+    promql_string,
+    series_names,
+    wait_for_metric_families,
+)
 
 
 def test_a_family_is_present_under_any_of_its_series_names() -> None:
@@ -30,11 +40,11 @@ def test_a_family_is_present_under_any_of_its_series_names() -> None:
         "edgeloop_rollout_rollbacks_total",
         "edgeloop_drift_detected",
     ]
-    assert m.missing_families(present, families) == ["edgeloop_drift_detected", "edgeloop_rollout_rollbacks_total"]
+    assert missing_families(present, families) == ["edgeloop_drift_detected", "edgeloop_rollout_rollbacks_total"]
 
 
 def test_series_names_cover_counter_histogram_and_summary_parts() -> None:
-    assert m.series_names("edgeloop_ingest_records_total") == {
+    assert series_names("edgeloop_ingest_records_total") == {
         "edgeloop_ingest_records_total",
         "edgeloop_ingest_records",
         "edgeloop_ingest_records_bucket",
@@ -42,20 +52,20 @@ def test_series_names_cover_counter_histogram_and_summary_parts() -> None:
         "edgeloop_ingest_records_sum",
     }
     # a gauge is never mistaken for another family's part
-    assert "edgeloop_drift_score" not in m.series_names("edgeloop_drift_share_ratio")
+    assert "edgeloop_drift_score" not in series_names("edgeloop_drift_share_ratio")
 
 
 def test_an_error_answer_names_the_url_and_prometheus_error() -> None:
     answer = {"status": "error", "errorType": "bad_data", "error": 'parse error at char 3: unexpected "}"'}
-    with pytest.raises(m.PrometheusQueryError, match=r"http://p:9090/api/v1/query: parse error at char 3"):
-        m.prometheus_data(answer, "http://p:9090/api/v1/query")
-    with pytest.raises(m.PrometheusQueryError, match="not a Prometheus API answer"):
-        m.prometheus_data(["edgeloop_drift_score"], "http://p:9090/api/v1/label/__name__/values")
-    assert m.prometheus_data({"status": "success", "data": ["a"]}, "x") == ["a"]
+    with pytest.raises(PrometheusQueryError, match=r"http://p:9090/api/v1/query: parse error at char 3"):
+        prometheus_data(answer, "http://p:9090/api/v1/query")
+    with pytest.raises(PrometheusQueryError, match="not a Prometheus API answer"):
+        prometheus_data(["edgeloop_drift_score"], "http://p:9090/api/v1/label/__name__/values")
+    assert prometheus_data({"status": "success", "data": ["a"]}, "x") == ["a"]
 
 
 def test_promql_string_escapes_quotes_and_backslashes() -> None:
-    assert m.promql_string('a"b\\c') == '"a\\"b\\\\c"'
+    assert promql_string('a"b\\c') == '"a\\"b\\\\c"'
 
 
 # --- against a fake Prometheus HTTP API --------------------------------------------------------
@@ -118,7 +128,7 @@ def prometheus() -> Iterator[tuple[str, FakePrometheus]]:
 
 def test_every_catalogue_family_is_missing_from_an_empty_prometheus(prometheus: tuple[str, FakePrometheus]) -> None:
     url, _ = prometheus
-    assert m.missing_metric_families(url) == [metric.name for metric in m.METRICS]
+    assert missing_metric_families(url) == [metric.name for metric in METRICS]
 
 
 def test_families_of_one_pipeline_need_series_of_that_pipeline(prometheus: tuple[str, FakePrometheus]) -> None:
@@ -130,16 +140,16 @@ def test_families_of_one_pipeline_need_series_of_that_pipeline(prometheus: tuple
         ("up", {"job": "pushgateway"}),
     ]
     families = ["edgeloop_drift_score", "edgeloop_ingest_records_total", "edgeloop_exporter_reader_up"]
-    assert m.missing_metric_families(url, families, pipeline="mine") == ["edgeloop_drift_score"]
-    assert m.missing_metric_families(url, families) == []
+    assert missing_metric_families(url, families, pipeline="mine") == ["edgeloop_drift_score"]
+    assert missing_metric_families(url, families) == []
     selectors = [v for params in fake.requests for k, v in params if k == "match[]"]
     assert '{__name__=~"edgeloop[_:].+", pipeline="mine"}' in selectors
-    assert m.EDGELOOP_NAMES_MATCH in selectors
+    assert EDGELOOP_NAMES_MATCH in selectors
 
 
 def test_since_asks_prometheus_for_a_time_range(prometheus: tuple[str, FakePrometheus]) -> None:
     url, fake = prometheus
-    m.missing_metric_families(url, ["edgeloop_drift_score"], since=1_700_000_000.0)
+    missing_metric_families(url, ["edgeloop_drift_score"], since=1_700_000_000.0)
     params = dict(fake.requests[-1])
     assert params["start"] == "1700000000.000"
     assert float(params["end"]) > 1_700_000_000
@@ -148,16 +158,16 @@ def test_since_asks_prometheus_for_a_time_range(prometheus: tuple[str, FakeProme
 def test_a_failing_or_absent_prometheus_is_a_query_error_naming_it(prometheus: tuple[str, FakePrometheus]) -> None:
     url, fake = prometheus
     fake.status = 503
-    with pytest.raises(m.PrometheusQueryError, match="TSDB is closing"):
-        m.missing_metric_families(url)
-    with pytest.raises(m.PrometheusQueryError, match=r"Prometheus at http://127.0.0.1:9 is not reachable"):
-        m.missing_metric_families("http://127.0.0.1:9", timeout=2)
+    with pytest.raises(PrometheusQueryError, match="TSDB is closing"):
+        missing_metric_families(url)
+    with pytest.raises(PrometheusQueryError, match=r"Prometheus at http://127.0.0.1:9 is not reachable"):
+        missing_metric_families("http://127.0.0.1:9", timeout=2)
 
 
 def test_waiting_returns_as_soon_as_nothing_is_missing(prometheus: tuple[str, FakePrometheus]) -> None:
     url, fake = prometheus
     fake.series = [("edgeloop_drift_score", {"pipeline": "mine"})]
-    assert m.wait_for_metric_families(url, ["edgeloop_drift_score"], pipeline="mine", deadline_s=30) == []
+    assert wait_for_metric_families(url, ["edgeloop_drift_score"], pipeline="mine", deadline_s=30) == []
     assert len(fake.requests) == 1
-    missing = m.wait_for_metric_families(url, ["edgeloop_drift_detected"], pipeline="mine", deadline_s=0.3, poll_s=0.1)
+    missing = wait_for_metric_families(url, ["edgeloop_drift_detected"], pipeline="mine", deadline_s=0.3, poll_s=0.1)
     assert missing == ["edgeloop_drift_detected"]

@@ -19,7 +19,7 @@ from tests.unit.generator.generator_kit import ADMIN, DEMO_SPEC, FAKE_ACCESS, PR
 
 from edgeloop.generator import charts as c
 from edgeloop.generator.app import GeneratorSettings, create_app
-from edgeloop.metrics import PrometheusQueryError, PrometheusUnavailable
+from edgeloop.metrics.promql import PrometheusQueryError, PrometheusUnavailable
 from edgeloop.spec import PipelineSpec, load_spec
 
 NOW = 1_767_225_600.0

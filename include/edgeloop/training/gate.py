@@ -49,6 +49,7 @@ from edgeloop.registry.tags import (
 from edgeloop.spec import PipelineSpec, TrainingSpec
 from edgeloop.training.dataset import read_split
 from edgeloop.training.evaluate import evaluate_model
+from edgeloop.training.images import model_inputs
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -58,21 +59,6 @@ log = logging.getLogger(__name__)
 S3Client = Any
 ALERT_KIND = "model"
 _EPSILON = 1e-9
-
-# the gate's tag keys are re-exported: the rollout's admission check reads them from here
-__all__ = [
-    "ALERT_KIND",
-    "TAG_DECISION",
-    "TAG_FIRST_RUN",
-    "TAG_REASON",
-    "EdgeModelScorer",
-    "GateSettings",
-    "decide",
-    "edge_scorer",
-    "evaluation_gate",
-    "model_asset_extra",
-    "rejection_alert",
-]
 
 
 @dataclass(frozen=True)
@@ -183,7 +169,7 @@ def edge_scorer(client: MlflowClient, s3: S3Client, spec: PipelineSpec, version:
     from edgeloop.registry.artifacts import verified_edge_artifact
 
     data = verified_edge_artifact(client, s3, spec, version)
-    return EdgeModelScorer(load_model(data, version, spec.features))
+    return EdgeModelScorer(load_model(data, version, model_inputs(spec).columns))
 
 
 def _score_champion(
@@ -291,7 +277,8 @@ def evaluation_gate(
         tags = dict(version.tags or {})
         if TAG_DATASET not in tags or TAG_EDGE not in tags:
             raise RegistryError(f"{name} version {version_id}: missing '{TAG_DATASET}'/'{TAG_EDGE}' tags")
-        evaluation = read_split(s3, json.loads(tags[TAG_DATASET]), "eval")
+        # the model's inputs on the held-out rows: for a camera pipeline, each row's frame from object storage
+        evaluation = model_inputs(spec).attach(s3, read_split(s3, json.loads(tags[TAG_DATASET]), "eval")).frame
         challenger, unscored = _score_challenger(client, s3, spec, version_id, evaluation)
         if unscored is not None:
             verdict = _Verdict([unscored], unscored)

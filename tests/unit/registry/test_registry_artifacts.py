@@ -14,10 +14,9 @@ from edgeloop.contract.artifact import content_key, sha256_hex
 from edgeloop.registry.artifacts import ArtifactDigestMismatch, ArtifactMissing, publish_edge_artifact
 from edgeloop.registry.errors import RegistryError
 from edgeloop.registry.register import candidate_versions, copy_version
-from edgeloop.registry.tags import TAG_CANDIDATE, TAG_COPY_NOTE, TAG_COPY_OF, TAG_DECISION, TAG_REASON
+from edgeloop.registry.tags import TAG_CANDIDATE, TAG_COPY_NOTE, TAG_COPY_OF, TAG_DECISION, TAG_REASON, artifact_tags
 from edgeloop.rollout.admission import gate_record
 from edgeloop.spec import PipelineSpec
-from edgeloop.training.onnx_export import artifact_tags
 
 ONNX = b"\x08\x08 pretend these are the bytes of an ONNX file"
 OTHER = b"\x08\x08 and these are the bytes of a different one"
@@ -69,50 +68,50 @@ def version_tags(data: bytes) -> dict[str, str]:
     return {**artifact_tags(record), "edgeloop.training_run": "r1"}
 
 
-def test_a_version_is_published_once_at_its_content_key(training_spec: PipelineSpec) -> None:
+def test_a_version_is_published_once_at_its_content_key(registry_spec: PipelineSpec) -> None:
     client, s3 = FakeMlflow(version_tags(ONNX), {"r1/edge/model.onnx": ONNX}), FakeS3()
 
-    ref = publish_edge_artifact(client, s3, training_spec, "3")
+    ref = publish_edge_artifact(client, s3, registry_spec, "3")
 
-    key = content_key(training_spec.storage.prefix, sha256_hex(ONNX))
-    assert s3.objects == {f"{training_spec.storage.bucket}/{key}": ONNX}
+    key = content_key(registry_spec.storage.prefix, sha256_hex(ONNX))
+    assert s3.objects == {f"{registry_spec.storage.bucket}/{key}": ONNX}
     assert (ref.sha256, ref.size, ref.format) == (sha256_hex(ONNX), len(ONNX), "onnx")
-    assert ref.url.startswith(f"https://s3.example/{training_spec.storage.bucket}/{key}?")
+    assert ref.url.startswith(f"https://s3.example/{registry_spec.storage.bucket}/{key}?")
     assert "X-Amz-Expires=604800" in ref.url  # 7 days
 
-    again = publish_edge_artifact(client, s3, training_spec, "3")
+    again = publish_edge_artifact(client, s3, registry_spec, "3")
     assert (again.sha256, again.size) == (ref.sha256, ref.size)
     assert (client.downloads, s3.puts) == (1, 1), "a retry finds the object and neither downloads nor uploads"
 
 
 def test_a_file_that_is_not_the_one_the_tags_describe_is_refused_naming_both_digests(
-    training_spec: PipelineSpec,
+    registry_spec: PipelineSpec,
 ) -> None:
     client, s3 = FakeMlflow(version_tags(ONNX), {"r1/edge/model.onnx": OTHER}), FakeS3()
 
     with pytest.raises(ArtifactDigestMismatch) as refused:
-        publish_edge_artifact(client, s3, training_spec, "3")
+        publish_edge_artifact(client, s3, registry_spec, "3")
 
     message = str(refused.value)
-    assert f"{training_spec.registry.model_name} version 3" in message
+    assert f"{registry_spec.registry.model_name} version 3" in message
     assert sha256_hex(ONNX) in message and sha256_hex(OTHER) in message
     assert s3.objects == {}
 
 
-def test_a_broken_upload_at_the_key_is_replaced(training_spec: PipelineSpec) -> None:
+def test_a_broken_upload_at_the_key_is_replaced(registry_spec: PipelineSpec) -> None:
     client, s3 = FakeMlflow(version_tags(ONNX), {"r1/edge/model.onnx": ONNX}), FakeS3()
-    key = f"{training_spec.storage.bucket}/{content_key(training_spec.storage.prefix, sha256_hex(ONNX))}"
+    key = f"{registry_spec.storage.bucket}/{content_key(registry_spec.storage.prefix, sha256_hex(ONNX))}"
     s3.objects[key] = ONNX[:5]
 
-    publish_edge_artifact(client, s3, training_spec, "3")
+    publish_edge_artifact(client, s3, registry_spec, "3")
 
     assert s3.objects[key] == ONNX
 
 
-def test_a_version_registered_before_onnx_export_has_no_artifact(training_spec: PipelineSpec) -> None:
+def test_a_version_registered_before_onnx_export_has_no_artifact(registry_spec: PipelineSpec) -> None:
     client = FakeMlflow({"edgeloop.training_run": "r1"}, {})
     with pytest.raises(ArtifactMissing, match=r"version 2 has no ONNX file recorded .* registered before"):
-        publish_edge_artifact(client, FakeS3(), training_spec, "2")
+        publish_edge_artifact(client, FakeS3(), registry_spec, "2")
 
 
 MODEL = "factory_maintenance"
@@ -145,7 +144,7 @@ class FakeRegistry(FakeMlflow):
         return [v for v in self.versions.values() if v.tags.get(TAG_CANDIDATE) == key]
 
 
-def test_a_copy_of_a_promoted_version_is_admitted_and_ships_the_same_file(training_spec: PipelineSpec) -> None:
+def test_a_copy_of_a_promoted_version_is_admitted_and_ships_the_same_file(registry_spec: PipelineSpec) -> None:
     client, s3 = FakeRegistry({"r1/edge/model.onnx": ONNX}), FakeS3()
     first = client.add("models:/m-1", {**version_tags(ONNX), **PROMOTED, TAG_CANDIDATE: "seed|abc"})
 
@@ -155,7 +154,7 @@ def test_a_copy_of_a_promoted_version_is_admitted_and_ships_the_same_file(traini
     tags = client.versions[copy].tags
     assert (tags[TAG_COPY_OF], tags[TAG_COPY_NOTE]) == (first, "benchmark")
     assert gate_record(client, MODEL, copy).passed, "the gate's promote decision comes along"
-    ref = publish_edge_artifact(client, s3, training_spec, copy)
+    ref = publish_edge_artifact(client, s3, registry_spec, copy)
     assert (ref.sha256, ref.size) == (sha256_hex(ONNX), len(ONNX))
     assert [v.version for v in candidate_versions(client, MODEL, "seed|abc")] == [first], (
         "a copy is no duplicate registration of the candidate"

@@ -9,9 +9,9 @@ import pytest
 
 from edgeloop.events import parse_alert
 from edgeloop.registry.errors import RegistryError
-from edgeloop.registry.gate import decide, model_asset_extra, rejection_alert
 from edgeloop.registry.register import version_tags
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.gate import decide, model_asset_extra, rejection_alert
 
 FIT = {"ok": True, "violations": []}
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgeloop.annotation.metrics import record_exported_batch, record_opened_batch
 from edgeloop.exporter import drift_alerts_reader
-from edgeloop.metrics import BatchMetrics
+from edgeloop.metrics.push import BatchMetrics
 from edgeloop.spec import load_spec
 from edgeloop.training.metrics import record_gate_metrics, record_training_metrics
 
@@ -47,6 +47,10 @@ def test_a_training_result_gives_every_training_family() -> None:
     assert got["edgeloop_training_model_size_bytes{}"] == 2 * 1024 * 1024
     assert got["edgeloop_training_inference_latency_seconds{}"] == 0.0012
     assert got["edgeloop_training_model_memory_bytes{}"] == 10 * 1024 * 1024
+    assert "edgeloop_training_frames_rejected{}" not in got  # a tabular pipeline has no frames
+    camera = BatchMetrics(SPEC)
+    record_training_metrics(camera, {**trained, "frames_rejected": {"train": {"missing": 2}, "eval": {"digest": 1}}})
+    assert samples(camera)["edgeloop_training_frames_rejected{}"] == 3.0
 
 
 def test_the_gate_marks_the_decision_taken_and_starts_the_others_at_zero() -> None:
