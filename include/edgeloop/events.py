@@ -8,20 +8,26 @@ Every message on `<prefix>.alerts` is one JSON object with at least `kind` and
 Kafka consumer per alerts topic (`KafkaSharedStreamTrigger`); each asset watcher
 filters the kinds it cares about, so a drift alert published by a device, an
 operator or another system starts the same flow as one from the drift DAG.
+edgeloop's own writers go through `publish_alerts`: each alert checked by `parse_alert`
+before it is sent, keys sorted, one key rule (`alert_key`).
 
 This module is imported by DAG files and by the triggerer: keep it light.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.apache.kafka.triggers.shared_stream import KafkaSharedStreamTrigger
 from airflow.triggers.base import TriggerEvent
 
 from edgeloop.contract.safejson import JsonRefused, loads_bounded
+
+if TYPE_CHECKING:
+    from edgeloop.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,46 @@ def _shown(value: Any) -> str:
 
 def alert_matches(alert: dict[str, Any], pipeline: str, kinds: Sequence[str]) -> bool:
     return alert["pipeline"] == pipeline and alert["kind"] in kinds
+
+
+def alert_key(alert: Mapping[str, Any]) -> bytes:
+    """The one key rule of the alerts topic: the group the alert is about, else the pipeline.
+
+    `group`, or the only entry of `groups`; an alert about several groups or none is keyed by its
+    pipeline. Alerts about one group stay in order on one partition.
+    """
+    group = alert.get("group")
+    groups = alert.get("groups")
+    if group is None and isinstance(groups, list) and len(groups) == 1:
+        group = groups[0]
+    return str(group if isinstance(group, str) and group else alert["pipeline"]).encode("utf-8")
+
+
+def alert_message(spec: PipelineSpec, alert: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """The (key, value) of one alert on the spec's alerts topic, checked as the watchers will check it.
+
+    Raise AlertError naming what is wrong, or when the alert names another pipeline.
+    """
+    value = json.dumps(alert, sort_keys=True).encode("utf-8")
+    checked = parse_alert(value)
+    if checked["pipeline"] != spec.name:
+        raise AlertError(f"pipeline: {_shown(checked['pipeline'])} on the alerts topic of {spec.name!r}")
+    return alert_key(checked), value
+
+
+def publish_alerts(
+    kafka_config: Mapping[str, Any], spec: PipelineSpec, alerts: Sequence[Mapping[str, Any]], *, timeout: float = 30.0
+) -> int:
+    """Put alerts on `<prefix>.alerts`, one JSON object each (keys sorted), keyed by `alert_key`; return how many.
+
+    Every alert is checked before any is sent (AlertError); delivery is acknowledged or PublishError is raised.
+    """
+    from edgeloop.kafka import publish_messages
+
+    messages = [alert_message(spec, alert) for alert in alerts]
+    if messages:
+        publish_messages(kafka_config, spec.topic("alerts"), messages, timeout=timeout)
+    return len(messages)
 
 
 class AlertTrigger(KafkaSharedStreamTrigger):

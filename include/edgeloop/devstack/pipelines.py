@@ -35,7 +35,7 @@ def write_pipeline(folder: Path, data: dict[str, Any]) -> tuple[Path, PipelineSp
 
 def remove_pipeline(api: Any, s3: Any, spec: PipelineSpec, env: dict[str, str]) -> None:
     """Pause and delete the DAGs, delete topics, objects and the registered model (best effort, all of it)."""
-    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+    from confluent_kafka.admin import AdminClient
     from mlflow import MlflowClient
 
     for stage in STAGES:

@@ -120,7 +120,7 @@ def exporter_registry(readers: Mapping[str, StateReader], specs: Sequence[Pipeli
     """A registry holding the edgeloop state collector, with the spec limits as a built-in reader."""
     registry = CollectorRegistry(auto_describe=False)
     all_readers: dict[str, StateReader] = {"spec_limits": lambda: spec_limit_samples(specs), **readers}
-    registry.register(StateCollector(all_readers, specs))  # type: ignore[arg-type]
+    registry.register(StateCollector(all_readers, specs))
     return registry
 
 

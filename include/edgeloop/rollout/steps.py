@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -282,7 +281,7 @@ def rollback_step(
     `approval`: the approval task's XCom when the spec asks for one; a rejection is the reason then.
     `shadow`: the shadow wave's record; when it failed, no device served the version (`stopped_in_shadow`).
     """
-    from edgeloop.kafka import publish_messages
+    from edgeloop.events import publish_alerts
 
     touched = [g for a in applies.values() if a for g in a["groups"]]
     previous = plan["previous_version"]
@@ -325,7 +324,7 @@ def rollback_step(
         "reasons": reasons,
         "severity": "critical",
     }
-    publish_messages(kafka_config, spec.topic("alerts"), [(spec.name.encode(), json.dumps(alert).encode())])
+    publish_alerts(kafka_config, spec, [alert])
     return record
 
 

@@ -220,7 +220,7 @@ def validate_labelled_frame(spec: PipelineSpec, frame: pd.DataFrame, where: str)
     else:
         raise DatasetError(f"{where}: column {ts!r} has type {out[ts].dtype}, expected a timestamp")
     for role in ("device_id", "group_id"):
-        name = str(spec.field_with_role(role))  # type: ignore[arg-type]
+        name = str(spec.field_with_role(role))
         out[name] = out[name].astype(str)
     return out
 

@@ -167,7 +167,7 @@ def evaluation_gate(
     spec: PipelineSpec, clients: PipelineClients, registered: ChallengerRegistered, *, metrics: TaskMetrics
 ) -> GateDecision:
     """Judge the challenger against the champion; a rejection goes to the alerts topic."""
-    from edgeloop.fleet.health import publish_alerts
+    from edgeloop.events import publish_alerts
     from edgeloop.metrics.push import push_task_metrics
     from edgeloop.registry.client import mlflow_client
     from edgeloop.training import gate
@@ -175,7 +175,7 @@ def evaluation_gate(
 
     decision = gate.evaluation_gate(mlflow_client(clients.mlflow_uri()), clients.s3(), spec, registered.to_xcom())
     if decision.get("alert"):
-        publish_alerts(spec, clients.kafka(), [decision["alert"]])
+        publish_alerts(clients.kafka(), spec, [decision["alert"]])
 
     def fill(batch: BatchMetrics) -> None:
         record_gate_metrics(batch, decision)

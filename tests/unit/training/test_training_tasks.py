@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from airflow.exceptions import AirflowSkipException
 
-from edgeloop.fleet import health
+from edgeloop import events
 from edgeloop.metrics.push import TaskMetrics
 from edgeloop.registry import client
 from edgeloop.spec import PipelineSpec, load_spec
@@ -155,7 +155,7 @@ def test_a_rejection_goes_to_the_alerts_topic(spec: PipelineSpec, monkeypatch: p
     sent: list[Any] = []
     monkeypatch.setattr(client, "mlflow_client", lambda uri: object())
     monkeypatch.setattr(gate, "evaluation_gate", lambda mlflow, s3, spec, registered: rejected.to_xcom())
-    monkeypatch.setattr(health, "publish_alerts", lambda spec, kafka, alerts: sent.append(alerts) or len(alerts))
+    monkeypatch.setattr(events, "publish_alerts", lambda kafka, spec, alerts: sent.append(alerts) or len(alerts))
     clients: Any = FakeClients()
     assert train_tasks.evaluation_gate(spec, clients, REGISTERED, metrics=NO_METRICS) == rejected
     assert sent == [[rejected.alert]]
