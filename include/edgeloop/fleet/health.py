@@ -56,7 +56,6 @@ from edgeloop.contract.safejson import JsonRefused, loads_object
 from edgeloop.fleet.control import DeviceStates, FleetView, read_device_states
 from edgeloop.fleet.registry import read_registry
 from edgeloop.fleet.topics import TopicMissing, TopicRecord, read_topic
-from edgeloop.kafka import publish_messages
 from edgeloop.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -575,17 +574,6 @@ def device_alerts(spec: PipelineSpec, status: FleetStatus) -> list[dict[str, Any
     return alerts
 
 
-def publish_alerts(spec: PipelineSpec, kafka_config: Mapping[str, Any], alerts: Sequence[Mapping[str, Any]]) -> int:
-    """Publish alerts on `<prefix>.alerts` (key = group); return how many."""
-    if alerts:
-        publish_messages(
-            kafka_config,
-            spec.topic("alerts"),
-            [(str(a.get("group", "")).encode(), json.dumps(a, sort_keys=True).encode()) for a in alerts],
-        )
-    return len(alerts)
-
-
 def health_report_key(spec: PipelineSpec, generated_at: str) -> str:
     """Object key of a fleet-health report: one per evaluation time, so a re-run overwrites it."""
     moment = datetime.fromtimestamp(parse_iso(generated_at), UTC)
@@ -614,7 +602,9 @@ def run_fleet_health(
     """The fleet-health task: status, alerts published, report written; a small summary dict."""
     status = fleet_status(spec, kafka_config, trusted, now=now)
     alerts = device_alerts(spec, status)
-    published = publish_alerts(spec, kafka_config, alerts) if publish else 0
+    from edgeloop.events import publish_alerts
+
+    published = publish_alerts(kafka_config, spec, alerts) if publish else 0
     key = write_health_report(s3_client, spec, status, alerts) if s3_client is not None else None
     return {
         "pipeline": spec.name,

@@ -58,9 +58,9 @@ def compute_health(
 
 def publish_device_alerts(spec: PipelineSpec, clients: PipelineClients, report: HealthReport) -> AlertsPublished:
     """Put the report's device alerts on the alerts topic."""
-    from edgeloop.fleet.health import publish_alerts
+    from edgeloop.events import publish_alerts
 
-    published = publish_alerts(spec, clients.kafka(), report.alerts)
+    published = publish_alerts(clients.kafka(), spec, report.alerts)
     return AlertsPublished(alerts_published=published, report_key=report.report_key)
 
 

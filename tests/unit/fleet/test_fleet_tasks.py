@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from edgeloop import kafka
 from edgeloop.fleet import health
 from edgeloop.fleet import tasks as fleet_tasks
 from edgeloop.fleet.health import FleetStatus, GroupStatus
@@ -72,7 +73,9 @@ def test_an_unhealthy_group_is_reported_then_alerted_once(spec: PipelineSpec, mo
     status = FleetStatus(pipeline=spec.name, generated_at="2026-01-01T00:00:00Z", window_s=300.0, groups=[sick])
     monkeypatch.setattr(health, "fleet_status", lambda spec, kafka, trusted: status)
     sent: list[tuple[str, list[Any]]] = []
-    monkeypatch.setattr(health, "publish_messages", lambda kafka, topic, messages: sent.append((topic, messages)))
+    monkeypatch.setattr(
+        kafka, "publish_messages", lambda config, topic, messages, timeout=30.0: sent.append((topic, messages))
+    )
     clients = FakeClients()
 
     report = fleet_tasks.compute_health(spec, clients, trusted=None, metrics=NO_METRICS)  # type: ignore[arg-type]
@@ -83,6 +86,7 @@ def test_an_unhealthy_group_is_reported_then_alerted_once(spec: PipelineSpec, mo
     published = fleet_tasks.publish_device_alerts(spec, clients, HealthReport.from_xcom(report.to_xcom()))  # type: ignore[arg-type]
     assert published == AlertsPublished(alerts_published=1, report_key=report.report_key)
     assert [topic for topic, _ in sent] == [spec.topic("alerts")]
+    assert [key for key, _ in sent[0][1]] == [sick.group.encode()]  # the alerts topic's one key rule
 
 
 def test_a_config_push_without_a_configuration_is_refused(spec: PipelineSpec) -> None:
