@@ -23,10 +23,10 @@ from edgeloop.contract.frame import frame_key
 from edgeloop.edge.runtime import load_model
 from edgeloop.registry.aliases import CHAMPION, alias_version
 from edgeloop.registry.artifacts import verified_edge_artifact
-from edgeloop.training.gate import evaluation_gate
 from edgeloop.registry.register import register_challenger
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import build_dataset, read_split
+from edgeloop.training.gate import evaluation_gate
 from edgeloop.training.onnx_export import read_metadata
 from edgeloop.training.train import train_model
 from edgeloop.vision.frames import encode_png, group_conditions, inject_drift, make_frames
