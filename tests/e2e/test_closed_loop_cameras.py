@@ -140,7 +140,8 @@ def test_a_lamp_failing_in_one_hall_ends_in_a_better_image_model_on_every_camera
 def test_the_image_batch_in_label_studio_and_the_drift_report_of_the_hall(
     stack_env: dict[str, str], camera_pipeline: dict[str, Any]
 ) -> None:
-    """In headless Chromium: the drifted hall's drift report (as `viewer`), then its image batch in Label Studio."""
+    """In headless Chromium: the drifted hall's drift report (as `viewer`), then its image batch in Label Studio
+    (the batch's frames in the task list, and one task's labelling view)."""
     from playwright.sync_api import expect
 
     summary = camera_pipeline.get("summary")
@@ -162,8 +163,13 @@ def test_the_image_batch_in_label_studio_and_the_drift_report_of_the_hall(
         tool.locator("input[name=password]").press("Enter")
         tool.wait_for_url(re.compile(r".*/projects/\d+.*"))
         tool.goto(summary["batch_url"])
-        images = tool.locator("img[src*='Signature']")  # the frames, fetched from the bucket by presigned URLs
-        expect(images.first).to_be_visible(timeout=60_000)
+        frame = tool.locator("img[src*='Signature']").first  # the frames, fetched from the bucket by presigned URLs
+        expect(frame).to_be_visible(timeout=60_000)
+        frame.scroll_into_view_if_needed()  # the image column is right of Label Studio's own columns
         tool.screenshot(path=ARTIFACTS / "vision-label-studio-batch.png")
-    for name in ("vision-drift-report.png", "vision-label-studio-batch.png"):
+        frame.click()  # the task's labelling view: the frame, large
+        tool.wait_for_url(re.compile(r".*[?&]task=\d+"))
+        expect(tool.locator("img[src*='Signature']").last).to_be_visible(timeout=60_000)
+        tool.screenshot(path=ARTIFACTS / "vision-label-studio-task.png")
+    for name in ("vision-drift-report.png", "vision-label-studio-batch.png", "vision-label-studio-task.png"):
         keep_readme_picture(ARTIFACTS / name, name)
