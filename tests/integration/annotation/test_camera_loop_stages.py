@@ -4,6 +4,7 @@ Story: a first image model is trained on the seed frames and becomes champion; t
 of hall-east has failed. Ingest stores their records and frames. The drift task compares the window with the
 rows the champion was trained on: hall-east drifted, the other hall and the canary cell did not. The image batch
 of hall-east is labelled by the bot and exported; the model trained on it passes the gate over the champion.
+Once the cameras run it, the other hall and the canary cell still show no drift against its training rows.
 What the closed-loop test (tests/e2e/test_closed_loop_cameras.py) runs through Airflow, stage by stage.
 """
 
@@ -111,6 +112,15 @@ def test_a_failed_lamp_in_one_hall_is_seen_labelled_and_learnt_stage_by_stage(
 
         second = train_and_gate(client, s3_client, spec, exported["version"])
         assert second["promote"] and second["decision"] == "promote", second
+
+        # the cameras on the new champion: the halls whose lamps work still look like the rows it was trained on
+        simulate(spec, kafka_config, trusted=TRUSTED, provider=provider, duration_s=30.0, options=options)
+        ingest_topic(spec, "frames", consumer_config=kafka_config, s3=s3_client, codec=frame_codec(spec, s3_client))
+        ingest_topic(spec, "telemetry", consumer_config=kafka_config, s3=s3_client)
+        again = check_drift(spec, PipelineClients(spec), run_id="camloop-drift-2", now=datetime.now(UTC))
+        summary = json.loads(s3_client.get_object(Bucket=BUCKET, Key=again.summary_key)["Body"].read())
+        groups = {g: (v["status"], v["drift_share"], v["reference_scope"]) for g, v in summary["groups"].items()}
+        assert groups["hall-west"][0] == groups["cell-canary"][0] == "no drift", groups
     finally:
         if client.search_registered_models(filter_string=f"name = '{spec.registry.model_name}'"):
             client.delete_registered_model(spec.registry.model_name)
