@@ -4,7 +4,8 @@ Story: a first image model is trained on the seed frames and becomes champion; t
 of hall-east has failed. Ingest stores their records and frames. The drift task compares the window with the
 rows the champion was trained on: hall-east drifted, the other hall and the canary cell did not. The image batch
 of hall-east is labelled by the bot and exported; the model trained on it passes the gate over the champion.
-Once the cameras run it, the other hall and the canary cell still show no drift against its training rows.
+Rolled out to every camera, canary cell first, the other hall and the canary cell still show no drift
+against the rows it was trained on (the `emb_..` columns do not move with the model).
 What the closed-loop test (tests/e2e/test_closed_loop_cameras.py) runs through Airflow, stage by stage.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.helpers.camera_models import VISION_SPEC
-from tests.helpers.keys import TRUSTED
+from tests.helpers.keys import OPERATOR, TRUSTED
 
 from edgeloop.annotation.batch import open_batch
 from edgeloop.annotation.bot import annotate_bot
@@ -35,7 +38,7 @@ from edgeloop.fleet.simulator import SimulatorOptions, simulate
 from edgeloop.ingest import ingest_topic
 from edgeloop.ingest.frames import frame_codec
 from edgeloop.registry.register import register_challenger
-from edgeloop.rollout.job import artifact_resolver
+from edgeloop.rollout.job import artifact_resolver, run_wave_job
 from edgeloop.spec import PipelineSpec, parse_spec
 from edgeloop.training.dataset import build_dataset
 from edgeloop.training.gate import evaluation_gate
@@ -113,8 +116,34 @@ def test_a_failed_lamp_in_one_hall_is_seen_labelled_and_learnt_stage_by_stage(
         second = train_and_gate(client, s3_client, spec, exported["version"])
         assert second["promote"] and second["decision"] == "promote", second
 
-        # the cameras on the new champion: the halls whose lamps work still look like the rows it was trained on
-        simulate(spec, kafka_config, trusted=TRUSTED, provider=provider, duration_s=30.0, options=options)
+        # the new champion rolled out, canary cell first; the cameras' next minute of frames is the window checked
+        stop = threading.Event()
+        fleet = threading.Thread(
+            target=simulate,
+            args=(spec, kafka_config),
+            kwargs={"trusted": TRUSTED, "operator": OPERATOR, "provider": provider, "options": options, "stop": stop},
+        )
+        fleet.start()
+        try:
+            time.sleep(5)
+            for wave, group in enumerate(("cell-canary", "hall-east", "hall-west")):
+                applied = run_wave_job(
+                    spec,
+                    kafka_config,
+                    OPERATOR,
+                    group,
+                    second["version"],
+                    "camloop-rollout",
+                    wave=min(wave, 1),
+                    artifacts=artifact_resolver(spec),
+                    trusted_keys=TRUSTED,
+                )
+                assert applied["progress"]["applied_ratio"] == 1.0, applied["progress"]
+            time.sleep(65)  # a drift window of frames from cameras that all run the new champion
+        finally:
+            stop.set()
+            fleet.join(timeout=60)
+        # the halls whose lamps work still look like the rows the new champion was trained on
         ingest_topic(spec, "frames", consumer_config=kafka_config, s3=s3_client, codec=frame_codec(spec, s3_client))
         ingest_topic(spec, "telemetry", consumer_config=kafka_config, s3=s3_client)
         again = check_drift(spec, PipelineClients(spec), run_id="camloop-drift-2", now=datetime.now(UTC))
