@@ -84,8 +84,8 @@ stack-status: ## show the services of the stack
 	$(EDGELOOP) stack status
 
 .PHONY: demo
-demo: stack-up ## the main job: stack up, demo pipeline loaded, URLs and login printed
-	$(EDGELOOP) demo
+demo: stack-up ## the main job: stack up, demo pipeline loaded, URLs and login printed; PIPELINE=visual_inspection for cameras
+	$(EDGELOOP) demo $(if $(PIPELINE),--pipeline $(PIPELINE))
 
 # --- quality ------------------------------------------------------------------------------
 
@@ -119,6 +119,10 @@ test-e2e: install ## the real scheduler, dag-processor and triggerer end to end
 .PHONY: test-loop
 test-loop: install ## the closed loop end to end (drift -> new champion on every device; bad model rolled back)
 	@$(call run_pytest,tests/e2e/test_closed_loop.py tests/e2e/test_closed_loop_profiles.py -q -m loop)
+
+.PHONY: test-loop-cameras
+test-loop-cameras: install ## the camera pipeline's closed loop on the running stack (lighting drift -> new champion on every camera); not yet in make test
+	@$(call run_pytest,tests/e2e/test_closed_loop_cameras.py -q -m loop)
 
 # The chaos tier kills services: always on a stack of its own (state folder and ports), never the default one.
 CHAOS_STATE_DIR ?= $(CURDIR)/.edgeloop-chaos
@@ -231,7 +235,7 @@ dashboards: $(VENV)/.installed ## regenerate the Grafana dashboards (JSON) from 
 docs-images: export EDGELOOP_README_IMAGES := $(CURDIR)/docs/img
 docs-images: stack-up ## refresh the README's pictures in docs/img on purpose (browser tests, closed loop, demo charts); make test never writes there
 	@$(call run_pytest,tests/e2e/test_generator_browser.py -q -m e2e)
-	@$(call run_pytest,tests/e2e/test_closed_loop.py tests/e2e/test_closed_loop_profiles.py -q -m loop)
+	@$(call run_pytest,tests/e2e/test_closed_loop.py tests/e2e/test_closed_loop_profiles.py tests/e2e/test_closed_loop_cameras.py -q -m loop)
 	set -a; . $(STATE_DIR)/stack.env; set +a; $(PY) -m tests.e2e.test_pipeline_charts --out $(EDGELOOP_README_IMAGES)/pipelines-charts.png
 
 .PHONY: clean

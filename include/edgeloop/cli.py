@@ -77,7 +77,7 @@ def _cmd_spec_validate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from edgeloop.demo import main as demo_main
 
-    return demo_main()
+    return demo_main(args.pipeline)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     stack_p.set_defaults(func=_cmd_stack)
 
     demo_p = sub.add_parser("demo", help="load the demo pipeline into the running stack and print where to look")
+    demo_p.add_argument(
+        "--pipeline",
+        help="the pipeline to run the loop with (default: EDGELOOP_DEMO_PIPELINE, else factory_maintenance); "
+        "a camera pipeline (visual_inspection) gets a lighting drift on its first production group",
+    )
     demo_p.set_defaults(func=_cmd_demo)
 
     # `edgeloop fleet ...` is dispatched to edgeloop.fleet.cli before parsing (see main); listed here for --help.

@@ -155,9 +155,13 @@ class StageFailed(DemoError):
         super().__init__("\n".join(lines))
 
 
+DEMO_PIPELINE = "factory_maintenance"
+CAMERA_DRIFT = ("lighting",)  # a camera pipeline's drift names the change of its cameras (edgeloop.vision.frames)
+
+
 @dataclass
 class DemoSettings:
-    pipeline: str = "factory_maintenance"
+    pipeline: str = DEMO_PIPELINE
     devices: int = 300
     drift_group: str = "plant-north"
     drift: tuple[str, ...] = (
@@ -173,11 +177,22 @@ class DemoSettings:
     bot_noise: float = 0.02
 
     @classmethod
-    def from_env(cls) -> DemoSettings:
-        return cls(
-            devices=int(os.environ.get("EDGELOOP_DEMO_DEVICES", "300")),
-            clean_seconds=float(os.environ.get("EDGELOOP_DEMO_CLEAN_SECONDS", "60")),
-        )
+    def for_spec(cls, spec: PipelineSpec, **values: Any) -> DemoSettings:
+        """The settings for `spec`: a camera pipeline's drift is a lighting change of its first production group.
+
+        Its cameras are as many as the spec's groups name; `values` set any field.
+        """
+        from edgeloop.fleet.cameras import is_camera_pipeline
+
+        defaults: dict[str, Any] = {"pipeline": spec.name}
+        if is_camera_pipeline(spec):
+            production = [g.name for g in spec.groups if g.name not in spec.rollout.canary_groups]
+            defaults.update(
+                drift_group=(production or [spec.groups[0].name])[0],
+                drift=CAMERA_DRIFT,
+                devices=sum(g.devices for g in spec.groups),
+            )
+        return cls(**{**defaults, **values})
 
 
 @dataclass
@@ -658,10 +673,10 @@ def print_urls(
     print("  stop everything: make stack-down")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(pipeline: str | None = None) -> int:
     """Run the demo; a stage that ends the loop and Ctrl-C each end it with what to know, never a traceback."""
     try:
-        return run_demo()
+        return run_demo(pipeline)
     except KeyboardInterrupt:
         # "\r" writes over the terminal's "^C" so this stays the only line
         start = "\r" if sys.stdout.isatty() else ""
@@ -672,14 +687,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run_demo() -> int:
+def demo_settings(spec: PipelineSpec) -> DemoSettings:
+    """The demo's settings for `spec`; EDGELOOP_DEMO_DEVICES and EDGELOOP_DEMO_CLEAN_SECONDS override them."""
+    values: dict[str, Any] = {}
+    if os.environ.get("EDGELOOP_DEMO_DEVICES"):
+        values["devices"] = int(os.environ["EDGELOOP_DEMO_DEVICES"])
+    if os.environ.get("EDGELOOP_DEMO_CLEAN_SECONDS"):
+        values["clean_seconds"] = float(os.environ["EDGELOOP_DEMO_CLEAN_SECONDS"])
+    return DemoSettings.for_spec(spec, **values)
+
+
+def run_demo(pipeline: str | None = None) -> int:
     cfg = StackConfig.from_env()
     env = read_env_file(cfg)
-    settings = DemoSettings.from_env()
+    pipeline = pipeline or os.environ.get("EDGELOOP_DEMO_PIPELINE") or DEMO_PIPELINE
     specs = load_all(cfg.pipelines_dir).specs
-    spec = next((s for s in specs if s.name == settings.pipeline), None)
+    spec = next((s for s in specs if s.name == pipeline), None)
     if spec is None:
-        raise DemoError(f"the demo pipeline '{settings.pipeline}' is not in {cfg.pipelines_dir}")
+        known = ", ".join(sorted(s.name for s in specs))
+        raise DemoError(f"the demo pipeline '{pipeline}' is not in {cfg.pipelines_dir} (pipelines: {known})")
+    settings = demo_settings(spec)
     child_env = {**env, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     api = api_for(env)
     timeline = Timeline()

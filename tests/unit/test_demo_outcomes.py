@@ -418,7 +418,7 @@ def test_a_failed_task_ends_the_wait_with_its_task_id_and_the_end_of_its_log(wor
 def test_ctrl_c_prints_one_line_and_exits_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def interrupted() -> int:
+    def interrupted(pipeline: str | None) -> int:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(demo, "run_demo", interrupted)
@@ -437,7 +437,7 @@ def test_ctrl_c_in_the_middle_of_a_wait_ends_the_same_way(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(world.clock, "sleep", sleep)
-    monkeypatch.setattr(demo, "run_demo", lambda: len(world.run_loop()))
+    monkeypatch.setattr(demo, "run_demo", lambda pipeline: len(world.run_loop()))
     assert demo.main() == 130
     lines = capsys.readouterr().out.splitlines()
     assert "drift injected into plant-north" in lines[-2]  # what the demo showed before Ctrl-C
@@ -450,7 +450,7 @@ def test_a_stage_that_ends_the_loop_is_told_without_a_traceback(
     drift_alert(world.api)
     annotation(world.api)
     training(world.api, {"decision": "reject", "reasons": ["edge fitness: model size 51.00 MB > limit 40 MB"]})
-    monkeypatch.setattr(demo, "run_demo", lambda: len(world.run_loop()))
+    monkeypatch.setattr(demo, "run_demo", lambda pipeline: len(world.run_loop()))
     assert demo.main() == 1
     captured = capsys.readouterr()
     assert "edgeloop demo: stopped: the evaluation gate decided 'reject' for version 2" in captured.out
@@ -519,3 +519,20 @@ ENV = {
     "EDGELOOP_BUCKET": "edgeloop",
     "EDGELOOP_KAFKA_BOOTSTRAP": "127.0.0.1:1",
 }
+
+
+def test_the_camera_pipeline_demo_injects_a_lighting_change_into_its_first_production_hall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vision = load_spec(DEMO_SPEC.with_name("visual_inspection.yaml"))
+    monkeypatch.delenv("EDGELOOP_DEMO_DEVICES", raising=False)
+    monkeypatch.delenv("EDGELOOP_DEMO_CLEAN_SECONDS", raising=False)
+    cameras = demo.demo_settings(vision)
+    assert (cameras.pipeline, cameras.drift_group, cameras.drift) == ("visual_inspection", "hall-east", ("lighting",))
+    assert cameras.devices == sum(g.devices for g in vision.groups) == 36
+    sensors = demo.demo_settings(load_spec(DEMO_SPEC))
+    assert (sensors.pipeline, sensors.drift_group, sensors.devices) == (PIPELINE, "plant-north", 300)
+    assert sensors.drift == demo.DemoSettings().drift
+
+    monkeypatch.setenv("EDGELOOP_DEMO_DEVICES", "12")
+    assert demo.demo_settings(vision).devices == 12

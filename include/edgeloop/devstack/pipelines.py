@@ -49,7 +49,8 @@ def remove_pipeline(api: Any, s3: Any, spec: PipelineSpec, env: dict[str, str]) 
     topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(f"{spec.name}.")]
     for future in admin.delete_topics(topics, operation_timeout=30).values() if topics else []:
         future.result(timeout=30)
-    for area in ("raw", "deadletter", "reports", "curated", "annotations", "rollouts"):
+    # frames: a camera pipeline's claim checks; models/sha256 stays (content-addressed, shared by every pipeline)
+    for area in ("raw", "deadletter", "reports", "curated", "annotations", "rollouts", "training", "frames"):
         for page in s3.get_paginator("list_objects_v2").paginate(
             Bucket=spec.storage.bucket, Prefix=f"{spec.storage_prefix(area)}/"
         ):

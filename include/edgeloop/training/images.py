@@ -17,6 +17,13 @@ and is counted by reason (`FramesAttached.rejected`, the `edgeloop_training_fram
 metric), never a failed task. The seed of a camera pipeline (`camera_seed_frame`) is the seed frames
 (`edgeloop.training.seed.make_seed_frames`) stored under their content addresses, with their
 features as the drift check sees them.
+
+The embedding (the `emb_..` drift columns) is the pipeline's, not a model's: `seed_embedding`
+fits it on the seed frames, the same every time, and every model of the pipeline projects
+through it. A model that fitted its own on frames of a drifted group would give the same frame
+other `emb_..` values than the champion before it: the drift check, which compares a group's
+records with the rows its champion was trained on, would then see every group drift after
+each retraining.
 """
 
 from __future__ import annotations
@@ -37,11 +44,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from edgeloop.training.onnx_export import OnnxModel
+    from edgeloop.vision.features import Embedding
 
 log = logging.getLogger(__name__)
 
 S3Client = Any
 IMAGE_SHAPE = (64, 64)  # the frames cameras send (`edgeloop.vision.frames.DEFAULT_SIZE`)
+SEED_FRAMES_PER_GROUP = 120
 MAX_FRAME_BYTES = 64 * 1024  # a frame is at most one bounded frame message (`edgeloop.contract.frame`)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -117,6 +126,7 @@ class ModelInputs:
     spec: PipelineSpec
     columns: tuple[str, ...]
     image_shape: tuple[int, int] | None = None
+    embedding: Embedding | None = None  # a camera pipeline's (`seed_embedding`)
 
     def estimator(self, *, random_state: int = 0, n_jobs: int | None = None) -> Any:
         """The unfitted pipeline (classifier step `model`) with the spec's fixed params applied."""
@@ -126,7 +136,7 @@ class ModelInputs:
             return make_estimator(self.spec.training, random_state=random_state, n_jobs=n_jobs)
         from edgeloop.vision.estimator import FrameClassifier
 
-        classifier = FrameClassifier(shape=self.image_shape, random_state=random_state)
+        classifier = FrameClassifier(shape=self.image_shape, random_state=random_state, embedding=self.embedding)
         return make_estimator(self.spec.training, model=classifier)
 
     def export(self, model: Any, validation: pd.DataFrame) -> OnnxModel:
@@ -203,25 +213,33 @@ def model_inputs(spec: PipelineSpec) -> ModelInputs:
         return ModelInputs(spec, tuple(spec.features))
     from edgeloop.vision.model import pixel_features
 
-    return ModelInputs(spec, pixel_features(IMAGE_SHAPE), IMAGE_SHAPE)
+    return ModelInputs(spec, pixel_features(IMAGE_SHAPE), IMAGE_SHAPE, seed_embedding(spec))
 
 
-def camera_seed_frame(s3: S3Client, spec: PipelineSpec, per_group: int = 120) -> pd.DataFrame:
+def seed_embedding(spec: PipelineSpec, per_group: int = SEED_FRAMES_PER_GROUP) -> Embedding:
+    """The pipeline's embedding: a PCA of its seed frames (`make_seed_frames`), the same on every call."""
+    from edgeloop.training.seed import make_seed_frames
+    from edgeloop.vision.features import fit_embedding
+    from edgeloop.vision.model import MODEL_COMPONENTS
+
+    return fit_embedding(make_seed_frames(spec, per_group).pixels, MODEL_COMPONENTS)
+
+
+def camera_seed_frame(s3: S3Client, spec: PipelineSpec, per_group: int = SEED_FRAMES_PER_GROUP) -> pd.DataFrame:
     """A camera pipeline's seed dataset: the seed frames stored under their content addresses (create-only),
     one labelled row each with the frame's key, digest and size and its features (statistics, embedding)."""
     import pandas as pd
 
     from edgeloop.training.seed import LABEL_COLUMN, SEED_SPAN_S, SEED_START, make_seed_frames
     from edgeloop.vision.claim import put_frame
-    from edgeloop.vision.features import feature_table, fit_embedding
+    from edgeloop.vision.features import feature_table
     from edgeloop.vision.frames import encode_png
 
     columns = frame_columns(spec)
     if columns is None:
         raise DatasetError(f"{spec.name}: not a camera pipeline (no image_ref field)")
     seed = make_seed_frames(spec, per_group)
-    embedded = [f for f in spec.features if f.startswith("emb_")]
-    features = feature_table(seed.pixels, fit_embedding(seed.pixels, max(1, len(embedded))))
+    features = feature_table(seed.pixels, seed_embedding(spec, per_group))
     missing = [f for f in spec.features if f not in features]
     if missing:
         raise DatasetError(f"{spec.name}: features {missing} are not image features ({list(features.columns)})")

@@ -14,11 +14,16 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from edgeloop.vision.features import Embedding
 from edgeloop.vision.model import MODEL_COMPONENTS, ImageClassifier, train_image_classifier
 
 
 class FrameClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    """`train_image_classifier` over pixel rows; `classifier_` is the fitted `ImageClassifier`."""
+    """`train_image_classifier` over pixel rows; `classifier_` is the fitted `ImageClassifier`.
+
+    With `embedding` (the pipeline's, `edgeloop.training.images.seed_embedding`) the classifier
+    projects through it; without one it fits its own on the training frames.
+    """
 
     def __init__(
         self,
@@ -26,11 +31,13 @@ class FrameClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         components: int = MODEL_COMPONENTS,
         shape: tuple[int, int] = (64, 64),
         random_state: int = 0,
+        embedding: Embedding | None = None,
     ) -> None:
         self.C = C
         self.components = components
         self.shape = shape
         self.random_state = random_state
+        self.embedding = embedding
 
     def frames(self, rows: Any) -> np.ndarray:
         """Pixel rows back as uint8 frames (N, H, W)."""
@@ -44,6 +51,7 @@ class FrameClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             components=self.components,
             regularisation=float(self.C),
             random_state=self.random_state,
+            embedding=self.embedding,
         )
         self.classes_ = np.array(self.classifier_.labels)
         return self

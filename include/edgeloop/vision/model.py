@@ -2,8 +2,10 @@
 
 The classifier is a fixed feature extractor (`edgeloop.vision.features`: six image statistics
 and a PCA embedding of block-averaged pixels, 16 components) followed by a scikit-learn
-pipeline (standard scaling, multinomial logistic regression). Training fits the embedding on
-the training frames, then the pipeline on their features.
+pipeline (standard scaling, multinomial logistic regression). The embedding is the pipeline's,
+fitted once on its seed frames and shared by every model it trains
+(`edgeloop.training.images.seed_embedding`), so the `emb_..` columns of a record mean the same
+whichever model version the camera ran; training fits the pipeline on the frames' features.
 
 `export_image_onnx` writes the whole of it as one graph, so a camera needs nothing but
 onnxruntime and the frame: the statistics as ONNX operators (ReduceMean, Slices of the frame
@@ -92,8 +94,10 @@ def train_image_classifier(
     components: int = MODEL_COMPONENTS,
     regularisation: float = 1.0,
     random_state: int = 0,
+    embedding: Embedding | None = None,
 ) -> ImageClassifier:
-    """Fit the embedding on `frames`, then scaling and logistic regression on their features."""
+    """Scaling and logistic regression on the frames' features through `embedding` (fitted on `frames`
+    with `components` when None)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -102,7 +106,8 @@ def train_image_classifier(
         raise ValueError(f"{len(frames)} frames but {len(labels)} labels")
     if len(set(labels)) < 2:
         raise ValueError(f"a classifier needs at least two labels, got {sorted(set(labels))}")
-    embedding = fit_embedding(frames, components)
+    if embedding is None:
+        embedding = fit_embedding(frames, components)
     pipeline = Pipeline(
         [
             ("scale", StandardScaler()),

@@ -28,8 +28,9 @@ from edgeloop.training.images import (
     model_inputs,
 )
 from edgeloop.training.train import TrainOptions, Trial, refit_best
-from edgeloop.vision.frames import encode_png, group_conditions, make_frames
-from edgeloop.vision.model import pixel_features
+from edgeloop.vision.features import feature_matrix
+from edgeloop.vision.frames import decode_png, encode_png, group_conditions, inject_drift, make_frames
+from edgeloop.vision.model import pixel_features, pixel_rows
 
 BUCKET = "edgeloop"
 
@@ -150,3 +151,24 @@ def test_the_same_refit_export_fitness_and_evaluation_make_an_image_model_a_came
     result = evaluate_model(roomy, model, evaluation)
     assert result["records"] == len(evaluation) and result["score"] > 0.6
     assert set(result["groups"]) == set(evaluation["group_id"])
+
+
+def test_every_model_of_a_camera_pipeline_gives_a_frame_the_embedding_its_seed_rows_have(spec: PipelineSpec) -> None:
+    """The drift check compares records with the rows the champion was trained on: `emb_..` must not move with it."""
+    s3 = FakeS3()
+    seed = camera_seed_frame(s3, spec)
+    seed_frames = np.stack([decode_png(s3.objects[f"{BUCKET}/{key}"]) for key in seed["frame_key"][::9]])
+    embedded = [f for f in spec.features if f.startswith("emb_")]
+    lamp_failed = inject_drift(group_conditions("hall-east"), "lighting")
+    classifiers = []
+    for frames, labels in (
+        make_frames("hall-west-00001", 0, 80, group_conditions("hall-west")),
+        make_frames("hall-east-00002", 0, 80, lamp_failed),  # a retraining on the drifted hall's frames
+    ):
+        estimator = model_inputs(spec).estimator()
+        estimator.fit(pixel_rows(frames), labels)
+        classifiers.append(estimator.named_steps["model"].classifier_)
+    for classifier in classifiers:
+        matrix, columns = feature_matrix(seed_frames, classifier.embedding)
+        model_side = matrix[:, [list(columns).index(c) for c in embedded]]
+        assert np.allclose(model_side, seed[embedded].to_numpy()[::9], atol=1e-5)
