@@ -475,9 +475,11 @@ def test_label_studio_killed_when_an_annotation_batch_is_due(
 def down_for(chaos: Chaos, service: str, seconds: float) -> Applied:
     """kill -9 of `service`, started again `seconds` later: an outage of that length (plus its start)."""
     at = time.monotonic()
-    pid = kill_service(chaos.cfg, service)
-    time.sleep(seconds)
-    restart_s = restart_service(chaos.cfg, service)
+    try:
+        pid = kill_service(chaos.cfg, service)
+        time.sleep(seconds)
+    finally:  # a fault that went wrong still leaves the service up for the next test
+        restart_s = restart_service(chaos.cfg, service)
     return Applied(
         pid, at, f"{service} (pid {pid}) killed, started again {seconds:.0f} s later (healthy after {restart_s:.0f} s)"
     )

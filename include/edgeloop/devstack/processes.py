@@ -29,12 +29,13 @@ def start_ticks(pid: int) -> int | None:
 
 
 def recorded_pid(pid_file: Path) -> int | None:
-    """The pid recorded in `pid_file` if that very process still runs, else None."""
+    """The pid recorded in `pid_file` if that very process still runs, else None (an exited process that waits
+    for its parent to reap it, a zombie, does not run: a service killed and started again by the same parent)."""
     if not pid_file.exists():
         return None
     record = json.loads(pid_file.read_text())
     ticks = start_ticks(record["pid"])
-    if ticks is None or ticks != record["start_ticks"]:
+    if ticks is None or ticks != record["start_ticks"] or is_zombie(int(record["pid"])):
         return None
     return int(record["pid"])
 

@@ -109,6 +109,7 @@ def test_a_child_kept_by_its_caller_is_a_zombie_until_the_caller_reaps_it(tmp_pa
     while not is_zombie(process.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert is_zombie(process.pid)  # exited, not reaped yet: the caller can still read its exit code
+    assert recorded_pid(pid_file) is None  # and it no longer runs: a fault test can start the service again
     assert process.wait(timeout=30) == 0
     assert not is_zombie(process.pid)
     assert recorded_pid(pid_file) is None
