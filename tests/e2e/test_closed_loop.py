@@ -219,9 +219,11 @@ def test_a_bad_model_stops_at_the_canary_and_is_rolled_back(
 @pytest.mark.loop
 def test_every_metric_family_reaches_prometheus_after_the_loop(stack_env: dict[str, str]) -> None:
     """After both stories every family of the catalogue has a series of the pipeline in the real Prometheus."""
+    from edgeloop.metrics.catalogue import pipeline_metric_names
     from edgeloop.metrics.promql import wait_for_metric_families
 
-    missing = wait_for_metric_families(stack_env["EDGELOOP_PROMETHEUS_URL"], pipeline=PIPELINE, deadline_s=90)
+    families = pipeline_metric_names(cameras=False)  # the demo pipeline's devices are sensors
+    missing = wait_for_metric_families(stack_env["EDGELOOP_PROMETHEUS_URL"], families, pipeline=PIPELINE, deadline_s=90)
     assert missing == [], f"no series in Prometheus for: {missing}"
 
 

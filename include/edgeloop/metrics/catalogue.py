@@ -110,6 +110,7 @@ class MetricDef:
     help: str
     labels: tuple[str, ...]
     source: Source
+    cameras_only: bool = False  # only a camera pipeline (records with a frame) has a series of it
 
     @property
     def stage(self) -> str:
@@ -121,8 +122,8 @@ class MetricDef:
         return self.name.removesuffix("_total") if self.kind == "counter" else self.name
 
 
-def _push(name: str, kind: Kind, labels: tuple[str, ...], help_: str) -> MetricDef:
-    return MetricDef(name, kind, help_, ("pipeline", *labels), "push")
+def _push(name: str, kind: Kind, labels: tuple[str, ...], help_: str, *, cameras_only: bool = False) -> MetricDef:
+    return MetricDef(name, kind, help_, ("pipeline", *labels), "push", cameras_only)
 
 
 def _state(name: str, labels: tuple[str, ...], help_: str) -> MetricDef:
@@ -206,6 +207,7 @@ METRICS: tuple[MetricDef, ...] = (
         "gauge",
         (),
         "Rows the last training of a camera pipeline dropped for their frames (missing, too large, other digest...).",
+        cameras_only=True,
     ),
     _push(
         "edgeloop_training_gate_decision",
@@ -281,6 +283,11 @@ BY_NAME: Mapping[str, MetricDef] = {m.name: m for m in METRICS}
 def metric_names() -> frozenset[str]:
     """Sample names of every edgeloop metric (counters with their `_total`)."""
     return frozenset(BY_NAME)
+
+
+def pipeline_metric_names(*, cameras: bool) -> list[str]:
+    """The sample names a pipeline has series of once every stage ran: the camera-only ones only for cameras."""
+    return [m.name for m in METRICS if cameras or not m.cameras_only]
 
 
 # --- bounds ----------------------------------------------------------------------------------

@@ -488,3 +488,11 @@ def test_the_exposition_check_catches_device_and_run_labels(spec: PipelineSpec) 
     assert any("run_id" in p for p in problems)
     assert any("group='dev-00042'" in p for p in problems)
     assert any("edgeloop_ingest_rows: not defined" in p for p in problems)
+
+
+def test_a_sensor_pipeline_is_not_expected_to_have_the_camera_only_families() -> None:
+    from edgeloop.metrics.catalogue import metric_names, pipeline_metric_names
+
+    sensors = set(pipeline_metric_names(cameras=False))
+    assert sensors == metric_names() - {"edgeloop_training_frames_rejected"}
+    assert set(pipeline_metric_names(cameras=True)) == metric_names()
