@@ -45,11 +45,11 @@ def stack_env() -> Iterator[dict[str, str]]:
         return
     from edgeloop.devstack import stack
 
-    services = stack.status()
-    # a stack with any service running is not this session's (make test started it): a service slow to answer
-    # its health check is started or waited for here, and the stack is left running at the end
-    was_running = any(s.running for s in services)
-    if not all(s.healthy for s in services):
+    # a stack with any service running is not this session's (make test or a developer started it): it is used
+    # as it is and left running; a service slow to answer its health check (the exporter reading every
+    # pipeline's topics after a closed loop) is no reason to take it over
+    was_running = any(s.running for s in stack.status())
+    if not was_running:
         stack.up()
     env = stack.read_env_file()
     saved = {k: os.environ.get(k) for k in env}
