@@ -9,20 +9,16 @@ runs the new champion. The pipeline is removed when the tests end.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import yaml
 from tests.helpers.browser import ARTIFACTS, airflow_login, chromium, keep_readme_picture
+from tests.helpers.pipeline_copy import pipeline_copy
 
 from edgeloop.demo import (
     DemoSettings,
@@ -37,8 +33,6 @@ from edgeloop.demo import (
     xcom,
 )
 from edgeloop.devstack.config import StackConfig
-from edgeloop.devstack.pipelines import remove_pipeline, write_pipeline
-from edgeloop.devstack.stack import read_env_file, stop_process
 from edgeloop.spec import PipelineSpec
 
 pytestmark = [pytest.mark.timeout(2400)]
@@ -69,20 +63,8 @@ def camera_loop_spec(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def camera_pipeline(airflow_api: Any, s3_client: Any) -> Iterator[dict[str, Any]]:
-    stack_cfg = StackConfig.from_env()
-    env = read_env_file(stack_cfg)
-    name = f"cameras_e2e_{uuid.uuid4().hex[:6]}"
-    target, spec = write_pipeline(stack_cfg.pipelines_dir, camera_loop_spec(name))
-    private = Path(tempfile.mkdtemp(prefix="camera-loop-"))
-    cfg = dataclasses.replace(stack_cfg, state_dir=private)  # its own fleet and bot pid files and logs
-    try:
-        yield {"spec": spec, "cfg": cfg, "env": env, "secrets_file": stack_cfg.secrets_file}
-    finally:
-        stop_process("fleet-simulator", cfg)
-        stop_process("annotate-bot", cfg)
-        target.unlink(missing_ok=True)
-        remove_pipeline(airflow_api, s3_client, spec, env)
-        shutil.rmtree(private, ignore_errors=True)
+    with pipeline_copy(airflow_api, s3_client, "cameras_e2e", camera_loop_spec) as copy:
+        yield {"spec": copy.spec, "cfg": copy.cfg, "env": copy.env, "secrets_file": copy.stack_cfg.secrets_file}
 
 
 def label_studio_tasks(env: dict[str, str], project_url: str) -> list[dict[str, Any]]:

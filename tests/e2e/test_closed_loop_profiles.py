@@ -8,16 +8,12 @@ every simulated device. The pipeline is removed when the test ends.
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.helpers.pipeline_copy import pipeline_copy
 
 from edgeloop.demo import (
     DemoSettings,
@@ -32,8 +28,6 @@ from edgeloop.demo import (
     xcom,
 )
 from edgeloop.devstack.config import StackConfig
-from edgeloop.devstack.pipelines import remove_pipeline, write_pipeline
-from edgeloop.devstack.stack import read_env_file, stop_process
 from edgeloop.ingest.keys import raw_prefix
 from edgeloop.spec import SAMPLE_REASON_FIELD, PipelineSpec
 
@@ -56,20 +50,8 @@ def profiles_spec(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def profiles_pipeline(airflow_api: Any, s3_client: Any) -> Iterator[tuple[PipelineSpec, StackConfig, dict[str, str]]]:
-    stack_cfg = StackConfig.from_env()
-    env = read_env_file(stack_cfg)
-    name = f"profiles_e2e_{uuid.uuid4().hex[:6]}"
-    target, spec = write_pipeline(stack_cfg.pipelines_dir, profiles_spec(name))
-    private = Path(tempfile.mkdtemp(prefix="profiles-loop-"))
-    cfg = dataclasses.replace(stack_cfg, state_dir=private)  # its own fleet and bot pid files and logs
-    try:
-        yield spec, cfg, env
-    finally:
-        stop_process("fleet-simulator", cfg)
-        stop_process("annotate-bot", cfg)
-        target.unlink(missing_ok=True)
-        remove_pipeline(airflow_api, s3_client, spec, env)
-        shutil.rmtree(private, ignore_errors=True)
+    with pipeline_copy(airflow_api, s3_client, "profiles_e2e", profiles_spec) as copy:
+        yield copy.spec, copy.cfg, copy.env
 
 
 @pytest.mark.loop
