@@ -92,14 +92,17 @@ class Applied:
     said: str
 
 
-def kill_and_restart(chaos: Chaos, service: str) -> Applied:
-    """kill -9 of `service`'s process group, started again `PAUSE_S` later the way the stack starts it."""
+def down_for(chaos: Chaos, service: str, seconds: float) -> Applied:
+    """kill -9 of `service`'s process group, started again `seconds` later the way the stack starts it: an outage
+    of that length (plus its start)."""
     at = time.monotonic()
-    pid = kill_service(chaos.cfg, service)
-    time.sleep(PAUSE_S)
-    restart_s = restart_service(chaos.cfg, service)
+    try:
+        pid = kill_service(chaos.cfg, service)
+        time.sleep(seconds)
+    finally:  # a fault that went wrong still leaves the service up for the next test
+        restart_s = restart_service(chaos.cfg, service)
     return Applied(
-        pid, at, f"{service} (pid {pid}) killed, started again {PAUSE_S:.0f} s later (healthy after {restart_s:.0f} s)"
+        pid, at, f"{service} (pid {pid}) killed, started again {seconds:.0f} s later (healthy after {restart_s:.0f} s)"
     )
 
 
@@ -110,7 +113,7 @@ def frozen(chaos: Chaos, service: str, seconds: float) -> Applied:
 
 
 def test_the_broker_killed_during_ingest_loses_and_doubles_no_record(chaos: Chaos, s3_client: Any) -> None:
-    ingest_with_fault(chaos, s3_client, "kill -9 + restart of the broker", lambda: kill_and_restart(chaos, "kafka"))
+    ingest_with_fault(chaos, s3_client, "kill -9 + restart of the broker", lambda: down_for(chaos, "kafka", PAUSE_S))
 
 
 def test_s3_unresponsive_for_a_minute_during_ingest_loses_and_doubles_no_record(chaos: Chaos, s3_client: Any) -> None:
@@ -219,7 +222,7 @@ def rollout_with_fault(
     run_id = f"manual__chaos_{service}_{int(time.time())}"
     api.trigger(dag, run_id, conf={"model_version": version}, note=f"chaos: fault in {service} at {task}")
     wait_for(lambda: task_in_state(api, dag, run_id, task, when), 900, f"{task} {'/'.join(when)}", every=0.5)
-    applied = (apply or (lambda: kill_and_restart(chaos, service)))()
+    applied = (apply or (lambda: down_for(chaos, service, PAUSE_S)))()
     run = api.wait_for_run(dag, run_id, timeout=1200)
     recover_s = round(time.monotonic() - applied.at, 1)
     states = task_states(api, dag, run_id)
@@ -470,19 +473,6 @@ def test_label_studio_killed_when_an_annotation_batch_is_due(
     record(chaos.cfg, row)
     wait_for_follow_on_runs(chaos, ("train", "rollout"))
     assert not problems, problems
-
-
-def down_for(chaos: Chaos, service: str, seconds: float) -> Applied:
-    """kill -9 of `service`, started again `seconds` later: an outage of that length (plus its start)."""
-    at = time.monotonic()
-    try:
-        pid = kill_service(chaos.cfg, service)
-        time.sleep(seconds)
-    finally:  # a fault that went wrong still leaves the service up for the next test
-        restart_s = restart_service(chaos.cfg, service)
-    return Applied(
-        pid, at, f"{service} (pid {pid}) killed, started again {seconds:.0f} s later (healthy after {restart_s:.0f} s)"
-    )
 
 
 def test_mlflow_down_for_a_minute_while_the_model_is_registered(
