@@ -52,7 +52,6 @@ S3Client = Any
 IMAGE_SHAPE = (64, 64)  # the frames cameras send (`edgeloop.vision.frames.DEFAULT_SIZE`)
 SEED_FRAMES_PER_GROUP = 120
 MAX_FRAME_BYTES = 64 * 1024  # a frame is at most one bounded frame message (`edgeloop.contract.frame`)
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class FrameRejected(ValueError):
@@ -82,9 +81,9 @@ def fetch_frame(
     Raise FrameRejected naming the key: missing, over `max_bytes`, another sha256, not a PNG, or
     dimensions other than `shape` (read from the header, before any pixel is decoded).
     """
-    import hashlib
-
+    from edgeloop.contract.frame import PNG_SIGNATURE
     from edgeloop.storage import ObjectTooLarge, get_bytes
+    from edgeloop.vision.claim import frame_digest
     from edgeloop.vision.frames import decode_png
 
     try:
@@ -93,11 +92,11 @@ def fetch_frame(
         raise FrameRejected("missing", f"frame s3://{bucket}/{key}: missing") from None
     except ObjectTooLarge as exc:
         raise FrameRejected("too_large", f"frame s3://{bucket}/{key}: too large ({exc})") from None
-    digest = hashlib.sha256(data).hexdigest()
+    digest = frame_digest(data)
     if digest != sha256:
         message = f"frame s3://{bucket}/{key}: digest {digest[:12]}... is not the record's {sha256[:12]}..."
         raise FrameRejected("digest", message)
-    if not data.startswith(_PNG_SIGNATURE) or len(data) < 24 or data[12:16] != b"IHDR":
+    if not data.startswith(PNG_SIGNATURE) or len(data) < 24 or data[12:16] != b"IHDR":
         raise FrameRejected("not_png", f"frame s3://{bucket}/{key}: not a PNG")
     width, height = struct.unpack(">II", data[16:24])
     if (height, width) != shape:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from edgeloop.contract.frame import PNG_SIGNATURE
+
 LABELS: tuple[str, ...] = ("ok", "scratch", "dent", "missing_hole")
 DEFAULT_SIZE = 64
 # ok is the usual case on a line; the defects share the rest.
@@ -35,7 +37,6 @@ DEFAULT_CLASS_WEIGHTS: tuple[float, ...] = (0.4, 0.2, 0.2, 0.2)
 _BACKGROUND = 0.12
 _PLATE = 0.72
 _HOLE = 0.05
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_LEVEL = 6
 
 
@@ -257,7 +258,7 @@ def encode_png(pixels: np.ndarray) -> bytes:
     rows = np.zeros((height, width + 1), dtype=np.uint8)  # each row starts with its filter type (0: none)
     rows[:, 1:] = pixels
     body = zlib.compress(rows.tobytes(), _PNG_LEVEL)
-    return _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
 
 
 def decode_png(data: bytes) -> np.ndarray:
