@@ -117,11 +117,11 @@ test-e2e: install ## the real scheduler, dag-processor and triggerer end to end
 	@$(call run_pytest,tests/e2e -q -m e2e)
 
 .PHONY: test-loop
-test-loop: install ## the closed loop end to end (drift -> new champion on every device; bad model rolled back)
-	@$(call run_pytest,tests/e2e/test_closed_loop.py tests/e2e/test_closed_loop_profiles.py -q -m loop)
+test-loop: install ## the closed loop end to end (drift -> new champion on every device; bad model rolled back), sensors and cameras
+	@$(call run_pytest,tests/e2e/test_closed_loop.py tests/e2e/test_closed_loop_profiles.py tests/e2e/test_closed_loop_cameras.py -q -m loop)
 
 .PHONY: test-loop-cameras
-test-loop-cameras: install ## the camera pipeline's closed loop on the running stack (lighting drift -> new champion on every camera); not yet in make test
+test-loop-cameras: install ## the camera pipeline's closed loop on the running stack (lighting drift -> new champion on every camera); part of test-loop
 	@$(call run_pytest,tests/e2e/test_closed_loop_cameras.py -q -m loop)
 
 # The chaos tier kills services: always on a stack of its own (state folder and ports), never the default one.

@@ -134,7 +134,7 @@ def with_metadata(
     return bytes(model.SerializeToString())
 
 
-def camera_baseline_onnx(spec: PipelineSpec, per_group: int = 120) -> bytes:
+def camera_baseline_onnx(spec: PipelineSpec, per_group: int | None = None) -> bytes:
     """The baseline (version "0") of a camera pipeline as ONNX bytes: an image classifier fitted on seed frames.
 
     A camera's record takes its features from the model (`OnnxModel.predict_with_features`), so
@@ -145,7 +145,7 @@ def camera_baseline_onnx(spec: PipelineSpec, per_group: int = 120) -> bytes:
     from edgeloop.training.seed import make_seed_frames
     from edgeloop.vision.model import export_image_onnx, train_image_classifier
 
-    seed = make_seed_frames(spec, per_group)
+    seed = make_seed_frames(spec) if per_group is None else make_seed_frames(spec, per_group)
     labels = sorted(set(seed.labels))
     unknown = sorted(set(labels) - set(spec.annotation.labels))
     if unknown:

@@ -32,6 +32,7 @@ import logging
 import struct
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ import numpy as np
 
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.errors import DatasetError
+from edgeloop.training.seed import SEED_FRAMES_PER_GROUP
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +52,7 @@ log = logging.getLogger(__name__)
 
 S3Client = Any
 IMAGE_SHAPE = (64, 64)  # the frames cameras send (`edgeloop.vision.frames.DEFAULT_SIZE`)
-SEED_FRAMES_PER_GROUP = 120
+FETCH_THREADS = 8  # frames read or stored at once: each is one small request to the object store
 MAX_FRAME_BYTES = 64 * 1024  # a frame is at most one bounded frame message (`edgeloop.contract.frame`)
 
 
@@ -164,18 +166,29 @@ class ModelInputs:
         assert columns is not None
         ref, digest = columns
         bucket = bucket or self.spec.storage.bucket
+        shape = self.image_shape
+
+        def fetch(address: tuple[str, str]) -> np.ndarray | FrameRejected:
+            key, sha = address
+            try:
+                self._check_address(key, sha)
+                return fetch_frame(s3, bucket, key, sha, shape=shape)
+            except FrameRejected as exc:
+                return exc
+
+        addresses = zip(frame[ref].astype(str), frame[digest].astype(str), strict=True)
+        with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:  # one GET per frame: waits on the network
+            fetched = list(pool.map(fetch, addresses))
         pixels: list[np.ndarray] = []
         kept: list[int] = []
         rejected: Counter[str] = Counter()
-        for position, (key, sha) in enumerate(zip(frame[ref].astype(str), frame[digest].astype(str), strict=True)):
-            try:
-                self._check_address(key, sha)
-                pixels.append(fetch_frame(s3, bucket, key, sha, shape=self.image_shape))
-            except FrameRejected as exc:
-                rejected[exc.reason] += 1
+        for position, result in enumerate(fetched):
+            if isinstance(result, FrameRejected):
+                rejected[result.reason] += 1
                 if sum(rejected.values()) <= 5:
-                    log.warning("training: row %d dropped: %s", position, exc)
+                    log.warning("training: row %d dropped: %s", position, result)
                 continue
+            pixels.append(result)
             kept.append(position)
         if rejected:
             log.warning(
@@ -230,7 +243,7 @@ def camera_seed_frame(s3: S3Client, spec: PipelineSpec, per_group: int = SEED_FR
     import pandas as pd
 
     from edgeloop.training.seed import LABEL_COLUMN, SEED_SPAN_S, SEED_START, make_seed_frames
-    from edgeloop.vision.claim import put_frame
+    from edgeloop.vision.claim import FrameRef, put_frame
     from edgeloop.vision.features import feature_table
     from edgeloop.vision.frames import encode_png
 
@@ -242,10 +255,12 @@ def camera_seed_frame(s3: S3Client, spec: PipelineSpec, per_group: int = SEED_FR
     missing = [f for f in spec.features if f not in features]
     if missing:
         raise DatasetError(f"{spec.name}: features {missing} are not image features ({list(features.columns)})")
-    refs = [
-        put_frame(s3, spec.storage.bucket, spec.name, encode_png(p), storage_prefix=spec.storage.prefix)
-        for p in seed.pixels
-    ]
+
+    def put(pixels: np.ndarray) -> FrameRef:
+        return put_frame(s3, spec.storage.bucket, spec.name, encode_png(pixels), storage_prefix=spec.storage.prefix)
+
+    with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
+        refs = list(pool.map(put, seed.pixels))
     count = len(refs)
     offsets = np.linspace(0, SEED_SPAN_S, num=count, endpoint=False)
     data: dict[str, Sequence[Any] | Any] = {}
