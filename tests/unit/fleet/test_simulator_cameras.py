@@ -230,7 +230,8 @@ def test_the_camera_baseline_is_an_image_model_fitted_on_seed_frames(spec: Pipel
     assert sorted(model.labels) == sorted(LABELS) == sorted(spec.annotation.labels)
     assert set(spec.features) <= set(model.image_columns)  # a camera's record takes its features from it
     seed = make_seed_frames(spec)
-    assert len(seed.labels) == SEED_FRAMES_PER_GROUP * len(spec.groups) and set(seed.groups) == {g.name for g in spec.groups}
+    assert len(seed.labels) == SEED_FRAMES_PER_GROUP * len(spec.groups)
+    assert set(seed.groups) == {g.name for g in spec.groups}
     pixels, labels = make_frames("hall-west-00003", 0, 200, group_conditions("hall-west"))  # a fleet camera
     predicted = [model.labels[i] for i in model.predict_proba(pixel_rows(pixels)).argmax(axis=1)]
     assert np.mean([p == t for p, t in zip(predicted, labels, strict=True)]) >= 0.8
