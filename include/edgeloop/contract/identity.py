@@ -21,7 +21,7 @@ to the range checks of their reader.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,32 @@ def enrolment_record(
     )
 
 
+def claimed_group_outside(records: Iterable[bytes | None], groups: Collection[str]) -> str | None:
+    """The group a device's newest registry record claims, when none of its records (oldest first, None a
+    tombstone) claims one of `groups`; None when one does, or when the newest is a tombstone or none is
+    readable.
+
+    The claim is read unverified: a valid enrolment names its true group, so a device none of whose
+    records names one of `groups` has no enrolment in them, and a reader of those groups can leave its
+    signatures unchecked (about 0.2 ms each: 2 s for a registry of 10,000 devices).
+    """
+    newest: str | None = None
+    for value in records:
+        if value is None:
+            newest = None
+            continue
+        try:
+            group = loads_object(value, max_bytes=MAX_REGISTRY_RECORD_BYTES).get("group_id")
+        except JsonRefused:
+            continue
+        if not isinstance(group, str):
+            continue
+        if group in groups:
+            return None
+        newest = group
+    return newest
+
+
 class BadEnrolment(ValueError):
     """A registry record that is not a valid enrolment signed by a trusted key."""
 
@@ -100,6 +126,10 @@ class DeviceRegistry:
 
     devices: dict[str, Enrolment] = field(default_factory=dict)
     bad_records: list[str] = field(default_factory=list)
+    # Devices a reader of a few groups did not verify, with the group their newest record claims: none of
+    # their records names one of its groups, so none of their enrolments can be in them. Used only to
+    # name a refusal (`wrong_group`), never to accept a report.
+    elsewhere: dict[str, str] = field(default_factory=dict)
 
     def check(self, body: Mapping[str, Any]) -> str | None:
         """None if `body` (a decoded device report) is signed by its device and names the device's group;
@@ -118,7 +148,7 @@ class DeviceRegistry:
         else the refusal reason (`unknown_device`, `bad_signature`, `wrong_group`)."""
         enrolled = self.devices.get(device_id) if isinstance(device_id, str) else None
         if enrolled is None:
-            return "unknown_device"
+            return "wrong_group" if isinstance(device_id, str) and device_id in self.elsewhere else "unknown_device"
         try:
             enrolled.keys.verify(key_id, signature, data())
         except BadSignature:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgeloop.contract.artifact import ArtifactRef
-from edgeloop.contract.identity import DeviceRegistry
+from edgeloop.contract.identity import DeviceRegistry, claimed_group_outside
 from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.contract.messages import (
     Assignment,
@@ -158,10 +158,12 @@ class FleetView:
     it returns is what `read_registry` and `read_device_states` would return at that moment;
     `feedback` is what reading the heartbeats and error reports from those moments on would return.
 
-    With `groups`, the view holds the device-state of the devices enrolled in those groups only: the
-    others' records are passed over unverified, so a rollout job or gate of a few groups of a large
-    fleet verifies its own devices' states. The registry is whole (a report signed by a device of
-    another group is still refused as `wrong_group`).
+    With `groups`, the view holds the enrolments and device-state of the devices enrolled in those
+    groups only: a device none of whose registry records claims one of them is passed over
+    unverified (`contract.identity.claimed_group_outside`), so a rollout job or gate of a few
+    groups of a large fleet verifies its own devices. A report of such a device that names one of
+    the view's groups is refused as `wrong_group` (`DeviceRegistry.elsewhere`); its forged
+    registry records are counted by a view of the whole fleet (fleet health), not by this one.
     """
 
     def __init__(
@@ -207,10 +209,19 @@ class FleetView:
 
         enrolled = _changed_keys(self._enrolments, timeout)
         for key in enrolled:
-            enrolment, bad = enrolment_of(self.spec, self.trusted, key, self._enrolments.history[key])
+            history = self._enrolments.history[key]
+            device = key.decode("utf-8", "replace")
+            elsewhere = None if self.groups is None else claimed_group_outside((v for _, v in history), self.groups)
+            if elsewhere is not None:  # enrolled in none of the view's groups: not verified
+                self.registry.devices.pop(device, None)
+                self.registry.elsewhere[device] = elsewhere
+                self._registry_bad.pop(key, None)
+                continue
+            self.registry.elsewhere.pop(device, None)
+            enrolment, bad = enrolment_of(self.spec, self.trusted, key, history)
             _keep_if(self._registry_bad, key, bad)
             if enrolment is None:
-                self.registry.devices.pop(key.decode("utf-8", "replace"), None)
+                self.registry.devices.pop(device, None)
             else:
                 self.registry.devices[enrolment.device_id] = enrolment
         self.registry.bad_records = [line for bad in self._registry_bad.values() for line in bad]

@@ -6,16 +6,42 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from typing import Any
 
+from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.rollout.cli import ARTIFACT_ENV
 from edgeloop.rollout.job import RolloutJobError, group_of
 from edgeloop.rollout.pods import job_arguments, rollout_pod_operator
 from edgeloop.spec import PipelineSpec
 
 
+class WaveArtifact:
+    """A version's ONNX file, resolved by the first local job of a wave and shared with the wave's other jobs:
+    they start together, and each resolution reads the registry and the file. A failed resolution is not kept
+    (the next job tries again and fails for its own group)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._resolved: dict[str, ArtifactRef | None] = {}
+
+    def get(self, spec: PipelineSpec, group: str, model_version: str) -> ArtifactRef | None:
+        from edgeloop.rollout.job import version_artifact
+
+        with self._lock:
+            if model_version not in self._resolved:
+                self._resolved[model_version] = version_artifact(spec, group, model_version, None)
+            return self._resolved[model_version]
+
+
 def run_local_job(
-    spec: PipelineSpec, group: str, model_version: str, wave: int, rollout_id: str, rollback: bool = False
+    spec: PipelineSpec,
+    group: str,
+    model_version: str,
+    wave: int,
+    rollout_id: str,
+    rollback: bool = False,
+    artifact: WaveArtifact | None = None,
 ) -> dict[str, Any]:
     """The same `edgeloop rollout-job` a pod would run, as a child process of the task."""
     args = [sys.executable, "-m", "edgeloop.cli", *job_arguments(spec, group, model_version, wave, rollout_id)]
@@ -23,7 +49,6 @@ def run_local_job(
         args.append("--rollback")
     from edgeloop.connections import PipelineClients, control_signer, control_trusted_keys
     from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
-    from edgeloop.rollout.job import version_artifact
     from edgeloop.rollout.pause import PAUSE_URL_ENV, pause_url
 
     timeout = spec.rollout.timeout.total_seconds() + 120
@@ -42,9 +67,9 @@ def run_local_job(
             raise RolloutJobError(
                 f"group {group}: the pause flag needs the {spec.connections.s3!r} connection, not usable here: {exc}"
             ) from exc
-    artifact = version_artifact(spec, group, model_version, None)
-    if artifact is not None:
-        env[ARTIFACT_ENV] = json.dumps(artifact.to_dict())
+    resolved = (artifact or WaveArtifact()).get(spec, group, model_version)
+    if resolved is not None:
+        env[ARTIFACT_ENV] = json.dumps(resolved.to_dict())
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).splitlines()[-12:])
@@ -63,6 +88,7 @@ def launch_group(
     rollout_id: str,
     context: Any,
     rollback: bool = False,
+    artifact: WaveArtifact | None = None,
 ) -> dict[str, Any]:
     from edgeloop.deployment import require_allowed
 
@@ -72,4 +98,4 @@ def launch_group(
         if rollback:
             operator.arguments = [*operator.arguments, "--rollback"]
         return dict(operator.execute(context) or {})
-    return run_local_job(spec, group, model_version, wave, rollout_id, rollback)
+    return run_local_job(spec, group, model_version, wave, rollout_id, rollback, artifact)

@@ -345,10 +345,12 @@ def test_a_followed_fleet_view_reads_what_a_fresh_read_does(
         assert sorted(registry.bad_records) == sorted(fresh_registry.bad_records)
         assert states.devices == fresh.devices
         assert (sorted(states.bad_records), states.refused) == (sorted(fresh.bad_records), fresh.refused)
-        # a view of one group holds that group's devices' states as the whole fleet's view does, and no other
+        # a view of one group holds that group's devices and their states as the whole fleet's view does, and of
+        # the others only the group their records claim (not verified)
         north_registry, north_states = north_view.refresh(timeout=30)
         enrolled = {d for d, e in fresh_registry.devices.items() if e.group_id == "plant-north"}
-        assert north_registry.devices.keys() == fresh_registry.devices.keys()
+        assert north_registry.devices.keys() == enrolled
+        assert north_registry.elsewhere.keys() == fresh_registry.devices.keys() - enrolled
         assert north_states.devices == {d: s for d, s in fresh.devices.items() if d in enrolled}
         return len(registry.devices), len(states.devices)
 

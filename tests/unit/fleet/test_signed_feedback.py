@@ -168,3 +168,24 @@ def test_a_reading_verifies_only_the_heartbeats_it_uses(spec: PipelineSpec, regi
         registry=registry,
     )
     assert (status.group(CANARY).records, status.group(CANARY).errors) == (210, 90)  # 70 + 30 a device
+
+
+def test_a_reader_of_some_groups_leaves_the_others_enrolments_unverified(spec: PipelineSpec) -> None:
+    """A device none of whose registry records claims one of the reader's groups cannot be enrolled in them:
+    its records are not verified; any record claiming one of them (forged or not) makes the reader verify."""
+    from edgeloop.contract.identity import claimed_group_outside
+
+    north = enrolment(spec, OPERATOR, "north-1", "plant-north", device_key(spec.name, "north-1"))
+    forged = enrolment(spec, INTRUDER, "north-1", CANARY, INTRUDER)
+    canary = {CANARY}
+    assert claimed_group_outside([north], canary) == "plant-north"
+    assert claimed_group_outside([north, b"{not json", b"[]"], canary) == "plant-north"  # unreadable: no claim
+    assert claimed_group_outside([forged, north], canary) is None  # a claim on the canary: verify them all
+    assert claimed_group_outside([north, None], canary) is None  # removed
+    assert claimed_group_outside([b"{not json"], canary) is None  # nothing readable: verify (and refuse) it
+
+    # a report of such a device naming a reader's group is refused as wrong_group, one of another unknown device
+    reader = DeviceRegistry(elsewhere={"north-1": "plant-north"})
+    body = json.loads(signed_json(heartbeat("north-1", CANARY, 5, 10, 0, 0.9), device_key(spec.name, "north-1")))
+    assert reader.check(body) == "wrong_group"
+    assert reader.check({**body, "device_id": "north-9"}) == "unknown_device"
