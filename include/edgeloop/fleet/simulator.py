@@ -66,6 +66,7 @@ from edgeloop.contract.messages import (
 )
 from edgeloop.edge.config import SchemaField, TelemetryPolicy
 from edgeloop.edge.device import QUEUED_KINDS, ControlVerdict, DeviceCore, ModelOrder, Outgoing, verify_control
+from edgeloop.events import alert_message
 from edgeloop.fleet import groundtruth
 from edgeloop.fleet.agents import telemetry_policy
 from edgeloop.fleet.cameras import CameraRig, camera_rig, camera_step, check_camera_drift, is_camera_pipeline
@@ -603,7 +604,11 @@ class FleetSimulator:
                 self._announce_backlog(self.groups[group], devices, records, now)
 
     def _announce_backlog(self, group: str, devices: int, records: int, now: float) -> None:
-        """A `backlog` alert (edgeloop.events): reconnected devices sent buffered data, ingest now."""
+        """A `backlog` alert: reconnected devices sent buffered data, ingest now.
+
+        Checked and keyed by `edgeloop.events.alert_message` (the rule of `publish_alerts`), then sent on the
+        harness's own asynchronous producer with the devices' messages.
+        """
         alert = {
             "kind": "backlog",
             "pipeline": self.spec.name,
@@ -612,7 +617,8 @@ class FleetSimulator:
             "readings": {"devices": devices, "records": records},
             "at": iso_ms(now),
         }
-        self._produce(self.spec.topic("alerts"), group.encode(), json.dumps(alert).encode())
+        key, value = alert_message(self.spec, alert)
+        self._produce(self.spec.topic("alerts"), key, value)
         self.stats.backlog_alerts += 1
 
     # --- control: verified once, decided by each device's core ---------------------------
