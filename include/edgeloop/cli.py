@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("fleet", help="the edge fleet: simulate, status, push, health, ensure-topics")
 
     from edgeloop.annotation.cli import add_parser as add_annotate_bot
-    from edgeloop.fleet.agents import add_parser as add_agent
+    from edgeloop.fleet.agent_cli import add_parser as add_agent
     from edgeloop.rollout.cli import add_parser as add_rollout_job
 
     add_rollout_job(sub)
