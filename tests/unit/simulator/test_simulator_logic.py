@@ -18,11 +18,11 @@ from edgeloop.contract.messages import Assignment, DeviceState, Target, new_assi
 from edgeloop.edge.config import SchemaField
 from edgeloop.edge.device import DeviceCore, Outgoing
 from edgeloop.events import AlertError, alert_key, alert_message, parse_alert
-from edgeloop.fleet.groundtruth import generated_ms
-from edgeloop.fleet.models import CachedModelProvider, baseline_provider
-from edgeloop.fleet.sensors import DriftInjection, SensorProfile, sensor_profile
-from edgeloop.fleet.simulator import FleetSimulator, Outage, SimulatorOptions
+from edgeloop.simulator.fleet import FleetSimulator, Outage, SimulatorOptions
+from edgeloop.simulator.groundtruth import generated_ms
+from edgeloop.simulator.models import CachedModelProvider, baseline_provider
 from edgeloop.spec import PipelineSpec, load_spec
+from edgeloop.training.sensors import DriftInjection, SensorProfile, sensor_profile
 
 DEMO = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
 NO_BROKER = {"bootstrap.servers": "127.0.0.1:1"}  # the constructor never connects
