@@ -190,7 +190,7 @@ def run_demo() -> dict[str, Any]:
     from edgeloop.drift.reference import reference_from_frame
     from edgeloop.drift.synthetic import SensorDrift, make_telemetry
     from edgeloop.drift.window import frame_sample
-    from edgeloop.fleet.simulator import allocate_devices
+    from edgeloop.simulator.fleet import allocate_devices
     from edgeloop.spec import load_spec
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "include" / "pipelines" / "factory_maintenance.yaml")

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         spec, spec_path = bench_spec(Path(folder))
         command = [
-            sys.executable, "-m", "edgeloop.fleet.cli", "simulate", "--spec", str(spec_path),
+            sys.executable, "-m", "edgeloop.cli", "fleet", "simulate", "--spec", str(spec_path),
             "--bootstrap", args.bootstrap, "--devices", str(args.devices), "--duration", str(args.duration),
             "--models", "rules", "--telemetry-interval", "1", "--heartbeat-interval", "10",
         ]  # fmt: skip

@@ -33,9 +33,9 @@ from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.keys import Keyring, Signer
 from edgeloop.devstack import k8s
 from edgeloop.rollout.job import run_kubernetes_wave
-from edgeloop.rollout.manifests import agent_configmap, agent_daemonset, daemonset_name
+from edgeloop.rollout.manifests import agent_configmap, agent_daemonset
 from edgeloop.rollout.plan import Wave, spec_waves
-from edgeloop.spec import EdgeGroup, PipelineSpec, load_spec
+from edgeloop.spec import EdgeGroup, PipelineSpec, daemonset_name, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "include" / "pipelines" / "factory_maintenance.yaml"

@@ -210,7 +210,7 @@ def start_simulator(
     """The fleet simulator as a child process; `faults` maps versions to injected faults (default: 5 and 6 crash)."""
     faults = {EDGELOOP_BAD: "crash", NAIVE_BAD: "crash"} if faults is None else faults
     command = [
-        sys.executable, "-m", "edgeloop.fleet.cli", "simulate", "--spec", str(spec_path),
+        sys.executable, "-m", "edgeloop.cli", "fleet", "simulate", "--spec", str(spec_path),
         "--devices", str(devices), "--models", "rules", "--model-version", START, "--no-ground-truth",
         *(arg for version, fault in faults.items() for arg in ("--fault", f"{version}={fault}")),
     ]  # fmt: skip

@@ -97,10 +97,10 @@ def onnx_models(rows: int) -> tuple[Any, Any, np.ndarray]:
     import pandas as pd
 
     from edgeloop.edge.runtime import load_model
-    from edgeloop.fleet.sensors import sensor_profile
     from edgeloop.spec import load_spec
     from edgeloop.training.estimators import for_inference, make_estimator, step_params
     from edgeloop.training.onnx_export import export_onnx
+    from edgeloop.training.sensors import sensor_profile
 
     spec = load_spec(DEMO)
     profile = sensor_profile(spec)

@@ -51,8 +51,8 @@ def one_device_hour(spec: Any, drifted: bool = False) -> Uplink:
     from edgeloop.edge.device import DeviceCore
     from edgeloop.edge.runtime import load_model
     from edgeloop.fleet.agents import agent_config
-    from edgeloop.fleet.baseline import baseline_onnx
-    from edgeloop.fleet.sensors import DriftInjection, apply_drift, sensor_profile
+    from edgeloop.simulator.baseline import baseline_onnx
+    from edgeloop.training.sensors import DriftInjection, apply_drift, sensor_profile
 
     profile = sensor_profile(spec)
     rng = np.random.default_rng(11)
@@ -102,7 +102,7 @@ def merge_time(spec: Any, *, window_s: float, devices: int = DEVICES) -> dict[st
     from edgeloop.contract.profile import decode_profile, encode_profile
     from edgeloop.drift.profiles import merge_profiles
     from edgeloop.drift.synthetic import make_telemetry
-    from edgeloop.fleet.replay import replay_profiles
+    from edgeloop.simulator.replay import replay_profiles
 
     groups = [g.name for g in spec.groups]
     frame = make_telemetry(

@@ -98,12 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo_p.set_defaults(func=_cmd_demo)
 
-    # `edgeloop fleet ...` is dispatched to edgeloop.fleet.cli before parsing (see main); listed here for --help.
+    # `edgeloop fleet ...` is dispatched to fleet_main before parsing (see main); listed here for --help.
     sub.add_parser("fleet", help="the edge fleet: simulate, status, push, health, ensure-topics")
 
-    from edgeloop.annotation.cli import add_parser as add_annotate_bot
-    from edgeloop.fleet.agents import add_parser as add_agent
+    from edgeloop.fleet.agent_cli import add_parser as add_agent
     from edgeloop.rollout.cli import add_parser as add_rollout_job
+    from edgeloop.simulator.annotate_bot import add_parser as add_annotate_bot
 
     add_rollout_job(sub)
     add_annotate_bot(sub)
@@ -119,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fleet_main(argv: Sequence[str]) -> int:
+    """`edgeloop fleet ...`: the simulator's `simulate` beside the control plane's commands; returns the exit code."""
+    from edgeloop.fleet.cli import add_commands, run
+    from edgeloop.simulator.cli import add_simulate
+
+    parser = argparse.ArgumentParser(
+        prog="edgeloop fleet",
+        description="`edgeloop fleet ...`: simulate a fleet, show its status, push assignments, check health.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_simulate(sub)
+    add_commands(sub)
+    return run(parser.parse_args(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["spec", "new"]:
@@ -126,8 +141,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return spec_new(argv[2:])
     if argv[:1] == ["fleet"]:
-        from edgeloop.fleet.cli import main as fleet_main
-
         return fleet_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))

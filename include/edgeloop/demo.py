@@ -182,7 +182,7 @@ class DemoSettings:
 
         Its cameras are as many as the spec's groups name; `values` set any field.
         """
-        from edgeloop.fleet.cameras import is_camera_pipeline
+        from edgeloop.simulator.cameras import is_camera_pipeline
 
         defaults: dict[str, Any] = {"pipeline": spec.name}
         if is_camera_pipeline(spec):
@@ -256,7 +256,7 @@ def load_pipelines(api: AirflowApi, specs: list[PipelineSpec], timeout: float = 
 def forget_other_devices(env: dict[str, str], spec: PipelineSpec, devices: int) -> list[str]:
     """Remove the twins of devices this fleet does not run (left by an earlier, larger simulated fleet)."""
     from edgeloop.fleet.control import forget_devices, read_device_states
-    from edgeloop.fleet.simulator import simulated_device_ids
+    from edgeloop.simulator.fleet import simulated_device_ids
 
     kafka = {"bootstrap.servers": env["EDGELOOP_KAFKA_BOOTSTRAP"]}
     ours = simulated_device_ids(spec, devices)

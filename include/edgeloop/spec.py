@@ -8,6 +8,7 @@ connections named here, never from the spec itself.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -646,10 +647,33 @@ def with_profiles(spec: PipelineSpec, **telemetry: Any) -> PipelineSpec:
     return PipelineSpec.model_validate(data)
 
 
+# --- Kubernetes object names (the rollout's manifests use them; loading checks they do not clash) ---
+
+
+def _fit(name: str, suffix: str = "") -> str:
+    """`name + suffix` within 63 characters; a name cut short ends with a hash of all of it, so cuts never collide."""
+    if len(name) + len(suffix) <= 63:
+        return name + suffix
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: 63 - len(suffix) - 9].rstrip('-')}-{digest}{suffix}"
+
+
+def daemonset_name(spec: PipelineSpec, group: str) -> str:
+    """The group's inference DaemonSet: `<pipeline>-inference-<group>`, hashed when longer than 63 characters."""
+    return _fit(f"{spec.name.replace('_', '-')}-inference-{group}")
+
+
+def agent_config_name(spec: PipelineSpec, group: str) -> str:
+    return _fit(f"{spec.name.replace('_', '-')}-inference-{group}", "-agent")
+
+
+def assignment_config_name(spec: PipelineSpec, group: str, assignment_id: str) -> str:
+    digest = hashlib.sha256(assignment_id.encode()).hexdigest()[:10]
+    return _fit(f"{spec.name.replace('_', '-')}-inference-{group}", f"-asg-{digest}")
+
+
 def kubernetes_objects(spec: PipelineSpec) -> list[tuple[str, str, str, str]]:
     """(namespace, kind, name, group) of each object the rollout makes for the spec's kubernetes groups."""
-    from edgeloop.rollout.manifests import agent_config_name, daemonset_name
-
     namespace = spec.rollout.namespace
     return [
         obj

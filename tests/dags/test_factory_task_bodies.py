@@ -162,7 +162,7 @@ def test_the_annotate_tasks_read_the_alert_the_params_and_the_wait(record: Any) 
         record(annotation_tasks, "export_dataset"),
     )
     dag = stages.build_annotate(SPEC)
-    drift = stages.drift_asset(SPEC)
+    drift = stages.stage_asset(SPEC, "drift")
     event = types.SimpleNamespace(extra={"payload": {"alert_id": "a1"}})
     events = {"triggering_asset_events": {drift: [event]}}
     run_task(dag, "select_batch", **context(dag, "select_batch", {"group": "line-canary", "size": 5}, **events))
@@ -185,7 +185,7 @@ def test_the_train_tasks_read_the_version_the_budget_and_each_previous_result(re
         record(train_tasks, "announce_model"),
     )
     dag = stages.build_train(SPEC)
-    curated = stages.curated_asset(SPEC)
+    curated = stages.stage_asset(SPEC, "curated")
     events = {"triggering_asset_events": {curated: [types.SimpleNamespace(extra={"version": "v9"})]}}
     run_task(dag, "build_dataset", **context(dag, "build_dataset", {"dataset_version": None}, **events))
     built = example(train_tasks.DatasetBuilt)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from edgeloop.contract.artifact import META_GOLDEN
-from edgeloop.fleet.baseline import baseline_onnx
-from edgeloop.fleet.sensors import SensorProfile, sensor_profile
+from edgeloop.simulator.baseline import baseline_onnx
 from edgeloop.spec import PipelineSpec, load_spec
+from edgeloop.training.sensors import SensorProfile, sensor_profile
 
 DEMO_SPEC = Path(__file__).resolve().parents[2] / "include" / "pipelines" / "factory_maintenance.yaml"
 

@@ -23,9 +23,9 @@ from edgeloop.contract.messages import ControlRejected, parse_assignment
 from edgeloop.devstack import k8s
 from edgeloop.devstack.config import REPO_ROOT
 from edgeloop.rollout.job import run_kubernetes_wave
-from edgeloop.rollout.manifests import agent_config_name, agent_configmap, agent_daemonset, daemonset_name
+from edgeloop.rollout.manifests import agent_configmap, agent_daemonset
 from edgeloop.rollout.pods import rollout_pod_operator
-from edgeloop.spec import PipelineSpec
+from edgeloop.spec import PipelineSpec, agent_config_name, daemonset_name
 from tests.helpers.keys import INTRUDER, OPERATOR, TRUSTED, device_key
 
 pytestmark = pytest.mark.k8s

@@ -58,7 +58,7 @@ def annotate_bot(
     """Label the open tasks of the pipeline's project (optionally of one batch) once.
 
     The truth comes from `true_label(record_id)` or, in one call for all open tasks, from
-    `true_labels(record_ids)` (e.g. `lambda ids: fleet.groundtruth.true_labels(spec, kafka, ids)`).
+    `true_labels(record_ids)` (e.g. `lambda ids: simulator.groundtruth.true_labels(spec, kafka, ids)`).
     Records whose true label is unknown are left open. Returns counts: open tasks seen,
     labelled, labelled with noise, without a true label, failed.
     """

@@ -1,13 +1,16 @@
-"""Pipelines a test or benchmark adds to the running stack, and their removal (DAGs, topics, objects, model)."""
+"""Pipelines a test or benchmark adds to the stack, and their removal (DAGs, topics, objects, model, metrics)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from edgeloop.spec import STAGES, PipelineSpec, load_spec
+
+log = logging.getLogger(__name__)
 
 
 def s3_client(env: dict[str, str]) -> Any:
@@ -34,7 +37,7 @@ def write_pipeline(folder: Path, data: dict[str, Any]) -> tuple[Path, PipelineSp
 
 
 def remove_pipeline(api: Any, s3: Any, spec: PipelineSpec, env: dict[str, str]) -> None:
-    """Pause and delete the DAGs, delete topics, objects and the registered model (best effort, all of it)."""
+    """Pause and delete the DAGs; delete topics, objects, the registered model and pushed metrics (best effort)."""
     from confluent_kafka.admin import AdminClient
     from mlflow import MlflowClient
 
@@ -64,3 +67,22 @@ def remove_pipeline(api: Any, s3: Any, spec: PipelineSpec, env: dict[str, str]) 
     experiment = client.get_experiment_by_name(experiment_name(spec))
     if experiment is not None and experiment.lifecycle_stage == "active":
         client.delete_experiment(experiment.experiment_id)
+    forget_pushed_metrics(spec, env)
+
+
+def forget_pushed_metrics(spec: PipelineSpec, env: dict[str, str]) -> int:
+    """Delete the pipeline's metric groups from the stack's Pushgateway; return how many went.
+
+    Best effort: without a Pushgateway in `env`, or with one that is down, nothing is deleted and
+    the removal goes on (a warning says why).
+    """
+    from edgeloop.metrics.push import PUSHGATEWAY_ENV, MetricsPushError, delete_pipeline_groups
+
+    gateway = env.get(PUSHGATEWAY_ENV)
+    if not gateway:
+        return 0
+    try:
+        return len(delete_pipeline_groups(gateway, spec.name, timeout=5.0))
+    except MetricsPushError as exc:
+        log.warning("metric groups of %s left on the Pushgateway: %s", spec.name, exc)
+        return 0

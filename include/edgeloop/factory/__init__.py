@@ -22,11 +22,8 @@ def build_pipeline_dags(spec: PipelineSpec, stages: tuple[str, ...] = STAGES) ->
     """All DAGs of one pipeline, keyed by dag_id `<pipeline>__<stage>`."""
     from edgeloop.factory import stages as builders
 
-    dags: dict[str, DAG] = {}
-    for stage in stages:
-        built = getattr(builders, f"build_{stage}")(spec)
-        dags[built.dag_id] = built
-    return dags
+    built = [getattr(builders, f"build_{stage}")(spec) for stage in stages]
+    return {dag.dag_id: dag for dag in built}
 
 
 def build_dags(stage: str | None = None, folder: Path | None = None) -> dict[str, DAG]:
@@ -41,7 +38,4 @@ def build_dags(stage: str | None = None, folder: Path | None = None) -> dict[str
     for error in loaded.errors:
         log.error("edgeloop spec skipped: %s", error)
     stages = STAGES if stage is None else (stage,)
-    dags: dict[str, DAG] = {}
-    for spec in loaded.specs:
-        dags.update(build_pipeline_dags(spec, stages))
-    return dags
+    return {dag_id: dag for spec in loaded.specs for dag_id, dag in build_pipeline_dags(spec, stages).items()}

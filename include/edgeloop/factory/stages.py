@@ -9,7 +9,10 @@ imported inside its tasks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from importlib import import_module
 from typing import Any
 
 from airflow.sdk import (
@@ -34,59 +37,29 @@ from edgeloop.spec import STAGE_SUMMARIES, PipelineSpec, parse_schedule
 from edgeloop.training import tasks as train_tasks
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+INGEST_TASKS = "edgeloop.ingest.tasks"  # imported when an ingest task runs: its package is heavy to import
 
 
-# --- assets: one place for the names that chain the stages ----------------------
+def stage_asset(spec: PipelineSpec, stage: str) -> Asset:
+    """The asset named `<pipeline>.<stage>`: `raw`, `curated` and `model` are what a stage made; `drift` and
+    `backlog` are alerts of that kind on Kafka (from the pipeline's DAGs, devices or anyone else), watched.
 
-
-# Asset URIs use the `x-edgeloop://` scheme on purpose: an `s3://` URI (any non `x-` scheme) makes
-# Airflow load every provider's URI handlers, boto3 included, which costs more than the whole DAG file.
-# The real location travels in the asset's extra.
-
-
-def _asset(spec: PipelineSpec, stage: str, location: str, **kwargs: Any) -> Asset:
-    return Asset(
-        name=f"{spec.name}.{stage}",
-        uri=f"x-edgeloop://{spec.name}/{stage}",
-        group="edgeloop",
-        extra={"location": location},
-        **kwargs,
-    )
-
-
-def raw_asset(spec: PipelineSpec) -> Asset:
-    return _asset(spec, "raw", spec.asset_uri("raw"))
-
-
-def curated_asset(spec: PipelineSpec) -> Asset:
-    return _asset(spec, "curated", spec.asset_uri("curated"))
-
-
-def model_asset(spec: PipelineSpec) -> Asset:
-    return _asset(spec, "model", f"models:/{spec.registry.model_name}")
-
-
-def _alert_watcher(spec: PipelineSpec, kind: str) -> AssetWatcher:
-    trigger = AlertTrigger(
-        topics=[spec.topic("alerts")],
-        pipeline=spec.name,
-        kinds=[kind],
-        kafka_config_id=spec.connections.kafka,
-    )
-    return AssetWatcher(name=f"{spec.name}_{kind}_alerts", trigger=trigger)
-
-
-def drift_asset(spec: PipelineSpec) -> Asset:
-    """Drift alerts on Kafka, from the drift DAG or from anyone else, become events of this asset."""
-    return _asset(spec, "drift", f"kafka://{spec.topic('alerts')}", watchers=[_alert_watcher(spec, "drift")])
-
-
-def backlog_asset(spec: PipelineSpec) -> Asset:
-    """A device group announcing buffered data (e.g. after reconnecting) starts an ingest run."""
-    return _asset(spec, "backlog", f"kafka://{spec.topic('alerts')}", watchers=[_alert_watcher(spec, "backlog")])
-
-
-# --- common DAG settings -------------------------------------------------------------
+    URIs use the `x-edgeloop://` scheme on purpose: an `s3://` URI (any non `x-` scheme) makes Airflow load
+    every provider's URI handlers, boto3 included, which costs more than the whole DAG file. The real
+    location travels in the asset's extra.
+    """
+    watchers = []
+    if stage in ("drift", "backlog"):
+        alerts = spec.topic("alerts")
+        trigger = AlertTrigger(
+            topics=[alerts], pipeline=spec.name, kinds=[stage], kafka_config_id=spec.connections.kafka
+        )
+        watchers.append(AssetWatcher(name=f"{spec.name}_{stage}_alerts", trigger=trigger))
+        location = f"kafka://{alerts}"
+    else:
+        location = f"models:/{spec.registry.model_name}" if stage == "model" else spec.asset_uri(stage)
+    name, uri = f"{spec.name}.{stage}", f"x-edgeloop://{spec.name}/{stage}"
+    return Asset(name, uri, group="edgeloop", extra={"location": location}, watchers=watchers)
 
 
 def timetable(schedule: str) -> CronTriggerTimetable | DeltaTriggerTimetable:
@@ -118,7 +91,35 @@ def _asset_events(context: Any, asset: Asset) -> list[Any]:
     return list((context.get("triggering_asset_events") or {}).get(asset) or [])
 
 
-# --- builders -------------------------------------------------------------------------
+def _named(body: Callable[..., Any], task_id: str, **decorator: Any) -> Any:
+    body.__name__ = body.__qualname__ = task_id
+    return task(task_id=task_id, **decorator)(body)
+
+
+def _call_task(
+    spec: PipelineSpec, run: Callable[..., Any], *args: Any, ctx: bool = True, events: Asset | None = None, **kw: Any
+) -> Any:
+    """A `@task` (id: `run`'s name without `run_`, or `task_id`) whose body is one call and returns its XCom (a dict,
+    so `multiple_outputs` as before): `run(spec, *upstream, *args[, the run's events of `events`][, context if ctx])`.
+    """
+
+    def body(*upstream: Any, **airflow_context: Any) -> dict[str, Any]:
+        inputs = [*upstream, *args, *([_asset_events(airflow_context, events)] if events is not None else [])]
+        xcom: dict[str, Any] = run(spec, *inputs, *([airflow_context] if ctx else [])).to_xcom()
+        return xcom
+
+    return _named(body, kw.pop("task_id", run.__name__.removeprefix("run_")), **kw)
+
+
+def _outlet_task(task_id: str, asset: Asset, call: Callable[[Any, Any], Any], extra: str = "to_xcom") -> Any:
+    """A `@task` making `asset`: `call(previous XCom, context)`; the result's `extra()` (by name) is the event extra."""
+
+    def body(previous: Any, **context: Any) -> Any:
+        result = call(previous, context)
+        yield Metadata(asset, extra=getattr(result, extra)())
+        return result.to_xcom()
+
+    return _named(body, task_id, outlets=[asset])
 
 
 def build_ingest(spec: PipelineSpec) -> DAG:
@@ -129,7 +130,8 @@ def build_ingest(spec: PipelineSpec) -> DAG:
             False, type="boolean", description="go on past offsets Kafka deleted (retention) before they were ingested"
         ),
     }
-    schedule = AssetOrTimeSchedule(timetable=timetable(spec.ingest.schedule or "15m"), assets=[backlog_asset(spec)])
+    backlog, raw = stage_asset(spec, "backlog"), stage_asset(spec, "raw")
+    schedule = AssetOrTimeSchedule(timetable=timetable(spec.ingest.schedule or "15m"), assets=[backlog])
     with _dag(spec, "ingest", schedule, params) as dag:
 
         @task
@@ -144,39 +146,20 @@ def build_ingest(spec: PipelineSpec) -> DAG:
 
             return tasks.run_ingest_topic(spec, topic, context).to_xcom()
 
-        @task(outlets=[raw_asset(spec)])
-        def publish(results: list[dict[str, Any]]) -> Any:
-            from edgeloop.ingest import tasks
-
-            extra = tasks.run_publish(results).to_xcom()
-            yield Metadata(raw_asset(spec), extra=extra)
-            return extra
-
+        publish = _outlet_task("publish", raw, lambda results, _: import_module(INGEST_TASKS).run_publish(results))
         publish(ingest_topic.expand(topic=plan()))
     return dag
 
 
 def build_drift(spec: PipelineSpec) -> DAG:
-    schedule = AssetOrTimeSchedule(timetable=timetable(spec.drift.schedule or "1h"), assets=[raw_asset(spec)])
+    schedule = AssetOrTimeSchedule(timetable=timetable(spec.drift.schedule or "1h"), assets=[stage_asset(spec, "raw")])
     with _dag(spec, "drift", schedule) as dag:
-
-        @task
-        def check_drift(**context: Any) -> dict[str, Any]:
-            return drift_tasks.run_check_drift(spec, context).to_xcom()
-
-        @task
-        def publish_alerts(result: dict[str, Any], **context: Any) -> dict[str, Any]:
-            return drift_tasks.run_publish_alerts(spec, result, context).to_xcom()
-
-        @task
-        def render_reports(**context: Any) -> dict[str, Any]:
-            """The Evidently reports of the scopes without drift, off the alert's path."""
-            return drift_tasks.run_render_reports(spec, context).to_xcom()
-
-        checked = check_drift()
+        checked = _call_task(spec, drift_tasks.run_check_drift)()
         # the "Drift report" button of the task in the UI (a decorated task takes links this way)
-        checked.operator.operator_extra_links = (DriftReportLink(),)  # type: ignore[attr-defined]
-        publish_alerts(checked) >> render_reports()
+        checked.operator.operator_extra_links = (DriftReportLink(),)
+        doc = "The Evidently reports of the scopes without drift, off the alert's path."
+        published = _call_task(spec, drift_tasks.run_publish_alerts)(checked)
+        published >> _call_task(spec, drift_tasks.run_render_reports, doc_md=doc)()
     return dag
 
 
@@ -187,26 +170,13 @@ def build_annotate(spec: PipelineSpec) -> DAG:
         "group": Param(None, type=["null", "string"], enum=[None, *[g.name for g in spec.groups]]),
         "size": Param(spec.annotation.batch_size, type="integer", minimum=1),
     }
-    drift = drift_asset(spec)
+    drift, curated = stage_asset(spec, "drift"), stage_asset(spec, "curated")
     with _dag(spec, "annotate", [drift], params) as dag:
-
-        @task
-        def select_batch(**context: Any) -> dict[str, Any]:
-            return annotation_tasks.run_select_batch(spec, _asset_events(context, drift), context).to_xcom()
-
-        @task
-        def open_batch(selection: dict[str, Any], **context: Any) -> dict[str, Any]:
-            return annotation_tasks.run_open_batch(spec, selection, context).to_xcom()
-
-        @task(outlets=[curated_asset(spec)])
-        def export_dataset(waited: dict[str, Any], **context: Any) -> Any:
-            result = annotation_tasks.run_export_dataset(spec, waited, context)
-            yield Metadata(curated_asset(spec), extra=result.asset_extra())
-            return result.to_xcom()
-
-        opened = open_batch(select_batch())
+        selected = _call_task(spec, annotation_tasks.run_select_batch, events=drift)()
+        opened = _call_task(spec, annotation_tasks.run_open_batch)(selected)
         waited = AnnotationBatchSensor.for_spec(spec, batch=opened)
-        export_dataset(waited.output)
+        export = partial(annotation_tasks.run_export_dataset, spec)
+        _outlet_task("export_dataset", curated, export, extra="asset_extra")(waited.output)
     return dag
 
 
@@ -215,32 +185,14 @@ def build_train(spec: PipelineSpec) -> DAG:
         "dataset_version": Param(None, type=["null", "string"], description="curated version; default: newest"),
         "search_budget": Param(spec.training.search_budget, type="integer", minimum=1, maximum=500),
     }
-    curated = curated_asset(spec)
+    curated = stage_asset(spec, "curated")
     with _dag(spec, "train", [curated], params) as dag:
-
-        @task
-        def build_dataset(**context: Any) -> dict[str, Any]:
-            return train_tasks.run_build_dataset(spec, _asset_events(context, curated), context).to_xcom()
-
-        @task
-        def train_model(dataset: dict[str, Any], **context: Any) -> dict[str, Any]:
-            return train_tasks.run_train_model(spec, dataset, context).to_xcom()
-
-        @task
-        def register_challenger(trained: dict[str, Any]) -> dict[str, Any]:
-            return train_tasks.run_register_challenger(spec, trained).to_xcom()
-
-        @task
-        def evaluation_gate(registered: dict[str, Any], **context: Any) -> dict[str, Any]:
-            return train_tasks.run_evaluation_gate(spec, registered, context).to_xcom()
-
-        @task(outlets=[model_asset(spec)])
-        def announce_model(decision: dict[str, Any]) -> Any:
-            extra = train_tasks.run_announce_model(decision).to_xcom()
-            yield Metadata(model_asset(spec), extra=extra)
-            return extra
-
-        announce_model(evaluation_gate(register_challenger(train_model(build_dataset()))))
+        built = _call_task(spec, train_tasks.run_build_dataset, events=curated)()
+        trained = _call_task(spec, train_tasks.run_train_model)(built)
+        registered = _call_task(spec, train_tasks.run_register_challenger, ctx=False)(trained)
+        decision = _call_task(spec, train_tasks.run_evaluation_gate)(registered)
+        model = stage_asset(spec, "model")
+        _outlet_task("announce_model", model, lambda d, _: train_tasks.run_announce_model(d))(decision)
     return dag
 
 
@@ -248,45 +200,19 @@ def build_rollout(spec: PipelineSpec) -> DAG:
     from edgeloop.rollout.operators import RolloutGateOperator
     from edgeloop.rollout.plan import spec_waves
 
+    reason = "an admin's manual run, with a reason"
     params = {
         "model_version": Param(None, type=["null", "string"], description="registry version; default: from the event"),
         "groups": Param([g.name for g in spec.groups], type="array"),
-        "skip_canary_reason": Param(
-            "", type="string", description="leaving out the canary wave: an admin's manual run, with a reason"
-        ),
+        "skip_canary_reason": Param("", type="string", description=f"leaving out the canary wave: {reason}"),
         "override_reason": Param(
-            "",
-            type="string",
-            description="rolling out a version the evaluation gate did not pass: an admin's manual run, with a reason",
+            "", type="string", description=f"rolling out a version the evaluation gate did not pass: {reason}"
         ),
     }
     tasks = rollout_tasks
-    with _dag(spec, "rollout", [model_asset(spec)], params) as dag:
-
-        @task
-        def plan(**context: Any) -> dict[str, Any]:
-            return tasks.run_plan(spec, context).to_xcom()
-
-        @task(task_id=tasks.SHADOW_TASK_ID)
-        def shadow(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-            return tasks.run_shadow(spec, plan, context).to_xcom()
-
-        def apply(index: int, task_id: str) -> Any:
-            @task(task_id=task_id, trigger_rule="none_failed")
-            def apply_wave(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-                return tasks.run_apply_wave(spec, plan, index, context).to_xcom()
-
-            return apply_wave
-
-        @task(trigger_rule="all_done")
-        def promote(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-            return tasks.run_promote(spec, plan, context).to_xcom()
-
-        @task(trigger_rule="all_done")
-        def rollback(plan: dict[str, Any], **context: Any) -> None:
-            tasks.run_rollback(spec, plan, context)
-
-        planned = plan()
+    with _dag(spec, "rollout", [stage_asset(spec, "model")], params) as dag:
+        planned = _call_task(spec, tasks.run_plan)()
+        shadow = _call_task(spec, tasks.run_shadow, task_id=tasks.SHADOW_TASK_ID)
         previous: Any = shadow(planned) if spec.rollout.shadow.enabled else planned
         approval_pending = spec.rollout.approval_required
         for wave in spec_waves(spec):
@@ -294,24 +220,23 @@ def build_rollout(spec: PipelineSpec) -> DAG:
                 from edgeloop.rollout.approval import RolloutApprovalOperator
 
                 approval_pending, previous = False, previous >> RolloutApprovalOperator.for_spec(spec)
-            gate = RolloutGateOperator.for_wave(spec, wave)
-            previous = previous >> apply(wave.index, tasks.apply_task_id(wave))(planned) >> gate
-        previous >> [promote(planned), rollback(planned)]
+            apply = _call_task(
+                spec, tasks.run_apply_wave, wave.index, task_id=tasks.apply_task_id(wave), trigger_rule="none_failed"
+            )
+            previous = previous >> apply(planned) >> RolloutGateOperator.for_wave(spec, wave)
+
+        @task(trigger_rule="all_done")
+        def rollback(plan: dict[str, Any], **context: Any) -> None:
+            tasks.run_rollback(spec, plan, context)
+
+        previous >> [_call_task(spec, tasks.run_promote, trigger_rule="all_done")(planned), rollback(planned)]
     return dag
 
 
 def build_fleet_health(spec: PipelineSpec) -> DAG:
     with _dag(spec, "fleet_health", timetable(spec.fleet_health.schedule or "5m")) as dag:
-
-        @task
-        def compute_health(**context: Any) -> dict[str, Any]:
-            return fleet_tasks.run_compute_health(spec, context).to_xcom()
-
-        @task
-        def publish_device_alerts(report: dict[str, Any]) -> dict[str, Any]:
-            return fleet_tasks.run_publish_device_alerts(spec, report).to_xcom()
-
-        publish_device_alerts(compute_health())
+        report = _call_task(spec, fleet_tasks.run_compute_health)()
+        _call_task(spec, fleet_tasks.run_publish_device_alerts, ctx=False)(report)
     return dag
 
 
@@ -324,12 +249,7 @@ def build_config_push(spec: PipelineSpec) -> DAG:
         "timeout_seconds": Param(600, type="integer", minimum=10),
     }
     with _dag(spec, "config_push", None, params) as dag:
-
-        @task
-        def publish_assignment(**context: Any) -> dict[str, Any]:
-            return fleet_tasks.run_publish_assignment(spec, context).to_xcom()
-
-        pushed = publish_assignment()
+        pushed = _call_task(spec, fleet_tasks.run_publish_assignment)()
         pushed >> WaitForAssignmentOperator(
             task_id="wait_until_applied", pipeline=spec.name, push_task_id="publish_assignment"
         )

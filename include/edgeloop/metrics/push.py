@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, pushadd_to_gateway
+from prometheus_client import CollectorRegistry, Counter, Gauge, delete_from_gateway, pushadd_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from edgeloop.metrics.catalogue import (
@@ -115,6 +115,39 @@ class MetricsPushError(RuntimeError):
     """The Pushgateway could not be read or written; the message names the gateway and group."""
 
 
+def _pushed(gateway: str, timeout: float) -> list[dict[str, Any]]:
+    """Every group the Pushgateway holds (`/api/v1/metrics`): its `labels` (job and grouping key) and families."""
+    url = f"{http_url(gateway).rstrip('/')}/api/v1/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the configured gateway URL
+            payload = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise MetricsPushError(f"cannot read {url}: {exc}") from exc
+    groups = payload.get("data", []) if isinstance(payload, dict) else []
+    return [g for g in groups if isinstance(g, dict) and isinstance(g.get("labels"), dict)]
+
+
+def delete_pipeline_groups(
+    gateway: str, pipeline: str, *, job: str = PUSH_JOB, timeout: float = 10.0
+) -> list[dict[str, str]]:
+    """Delete every Pushgateway group of `job` whose grouping key names `pipeline`; return their grouping keys.
+
+    One DELETE /metrics/job/<job>/<label>/<value>... per group (the keys `grouping_key` made: pipeline,
+    dag, task and any bounded extra). Raises MetricsPushError naming the gateway and the group.
+    """
+    keys = [
+        {k: v for k, v in group["labels"].items() if k != "job"}
+        for group in _pushed(gateway, timeout)
+        if group["labels"].get("job") == job and group["labels"].get("pipeline") == pipeline
+    ]
+    for key in keys:
+        try:
+            delete_from_gateway(http_url(gateway), job=job, grouping_key=key, timeout=timeout)
+        except (urllib.error.URLError, OSError) as exc:
+            raise MetricsPushError(f"cannot delete group {key} from {gateway}: {exc}") from exc
+    return keys
+
+
 def read_pushed_counters(
     gateway: str, job: str, key: Mapping[str, str], timeout: float = 10.0
 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -122,15 +155,9 @@ def read_pushed_counters(
 
     The labels include the group's (job and grouping key), as the Pushgateway stores them.
     """
-    url = f"{http_url(gateway).rstrip('/')}/api/v1/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the configured gateway URL
-            payload = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise MetricsPushError(f"cannot read {url}: {exc}") from exc
     wanted = {"job": job, **key}
     values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for group in payload.get("data", []):
+    for group in _pushed(gateway, timeout):
         if group.get("labels") != wanted:
             continue
         for name, family in group.items():

@@ -182,7 +182,8 @@ def run_kubernetes_wave(
     a pod is available only once its agent verified, loaded and self-tested the model.
     """
     from edgeloop.contract.messages import Target, new_assignment
-    from edgeloop.rollout.manifests import assignment_configmap, daemonset_name, daemonset_patch
+    from edgeloop.rollout.manifests import assignment_configmap, daemonset_patch
+    from edgeloop.spec import daemonset_name
 
     if apps_api is None or core_api is None:
         from kubernetes import client, config

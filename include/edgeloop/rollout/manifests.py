@@ -16,12 +16,11 @@ group's nodes (`edgeloop agent-manifests` prints the objects for the platform te
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from edgeloop.contract.keys import Keyring
-from edgeloop.spec import PipelineSpec
+from edgeloop.spec import PipelineSpec, agent_config_name, assignment_config_name, daemonset_name
 
 AGENT_PORT = 9464
 AGENT_UID = 10001
@@ -30,28 +29,6 @@ STATE_DIR = "/var/lib/edgeloop-agent"
 EDGE_ROLE_LABEL = "node-role.kubernetes.io/edge"
 # Kafka client settings that may carry a secret never go into a ConfigMap.
 SECRET_SETTING_WORDS = ("password", "secret", "key", "token", "jaas")
-
-
-def _fit(name: str, suffix: str = "") -> str:
-    """`name + suffix` within 63 characters; a name cut short ends with a hash of all of it, so cuts never collide."""
-    if len(name) + len(suffix) <= 63:
-        return name + suffix
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: 63 - len(suffix) - 9].rstrip('-')}-{digest}{suffix}"
-
-
-def daemonset_name(spec: PipelineSpec, group: str) -> str:
-    """The group's inference DaemonSet: `<pipeline>-inference-<group>`, hashed when longer than 63 characters."""
-    return _fit(f"{spec.name.replace('_', '-')}-inference-{group}")
-
-
-def agent_config_name(spec: PipelineSpec, group: str) -> str:
-    return _fit(f"{spec.name.replace('_', '-')}-inference-{group}", "-agent")
-
-
-def assignment_config_name(spec: PipelineSpec, group: str, assignment_id: str) -> str:
-    digest = hashlib.sha256(assignment_id.encode()).hexdigest()[:10]
-    return _fit(f"{spec.name.replace('_', '-')}-inference-{group}", f"-asg-{digest}")
 
 
 def public_kafka_settings(kafka_config: Mapping[str, Any]) -> dict[str, Any]:

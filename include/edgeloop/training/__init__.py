@@ -3,6 +3,7 @@
 - `dataset`: assemble every curated version up to the triggering one plus the seed,
   validate it against the spec, split it by time and device, store the split.
 - `seed`: the deterministic seed training set (replaceable by the fleet simulator's).
+- `sensors`: the synthetic sensor model the seed set and the fleet simulator draw readings from.
 - `estimators`: the spec's scikit-learn pipeline and the bounded search space.
 - `fitness`: edge fitness (model size, single-record latency, memory) against the spec's limits.
 - `evaluate`: the spec's metric overall and per edge group.

@@ -2,7 +2,7 @@
 
 `make_seed_frame(spec)` is deterministic (same spec, same rows) and has the shape of a
 curated dataset: the spec's device, group, timestamp and feature columns plus `label`.
-Readings come from the fleet simulator's sensor profile (`edgeloop.fleet.sensors`): for the
+Readings come from the sensor model the fleet simulator also uses (`edgeloop.training.sensors`): for the
 demo spec physical class-conditional distributions (ISO 10816 vibration zones, warmer bearings
 and louder machines when worn or faulty) with each group's site offsets; any other spec gets
 Gaussian class centres over its features. The training stage takes the generator as an
@@ -50,7 +50,7 @@ def make_seed_frame(spec: PipelineSpec, records: int = 12000, seed: int = 0) -> 
 
     if records < 1:
         raise ValueError(f"records: {records} must be at least 1")
-    from edgeloop.fleet.sensors import sensor_profile
+    from edgeloop.training.sensors import sensor_profile
 
     rng = np.random.default_rng(_spec_seed(spec, seed))
     profile = sensor_profile(spec)

@@ -25,14 +25,14 @@ from edgeloop.annotation.bot import annotate_bot
 from edgeloop.annotation.export import export_dataset
 from edgeloop.annotation.label_studio import LabelStudioBackend
 from edgeloop.annotation.selection import select_batch, selection_request
-from edgeloop.fleet.groundtruth import true_labels
-from edgeloop.fleet.sensors import DriftInjection
-from edgeloop.fleet.simulator import SimulatorOptions, simulate
 from edgeloop.ingest import ingest_topic
 from edgeloop.ingest.frames import frame_codec
+from edgeloop.simulator.fleet import SimulatorOptions, simulate
+from edgeloop.simulator.groundtruth import true_labels
 from edgeloop.spec import PipelineSpec, parse_spec
 from edgeloop.training.dataset import validate_labelled_frame
 from edgeloop.training.images import model_inputs
+from edgeloop.training.sensors import DriftInjection
 from edgeloop.vision.frames import group_conditions, inject_drift, make_frame
 
 pytestmark = pytest.mark.integration

@@ -31,17 +31,17 @@ from edgeloop.annotation.label_studio import LabelStudioBackend
 from edgeloop.annotation.selection import select_batch, selection_request
 from edgeloop.connections import PipelineClients
 from edgeloop.drift.tasks import check_drift
-from edgeloop.fleet.groundtruth import true_labels
-from edgeloop.fleet.models import camera_models, mlflow_champion, onnx_provider
-from edgeloop.fleet.sensors import DriftInjection, sensor_profile
-from edgeloop.fleet.simulator import SimulatorOptions, simulate
 from edgeloop.ingest import ingest_topic
 from edgeloop.ingest.frames import frame_codec
 from edgeloop.registry.register import register_challenger
 from edgeloop.rollout.job import artifact_resolver, run_wave_job
+from edgeloop.simulator.fleet import SimulatorOptions, simulate
+from edgeloop.simulator.groundtruth import true_labels
+from edgeloop.simulator.models import camera_models, mlflow_champion, onnx_provider
 from edgeloop.spec import PipelineSpec, parse_spec
 from edgeloop.training.dataset import build_dataset
 from edgeloop.training.gate import evaluation_gate
+from edgeloop.training.sensors import DriftInjection, sensor_profile
 from edgeloop.training.train import train_model
 
 pytestmark = pytest.mark.integration

@@ -298,8 +298,8 @@ def test_in_profiles_mode_drift_is_decided_on_profiles_and_reported_on_the_sampl
     """Profiles of every record land under the profiles prefix, 5% of the records beside them; the run
     flags plant-north's drifted columns from the profiles and builds its report from the sample."""
     from edgeloop.contract.profile import encode_profile
-    from edgeloop.fleet.replay import replay_profiles
     from edgeloop.ingest.profiles import ProfileCodec
+    from edgeloop.simulator.replay import replay_profiles
     from edgeloop.spec import with_profiles
 
     spec = with_profiles(spec)

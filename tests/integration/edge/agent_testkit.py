@@ -29,8 +29,8 @@ from edgeloop.devstack.config import Ports, StackConfig
 from edgeloop.devstack.services import format_kafka_storage
 from edgeloop.edge.agent import HTTP_PORT_FILE
 from edgeloop.edge.outbox import Outbox
-from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.sensors import SensorProfile
 
 REPO = Path(__file__).resolve().parents[3]
 RECORD_SEQ = "record_seq"  # the outbox counter of the last queued record's seq (see Agent.enqueue)

@@ -46,10 +46,10 @@ from agent_testkit import (
 from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, Signer, public_hex
 from edgeloop.fleet.agents import agent_config, enrol_device
 from edgeloop.fleet.control import assignment_progress, push_assignment, read_device_states
-from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.fleet.topics import read_topic
 from edgeloop.kafka import ensure_pipeline_topics
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.sensors import SensorProfile
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

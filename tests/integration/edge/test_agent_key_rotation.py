@@ -36,10 +36,10 @@ from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, Keyring, S
 from edgeloop.fleet.agents import agent_config, enrol_device
 from edgeloop.fleet.control import apply_progress, push_assignment
 from edgeloop.fleet.health import fleet_status
-from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.fleet.topics import read_topic
 from edgeloop.kafka import ensure_pipeline_topics
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.sensors import SensorProfile
 
 pytestmark = pytest.mark.integration
 

@@ -46,9 +46,9 @@ from edgeloop.edge.agent import Agent
 from edgeloop.edge.config import parse_config
 from edgeloop.fleet.agents import agent_config, enrol_device
 from edgeloop.fleet.control import publish_assignment, push_assignment, read_device_states
-from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.fleet.topics import ensure_topics, read_topic
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.sensors import SensorProfile
 
 pytestmark = pytest.mark.integration
 

@@ -55,12 +55,12 @@ from agent_testkit import (
 from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.keys import SIGNING_KEY_ENV, Keyring, Signer
 from edgeloop.fleet.control import read_device_states
-from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.fleet.topics import read_topic
 from edgeloop.kafka import ensure_pipeline_topics
 from edgeloop.rollout.job import assignment_id_for, read_group_readings, run_kafka_wave, run_wave_job
 from edgeloop.rollout.pause import pause_rollouts, pause_state, pause_url, paused_by_url, resume_rollouts
 from edgeloop.spec import AbortSpec, ExponentialRate, PipelineSpec, PolicyWave, RateSpec
+from edgeloop.training.sensors import SensorProfile
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

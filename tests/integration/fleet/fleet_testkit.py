@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from edgeloop.contract.keys import Keyring, Signer
-from edgeloop.fleet.models import ModelFault, baseline_provider
-from edgeloop.fleet.sensors import sensor_profile
-from edgeloop.fleet.simulator import FleetSimulator, SimulatorOptions
 from edgeloop.fleet.topics import TopicRecord, read_topic
+from edgeloop.simulator.fleet import FleetSimulator, SimulatorOptions
+from edgeloop.simulator.models import ModelFault, baseline_provider
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.sensors import sensor_profile
 
 T = TypeVar("T")
 

@@ -21,13 +21,13 @@ from tests.helpers.camera_models import VISION_SPEC
 from tests.helpers.keys import TRUSTED
 
 from edgeloop.contract.frame import decode_frame_message
-from edgeloop.fleet.groundtruth import generated_ms, true_labels
-from edgeloop.fleet.sensors import DriftInjection
-from edgeloop.fleet.simulator import SimulatorOptions, simulate
 from edgeloop.fleet.topics import read_topic
 from edgeloop.ingest import ingest_topic
 from edgeloop.ingest.frames import frame_codec
+from edgeloop.simulator.fleet import SimulatorOptions, simulate
+from edgeloop.simulator.groundtruth import generated_ms, true_labels
 from edgeloop.spec import PipelineSpec, parse_spec
+from edgeloop.training.sensors import DriftInjection
 from edgeloop.vision.frames import decode_png, group_conditions, make_frame
 
 pytestmark = pytest.mark.integration

@@ -23,13 +23,13 @@ from edgeloop.fleet.control import (
     push_assignment,
     read_device_states,
 )
-from edgeloop.fleet.groundtruth import generated_ms, true_labels
 from edgeloop.fleet.health import fleet_status
 from edgeloop.fleet.registry import read_registry
-from edgeloop.fleet.sensors import DriftInjection
-from edgeloop.fleet.simulator import Outage
 from edgeloop.fleet.topics import TopicRecord, ensure_topics
+from edgeloop.simulator.fleet import Outage
+from edgeloop.simulator.groundtruth import generated_ms, true_labels
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.sensors import DriftInjection
 
 pytestmark = pytest.mark.integration
 

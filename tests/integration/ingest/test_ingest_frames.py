@@ -20,10 +20,10 @@ from benchmarks.soak_ingest import produce
 from tests.helpers.camera_models import VISION_SPEC, camera_cores, camera_model
 from tests.helpers.keys import TRUSTED
 
-from edgeloop.fleet.cameras import camera_rig, camera_step
 from edgeloop.fleet.topics import ensure_topics
 from edgeloop.ingest import ingest_topic
 from edgeloop.ingest.frames import frame_codec
+from edgeloop.simulator.cameras import camera_rig, camera_step
 from edgeloop.spec import PipelineSpec, parse_spec
 
 pytestmark = pytest.mark.integration

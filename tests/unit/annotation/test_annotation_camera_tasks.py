@@ -15,8 +15,8 @@ from tests.helpers.keys import TRUSTED
 
 from edgeloop.annotation.batch import task_payloads
 from edgeloop.annotation.label_studio import label_config, task_json
-from edgeloop.fleet.cameras import camera_rig, camera_step
 from edgeloop.ingest.decode import decode_records, record_schema
+from edgeloop.simulator.cameras import camera_rig, camera_step
 
 NOW = 1_767_225_600.0
 

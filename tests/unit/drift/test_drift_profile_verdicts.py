@@ -18,7 +18,7 @@ from edgeloop.drift.profiles import merge_profiles, profile_sample
 from edgeloop.drift.sample import FLEET, Stratum
 from edgeloop.drift.synthetic import SensorDrift, make_telemetry, synthetic_spec
 from edgeloop.drift.window import WindowBounds, frame_sample
-from edgeloop.fleet.replay import replay_profiles
+from edgeloop.simulator.replay import replay_profiles
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
 GROUPS = ["plant-north", "plant-south", "line-canary"]

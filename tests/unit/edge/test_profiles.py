@@ -33,9 +33,9 @@ from edgeloop.edge.device import DeviceCore
 from edgeloop.edge.profile import RecordSampler, local_drift_score
 from edgeloop.edge.runtime import load_model
 from edgeloop.fleet.agents import agent_config
-from edgeloop.fleet.baseline import reference_readings
-from edgeloop.fleet.sensors import SensorProfile
+from edgeloop.simulator.baseline import reference_readings
 from edgeloop.spec import PipelineSpec, with_profiles
+from edgeloop.training.sensors import SensorProfile
 
 DEVICE = "plant-north-00001"
 

@@ -7,9 +7,9 @@ import pytest
 from tests.helpers.edge_models import tampered_golden
 
 from edgeloop.edge.runtime import ModelCache, ModelRefused, load_model
-from edgeloop.fleet.models import BaselineRuleModel
-from edgeloop.fleet.sensors import SensorProfile
+from edgeloop.simulator.models import BaselineRuleModel
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.sensors import SensorProfile
 
 
 def test_the_baseline_model_answers_like_the_rule_it_encodes(

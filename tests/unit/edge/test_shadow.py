@@ -20,9 +20,9 @@ from edgeloop.contract.shadow import BadShadowReport, ShadowReport, parse_shadow
 from edgeloop.edge.device import DeviceCore
 from edgeloop.edge.runtime import OnnxModel, load_model
 from edgeloop.edge.shadow import ShadowEvaluator
-from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.rollout.shadow import evaluate_shadow
 from edgeloop.spec import PipelineSpec, ShadowSpec
+from edgeloop.training.sensors import SensorProfile
 
 DEVICE, GROUP = "plant-north-00001", "plant-north"
 

@@ -17,10 +17,9 @@ from edgeloop.rollout.manifests import (
     agent_configmap,
     agent_daemonset,
     assignment_configmap,
-    daemonset_name,
     daemonset_patch,
 )
-from edgeloop.spec import PipelineSpec, load_spec
+from edgeloop.spec import PipelineSpec, daemonset_name, load_spec
 
 DEMO = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
 VERSIONS = ["1.30.0", "1.37.0"]
@@ -148,7 +147,7 @@ def test_the_cli_prints_what_a_gateway_and_a_cluster_need(
 
 def test_names_cut_to_63_characters_keep_a_hash_of_the_whole_name(spec: PipelineSpec) -> None:
     """A 40-character pipeline: groups plant-0 and plant-1 once shared one agent ConfigMap (the cut lost the digit)."""
-    from edgeloop.rollout.manifests import agent_config_name, assignment_config_name
+    from edgeloop.spec import agent_config_name, assignment_config_name
 
     long = spec.model_copy(update={"name": "predictive_maintenance_for_spindle_motor"})
     names = [

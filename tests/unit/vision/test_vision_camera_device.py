@@ -18,8 +18,8 @@ from edgeloop.edge.config import ConfigError, parse_config
 from edgeloop.edge.device import DeviceCore
 from edgeloop.edge.runtime import ModelRefused
 from edgeloop.fleet.agents import agent_config
-from edgeloop.fleet.cameras import CameraRig, camera_rig, camera_step
 from edgeloop.ingest.decode import decode_records, record_schema
+from edgeloop.simulator.cameras import CameraRig, camera_rig, camera_step
 from edgeloop.spec import PipelineSpec
 from edgeloop.vision.features import Embedding, feature_matrix
 from edgeloop.vision.frames import decode_png

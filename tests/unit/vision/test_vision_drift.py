@@ -16,8 +16,8 @@ from edgeloop.drift.detect import DRIFT, NO_DRIFT, DriftCheck, check_drift
 from edgeloop.drift.reference import reference_from_frame
 from edgeloop.drift.sample import Stratum
 from edgeloop.drift.window import frame_sample
-from edgeloop.fleet.cameras import CameraRig, camera_rig, camera_step
 from edgeloop.ingest.decode import decode_records, record_schema
+from edgeloop.simulator.cameras import CameraRig, camera_rig, camera_step
 
 NOW = 1_767_225_600.0
 ROUNDS = 40  # frames per camera and window: 400 per group of 10 cameras, over the spec's min_rows

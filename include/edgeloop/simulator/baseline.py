@@ -3,7 +3,7 @@
 Sensor pipelines: the rule model below. Camera pipelines (a spec with an `image_ref` field):
 an image classifier fitted on the seed frames (`camera_baseline_onnx`).
 
-The same rule as `edgeloop.fleet.models.BaselineRuleModel`, written as an ONNX graph:
+The same rule as `edgeloop.simulator.models.BaselineRuleModel`, written as an ONNX graph:
 for the demo profile, the class whose typical RMS vibration level is nearest (in log
 units) to the reading (ISO 10816 zones); otherwise the nearest class centre over
 standardised features. The file follows `edgeloop.contract.artifact` (input `features`,
@@ -27,8 +27,8 @@ from edgeloop.contract.artifact import (
     PROBABILITIES_OUTPUT,
 )
 from edgeloop.contract.profile import reference_metadata
-from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.sensors import SensorProfile
 
 OPSET = 17
 

@@ -7,7 +7,7 @@ simulates what surrounds a device, vectorised over the fleet in numpy arrays:
 
 - sensors: machine states, readings, per-device bias, drift injection, ground truth;
   or, for a camera pipeline (a spec with an `image_ref` field), cameras
-  (`edgeloop.fleet.cameras.CameraRig`): what each camera sees, a drift injection that
+  (`edgeloop.simulator.cameras.CameraRig`): what each camera sees, a drift injection that
   changes a group's camera (`GROUP:lighting|focus|lens_dirt`), ground truth; the
   device's core makes the frame's message and the record (`DeviceCore.observe_frame`);
 - the network: online/offline, outages, a bounded in-memory store-and-forward buffer
@@ -66,15 +66,16 @@ from edgeloop.contract.messages import (
 )
 from edgeloop.edge.config import SchemaField, TelemetryPolicy
 from edgeloop.edge.device import QUEUED_KINDS, ControlVerdict, DeviceCore, ModelOrder, Outgoing, verify_control
-from edgeloop.fleet import groundtruth
+from edgeloop.events import alert_message
 from edgeloop.fleet.agents import telemetry_policy
-from edgeloop.fleet.cameras import CameraRig, camera_rig, camera_step, check_camera_drift, is_camera_pipeline
-from edgeloop.fleet.models import EdgeModel, ModelLoadError, ModelProvider
 from edgeloop.fleet.registry import enrol, read_registry
-from edgeloop.fleet.sensors import DriftInjection, SensorProfile, apply_drift, check_drift, sensor_profile
 from edgeloop.fleet.topics import GROUND_TRUTH, TopicMissing, ensure_topics, read_topic, reader_config
 from edgeloop.kafka import client_config
+from edgeloop.simulator import groundtruth
+from edgeloop.simulator.cameras import CameraRig, camera_rig, camera_step, check_camera_drift, is_camera_pipeline
+from edgeloop.simulator.models import EdgeModel, ModelLoadError, ModelProvider
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.sensors import DriftInjection, SensorProfile, apply_drift, check_drift, sensor_profile
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def _producer_config(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_injections(spec: PipelineSpec, drift: Sequence[DriftInjection]) -> None:
     """Raise ValueError naming a drift injection that does not fit `spec`: a camera change for a camera
-    pipeline (`edgeloop.fleet.cameras.check_camera_drift`), a feature for a sensor pipeline."""
+    pipeline (`edgeloop.simulator.cameras.check_camera_drift`), a feature for a sensor pipeline."""
     if is_camera_pipeline(spec):
         check_camera_drift(spec, drift)
     else:
@@ -603,7 +604,11 @@ class FleetSimulator:
                 self._announce_backlog(self.groups[group], devices, records, now)
 
     def _announce_backlog(self, group: str, devices: int, records: int, now: float) -> None:
-        """A `backlog` alert (edgeloop.events): reconnected devices sent buffered data, ingest now."""
+        """A `backlog` alert: reconnected devices sent buffered data, ingest now.
+
+        Checked and keyed by `edgeloop.events.alert_message` (the rule of `publish_alerts`), then sent on the
+        harness's own asynchronous producer with the devices' messages.
+        """
         alert = {
             "kind": "backlog",
             "pipeline": self.spec.name,
@@ -612,7 +617,8 @@ class FleetSimulator:
             "readings": {"devices": devices, "records": records},
             "at": iso_ms(now),
         }
-        self._produce(self.spec.topic("alerts"), group.encode(), json.dumps(alert).encode())
+        key, value = alert_message(self.spec, alert)
+        self._produce(self.spec.topic("alerts"), key, value)
         self.stats.backlog_alerts += 1
 
     # --- control: verified once, decided by each device's core ---------------------------
@@ -920,7 +926,7 @@ def simulate(
     for a camera pipeline the image baseline); pass `onnx_provider(...)` to run registry
     models (their ONNX files, as agents do).
     """
-    from edgeloop.fleet.models import baseline_provider, camera_models
+    from edgeloop.simulator.models import baseline_provider, camera_models
 
     opts = options or SimulatorOptions()
     if devices is not None:

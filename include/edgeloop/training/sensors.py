@@ -1,4 +1,7 @@
-"""Sensor data for simulated devices: class-conditional readings, machine states, drift.
+"""Synthetic sensor data: class-conditional readings, machine states, drift.
+
+One model for the seed training set (`edgeloop.training.seed`) and the fleet simulator's
+devices (`edgeloop.simulator`), so clean groups do not drift from the seed.
 
 Each device watches one machine whose hidden state (one of the spec's labels) moves
 as a Markov chain; every reading is drawn from that state's distribution, plus a

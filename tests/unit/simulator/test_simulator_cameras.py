@@ -19,16 +19,17 @@ from tests.helpers.wire import Wire
 
 from edgeloop.annotation.backend import OpenTask, ProjectRef
 from edgeloop.annotation.bot import annotate_bot
+from edgeloop.cli import fleet_main as main
 from edgeloop.contract.frame import decode_frame_message, frame_key
 from edgeloop.edge.config import SchemaField
 from edgeloop.edge.device import DeviceCore, Outgoing
-from edgeloop.fleet.baseline import camera_baseline_onnx
-from edgeloop.fleet.cli import main, parse_drift
-from edgeloop.fleet.models import CachedModelProvider, CameraModels, ModelFault, baseline_provider, camera_models
-from edgeloop.fleet.sensors import DriftInjection, sensor_profile
-from edgeloop.fleet.simulator import FleetSimulator, SimulatorOptions
+from edgeloop.simulator.baseline import camera_baseline_onnx
+from edgeloop.simulator.cli import parse_drift
+from edgeloop.simulator.fleet import FleetSimulator, SimulatorOptions
+from edgeloop.simulator.models import CachedModelProvider, CameraModels, ModelFault, baseline_provider, camera_models
 from edgeloop.spec import PipelineSpec, load_spec
 from edgeloop.training.seed import SEED_FRAMES_PER_GROUP, make_seed_frames
+from edgeloop.training.sensors import DriftInjection, sensor_profile
 from edgeloop.vision.frames import LABELS, decode_png, group_conditions, inject_drift, make_frame, make_frames
 from edgeloop.vision.model import image_metadata, pixel_rows
 

@@ -17,11 +17,12 @@ from tests.helpers.wire import Wire
 from edgeloop.contract.messages import Assignment, DeviceState, Target, new_assignment, next_sequence, parse_iso
 from edgeloop.edge.config import SchemaField
 from edgeloop.edge.device import DeviceCore, Outgoing
-from edgeloop.fleet.groundtruth import generated_ms
-from edgeloop.fleet.models import CachedModelProvider, baseline_provider
-from edgeloop.fleet.sensors import DriftInjection, SensorProfile, sensor_profile
-from edgeloop.fleet.simulator import FleetSimulator, Outage, SimulatorOptions
+from edgeloop.events import AlertError, alert_key, alert_message, parse_alert
+from edgeloop.simulator.fleet import FleetSimulator, Outage, SimulatorOptions
+from edgeloop.simulator.groundtruth import generated_ms
+from edgeloop.simulator.models import CachedModelProvider, baseline_provider
 from edgeloop.spec import PipelineSpec, load_spec
+from edgeloop.training.sensors import DriftInjection, SensorProfile, sensor_profile
 
 DEMO = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
 NO_BROKER = {"bootstrap.servers": "127.0.0.1:1"}  # the constructor never connects
@@ -327,3 +328,27 @@ def test_offline_buffers_are_bounded_per_device_and_in_total(spec: PipelineSpec)
 def test_bad_options_are_refused(spec: PipelineSpec, options: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         simulator(spec, **options)
+
+
+def test_a_backlog_alert_is_checked_and_keyed_like_every_alert(
+    booted: tuple[FleetSimulator, Wire, CachedModelProvider],
+) -> None:
+    sim, wire, _ = booted
+    sim._announce_backlog("plant-north", 2, 40, NOW)
+    [(key, value)] = [(k, v) for topic, k, v in wire.sent if topic == sim.spec.topic("alerts")]
+    alert = parse_alert(value)
+    assert (alert["kind"], alert["group"]) == ("backlog", "plant-north")
+    assert alert["readings"] == {"devices": 2, "records": 40}
+    assert (key, value) == alert_message(sim.spec, alert)
+    assert key == alert_key(alert) == b"plant-north"
+    assert sim.stats.backlog_alerts == 1
+
+
+def test_a_backlog_alert_that_the_watchers_would_refuse_is_not_sent(
+    booted: tuple[FleetSimulator, Wire, CachedModelProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, wire, _ = booted
+    monkeypatch.setattr("edgeloop.events.ALERT_KINDS", ("drift",))
+    with pytest.raises(AlertError, match="kind"):
+        sim._announce_backlog("plant-north", 2, 40, NOW)
+    assert not [sent for sent in wire.sent if sent[0] == sim.spec.topic("alerts")]

@@ -22,8 +22,8 @@ import numpy as np
 
 from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.contract.messages import BASELINE_VERSION
-from edgeloop.fleet.sensors import SensorProfile
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.sensors import SensorProfile
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def mlflow_champion(model_name: str, tracking_uri: str | None = None, alias: str
 class CameraModels:
     """What a camera pipeline's devices load: models whose inputs are a frame's pixels, an image baseline."""
 
-    baseline: bytes  # the ONNX file of version "0" (`edgeloop.fleet.baseline.camera_baseline_onnx`)
+    baseline: bytes  # the ONNX file of version "0" (`edgeloop.simulator.baseline.camera_baseline_onnx`)
     features: tuple[str, ...]  # the models' inputs: the frame's pixels, `px_<row>_<col>`
 
     def load(self, version: str) -> EdgeModel:
@@ -235,7 +235,7 @@ def camera_models(spec: PipelineSpec) -> CameraModels | None:
     """A camera pipeline's models (spec with an `image_ref` field), or None for a sensor pipeline."""
     if spec.field_with_role("image_ref") is None:
         return None
-    from edgeloop.fleet.baseline import camera_baseline_onnx
+    from edgeloop.simulator.baseline import camera_baseline_onnx
     from edgeloop.vision.model import image_metadata, pixel_features
 
     data = camera_baseline_onnx(spec)
@@ -305,7 +305,7 @@ def onnx_provider(
     With `cameras` the models take a frame's pixels and the baseline is the image baseline.
     """
     from edgeloop.edge.runtime import load_model
-    from edgeloop.fleet.baseline import baseline_onnx
+    from edgeloop.simulator.baseline import baseline_onnx
 
     provider = CachedModelProvider(profile, None, default=default, faults=faults)
     if cameras is not None:

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from edgeloop.contract.messages import BASELINE_VERSION
-from edgeloop.fleet.models import (
+from edgeloop.simulator.fleet import allocate_devices
+from edgeloop.simulator.models import (
     BaselineRuleModel,
     InferenceError,
     ModelLoadError,
     baseline_provider,
 )
-from edgeloop.fleet.sensors import DEMO_FEATURES, DriftInjection, apply_drift, check_drift, sensor_profile
-from edgeloop.fleet.simulator import allocate_devices
 from edgeloop.spec import PipelineSpec, load_spec
+from edgeloop.training.sensors import DEMO_FEATURES, DriftInjection, apply_drift, check_drift, sensor_profile
 
 DEMO = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from edgeloop.edge.device import DeviceCore, Outgoing
-from edgeloop.fleet.sensors import DriftInjection
 from edgeloop.spec import PipelineSpec
+from edgeloop.training.sensors import DriftInjection
 from edgeloop.vision.frames import (
     DEFAULT_SIZE,
     DRIFTS,

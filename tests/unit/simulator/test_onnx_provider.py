@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from edgeloop.contract.artifact import ArtifactRef
-from edgeloop.fleet.baseline import baseline_onnx
-from edgeloop.fleet.models import ModelLoadError, onnx_provider
-from edgeloop.fleet.sensors import sensor_profile
+from edgeloop.simulator.baseline import baseline_onnx
+from edgeloop.simulator.models import ModelLoadError, onnx_provider
 from edgeloop.spec import load_spec
+from edgeloop.training.sensors import sensor_profile
 
 DEMO_SPEC = Path(__file__).resolve().parents[3] / "include" / "pipelines" / "factory_maintenance.yaml"
 

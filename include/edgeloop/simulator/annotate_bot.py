@@ -1,4 +1,7 @@
-"""`edgeloop annotate-bot`: the simulated annotator of the demo and tests (never runs unless asked)."""
+"""`edgeloop annotate-bot`: the simulated annotator of the demo and tests (never runs unless asked).
+
+A harness command: it feeds the annotation stage's bot (`edgeloop.annotation.bot`) the simulator's
+hidden true labels (`edgeloop.simulator.groundtruth`)."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from edgeloop.annotation.bot import annotate_bot
     from edgeloop.annotation.label_studio import LabelStudioBackend, LabelStudioSettings
-    from edgeloop.fleet.groundtruth import true_labels
+    from edgeloop.simulator.groundtruth import true_labels
     from edgeloop.spec import default_pipelines_dir, load_spec
 
     spec = load_spec(default_pipelines_dir() / f"{args.pipeline}.yaml")

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from edgeloop.fleet import groundtruth
-from edgeloop.fleet.cli import CliError, main, parse_drift, parse_fault, parse_outage
+from edgeloop.cli import fleet_main
+from edgeloop.fleet.cli import CliError
+from edgeloop.simulator import groundtruth
+from edgeloop.simulator.cli import parse_drift, parse_fault, parse_outage
 
 
 def test_record_ids_carry_their_generation_time() -> None:
@@ -58,12 +60,12 @@ def test_outage_and_fault_options() -> None:
 
 def test_cli_usage_errors_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("EDGELOOP_KAFKA_BOOTSTRAP", raising=False)
-    assert main(["status", "--pipeline", "no_such_pipeline"]) == 2
+    assert fleet_main(["status", "--pipeline", "no_such_pipeline"]) == 2
     assert "no such valid pipeline spec" in capsys.readouterr().err
-    assert main(["status", "--pipeline", "factory_maintenance"]) == 2
+    assert fleet_main(["status", "--pipeline", "factory_maintenance"]) == 2
     assert "EDGELOOP_KAFKA_BOOTSTRAP" in capsys.readouterr().err
     monkeypatch.delenv("EDGELOOP_SIGNING_KEY", raising=False)
-    code = main(
+    code = fleet_main(
         ["push", "--pipeline", "factory_maintenance", "--bootstrap", "127.0.0.1:1", "--all", "--model-version", "2"]
     )
     assert code == 2
