@@ -7,10 +7,13 @@ inside the task (never at parse time) and hand the result over.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.kafka import kafka_config_from_connection
 from edgeloop.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from edgeloop.annotation.backend import AnnotationBackend
 
 
 def s3_client(conn_id: str) -> Any:
@@ -98,11 +101,11 @@ class PipelineClients:
     def mlflow_uri(self) -> str:
         return mlflow_tracking_uri(self.spec.connections.mlflow)
 
-    def annotation_backend(self) -> Any:
-        """The annotation backend of the spec (Label Studio), from its Airflow connection."""
+    def annotation_backend(self) -> AnnotationBackend:
+        """The spec's annotation backend (`annotation.backend`), from its Airflow connection."""
         from airflow.sdk import BaseHook
 
-        from edgeloop.annotation.label_studio import LabelStudioBackend, settings_from_connection
+        from edgeloop.annotation.backend import backend_connection_id, backend_from_connection
 
-        conn = BaseHook.get_connection(self.spec.connections.label_studio)
-        return LabelStudioBackend.connect(settings_from_connection(conn))
+        conn = BaseHook.get_connection(backend_connection_id(self.spec))
+        return backend_from_connection(self.spec.annotation.backend, conn)

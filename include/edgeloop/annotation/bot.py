@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edgeloop.annotation.backend import AnnotationBackend, BackendError, OpenTask
-from edgeloop.annotation.label_studio import BOT_MODEL_VERSION
+from edgeloop.annotation.backend import BOT_MODEL_VERSION, AnnotationBackend, BackendError, OpenTask
 from edgeloop.spec import PipelineSpec
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from xml.sax.saxutils import quoteattr
 
 from edgeloop.annotation.backend import (
+    BOT_MODEL_VERSION,
     AnnotationResult,
     BackendError,
     BackendUnavailable,
@@ -47,7 +48,6 @@ RECORD_KEY = "edgeloop_record_id"
 CHOICES_NAME = "label"
 RECORD_TAG = "record"
 IMAGE_TAG = "image"
-BOT_MODEL_VERSION = "edgeloop-annotate-bot"
 IMPORT_CHUNK = 500
 # Django refuses more than 1000 query fields by default; keep id lists well below.
 EXPORT_CHUNK = 250

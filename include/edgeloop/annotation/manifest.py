@@ -4,7 +4,7 @@ Layout (A = spec.storage_prefix('annotations'), C = spec.storage_prefix('curated
 
     A/<batch>/records-<digest>.parquet   the selected records, every schema column (written first)
     A/<batch>/manifest.json              the batch: record ids, source objects, strategy, alert id (commit point)
-    A/<batch>/opened.json                the Label Studio project and task ids, when the batch was opened
+    A/<batch>/opened.json                the tool's project and task ids, when the batch was opened
     A/<batch>/export/lineage-<digest>.json + data-<digest>.parquet   the export, frozen at its first run
     A/<batch>/export.json                the dataset version the batch became (last step of the export)
     C/_versions/v000007.json             the claim of version 7 (create-only; names the batch)

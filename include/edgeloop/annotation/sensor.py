@@ -4,7 +4,8 @@ Deferrable by default: `execute` hands the wait to `BatchCompletionTrigger` in t
 and no worker slot is held until the batch is done or its SLA passes; `execute_complete`
 applies the spec's SLA policy and returns a small dict for the export task. With
 `deferrable=False` it pokes in `reschedule` mode instead (also without holding a slot).
-The batch's Label Studio link is stored for the task's extra link "Label Studio batch".
+The batch's link in the annotation tool is stored for the task's extra link "Label Studio batch"
+(named after the one backend shipped: an operator link's name is fixed when the DAG is serialized).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperatorLink, BaseSensorOperator, PokeReturnValue
 
+from edgeloop.annotation.backend import backend_connection_id
 from edgeloop.annotation.trigger import BatchCompletionTrigger, OnSla, wait_outcome
 from edgeloop.spec import PipelineSpec
 
@@ -57,6 +59,7 @@ class AnnotationBatchSensor(BaseSensorOperator):
         poll_interval: float = 30.0,
         deferrable: bool = True,
         max_failures: int = 5,
+        backend: str = "label_studio",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("mode", "poke" if deferrable else "reschedule")
@@ -69,14 +72,17 @@ class AnnotationBatchSensor(BaseSensorOperator):
         self.poll = poll_interval
         self.deferrable = deferrable
         self.max_failures = max_failures
+        self.backend = backend
 
     @classmethod
     def for_spec(cls, spec: PipelineSpec, *, batch: Any, **kwargs: Any) -> AnnotationBatchSensor:
-        """The sensor with the spec's completion ratio, SLA policy, poll interval and connection (overridable)."""
+        """The sensor with the spec's completion ratio, SLA policy, poll interval, backend and its connection
+        (overridable)."""
         settings: dict[str, Any] = {
             "task_id": "wait_for_labels",
             "pipeline": spec.name,
-            "conn_id": spec.connections.label_studio,
+            "backend": spec.annotation.backend,
+            "conn_id": backend_connection_id(spec),
             "completion_ratio": spec.annotation.completion_ratio,
             "on_sla": spec.annotation.on_sla,
             "poll_interval": spec.annotation.poll_interval.total_seconds(),
@@ -106,6 +112,7 @@ class AnnotationBatchSensor(BaseSensorOperator):
             poll_interval=self.poll,
             max_failures=self.max_failures,
             url=batch.get("url"),
+            backend=self.backend,
         )
 
     def execute(self, context: Any) -> Any:
@@ -125,12 +132,11 @@ class AnnotationBatchSensor(BaseSensorOperator):
         """One synchronous check (reschedule mode): done, SLA passed, or not yet."""
         from airflow.sdk.bases.hook import BaseHook
 
-        from edgeloop.annotation.backend import ProjectRef
-        from edgeloop.annotation.label_studio import LabelStudioBackend, settings_from_connection
+        from edgeloop.annotation.backend import ProjectRef, backend_from_connection
 
         batch = self._batch()
         trigger = self.trigger()
-        backend = LabelStudioBackend.connect(settings_from_connection(BaseHook.get_connection(self.conn_id)))
+        backend = backend_from_connection(self.backend, BaseHook.get_connection(self.conn_id))
         progress = backend.progress(ProjectRef(int(batch["project_id"]), "", ""), str(batch["batch_id"]))
         expected = int(batch["expected"])
         status = None

@@ -1,7 +1,8 @@
 """Waiting for a batch without holding a worker: a deferrable trigger and the SLA policy.
 
-Label Studio has no "batch complete" webhook, so `BatchCompletionTrigger` polls it from the
-triggerer (three cheap count queries per poll, run in a thread) and fires once:
+An annotation tool need not have a "batch complete" webhook (Label Studio has none), so
+`BatchCompletionTrigger` polls the batch's progress through the backend protocol from the
+triggerer (for Label Studio three cheap count queries per poll, run in a thread) and fires once:
 
 - `{"status": "complete", ...}` when the batch's done ratio reaches the spec's completion ratio,
 - `{"status": "sla_missed", ...}` when the SLA deadline passes first,
@@ -23,7 +24,13 @@ from typing import Any, Literal
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from edgeloop.annotation.backend import AnnotationBackend, BackendError, BackendUnavailable, ProjectRef
+from edgeloop.annotation.backend import (
+    AnnotationBackend,
+    BackendError,
+    BackendUnavailable,
+    ProjectRef,
+    backend_from_connection,
+)
 
 OnSla = Literal["export_partial", "fail"]
 
@@ -98,6 +105,7 @@ class BatchCompletionTrigger(BaseTrigger):
         poll_interval: float = 30.0,
         max_failures: int = 5,
         url: str | None = None,
+        backend: str = "label_studio",
     ) -> None:
         super().__init__()
         self.conn_id = conn_id
@@ -109,6 +117,7 @@ class BatchCompletionTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.max_failures = int(max_failures)
         self.url = url
+        self.backend = backend  # the spec's `annotation.backend`: which tool `conn_id` points at
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", {
@@ -121,16 +130,15 @@ class BatchCompletionTrigger(BaseTrigger):
             "poll_interval": self.poll_interval,
             "max_failures": self.max_failures,
             "url": self.url,
+            "backend": self.backend,
         }
 
     async def make_backend(self) -> AnnotationBackend:
-        """The backend for `conn_id` (the connection is read through Airflow's secrets backends)."""
+        """The `backend` tool's client for `conn_id` (the connection is read through Airflow's secrets backends)."""
         from airflow.sdk.bases.hook import BaseHook
 
-        from edgeloop.annotation.label_studio import LabelStudioBackend, settings_from_connection
-
         conn = await BaseHook.aget_connection(self.conn_id)
-        return LabelStudioBackend.connect(settings_from_connection(conn))
+        return backend_from_connection(self.backend, conn)
 
     def _event(self, status: str, progress: dict[str, Any] | None, **extra: Any) -> TriggerEvent:
         return TriggerEvent(

@@ -32,6 +32,7 @@ class DriftColumns:
     device: str | None = None
     context: tuple[str, ...] = ()
     categorical_features: tuple[str, ...] = ()
+    frame: tuple[str, ...] = ()  # a camera pipeline's frame key and digest: the report's example frames
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -42,7 +43,7 @@ class DriftColumns:
     @property
     def optional(self) -> tuple[str, ...]:
         """Columns that add signals (prediction drift, confidence, health context) when present."""
-        named = (self.model_version, self.prediction, self.confidence, self.device, *self.context)
+        named = (self.model_version, self.prediction, self.confidence, self.device, *self.context, *self.frame)
         seen: list[str] = []
         for column in named:
             if column is not None and column not in seen and column not in self.required:
@@ -74,4 +75,18 @@ def drift_columns(spec: PipelineSpec) -> DriftColumns:
         device=spec.field_with_role("device_id"),
         context=tuple(context),
         categorical_features=tuple(f.name for f in spec.schema_ if f.name in features and f.type in ("string", "bool")),
+        frame=_frame_columns(spec),
     )
+
+
+def _frame_columns(spec: PipelineSpec) -> tuple[str, ...]:
+    """A camera pipeline's frame key and digest fields (as training reads them); () for any other pipeline."""
+    if spec.field_with_role("image_ref") is None:
+        return ()
+    from edgeloop.training.errors import DatasetError
+    from edgeloop.training.images import frame_columns
+
+    try:
+        return frame_columns(spec) or ()
+    except DatasetError:  # a frame key without a digest field: frames cannot be checked, so none are shown
+        return ()

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from edgeloop.drift.detect import ColumnDrift, DriftCheck, ReportInput, ScopeResult, finite_number, inert_category
+from edgeloop.drift.examples import example_frames_section
 from edgeloop.drift.results import drift_reports_prefix, report_key, safe_segment, summary_key
 from edgeloop.drift.window import S3Client
 from edgeloop.spec import PipelineSpec
@@ -146,8 +147,11 @@ def snapshot_verdict(snapshot: Any, prediction: str | None) -> dict[str, Any]:
     }
 
 
-def _write_report(s3: S3Client, bucket: str, key: str, report: ReportInput, expected: Mapping[str, Any]) -> bool:
-    """Build, compare and write one report; False when Evidently's verdict differs from the check's."""
+def _write_report(
+    s3: S3Client, bucket: str, key: str, report: ReportInput, expected: Mapping[str, Any], *, before: str = ""
+) -> bool:
+    """Build, compare and write one report (`before`: HTML shown above Evidently's part); False when Evidently's
+    verdict differs from the check's."""
     snapshot = build_report(report)
     # a report of sampled records (profiles mode) is not expected to repeat the verdict of the merged profiles
     agrees = report.from_sampled_records or snapshot_verdict(snapshot, report.prediction) == dict(expected)
@@ -159,6 +163,8 @@ def _write_report(s3: S3Client, bucket: str, key: str, report: ReportInput, expe
             dict(expected),
         )
     html = snapshot.get_html_str(as_iframe=False)
+    if before:
+        html = _after_body(html, before)
     if report.from_sampled_records:
         html = _sampled_records_note(html, len(report.current), expected)
     s3.put_object(Bucket=bucket, Key=key, Body=html.encode("utf-8"), ContentType="text/html; charset=utf-8")
@@ -173,21 +179,37 @@ def _sampled_records_note(html: str, rows: int, verdict: Mapping[str, Any]) -> s
         "Profiles mode: the drift verdict comes from the devices' merged profiles of every record (drifted"
         f" columns: {escape(drifted)}); the charts below show the {rows:,} records the devices sampled and sent.</div>"
     )
+    return _after_body(html, note)
+
+
+def _after_body(html: str, fragment: str) -> str:
+    """`fragment` as the first thing in the document's body."""
     at = html.find("<body")
     end = html.find(">", at) + 1 if at >= 0 else 0
-    return html[:end] + note + html[end:]
+    return html[:end] + fragment + html[end:]
 
 
 def write_drifted_reports(
-    s3: S3Client, bucket: str, spec: PipelineSpec, run_id: str, check: DriftCheck
+    s3: S3Client,
+    bucket: str,
+    spec: PipelineSpec,
+    run_id: str,
+    check: DriftCheck,
+    *,
+    window: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Build and write the Evidently report of every drifted scope; returns {scope label: report key}."""
+    """Build and write the Evidently report of every drifted scope; returns {scope label: report key}.
+
+    A camera pipeline's report opens with example frames of the scope's current `window` and of its
+    reference (`drift.examples`).
+    """
     written: dict[str, str] = {}
     for scope in check.scopes:
         if scope.report is None or not scope.report_before_alert:
             continue
         key = report_key(spec, run_id, scope.stratum)
-        _write_report(s3, bucket, key, scope.report, verdict_of(scope))
+        frames = example_frames_section(s3, bucket, spec, scope.stratum, scope.report, window)
+        _write_report(s3, bucket, key, scope.report, verdict_of(scope), before=frames)
         written[scope.stratum.label] = key
     return written
 

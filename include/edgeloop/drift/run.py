@@ -68,10 +68,9 @@ def run_drift_check(
     if isinstance(window, ProfileWindowSample):
         report_from_sampled_records(check, window.sampled.sample)
     check_done = time.perf_counter()
-    summary = build_summary(
-        check, spec, run_id, window=window.describe(), reference=reference.describe(), created_at=now
-    )
-    reports = write_drifted_reports(s3, bucket, spec, run_id, check)
+    described = window.describe()
+    summary = build_summary(check, spec, run_id, window=described, reference=reference.describe(), created_at=now)
+    reports = write_drifted_reports(s3, bucket, spec, run_id, check, window=described)
     reports_done = time.perf_counter()
     pending = write_pending_reports(s3, bucket, spec, run_id, check)
     key = write_summary(s3, bucket, summary)

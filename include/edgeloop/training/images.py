@@ -75,18 +75,14 @@ def frame_columns(spec: PipelineSpec) -> tuple[str, str] | None:
     return str(ref), digests[0]
 
 
-def fetch_frame(
-    s3: S3Client, bucket: str, key: str, sha256: str, *, shape: tuple[int, int], max_bytes: int = MAX_FRAME_BYTES
-) -> np.ndarray:
-    """A stored frame's pixels (uint8, `shape`), after its size, digest and PNG dimensions are checked.
+def read_frame(s3: S3Client, bucket: str, key: str, sha256: str, *, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """A stored frame's PNG bytes, read at most `max_bytes` and checked against the record's sha256.
 
-    Raise FrameRejected naming the key: missing, over `max_bytes`, another sha256, not a PNG, or
-    dimensions other than `shape` (read from the header, before any pixel is decoded).
+    Raise FrameRejected naming the key: missing, over `max_bytes`, another sha256, or not a PNG.
     """
     from edgeloop.contract.frame import PNG_SIGNATURE
     from edgeloop.storage import ObjectTooLarge, get_bytes
     from edgeloop.vision.claim import frame_digest
-    from edgeloop.vision.frames import decode_png
 
     try:
         data = get_bytes(s3, bucket, key, max_bytes=max_bytes)
@@ -100,6 +96,20 @@ def fetch_frame(
         raise FrameRejected("digest", message)
     if not data.startswith(PNG_SIGNATURE) or len(data) < 24 or data[12:16] != b"IHDR":
         raise FrameRejected("not_png", f"frame s3://{bucket}/{key}: not a PNG")
+    return data
+
+
+def fetch_frame(
+    s3: S3Client, bucket: str, key: str, sha256: str, *, shape: tuple[int, int], max_bytes: int = MAX_FRAME_BYTES
+) -> np.ndarray:
+    """A stored frame's pixels (uint8, `shape`), after its size, digest and PNG dimensions are checked.
+
+    Raise FrameRejected naming the key: what `read_frame` rejects, or dimensions other than `shape`
+    (read from the header, before any pixel is decoded).
+    """
+    from edgeloop.vision.frames import decode_png
+
+    data = read_frame(s3, bucket, key, sha256, max_bytes=max_bytes)
     width, height = struct.unpack(">II", data[16:24])
     if (height, width) != shape:
         raise FrameRejected(
@@ -110,6 +120,19 @@ def fetch_frame(
     except Exception as exc:  # a corrupt stream: Pillow raises several kinds
         raise FrameRejected("undecodable", f"frame s3://{bucket}/{key}: cannot be decoded: {exc}") from None
     return pixels
+
+
+def check_frame_address(spec: PipelineSpec, key: str, sha256: str) -> None:
+    """FrameRejected("key") unless `key` is the content address of `sha256` under the pipeline's frames: a
+    record cannot make a stage read any other object of the bucket."""
+    from edgeloop.contract.frame import frame_key
+
+    try:
+        expected = frame_key(spec.name, sha256, storage_prefix=spec.storage.prefix)
+    except ValueError as exc:
+        raise FrameRejected("key", f"frame {key!r}: {exc}") from None
+    if key != expected:
+        raise FrameRejected("key", f"frame {key!r}: not the content address of its digest ({expected})")
 
 
 @dataclass
@@ -171,7 +194,7 @@ class ModelInputs:
         def fetch(address: tuple[str, str]) -> np.ndarray | FrameRejected:
             key, sha = address
             try:
-                self._check_address(key, sha)
+                check_frame_address(self.spec, key, sha)
                 return fetch_frame(s3, bucket, key, sha, shape=shape)
             except FrameRejected as exc:
                 return exc
@@ -205,18 +228,6 @@ class ModelInputs:
         )
         table = pd.DataFrame(flat.astype(np.float32), columns=list(self.columns))
         return FramesAttached(pd.concat([rows, table], axis=1), dict(rejected))
-
-    def _check_address(self, key: str, sha256: str) -> None:
-        """FrameRejected("key") unless `key` is the content address of `sha256` under this pipeline's frames: a
-        record cannot make training read any other object of the bucket."""
-        from edgeloop.contract.frame import frame_key
-
-        try:
-            expected = frame_key(self.spec.name, sha256, storage_prefix=self.spec.storage.prefix)
-        except ValueError as exc:
-            raise FrameRejected("key", f"frame {key!r}: {exc}") from None
-        if key != expected:
-            raise FrameRejected("key", f"frame {key!r}: not the content address of its digest ({expected})")
 
 
 def model_inputs(spec: PipelineSpec) -> ModelInputs:

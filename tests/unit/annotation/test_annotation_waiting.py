@@ -107,6 +107,7 @@ def test_trigger_serializes_to_plain_values_without_secrets() -> None:
         "poll_interval",
         "max_failures",
         "url",
+        "backend",
     }
 
 
@@ -153,7 +154,8 @@ def test_sensor_defers_to_the_trigger_with_the_spec_settings() -> None:
         sensor.execute({"ti": ti})
     trig = deferred.value.trigger
     assert isinstance(trig, BatchCompletionTrigger)
-    assert (trig.conn_id, trig.completion_ratio, trig.poll_interval) == (
+    assert (trig.backend, trig.conn_id, trig.completion_ratio, trig.poll_interval) == (
+        "label_studio",
         "edgeloop_label_studio",
         0.95,
         spec.annotation.poll_interval.total_seconds(),
