@@ -29,7 +29,6 @@ each retraining.
 from __future__ import annotations
 
 import logging
-import struct
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,7 +82,7 @@ def fetch_frame(
     Raise FrameRejected naming the key: missing, over `max_bytes`, another sha256, not a PNG, or
     dimensions other than `shape` (read from the header, before any pixel is decoded).
     """
-    from edgeloop.contract.frame import PNG_SIGNATURE
+    from edgeloop.contract.frame import BadFrame, png_shape
     from edgeloop.storage import ObjectTooLarge, get_bytes
     from edgeloop.vision.claim import frame_digest
     from edgeloop.vision.frames import decode_png
@@ -98,9 +97,10 @@ def fetch_frame(
     if digest != sha256:
         message = f"frame s3://{bucket}/{key}: digest {digest[:12]}... is not the record's {sha256[:12]}..."
         raise FrameRejected("digest", message)
-    if not data.startswith(PNG_SIGNATURE) or len(data) < 24 or data[12:16] != b"IHDR":
-        raise FrameRejected("not_png", f"frame s3://{bucket}/{key}: not a PNG")
-    width, height = struct.unpack(">II", data[16:24])
+    try:
+        height, width = png_shape(data)
+    except BadFrame:
+        raise FrameRejected("not_png", f"frame s3://{bucket}/{key}: not a PNG") from None
     if (height, width) != shape:
         raise FrameRejected(
             "shape", f"frame s3://{bucket}/{key}: {width}x{height} pixels, the model takes {shape[1]}x{shape[0]}"

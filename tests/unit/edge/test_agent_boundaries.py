@@ -39,7 +39,7 @@ def test_the_agent_imports_nothing_of_the_cloud() -> None:
 
 # The distribution that provides each third-party module the agent imports.
 DISTRIBUTIONS = {"confluent_kafka": "confluent-kafka", "cryptography": "cryptography", "numpy": "numpy"}
-DISTRIBUTIONS |= {"onnxruntime": "onnxruntime", "yaml": "pyyaml"}
+DISTRIBUTIONS |= {"onnxruntime": "onnxruntime", "yaml": "pyyaml", "PIL": "pillow"}
 
 
 def test_every_package_the_agent_imports_is_in_its_pinned_set() -> None:
