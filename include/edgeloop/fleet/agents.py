@@ -119,9 +119,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
         source=source,
         http={"host": "127.0.0.1", "port": args.http_port},
     )
-    from edgeloop.edge.config import parse_config
+    from edgeloop.edge.config import ConfigError, parse_config
 
-    parse_config(config)  # what the agent will check at start, checked now
+    try:
+        parse_config(config)  # what the agent will check at start, checked now
+    except ConfigError as exc:
+        raise SystemExit(f"agent config: {exc}") from None
     print(yaml.safe_dump(config, sort_keys=False), end="")
     return 0
 

@@ -290,3 +290,19 @@ def test_images_source_errors_name_the_field(
 ) -> None:
     with pytest.raises(ConfigError, match=f"^{field}"):
         parse_config(camera_raw(camera_spec, tmp_path, source=source))
+
+
+def test_the_cli_writes_a_cameras_images_source_and_refuses_a_sensor_source_for_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import yaml
+
+    from edgeloop.cli import main
+
+    args = ["agent", "config", "--pipeline", "visual_inspection", "--group", "hall-east", "--device-id", "cam-1"]
+    args += ["--bootstrap", "k:9092"]
+    assert main([*args, "--source", "images:/var/spool/camera"]) == 0
+    config = parse_config(yaml.safe_load(capsys.readouterr().out))
+    assert (config.source.kind, config.source.path, config.source.frame_shape) == ("images", "/var/spool/camera", SHAPE)
+    with pytest.raises(SystemExit, match=r"^agent config: source\.kind: stdin .* cameras"):
+        main(args)
