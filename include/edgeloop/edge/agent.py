@@ -371,7 +371,14 @@ class Agent:
             threading.Thread(target=self._read_stdin, name="source", daemon=True).start()
         elif source.kind == "images":
             assert source.path is not None
-            self.spool = ImageSpool(Path(source.path), source.frame_shape, keep_done=source.keep_done)
+            directory = Path(source.path)
+            try:
+                self.spool = ImageSpool(directory, source.frame_shape, keep_done=source.keep_done)
+            except OSError as exc:
+                raise ConfigError(f"source.path: cannot use {directory} as the camera's spool: {exc}") from None
+            if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+                # taken frames are removed and bad ones moved aside: a read-only spool would send them again
+                raise ConfigError(f"source.path: {directory} must be readable and writable by the agent")
 
     def _restore_state(self) -> None:
         # The last queued record's seq is committed with it, so it is exact even after kill -9.

@@ -306,3 +306,13 @@ def test_the_cli_writes_a_cameras_images_source_and_refuses_a_sensor_source_for_
     assert (config.source.kind, config.source.path, config.source.frame_shape) == ("images", "/var/spool/camera", SHAPE)
     with pytest.raises(SystemExit, match=r"^agent config: source\.kind: stdin .* cameras"):
         main(args)
+
+
+def test_a_spool_the_agent_cannot_write_is_a_config_error(
+    camera_spec: PipelineSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken frames are removed and bad ones moved aside: from a read-only spool they would be sent again."""
+    agent = Agent(parse_config(camera_raw(camera_spec, tmp_path)))
+    monkeypatch.setattr("edgeloop.edge.agent.os.access", lambda path, mode: False)  # a directory mounted read-only
+    with pytest.raises(ConfigError, match=r"^source\.path: .* must be readable and writable"):
+        agent.open_source()
