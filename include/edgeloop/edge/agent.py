@@ -571,9 +571,9 @@ class Agent:
 
     def _reject_frame(self, path: Path, exc: RejectedFrame) -> None:
         assert self.spool is not None
-        self.spool.reject(path, f"{exc.reason}: {exc}")
+        kept = self.spool.reject(path, f"{exc.reason}: {exc}")
         self.frames_rejected[exc.reason] += 1
-        log.warning("images: %s rejected (%s): %s", path.name, exc.reason, exc)
+        log.warning("images: %s rejected (%s): %s%s", path.name, exc.reason, exc, "" if kept else " (deleted)")
 
     def enqueue(self, messages: list[Outgoing], *, notes: Mapping[str, str] | None = None) -> None:
         queued = [(self.config.topic(m.kind), m.key, m.value, m.ts_ms) for m in messages if m.kind in QUEUED_KINDS]

@@ -11,7 +11,9 @@ Each frame is read at most `MAX_FRAME_PNG_BYTES` (the bound of a frame message,
 `edgeloop.contract.frame`), its PNG signature and IHDR dimensions are checked against the
 shape the device's models take before a pixel is decoded, and only then is it decoded.
 A bad file (too large, not a PNG, another shape, undecodable, not a regular file) is moved
-to `DIR/rejected/` with a `<name>.reason` text file beside it, and the agent goes on.
+to `DIR/rejected/` with a `<name>.reason` text file beside it, and the agent goes on; once
+`rejected/` holds `max_rejected` files, further bad files are deleted (still counted and
+logged), so a camera writing garbage cannot fill the disk.
 
 The agent removes a frame's file (or moves it to `DIR/done/`) only after the frame and its
 record are committed to the store-and-forward queue, together with the file's name
@@ -36,6 +38,7 @@ REJECTED_DIR = "rejected"
 DONE_DIR = "done"
 REASON_SUFFIX = ".reason"
 REJECT_REASONS = ("unreadable", "too_large", "not_png", "shape", "undecodable", "inference")
+MAX_REJECTED = 500  # bad files kept in rejected/ for a look; later ones are deleted
 
 
 class RejectedFrame(ValueError):
@@ -65,12 +68,18 @@ class ImageSpool:
         *,
         keep_done: bool = False,
         max_bytes: int = MAX_FRAME_PNG_BYTES,
+        max_rejected: int = MAX_REJECTED,
     ) -> None:
         self.directory = directory
         self.shape = shape
         self.keep_done = keep_done
         self.max_bytes = max_bytes
+        self.max_rejected = max_rejected
         directory.mkdir(parents=True, exist_ok=True)
+        rejected = directory / REJECTED_DIR
+        self.rejected_kept = (
+            sum(1 for p in rejected.iterdir() if not p.name.endswith(REASON_SUFFIX)) if rejected.is_dir() else 0
+        )
 
     def pending(self, limit: int) -> list[Path]:
         """Up to `limit` finished frames (`*.png`, not starting with a dot), in name order."""
@@ -140,10 +149,16 @@ class ImageSpool:
         except FileNotFoundError:  # removed by someone else meanwhile: nothing left to do
             pass
 
-    def reject(self, path: Path, reason: str) -> None:
-        """Move a bad frame's file to `rejected/`, with `<name>.reason` beside it saying why."""
+    def reject(self, path: Path, reason: str) -> bool:
+        """Move a bad frame's file to `rejected/`, with `<name>.reason` beside it saying why; once `rejected/`
+        is full, delete it instead. Return whether it was kept."""
+        if self.rejected_kept >= self.max_rejected:
+            path.unlink(missing_ok=True)
+            return False
         rejected = self.directory / REJECTED_DIR
         rejected.mkdir(exist_ok=True)
         atomic_write(rejected / f"{path.name}{REASON_SUFFIX}", (reason.rstrip() + "\n").encode())
         with contextlib.suppress(FileNotFoundError):  # removed by someone else meanwhile
             os.replace(path, rejected / path.name)
+        self.rejected_kept += 1
+        return True

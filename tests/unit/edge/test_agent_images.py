@@ -316,3 +316,17 @@ def test_a_spool_the_agent_cannot_write_is_a_config_error(
     monkeypatch.setattr("edgeloop.edge.agent.os.access", lambda path, mode: False)  # a directory mounted read-only
     with pytest.raises(ConfigError, match=r"^source\.path: .* must be readable and writable"):
         agent.open_source()
+
+
+def test_once_rejected_is_full_bad_files_are_deleted_so_garbage_cannot_fill_the_disk(tmp_path: Path) -> None:
+    ImageSpool(tmp_path, SHAPE).reject(drop(tmp_path, "a.png", b"junk"), "not_png")
+    spool = ImageSpool(tmp_path, SHAPE, max_rejected=2)  # a restart counts what rejected/ already holds
+    assert spool.reject(drop(tmp_path, "b.png", b"junk"), "not_png")
+    assert not spool.reject(drop(tmp_path, "c.png", b"junk"), "not_png")
+    assert sorted(p.name for p in (tmp_path / "rejected").iterdir()) == [
+        "a.png",
+        "a.png.reason",
+        "b.png",
+        "b.png.reason",
+    ]
+    assert spool.pending(10) == []
