@@ -105,7 +105,7 @@ class PipelineClients:
         """The spec's annotation backend (`annotation.backend`), from its Airflow connection."""
         from airflow.sdk import BaseHook
 
-        from edgeloop.annotation.backend import backend_connection_id, backend_from_connection
+        from edgeloop.annotation.backends import backend_connection_id, backend_from_connection
 
         conn = BaseHook.get_connection(backend_connection_id(self.spec))
         return backend_from_connection(self.spec.annotation.backend, conn)

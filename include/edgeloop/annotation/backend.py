@@ -6,7 +6,7 @@ project, a task, a prediction and an annotation; it does not know about selectio
 manifests, S3 or dataset versions. Keep it this small: a CVAT backend maps a project to
 a CVAT project, a batch to a CVAT task (or a job filter), and a label to a tag.
 
-`backend_from_connection` is the one place a backend is built, from the spec's
+`annotation.backends.backend_from_connection` is the one place a backend is built, from the spec's
 `annotation.backend` and the Airflow connection `backend_connection_id` names; the DAG's
 tasks, the wait's trigger and its reschedule-mode poke all go through it.
 
@@ -156,22 +156,3 @@ class AnnotationBackend(Protocol):
     def batch_url(self, project: ProjectRef, batch_id: str) -> str:
         """A link a person can open to see the batch in the tool."""
         ...
-
-
-def backend_connection_id(spec: PipelineSpec) -> str:
-    """The Airflow connection of the spec's annotation tool (`connections.label_studio` for Label Studio)."""
-    connections = {"label_studio": spec.connections.label_studio}
-    return connections[spec.annotation.backend]
-
-
-def backend_from_connection(kind: str, conn: Any) -> AnnotationBackend:
-    """The backend of the tool `kind` (a spec's `annotation.backend`), from its Airflow connection.
-
-    Raise BackendError naming the kind when no backend of that kind exists, or naming the
-    connection when a part of it is missing.
-    """
-    if kind == "label_studio":
-        from edgeloop.annotation.label_studio import LabelStudioBackend, settings_from_connection
-
-        return LabelStudioBackend.connect(settings_from_connection(conn))
-    raise BackendError(f"no annotation backend '{kind}' (known: label_studio)")

@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperatorLink, BaseSensorOperator, PokeReturnValue
 
-from edgeloop.annotation.backend import backend_connection_id
+from edgeloop.annotation.backends import backend_connection_id
 from edgeloop.annotation.trigger import BatchCompletionTrigger, OnSla, wait_outcome
 from edgeloop.spec import PipelineSpec
 
@@ -132,7 +132,8 @@ class AnnotationBatchSensor(BaseSensorOperator):
         """One synchronous check (reschedule mode): done, SLA passed, or not yet."""
         from airflow.sdk.bases.hook import BaseHook
 
-        from edgeloop.annotation.backend import ProjectRef, backend_from_connection
+        from edgeloop.annotation.backend import ProjectRef
+        from edgeloop.annotation.backends import backend_from_connection
 
         batch = self._batch()
         trigger = self.trigger()

@@ -29,8 +29,8 @@ from edgeloop.annotation.backend import (
     BackendError,
     BackendUnavailable,
     ProjectRef,
-    backend_from_connection,
 )
+from edgeloop.annotation.backends import backend_from_connection
 
 OnSla = Literal["export_partial", "fail"]
 

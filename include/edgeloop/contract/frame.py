@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 from dataclasses import asdict, dataclass
 from typing import Any
 
 MAX_FRAME_MESSAGE_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 2048
+MAX_FRAME_PNG_BYTES = MAX_FRAME_MESSAGE_BYTES - MAX_HEADER_BYTES - 1  # a PNG this size fits any frame message
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _FIELDS = ("record_id", "device_id", "group_id", "ts", "sha256", "size")
@@ -91,6 +93,14 @@ def decode_frame_message(value: bytes | None, max_bytes: int = MAX_FRAME_MESSAGE
     if digest != header.sha256:
         raise BadFrame(f"sha256: the header says {header.sha256}, the frame's bytes hash to {digest}")
     return header, png
+
+
+def png_shape(data: bytes) -> tuple[int, int]:
+    """A PNG's (height, width) from its IHDR chunk, read before any pixel is decoded; BadFrame when not a PNG."""
+    if not data.startswith(PNG_SIGNATURE) or len(data) < 24 or data[12:16] != b"IHDR":
+        raise BadFrame(f"not a PNG image (starts {data[:8]!r})")
+    width, height = struct.unpack(">II", data[16:24])
+    return int(height), int(width)
 
 
 def _parse_header(line: bytes) -> FrameHeader:

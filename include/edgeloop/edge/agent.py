@@ -1,4 +1,4 @@
-"""The agent process: Kafka in and out, models on disk, a sensor source, health over HTTP.
+"""The agent process: Kafka in and out, models on disk, a sensor or camera source, health over HTTP.
 
 Lifecycle: `Agent(config).run()` starts, serves until SIGTERM or SIGINT, then drains
 (stops reading, gives the sender a bounded time to empty the queue, saves its state)
@@ -8,7 +8,8 @@ and returns an exit code systemd understands (0 after a clean stop, 2 for a bad 
 Threads: the main loop (control messages, readings, heartbeats, twin updates), the
 sender (queue to Kafka, exactly once, see `Sender`), a model worker (fetch, verify,
 load, self-test; inference goes on meanwhile), the source reader (stdin only) and the
-HTTP server.
+HTTP server. A camera's frames (an `images` source, `edgeloop.edge.images`) are taken in
+the main loop, one queue commit each.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,8 +37,9 @@ from edgeloop.contract.safejson import JsonRefused, loads_bounded
 from edgeloop.edge.config import AgentConfig, ConfigError, load_config
 from edgeloop.edge.device import QUEUED_KINDS, DeviceCore, ModelOrder, Outgoing, ServingModel, serving_model
 from edgeloop.edge.fetch import FetchFailed, fetch_artifact
+from edgeloop.edge.images import REJECT_REASONS, ImageSpool, RejectedFrame, SpoolFrame
 from edgeloop.edge.outbox import Outbox, QueuedMessage
-from edgeloop.edge.runtime import ModelCache, ModelRefused
+from edgeloop.edge.runtime import ModelCache, ModelRefused, OnnxModel
 from edgeloop.edge.shadow import ShadowEvaluator
 from edgeloop.edge.store import ModelStore, atomic_write
 
@@ -47,6 +50,8 @@ HTTP_PORT_FILE = "http.port"  # in state_dir: the port the HTTP server bound (us
 MAX_FUTURE_MS = 5 * 60 * 1000  # brokers refuse timestamps far ahead of their clock (log.message.timestamp.after.max.ms)
 REFUSED_FOR_GOOD = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_TIMESTAMP}
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+LAST_FRAME_NOTE = "last_frame"  # the outbox note naming the spool file whose frame was queued last
+FRAMES_PER_PASS = 16  # frames taken from the spool per pass of the main loop (orders and heartbeats go on)
 
 
 def client_config(kafka: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
@@ -299,6 +304,10 @@ class Agent:
         self.busy_order: ModelOrder | None = None
         self.waiting_orders: list[ModelOrder] = []
         self.source: ReplaySource | None = None
+        self.spool: ImageSpool | None = None
+        self.frames_taken = 0
+        self.frames_rejected: Counter[str] = Counter()
+        self.spool_idle_logged = False
         self.sender: Sender | None = None
         self.sender_thread: threading.Thread | None = None
         self.producer: Producer | None = None
@@ -312,12 +321,8 @@ class Agent:
     def start(self) -> None:
         self._restore_state()
         self._load_current_model()
+        self.open_source()
         cfg = self.config
-        if cfg.source.kind == "replay":
-            assert cfg.source.path is not None
-            self.source = ReplaySource(Path(cfg.source.path), cfg.features[:], cfg.source.loop)
-        elif cfg.source.kind == "stdin":
-            threading.Thread(target=self._read_stdin, name="source", daemon=True).start()
         # Heartbeats and twin updates get a producer of their own. Shared with the sender, a heartbeat queued through
         # an outage timed out in flight after it, librdkafka bumped the epoch and sent the sender's in-flight batch
         # again under new sequence numbers: duplicates that no reconciliation sees (tests/integration/edge).
@@ -355,6 +360,25 @@ class Agent:
             self.core.model_version,
             self.outbox.rows,
         )
+
+    def open_source(self) -> None:
+        """Open the config's source: a replay file, a stdin reader thread, a camera's spool directory."""
+        source = self.config.source
+        if source.kind == "replay":
+            assert source.path is not None
+            self.source = ReplaySource(Path(source.path), self.config.features[:], source.loop)
+        elif source.kind == "stdin":
+            threading.Thread(target=self._read_stdin, name="source", daemon=True).start()
+        elif source.kind == "images":
+            assert source.path is not None
+            directory = Path(source.path)
+            try:
+                self.spool = ImageSpool(directory, source.frame_shape, keep_done=source.keep_done)
+            except OSError as exc:
+                raise ConfigError(f"source.path: cannot use {directory} as the camera's spool: {exc}") from None
+            if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+                # taken frames are removed and bad ones moved aside: a read-only spool would send them again
+                raise ConfigError(f"source.path: {directory} must be readable and writable by the agent")
 
     def _restore_state(self) -> None:
         # The last queued record's seq is committed with it, so it is exact even after kill -9.
@@ -396,13 +420,25 @@ class Agent:
         }
         atomic_write(self.state_path, json.dumps(body).encode())
 
+    def load_model(self, data: bytes, version: str) -> OnnxModel:
+        """Load and self-test a model for this device; ModelRefused when it does not fit it (a camera's model
+        takes the frame's pixels and gives every feature of the schema, a sensor device's takes the features)."""
+        model = self.models.load(data, version, self.config.model_inputs)
+        if self.config.camera:
+            missing = [f for f in self.config.features if f not in model.image_columns]
+            if missing:
+                raise ModelRefused(
+                    f"model version {version}: not an image model giving this camera's features"
+                    f" (missing {missing[:5]}{'...' if len(missing) > 5 else ''})"
+                )
+        return model
+
     def _load_current_model(self) -> None:
-        features = self.config.features
         for slot in (self.store.current, self.store.previous):
             if slot is None:
                 continue
             try:
-                self.core.model = self.models.load(self.store.read(slot), slot.version, features)
+                self.core.model = self.load_model(self.store.read(slot), slot.version)
                 if slot is self.store.previous:
                     self.store.rollback()
                 return
@@ -410,8 +446,13 @@ class Agent:
                 log.error("model version %s on disk cannot serve: %s", slot.version, exc)
         initial = self.config.initial_model
         if initial is not None:
-            data = Path(initial.path).read_bytes()
-            self.core.model = self.models.load(data, initial.version, features)
+            try:
+                data = Path(initial.path).read_bytes()
+                self.core.model = self.load_model(data, initial.version)
+            except OSError as exc:
+                raise ConfigError(f"initial_model.path: cannot read {initial.path}: {exc.strerror}") from None
+            except ModelRefused as exc:
+                raise ConfigError(f"initial_model: {exc}") from None
             self.store.install(initial.version, data)
 
     # --- the loop ----------------------------------------------------------------
@@ -445,6 +486,8 @@ class Agent:
                 interval = self.core.config["telemetry_interval_s"]
                 next_reading = max(next_reading + interval, now - interval)
             self._drain_fed(now)
+            if self.spool is not None:
+                self.take_frames(now)
             if now >= next_beat:
                 self.core.dropped = self.outbox.dropped
                 self._direct(self.core.heartbeat(now, mem_mb=rss_mb()))
@@ -478,9 +521,63 @@ class Agent:
         observed = (self.core.observe(row, None if proba is None else proba[i], now) for i, row in enumerate(rows))
         self.enqueue([m for m in observed if m is not None] + self.core.profiles_due(now) + self.core.shadow_due(now))
 
-    def enqueue(self, messages: list[Outgoing]) -> None:
+    def take_frames(self, now: float) -> int:
+        """Score and queue the spool's finished frames (up to `FRAMES_PER_PASS`); return how many were taken.
+
+        Each frame is one queue commit that also notes its file's name; the file goes only after that
+        commit, so a file found again after a crash is the one noted, and is removed without a second
+        record. Without a model the frames wait in the spool (a camera's record needs the model's features).
+        """
+        assert self.spool is not None
+        if self.core.model is None:
+            if not self.spool_idle_logged:
+                log.warning("images: no model serves yet; frames wait in %s", self.spool.directory)
+                self.spool_idle_logged = True
+            return 0
+        self.spool_idle_logged = False
+        taken = 0
+        for path in self.spool.pending(FRAMES_PER_PASS):
+            if path.name == self.outbox.note(LAST_FRAME_NOTE):
+                self.spool.finish(path)  # queued before an interruption: only its removal was missing
+                continue
+            try:
+                frame = self.spool.read(path)
+            except RejectedFrame as exc:
+                self._reject_frame(path, exc)
+                continue
+            self.observe_frame(frame, now)
+            taken += 1
+        return taken
+
+    def observe_frame(self, frame: SpoolFrame, now: float) -> None:
+        """Score one frame with the serving model, queue its frame message and record, then remove its file."""
+        from edgeloop.vision.model import pixel_rows
+
+        assert self.spool is not None
+        model: Any = serving_model(self.core.model)
+        try:
+            proba, features = model.predict_with_features(pixel_rows(frame.pixels[None]))
+            values = dict(zip(model.image_columns, features[0].tolist(), strict=True))
+            messages = self.core.observe_frame(frame.png, values, proba[0], now)
+        except Exception as exc:  # a model that raises is an error report and a rejected frame, never a crash
+            reason = f"inference: model version {self.core.model_version}: {str(exc)[:300]}"
+            self.enqueue([self.core.inference_failed(str(exc)[:300], now)], notes={LAST_FRAME_NOTE: frame.path.name})
+            self._reject_frame(frame.path, RejectedFrame("inference", reason))
+            return
+        messages += self.core.profiles_due(now) + self.core.shadow_due(now)
+        self.enqueue(messages, notes={LAST_FRAME_NOTE: frame.path.name})
+        self.spool.finish(frame.path)
+        self.frames_taken += 1
+
+    def _reject_frame(self, path: Path, exc: RejectedFrame) -> None:
+        assert self.spool is not None
+        kept = self.spool.reject(path, f"{exc.reason}: {exc}")
+        self.frames_rejected[exc.reason] += 1
+        log.warning("images: %s rejected (%s): %s%s", path.name, exc.reason, exc, "" if kept else " (deleted)")
+
+    def enqueue(self, messages: list[Outgoing], *, notes: Mapping[str, str] | None = None) -> None:
         queued = [(self.config.topic(m.kind), m.key, m.value, m.ts_ms) for m in messages if m.kind in QUEUED_KINDS]
-        self.outbox.put(queued, counters={"record_seq": self.core.seq})
+        self.outbox.put(queued, counters={"record_seq": self.core.seq}, notes=notes)
         for message in messages:
             if message.kind not in QUEUED_KINDS:
                 self._direct(message)
@@ -574,13 +671,11 @@ class Agent:
                 model = serving
             else:
                 data = self._fetch(version, assignment.artifact)
-                model = self.models.load(data, version, self.config.features)
+                model = self.load_model(data, version)
                 self.store.install(version, data)
             if assignment.shadow is not None:
                 shadow = assignment.shadow
-                challenger = self.models.load(
-                    self._fetch(shadow.model_version, shadow.artifact), shadow.model_version, self.config.features
-                )
+                challenger = self.load_model(self._fetch(shadow.model_version, shadow.artifact), shadow.model_version)
                 model = ShadowEvaluator(model, challenger, window_s=shadow.window_s, start=self.core.clock())
             self.orders.put((order, model, None))
         except (FetchFailed, ModelRefused, OSError) as exc:
@@ -673,6 +768,16 @@ class Agent:
         out = []
         for name, kind, value in lines:
             out += [f"# TYPE {name} {kind}", f"{name}{{{labels}}} {value}"]
+        if self.spool is not None:
+            out += [
+                "# TYPE edgeloop_agent_frames_total counter",
+                f"edgeloop_agent_frames_total{{{labels}}} {self.frames_taken}",
+                "# TYPE edgeloop_agent_frames_rejected_total counter",
+            ]
+            out += [
+                f'edgeloop_agent_frames_rejected_total{{{labels},reason="{r}"}} {self.frames_rejected[r]}'
+                for r in REJECT_REASONS
+            ]
         version = self.core.model_version or "none"
         out += [
             "# TYPE edgeloop_agent_model_info gauge",

@@ -16,6 +16,7 @@ Example (`edgeloop agent-config` writes one from a pipeline spec)::
     identity_key_file: /var/lib/edgeloop-agent/device.key   # default: <state_dir>/device.key
     state_dir: /var/lib/edgeloop-agent
     source: {kind: replay, path: /var/lib/edgeloop-agent/readings.jsonl}
+    # a camera (a schema with an image_ref field): {kind: images, path: /var/spool/camera, frame_shape: [64, 64]}
     http: {host: 127.0.0.1, port: 9464}
 
 Secrets are never in this file. The trusted keys are public (a ConfigMap or a file; the
@@ -55,7 +56,9 @@ ROLES = (
     "sample_reason",
     "meta",
 )
-SOURCE_KINDS = ("replay", "stdin", "none", "external")
+SOURCE_KINDS = ("replay", "stdin", "none", "external", "images")
+SENSOR_SOURCES = ("replay", "stdin")  # readings of numbers: a sensor pipeline's
+DEFAULT_FRAME_SHAPE = (64, 64)  # (height, width) of a camera's frames: edgeloop.vision.frames.DEFAULT_SIZE
 MAX_CONFIG_BYTES = 256 * 1024
 
 
@@ -71,9 +74,14 @@ class SchemaField:
 
 @dataclass(frozen=True)
 class SourceConfig:
-    kind: str = "none"  # replay: a JSON-lines file of readings; stdin: JSON lines; external: fed by a harness
+    """Where readings come from. replay: a JSON-lines file of readings; stdin: JSON lines; external: fed by a
+    harness; images: a camera's PNG frames in the spool directory `path` (`edgeloop.edge.images`)."""
+
+    kind: str = "none"
     path: str | None = None
     loop: bool = True
+    frame_shape: tuple[int, int] = DEFAULT_FRAME_SHAPE  # images: (height, width) the camera's frames have
+    keep_done: bool = False  # images: move a queued frame's file to `<path>/done/` instead of deleting it
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,20 @@ class AgentConfig:
     @property
     def features(self) -> list[str]:
         return [f.name for f in self.schema if f.role == "feature"]
+
+    @property
+    def camera(self) -> bool:
+        """Whether this device is a camera: its records reference a frame (a schema field of role `image_ref`)."""
+        return any(f.role == "image_ref" for f in self.schema)
+
+    @property
+    def model_inputs(self) -> list[str]:
+        """What the device's models take: a camera's frame pixels (`px_<row>_<col>`), else the features."""
+        if not self.camera:
+            return self.features
+        from edgeloop.vision.model import pixel_features
+
+        return list(pixel_features(self.source.frame_shape))
 
     def topic(self, kind: str) -> str:
         return f"{self.topic_prefix or self.pipeline}.{kind}"
@@ -224,6 +246,8 @@ def parse_config(raw: Any) -> AgentConfig:
     sync = raw.get("queue_synchronous", "NORMAL")
     if sync not in ("NORMAL", "FULL"):
         raise ConfigError(f"queue_synchronous: {sync!r} is not NORMAL or FULL")
+    source = _source(raw.get("source"))
+    _check_source_fits(source, schema)
     return AgentConfig(
         device_id=_device_id(raw),
         group_id=group_id,
@@ -238,7 +262,7 @@ def parse_config(raw: Any) -> AgentConfig:
         else TRUSTED_KEYS_ENV,
         trusted_keys_file=_str(raw, "trusted_keys_file", default=None),
         identity_key_file=_str(raw, "identity_key_file", default=None),
-        source=_source(raw.get("source")),
+        source=source,
         telemetry_interval_s=_number(raw, "telemetry_interval_s", 1.0, low, high),
         heartbeat_interval_s=_number(raw, "heartbeat_interval_s", 10.0, hb_low, hb_high),
         confidence_threshold=_number(raw, "confidence_threshold", 0.5, 0.0, 1.0),
@@ -318,15 +342,41 @@ def _schema(raw: Any) -> tuple[SchemaField, ...]:
 def _source(raw: Any) -> SourceConfig:
     if raw is None:
         return SourceConfig()
-    if not isinstance(raw, Mapping) or set(raw) - {"kind", "path", "loop"}:
-        raise ConfigError("source: a mapping with kind, path and loop")
+    if not isinstance(raw, Mapping) or set(raw) - {"kind", "path", "loop", "frame_shape", "keep_done"}:
+        raise ConfigError("source: a mapping with kind, path, loop, frame_shape and keep_done")
     kind = raw.get("kind", "none")
     if kind not in SOURCE_KINDS:
         raise ConfigError(f"source.kind: {kind!r} is not one of {list(SOURCE_KINDS)}")
     path = raw.get("path")
     if kind == "replay" and not isinstance(path, str):
         raise ConfigError("source.path: a replay source needs the path of its file")
-    return SourceConfig(kind, path, bool(raw.get("loop", True)))
+    if kind == "images" and (not isinstance(path, str) or not path):
+        raise ConfigError("source.path: an images source needs the directory the camera writes its frames into")
+    shape = raw.get("frame_shape", list(DEFAULT_FRAME_SHAPE))
+    if (
+        not isinstance(shape, (list, tuple))
+        or len(shape) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1024 for n in shape)
+    ):
+        raise ConfigError(f"source.frame_shape: {shape!r} is not [height, width] in pixels (1 to 1024 each)")
+    return SourceConfig(
+        kind, path, _bool(raw, "loop", True), (int(shape[0]), int(shape[1])), _bool(raw, "keep_done", False)
+    )
+
+
+def _check_source_fits(source: SourceConfig, schema: tuple[SchemaField, ...]) -> None:
+    """A camera (a schema with an `image_ref` field) takes frames, a sensor device readings: ConfigError otherwise."""
+    camera = any(f.role == "image_ref" for f in schema)
+    if source.kind == "images" and not camera:
+        raise ConfigError(
+            "source.kind: an images source needs a camera pipeline (a schema field of role image_ref);"
+            " this schema's devices take readings (replay or stdin)"
+        )
+    if camera and source.kind in SENSOR_SOURCES:
+        raise ConfigError(
+            f"source.kind: {source.kind} gives readings of numbers, but this pipeline's devices are cameras"
+            " (a schema field of role image_ref): use an images source"
+        )
 
 
 def _initial_model(raw: Any) -> InitialModel | None:

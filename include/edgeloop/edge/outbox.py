@@ -71,15 +71,20 @@ class Outbox:
         return len(value) + len(key or b"") + ROW_OVERHEAD_BYTES
 
     def put(
-        self, items: Iterable[tuple[str, bytes | None, bytes, int]], counters: Mapping[str, int] | None = None
+        self,
+        items: Iterable[tuple[str, bytes | None, bytes, int]],
+        counters: Mapping[str, int] | None = None,
+        notes: Mapping[str, str] | None = None,
     ) -> int:
         """Append (topic, key, value, ts_ms) messages in one transaction; return how many old ones were dropped.
 
-        `counters` (name -> value) are saved in the same transaction, so after a crash
-        `counter(name)` says exactly what the last committed put said (e.g. the last record's seq).
+        `counters` (name -> value) and `notes` (name -> text) are saved in the same transaction, so
+        after a crash `counter(name)` and `note(name)` say exactly what the last committed put said
+        (e.g. the last record's seq, the name of the last frame file queued). A put with notes is
+        committed even without messages.
         """
         rows = [(topic, key, value, ts_ms, self._size(key, value)) for topic, key, value, ts_ms in items]
-        if not rows:
+        if not rows and not notes:
             return 0
         incoming = sum(r[4] for r in rows)
         with self._lock:
@@ -89,6 +94,8 @@ class Outbox:
                 self._db.executemany("INSERT INTO outbox (topic, key, value, ts_ms, size) VALUES (?, ?, ?, ?, ?)", rows)
                 for name, value in (counters or {}).items():
                     self._set_meta(f"counter:{name}", str(int(value)))
+                for name, text in (notes or {}).items():
+                    self._set_meta(f"note:{name}", text)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -154,6 +161,11 @@ class Outbox:
         with self._lock:
             text = self._meta(f"counter:{name}")
         return None if text is None else int(text)
+
+    def note(self, name: str) -> str | None:
+        """The text of a note as of the last committed `put` that named it; None if none did."""
+        with self._lock:
+            return self._meta(f"note:{name}")
 
     def set_inflight(self, note: dict[str, Any] | None) -> None:
         with self._lock:

@@ -26,7 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     config.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers as the device reaches them")
     config.add_argument("--state-dir", default="/var/lib/edgeloop-agent")
     config.add_argument("--trusted-keys-file", default="/etc/edgeloop/trusted.pem")
-    config.add_argument("--source", default="stdin", help="stdin, or replay:PATH (a JSON-lines file of readings)")
+    config.add_argument(
+        "--source",
+        default="stdin",
+        help="stdin, replay:PATH (a JSON-lines file of readings) or, for a camera, images:DIR (its PNG frames)",
+    )
     config.add_argument("--http-port", type=int, default=9464, help="/healthz, /readyz, /metrics on 127.0.0.1")
     config.set_defaults(func=_cmd_config)
     enrol = agent_sub.add_parser(
@@ -58,7 +62,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
     kind, _, path = args.source.partition(":")
-    source = {"kind": "replay", "path": path} if kind == "replay" else {"kind": kind}
+    source = {"kind": kind, "path": path} if kind in ("replay", "images") else {"kind": kind}
     config = agent_config(
         _spec(args.pipeline),
         args.group,
@@ -69,9 +73,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
         source=source,
         http={"host": "127.0.0.1", "port": args.http_port},
     )
-    from edgeloop.edge.config import parse_config
+    from edgeloop.edge.config import ConfigError, parse_config
 
-    parse_config(config)  # what the agent will check at start, checked now
+    try:
+        parse_config(config)  # what the agent will check at start, checked now
+    except ConfigError as exc:
+        raise SystemExit(f"agent config: {exc}") from None
     print(yaml.safe_dump(config, sort_keys=False), end="")
     return 0
 

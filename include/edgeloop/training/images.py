@@ -29,7 +29,6 @@ each retraining.
 from __future__ import annotations
 
 import logging
-import struct
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -80,7 +79,7 @@ def read_frame(s3: S3Client, bucket: str, key: str, sha256: str, *, max_bytes: i
 
     Raise FrameRejected naming the key: missing, over `max_bytes`, another sha256, or not a PNG.
     """
-    from edgeloop.contract.frame import PNG_SIGNATURE
+    from edgeloop.contract.frame import BadFrame, png_shape
     from edgeloop.storage import ObjectTooLarge, get_bytes
     from edgeloop.vision.claim import frame_digest
 
@@ -94,8 +93,10 @@ def read_frame(s3: S3Client, bucket: str, key: str, sha256: str, *, max_bytes: i
     if digest != sha256:
         message = f"frame s3://{bucket}/{key}: digest {digest[:12]}... is not the record's {sha256[:12]}..."
         raise FrameRejected("digest", message)
-    if not data.startswith(PNG_SIGNATURE) or len(data) < 24 or data[12:16] != b"IHDR":
-        raise FrameRejected("not_png", f"frame s3://{bucket}/{key}: not a PNG")
+    try:
+        png_shape(data)
+    except BadFrame:
+        raise FrameRejected("not_png", f"frame s3://{bucket}/{key}: not a PNG") from None
     return data
 
 
@@ -107,10 +108,11 @@ def fetch_frame(
     Raise FrameRejected naming the key: what `read_frame` rejects, or dimensions other than `shape`
     (read from the header, before any pixel is decoded).
     """
+    from edgeloop.contract.frame import png_shape
     from edgeloop.vision.frames import decode_png
 
     data = read_frame(s3, bucket, key, sha256, max_bytes=max_bytes)
-    width, height = struct.unpack(">II", data[16:24])
+    height, width = png_shape(data)
     if (height, width) != shape:
         raise FrameRejected(
             "shape", f"frame s3://{bucket}/{key}: {width}x{height} pixels, the model takes {shape[1]}x{shape[0]}"

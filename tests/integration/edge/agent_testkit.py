@@ -372,3 +372,40 @@ def replay_agent(
         initial_model={"path": str(baseline), "version": "0"},
     )
     return AgentProcess.write(config, env)
+
+
+def camera_agent(
+    spec: PipelineSpec,
+    kafka_config: Mapping[str, Any],
+    operator: Any,
+    group: str,
+    device: str,
+    folder: Path,
+    spool: Path,
+    *,
+    heartbeat_interval_s: float = 2.0,
+) -> AgentProcess:
+    """A camera's agent of `group` (a camera pipeline), enrolled with `operator`'s key, trusting only it, taking
+    frames from the spool directory `spool` and serving the pipeline's image baseline as version "0" (what the
+    fleet simulator's cameras start on, `camera_baseline_onnx`): its config written, not started."""
+    from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, public_hex
+    from edgeloop.fleet.agents import agent_config, enrol_device
+    from edgeloop.simulator.baseline import camera_baseline_onnx
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "include"), TRUSTED_KEYS_ENV: public_hex(operator.public)}
+    env.pop(SIGNING_KEY_ENV, None)
+    enrol_device(spec, kafka_config, operator, group, device, folder / device / "device.key")
+    baseline = folder / "camera-baseline.onnx"
+    baseline.write_bytes(camera_baseline_onnx(spec))
+    config = agent_config(
+        spec,
+        group,
+        device,
+        kafka_config,
+        folder / device,
+        source={"kind": "images", "path": str(spool)},
+        heartbeat_interval_s=heartbeat_interval_s,
+        http={"host": "127.0.0.1", "port": 0},
+        initial_model={"path": str(baseline), "version": "0"},
+    )
+    return AgentProcess.write(config, env)

@@ -35,9 +35,8 @@ from edgeloop.annotation.backend import (
     ProjectRef,
     TaskPayload,
     TaskResult,
-    backend_connection_id,
-    backend_from_connection,
 )
+from edgeloop.annotation.backends import backend_connection_id, backend_from_connection
 from edgeloop.annotation.bot import annotate_bot
 from edgeloop.annotation.trigger import BatchCompletionTrigger, wait_outcome
 from edgeloop.ingest.keys import OffsetRange, raw_object_key

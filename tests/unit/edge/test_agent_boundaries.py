@@ -20,9 +20,12 @@ FORBIDDEN = ("airflow", "mlflow", "pandas", "sklearn", "evidently", "pydantic", 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def modules_of_the_agent() -> list[str]:
-    """Every module a fresh interpreter holds after importing the agent (only the bundle on its path)."""
-    code = "import json, sys, edgeloop.edge.agent; print(json.dumps(sorted(sys.modules)))"
+def modules_of_the_agent(*, camera: bool = False) -> list[str]:
+    """Every module a fresh interpreter holds after importing the agent (only the bundle on its path); with
+    `camera`, also after what a camera's agent imports when it takes a frame (decoding, the pixel layout)."""
+    more = "import edgeloop.vision.model, numpy; from edgeloop.vision.frames import decode_png, encode_png; "
+    more += "decode_png(encode_png(numpy.zeros((4, 4), dtype=numpy.uint8))); "
+    code = f"import json, sys, edgeloop.edge.agent; {more if camera else ''}print(json.dumps(sorted(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -33,19 +36,23 @@ def modules_of_the_agent() -> list[str]:
     return list(json.loads(result.stdout))
 
 
-def test_the_agent_imports_nothing_of_the_cloud() -> None:
-    assert [m for m in modules_of_the_agent() if m.split(".")[0] in FORBIDDEN or m in FORBIDDEN] == []
+@pytest.mark.parametrize("camera", [False, True])
+def test_the_agent_imports_nothing_of_the_cloud(camera: bool) -> None:
+    modules = modules_of_the_agent(camera=camera)
+    assert [m for m in modules if m.split(".")[0] in FORBIDDEN or m in FORBIDDEN] == []
 
 
 # The distribution that provides each third-party module the agent imports.
 DISTRIBUTIONS = {"confluent_kafka": "confluent-kafka", "cryptography": "cryptography", "numpy": "numpy"}
-DISTRIBUTIONS |= {"onnxruntime": "onnxruntime", "yaml": "pyyaml"}
+DISTRIBUTIONS |= {"onnxruntime": "onnxruntime", "yaml": "pyyaml", "PIL": "pillow"}
 
 
-def test_every_package_the_agent_imports_is_in_its_pinned_set() -> None:
-    """What `sys.modules` holds after importing the agent, beyond the standard library, is installed on a gateway
-    by requirements-agent.txt (a missing pin is an agent that does not start there)."""
-    loaded = {m.split(".")[0] for m in modules_of_the_agent()}
+@pytest.mark.parametrize("camera", [False, True])
+def test_every_package_the_agent_imports_is_in_its_pinned_set(camera: bool) -> None:
+    """What `sys.modules` holds after importing the agent (and taking a camera's frame), beyond the standard
+    library, is installed on a gateway by requirements-agent.txt (a missing pin is an agent that does not start
+    there)."""
+    loaded = {m.split(".")[0] for m in modules_of_the_agent(camera=camera)}
     third_party = {m for m in loaded - set(sys.stdlib_module_names) if not m.startswith("_") and m != "edgeloop"}
     pinned = {line.split("==")[0].lower() for line in (ROOT / "requirements-agent.txt").read_text().splitlines()}
     unknown = sorted(m for m in third_party if m not in DISTRIBUTIONS and m not in pinned)
