@@ -7,31 +7,55 @@ import os
 import subprocess
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from edgeloop.contract.artifact import ArtifactRef
 from edgeloop.rollout.cli import ARTIFACT_ENV
 from edgeloop.rollout.job import RolloutJobError, group_of
 from edgeloop.rollout.pods import job_arguments, rollout_pod_operator
 from edgeloop.spec import PipelineSpec
 
+T = TypeVar("T")
 
-class WaveArtifact:
-    """A version's ONNX file, resolved by the first local job of a wave and shared with the wave's other jobs:
-    they start together, and each resolution reads the registry and the file. A failed resolution is not kept
-    (the next job tries again and fails for its own group)."""
+
+class WaveJobs:
+    """What the local jobs of one wave share, made once by the first job that needs it: the Kafka settings and
+    keys (connection lookups), the pause flag's URL (an S3 client) and the version's ONNX file (the registry and
+    the file). The jobs start together; made once a group, these cost more than the jobs' own work. A failure is
+    not kept: the next job tries again and fails for its own group."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._resolved: dict[str, ArtifactRef | None] = {}
+        self._made: dict[str, Any] = {}
 
-    def get(self, spec: PipelineSpec, group: str, model_version: str) -> ArtifactRef | None:
-        from edgeloop.rollout.job import version_artifact
-
+    def once(self, name: str, make: Callable[[], T]) -> T:
         with self._lock:
-            if model_version not in self._resolved:
-                self._resolved[model_version] = version_artifact(spec, group, model_version, None)
-            return self._resolved[model_version]
+            if name not in self._made:
+                self._made[name] = make()
+            return cast(T, self._made[name])
+
+
+def _job_env() -> dict[str, str]:
+    """The child's Kafka config source and keys (never logged); the config itself is the spec's connection."""
+    from edgeloop.connections import control_signer, control_trusted_keys
+    from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
+
+    return {
+        SIGNING_KEY_ENV: control_signer().private_pem().decode(),
+        TRUSTED_KEYS_ENV: " ".join(control_trusted_keys().hex_keys()),
+    }
+
+
+def _pause_url(spec: PipelineSpec, group: str, expires_s: int) -> str:
+    from edgeloop.connections import PipelineClients
+    from edgeloop.rollout.pause import pause_url
+
+    try:
+        return pause_url(PipelineClients(spec).s3(), spec, expires_s)
+    except Exception as exc:  # a connection this environment does not provide
+        raise RolloutJobError(
+            f"group {group}: the pause flag needs the {spec.connections.s3!r} connection, not usable here: {exc}"
+        ) from exc
 
 
 def run_local_job(
@@ -41,35 +65,31 @@ def run_local_job(
     wave: int,
     rollout_id: str,
     rollback: bool = False,
-    artifact: WaveArtifact | None = None,
+    jobs: WaveJobs | None = None,
 ) -> dict[str, Any]:
-    """The same `edgeloop rollout-job` a pod would run, as a child process of the task."""
+    """The same `edgeloop rollout-job` a pod would run, as a child process of the task; `jobs` holds what the
+    wave's jobs share."""
+    from edgeloop.connections import PipelineClients
+    from edgeloop.rollout.job import version_artifact
+    from edgeloop.rollout.pause import PAUSE_URL_ENV
+
     args = [sys.executable, "-m", "edgeloop.cli", *job_arguments(spec, group, model_version, wave, rollout_id)]
     if rollback:
         args.append("--rollback")
-    from edgeloop.connections import PipelineClients, control_signer, control_trusted_keys
-    from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
-    from edgeloop.rollout.pause import PAUSE_URL_ENV, pause_url
-
+    jobs = jobs or WaveJobs()
     timeout = spec.rollout.timeout.total_seconds() + 120
     # the child needs no Airflow: it gets the Kafka config, the pause flag's URL and the version's ONNX file
     # resolved here (never logged)
     env = {
         **os.environ,
-        "EDGELOOP_KAFKA_CONFIG": json.dumps(PipelineClients(spec).kafka()),
-        SIGNING_KEY_ENV: control_signer().private_pem().decode(),
-        TRUSTED_KEYS_ENV: " ".join(control_trusted_keys().hex_keys()),
+        "EDGELOOP_KAFKA_CONFIG": jobs.once("kafka", lambda: json.dumps(PipelineClients(spec).kafka())),
+        **jobs.once("keys", _job_env),
     }
     if not rollback and group_of(spec, group).strategy == "kafka":  # only a kafka wave's job holds its orders
-        try:
-            env[PAUSE_URL_ENV] = pause_url(PipelineClients(spec).s3(), spec, int(timeout) + 600)
-        except Exception as exc:  # a connection this environment does not provide
-            raise RolloutJobError(
-                f"group {group}: the pause flag needs the {spec.connections.s3!r} connection, not usable here: {exc}"
-            ) from exc
-    resolved = (artifact or WaveArtifact()).get(spec, group, model_version)
-    if resolved is not None:
-        env[ARTIFACT_ENV] = json.dumps(resolved.to_dict())
+        env[PAUSE_URL_ENV] = jobs.once("pause", lambda: _pause_url(spec, group, int(timeout) + 600))
+    artifact = jobs.once(f"artifact:{model_version}", lambda: version_artifact(spec, group, model_version, None))
+    if artifact is not None:
+        env[ARTIFACT_ENV] = json.dumps(artifact.to_dict())
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).splitlines()[-12:])
@@ -88,7 +108,7 @@ def launch_group(
     rollout_id: str,
     context: Any,
     rollback: bool = False,
-    artifact: WaveArtifact | None = None,
+    jobs: WaveJobs | None = None,
 ) -> dict[str, Any]:
     from edgeloop.deployment import require_allowed
 
@@ -98,4 +118,4 @@ def launch_group(
         if rollback:
             operator.arguments = [*operator.arguments, "--rollback"]
         return dict(operator.execute(context) or {})
-    return run_local_job(spec, group, model_version, wave, rollout_id, rollback, artifact)
+    return run_local_job(spec, group, model_version, wave, rollout_id, rollback, jobs)

@@ -119,14 +119,14 @@ def launch_groups(
 
     Every group's job is run even when another one fails; then the first failure is raised.
     """
-    from edgeloop.rollout.launch import WaveArtifact, launch_group
+    from edgeloop.rollout.launch import WaveJobs, launch_group
 
     if not groups:
         return []
-    artifact = WaveArtifact()  # the version's ONNX file, resolved once for the wave's local jobs
+    jobs = WaveJobs()  # what the wave's local jobs share, made once
     with ThreadPoolExecutor(max_workers=min(len(groups), PARALLEL_JOBS), thread_name_prefix="rollout-job") as pool:
         futures = [
-            pool.submit(launch_group, spec, group, model_version, wave, rollout_id, context, rollback, artifact)
+            pool.submit(launch_group, spec, group, model_version, wave, rollout_id, context, rollback, jobs)
             for group in groups
         ]
     return [future.result() for future in futures]

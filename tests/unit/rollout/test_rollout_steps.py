@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -80,31 +81,31 @@ def test_group_jobs_of_a_wave_run_together_and_the_first_failure_is_raised(monke
     with pytest.raises(RuntimeError, match="g2 failed"):
         steps.launch_groups(SPEC, groups, "3", 1, "ro-1", {})
     assert peak > 1, "the groups of a wave run at the same time"
-    assert len(shared) == 2, "a wave's jobs share one artifact resolution, each wave its own"
+    assert len(shared) == 2, "a wave's jobs share what they need, each wave its own"
     assert sorted(finished[2:]) == groups, "every group's job runs even when another fails"
 
 
-def test_a_waves_jobs_resolve_the_versions_onnx_file_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgeloop.contract.artifact import ArtifactRef
-    from edgeloop.rollout import job
-
+def test_what_a_waves_jobs_share_is_made_once() -> None:
+    """The first job makes it (the others wait for it); a failure is not kept, the next job tries again."""
+    jobs = launch.WaveJobs()
     calls: list[str] = []
-    ref = ArtifactRef(url="http://s3.local/models/sha256/ab.onnx", sha256="ab" * 32, size=10)
 
-    def resolve(spec: Any, group: str, version: str, artifacts: Any) -> ArtifactRef:
-        calls.append(group)
-        if group == "g0":
-            raise job.RolloutJobError("g0: the registry is down")
-        time.sleep(0.05)
-        return ref
+    def make(value: str) -> Callable[[], str]:
+        def made() -> str:
+            calls.append(value)
+            time.sleep(0.05)
+            if value == "down":
+                raise RuntimeError("the registry is down")
+            return value.upper()
 
-    monkeypatch.setattr(job, "version_artifact", resolve)
-    artifact = launch.WaveArtifact()
-    with pytest.raises(job.RolloutJobError):
-        artifact.get(SPEC, "g0", "3")  # a failure is not kept: the next job tries again
+        return made
+
+    with pytest.raises(RuntimeError):
+        jobs.once("artifact:3", make("down"))
     with ThreadPoolExecutor(4) as pool:
-        found = list(pool.map(lambda g: artifact.get(SPEC, g, "3"), ["g1", "g2", "g3", "g4"]))
-    assert found == [ref] * 4 and calls == ["g0", "g1"]
+        found = list(pool.map(lambda _: jobs.once("artifact:3", make("onnx")), range(4)))
+    assert found == ["ONNX"] * 4 and calls == ["down", "onnx"]
+    assert jobs.once("artifact:4", make("other")) == "OTHER"
 
 
 def test_the_approval_answer_is_json_safe_and_an_error_event_has_none() -> None:
