@@ -6,7 +6,7 @@ the report opens with a section of a few frames of the current window beside a f
 reference rows the scope was compared with, picked from the rows the check compared
 (`ReportInput`), evenly spaced by timestamp (ties by key), so the same run shows the same
 frames. Each frame is read as training reads it (`training.images.read_frame`: only the
-content address of the record's digest, at most `MAX_EXAMPLE_BYTES`, digest-checked) and
+content address of the record's digest, at most `contract.frame.MAX_FRAME_PNG_BYTES`, digest-checked) and
 embedded as a `data:image/png;base64` URL: the report stays one self-contained file that the
 plugin serves from S3 and that still shows its frames when downloaded (a presigned URL
 would expire). A frame that cannot be shown is left out and counted by reason in the
@@ -35,7 +35,6 @@ from edgeloop.spec import PipelineSpec
 log = logging.getLogger(__name__)
 
 EXAMPLES_PER_SIDE = 8
-MAX_EXAMPLE_BYTES = 64 * 1024  # a frame is at most one bounded frame message (`edgeloop.contract.frame`)
 _SHOWN_PX = 128  # frames are 64x64: shown at twice their size, pixels kept sharp
 
 
@@ -87,7 +86,7 @@ def fetch_examples(
         key, sha256 = str(row[key_column]), str(row[digest_column])
         try:
             check_frame_address(spec, key, sha256)
-            png = read_frame(s3, bucket, key, sha256, max_bytes=MAX_EXAMPLE_BYTES)
+            png = read_frame(s3, bucket, key, sha256)
         except FrameRejected as exc:
             skipped[exc.reason] += 1
             log.warning("drift report: example frame left out: %s", exc)

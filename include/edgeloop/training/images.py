@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeloop.contract.frame import MAX_FRAME_PNG_BYTES
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.errors import DatasetError
 from edgeloop.training.seed import SEED_FRAMES_PER_GROUP
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 S3Client = Any
 IMAGE_SHAPE = (64, 64)  # the frames cameras send (`edgeloop.vision.frames.DEFAULT_SIZE`)
 FETCH_THREADS = 8  # frames read or stored at once: each is one small request to the object store
-MAX_FRAME_BYTES = 64 * 1024  # a frame is at most one bounded frame message (`edgeloop.contract.frame`)
 
 
 class FrameRejected(ValueError):
@@ -74,7 +74,7 @@ def frame_columns(spec: PipelineSpec) -> tuple[str, str] | None:
     return str(ref), digests[0]
 
 
-def read_frame(s3: S3Client, bucket: str, key: str, sha256: str, *, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+def read_frame(s3: S3Client, bucket: str, key: str, sha256: str, *, max_bytes: int = MAX_FRAME_PNG_BYTES) -> bytes:
     """A stored frame's PNG bytes, read at most `max_bytes` and checked against the record's sha256.
 
     Raise FrameRejected naming the key: missing, over `max_bytes`, another sha256, or not a PNG.
@@ -101,7 +101,7 @@ def read_frame(s3: S3Client, bucket: str, key: str, sha256: str, *, max_bytes: i
 
 
 def fetch_frame(
-    s3: S3Client, bucket: str, key: str, sha256: str, *, shape: tuple[int, int], max_bytes: int = MAX_FRAME_BYTES
+    s3: S3Client, bucket: str, key: str, sha256: str, *, shape: tuple[int, int], max_bytes: int = MAX_FRAME_PNG_BYTES
 ) -> np.ndarray:
     """A stored frame's pixels (uint8, `shape`), after its size, digest and PNG dimensions are checked.
 

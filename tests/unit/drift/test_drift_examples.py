@@ -21,12 +21,11 @@ import pytest
 from champion_fakes import BUCKET, MemoryS3
 from tests.helpers.camera_records import camera_records
 
-from edgeloop.contract.frame import frame_key
+from edgeloop.contract.frame import MAX_FRAME_PNG_BYTES, frame_key
 from edgeloop.drift.columns import drift_columns
 from edgeloop.drift.detect import ReportInput, check_drift
 from edgeloop.drift.examples import (
     EXAMPLES_PER_SIDE,
-    MAX_EXAMPLE_BYTES,
     collect_examples,
     example_frames_section,
     examples_html,
@@ -125,7 +124,7 @@ def test_a_missing_or_bad_frame_is_left_out_and_counted_and_the_rest_are_shown(s
     del s3.objects[(BUCKET, keys[0])]  # never arrived
     s3.put(keys[1], s3.objects[(BUCKET, keys[2])])  # another frame's bytes under its address
     rows.loc[3, "frame_key"] = "models/visual_inspection/model.onnx"  # names another object of the bucket
-    big = b"\x89PNG\r\n\x1a\n" + bytes(MAX_EXAMPLE_BYTES)
+    big = b"\x89PNG\r\n\x1a\n" + bytes(MAX_FRAME_PNG_BYTES)
     rows.loc[4, "frame_sha256"] = hashlib.sha256(big).hexdigest()
     rows.loc[4, "frame_key"] = frame_key(spec.name, rows.loc[4, "frame_sha256"])
     s3.put(rows.loc[4, "frame_key"], big)

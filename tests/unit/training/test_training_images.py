@@ -15,13 +15,12 @@ import pytest
 from botocore.exceptions import ClientError
 from tests.helpers.camera_models import vision_spec
 
-from edgeloop.contract.frame import frame_key
+from edgeloop.contract.frame import MAX_FRAME_PNG_BYTES, frame_key
 from edgeloop.edge.runtime import load_model
 from edgeloop.spec import PipelineSpec
 from edgeloop.training.dataset import SOURCE_COLUMN, split_by_time_and_device, validate_labelled_frame
 from edgeloop.training.evaluate import evaluate_model
 from edgeloop.training.images import (
-    MAX_FRAME_BYTES,
     FrameRejected,
     camera_seed_frame,
     fetch_frame,
@@ -76,7 +75,7 @@ def test_a_stored_frame_comes_back_as_its_pixels_after_every_check() -> None:
     cases = {
         "missing": ("f/none.png", digest),
         "digest": ("f/ok.png", "0" * 64),
-        "too_large": ("f/big.png", store(s3, "f/big.png", b"\x89PNG\r\n\x1a\n" + bytes(MAX_FRAME_BYTES))),
+        "too_large": ("f/big.png", store(s3, "f/big.png", b"\x89PNG\r\n\x1a\n" + bytes(MAX_FRAME_PNG_BYTES))),
         "not_png": ("f/text.png", store(s3, "f/text.png", b"GIF89a" + bytes(40))),
         "shape": ("f/small.png", store(s3, "f/small.png", small)),
         "undecodable": ("f/broken.png", store(s3, "f/broken.png", encode_png(pixels[0])[:60])),
