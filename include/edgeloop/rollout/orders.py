@@ -218,6 +218,11 @@ class PacedWave:
     abort: dict[str, Any] = field(default_factory=dict)
     paused: Callable[[], bool] | None = None  # the pipeline's pause flag (`rollout.pause`)
     pauses: list[dict[str, Any]] = field(default_factory=list)
+    # the refusals found so far, and how many of the error reports read since `_reports_since` were looked at: a
+    # poll looks only at the reports that came since the last (a crashing model's reports can be 100,000s)
+    _refused: dict[str, str] = field(default_factory=dict)
+    _reports_read: int = 0
+    _reports_since: int | None = None
 
     def hold(self, deadline: float) -> float | None:
         """Wait while the rollouts are paused; the seconds held, or None when the deadline (monotonic) came first."""
@@ -253,7 +258,14 @@ class PacedWave:
         if not started:
             return {}
         since_ms = int((min(started) - REPORT_SKEW_S) * 1000)
-        return refused_orders(self.view.error_reports(since_ms, timeout=30), registry, self.executions.order_ids)
+        reports = self.view.error_reports(since_ms, timeout=30)  # every report since `since_ms`, oldest first
+        if since_ms != self._reports_since:
+            self._refused, self._reports_read, self._reports_since = {}, 0, since_ms
+        new = reports[self._reports_read :]
+        self._reports_read = len(reports)
+        for device, reason in refused_orders(new, registry, self.executions.order_ids).items():
+            self._refused.setdefault(device, reason)
+        return dict(self._refused)
 
     def publish(self, devices: Sequence[str], timeout_s: float) -> bool:
         """Order `devices` by the pacing schedule; False when the wave stopped (abort, failures, time) first."""

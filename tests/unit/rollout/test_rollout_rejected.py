@@ -193,3 +193,22 @@ def test_the_gate_reads_rejected_apart_from_timed_out_and_records_both() -> None
     assert (recorded["failed"], recorded["rejected"], recorded["timed_out"]) == (1, 2, 1)
     ratio = evaluate_gate([reading], SPEC.rollout.thresholds, 0.25, soak_over=False)
     assert ratio.reasons == ["plant-north: 1/10 devices failed to apply, 2 refused the order (max ratio 0.25)"]
+
+
+def test_each_error_report_is_looked_at_once_however_many_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll looks only at the reports that came since the last one (a crashing model's reports can number
+    100,000s); a refusal found once stays found."""
+    spec = with_rollout(device_timeout=timedelta(seconds=30), max_failure_ratio=1.0)
+    _, wave = paced_wave(monkeypatch, spec)
+    looked_at: list[int] = []
+
+    def counted(records: Any, registry: DeviceRegistry, order_ids: Any) -> dict[str, str]:
+        records = list(records)
+        looked_at.append(len(records))
+        return refused_orders(records, registry, order_ids)
+
+    monkeypatch.setattr(orders, "refused_orders", counted)
+    record, _ = run_paced_wave(wave, "ro-1", None, timeout_s=600)
+
+    assert record["progress"]["executions"]["failed_by_type"]["rejected"] == 2
+    assert len(looked_at) > 10 and sum(looked_at) == 2, looked_at  # 30 s of polls, two reports looked at once
