@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from edgeloop.fleet.topics import TopicRecord
 
 REFUSED_STATUSES = ("rejected", "refused")  # a reported status that says the device refused the order
+_REFUSAL_KIND = b'"bad_control"'  # how a device core writes the kind of a refused order's report (json.dumps)
 REPORT_SKEW_S = 300.0  # error reports are read back this far before the first order (device clocks)
 
 
@@ -105,6 +106,10 @@ def refused_orders(
 
     refused: dict[str, str] = {}
     for record in records:
+        # Most error reports are a model's errors, 100,000s of them after a crashing model: only a report that
+        # spells its kind plainly is parsed (a device that escapes it counts as silent, and times out).
+        if record.value is None or _REFUSAL_KIND not in record.value:
+            continue
         try:
             body = loads_object(record.value, max_bytes=MAX_DEVICE_MESSAGE_BYTES)
         except JsonRefused:

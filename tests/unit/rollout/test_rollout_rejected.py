@@ -212,3 +212,16 @@ def test_each_error_report_is_looked_at_once_however_many_polls(monkeypatch: pyt
 
     assert record["progress"]["executions"]["failed_by_type"]["rejected"] == 2
     assert len(looked_at) > 10 and sum(looked_at) == 2, looked_at  # 30 s of polls, two reports looked at once
+
+
+def test_only_a_refusal_that_spells_its_kind_plainly_is_read() -> None:
+    """A model's error reports are not parsed at all; a refusal whose kind is escaped in its JSON counts as
+    silence (its device then times out), though its signature, over the parsed body, still verifies."""
+    real = refusal_report(DEVICES[0], "a.plant-north-0")
+    assert b'"bad_control"' in real.value
+    escaped = TopicRecord(
+        0, 1, real.timestamp_ms, real.key, real.value.replace(b'"bad_control"', b'"bad\\u005fcontrol"')
+    )
+    order_ids = lambda d: {"a", f"a.{d}"}  # noqa: E731
+    assert list(refused_orders([real], REGISTRY, order_ids)) == [DEVICES[0]]
+    assert refused_orders([escaped], REGISTRY, order_ids) == {}
