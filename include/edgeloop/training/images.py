@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from edgeloop.training.onnx_export import OnnxModel
+    from edgeloop.training.seed import SeedFrames
     from edgeloop.vision.features import Embedding
 
 log = logging.getLogger(__name__)
@@ -244,10 +245,15 @@ def model_inputs(spec: PipelineSpec) -> ModelInputs:
 def seed_embedding(spec: PipelineSpec, per_group: int = SEED_FRAMES_PER_GROUP) -> Embedding:
     """The pipeline's embedding: a PCA of its seed frames (`make_seed_frames`), the same on every call."""
     from edgeloop.training.seed import make_seed_frames
+
+    return _seed_frames_embedding(make_seed_frames(spec, per_group))
+
+
+def _seed_frames_embedding(seed: SeedFrames) -> Embedding:
     from edgeloop.vision.features import fit_embedding
     from edgeloop.vision.model import MODEL_COMPONENTS
 
-    return fit_embedding(make_seed_frames(spec, per_group).pixels, MODEL_COMPONENTS)
+    return fit_embedding(seed.pixels, MODEL_COMPONENTS)
 
 
 def camera_seed_frame(s3: S3Client, spec: PipelineSpec, per_group: int = SEED_FRAMES_PER_GROUP) -> pd.DataFrame:
@@ -264,7 +270,7 @@ def camera_seed_frame(s3: S3Client, spec: PipelineSpec, per_group: int = SEED_FR
     if columns is None:
         raise DatasetError(f"{spec.name}: not a camera pipeline (no image_ref field)")
     seed = make_seed_frames(spec, per_group)
-    features = feature_table(seed.pixels, seed_embedding(spec, per_group))
+    features = feature_table(seed.pixels, _seed_frames_embedding(seed))  # the frames just made, not again
     missing = [f for f in spec.features if f not in features]
     if missing:
         raise DatasetError(f"{spec.name}: features {missing} are not image features ({list(features.columns)})")
