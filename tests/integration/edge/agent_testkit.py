@@ -337,6 +337,20 @@ def delete_pipeline_topics(spec: PipelineSpec, kafka_config: Mapping[str, Any]) 
             future.result(timeout=30)
 
 
+def enrolled_agent_env(
+    spec: PipelineSpec, kafka_config: Mapping[str, Any], operator: Any, group: str, device: str, folder: Path
+) -> dict[str, str]:
+    """Enrol `device` in `group` with `operator`'s key (its own key under `folder/device`) and return the agent
+    process's environment: the repository on its path, trusting only `operator`, and no signing key."""
+    from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, public_hex
+    from edgeloop.fleet.agents import enrol_device
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "include"), TRUSTED_KEYS_ENV: public_hex(operator.public)}
+    env.pop(SIGNING_KEY_ENV, None)
+    enrol_device(spec, kafka_config, operator, group, device, folder / device / "device.key")
+    return env
+
+
 def replay_agent(
     spec: PipelineSpec,
     kafka_config: Mapping[str, Any],
@@ -352,12 +366,9 @@ def replay_agent(
 ) -> AgentProcess:
     """An agent of `group` enrolled with `operator`'s key, trusting only it, replaying 2,000 readings of
     `profile` and serving `baseline` as version "0": its config written, not started."""
-    from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, public_hex
-    from edgeloop.fleet.agents import agent_config, enrol_device
+    from edgeloop.fleet.agents import agent_config
 
-    env = {**os.environ, "PYTHONPATH": str(REPO / "include"), TRUSTED_KEYS_ENV: public_hex(operator.public)}
-    env.pop(SIGNING_KEY_ENV, None)
-    enrol_device(spec, kafka_config, operator, group, device, folder / device / "device.key")
+    env = enrolled_agent_env(spec, kafka_config, operator, group, device, folder)
     readings = write_readings(folder / f"{device}.jsonl", profile, group, 2000, seed=seed)
     config = agent_config(
         spec,
@@ -388,13 +399,10 @@ def camera_agent(
     """A camera's agent of `group` (a camera pipeline), enrolled with `operator`'s key, trusting only it, taking
     frames from the spool directory `spool` and serving the pipeline's image baseline as version "0" (what the
     fleet simulator's cameras start on, `camera_baseline_onnx`): its config written, not started."""
-    from edgeloop.contract.keys import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, public_hex
-    from edgeloop.fleet.agents import agent_config, enrol_device
+    from edgeloop.fleet.agents import agent_config
     from edgeloop.simulator.baseline import camera_baseline_onnx
 
-    env = {**os.environ, "PYTHONPATH": str(REPO / "include"), TRUSTED_KEYS_ENV: public_hex(operator.public)}
-    env.pop(SIGNING_KEY_ENV, None)
-    enrol_device(spec, kafka_config, operator, group, device, folder / device / "device.key")
+    env = enrolled_agent_env(spec, kafka_config, operator, group, device, folder)
     baseline = folder / "camera-baseline.onnx"
     baseline.write_bytes(camera_baseline_onnx(spec))
     config = agent_config(
