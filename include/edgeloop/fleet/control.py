@@ -27,7 +27,14 @@ from edgeloop.contract.messages import (
     new_assignment,
     parse_device_state,
 )
-from edgeloop.fleet.topics import CompactedFollower, TopicMissing, TopicRecord, TopicTail, records_by_key
+from edgeloop.fleet.topics import (
+    CompactedFollower,
+    NewRecords,
+    TopicMissing,
+    TopicRecord,
+    TopicTail,
+    records_by_key,
+)
 from edgeloop.kafka import publish_messages
 from edgeloop.spec import PipelineSpec
 
@@ -184,6 +191,7 @@ class FleetView:
         self._devices: dict[str, DeviceState] = {}
         self._heartbeats = TopicTail(kafka_config, spec.topic("health"))
         self._errors = TopicTail(kafka_config, spec.topic("errors"))
+        self._new_errors = NewRecords(kafka_config, spec.topic("errors"))
 
     def feedback(
         self, heartbeats_since_ms: int, errors_since_ms: int, *, timeout: float = 60.0
@@ -201,6 +209,18 @@ class FleetView:
         """The error reports published from `since_ms` on (none for a missing topic), without the heartbeats."""
         try:
             return self._errors.read(since_ms, timeout=timeout)
+        except TopicMissing:
+            return []
+
+    def mark_error_reports(self, *, timeout: float = 60.0) -> None:
+        """From now on `new_error_reports` returns the error reports published after this moment."""
+        self._new_errors.start(timeout=timeout)
+
+    def new_error_reports(self, *, timeout: float = 60.0) -> list[TopicRecord]:
+        """The error reports published since the last call, or since `mark_error_reports` (none for a missing
+        topic). Broker order, not device clocks: a report sent after the mark is read whatever its timestamp."""
+        try:
+            return self._new_errors.read(timeout=timeout)
         except TopicMissing:
             return []
 

@@ -361,6 +361,27 @@ class TopicTail(_Follower):
         return self.records
 
 
+class NewRecords(_Follower):
+    """A topic's records published after a moment: `start` marks the topic's end now, and each `read` returns
+    what was published since the last one (from the mark on). Nothing from before the mark is ever read."""
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        """Mark the topic's end now (a topic that does not exist yet is read from its first record)."""
+        consumer = Consumer(reader_config(self.kafka_config))
+        try:
+            _, self._next = read_bounds(consumer, self.topic, timeout)
+        except TopicMissing:
+            self._next = {}
+        finally:
+            consumer.close()
+
+    def read(self, *, timeout: float = 60.0) -> list[TopicRecord]:
+        """The records published since the last read; raise TopicMissing, TopicReadTimeout (see `_read_new`)."""
+        if self._next is None:
+            raise RuntimeError(f"topic {self.topic}: read before start")
+        return self._read_new(timeout)
+
+
 def records_by_key(
     kafka_config: Mapping[str, Any], topic: str, *, timeout: float = 60.0
 ) -> dict[bytes, list[tuple[int, bytes | None]]]:

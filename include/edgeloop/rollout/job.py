@@ -147,6 +147,7 @@ def run_kafka_wave(
         return {"strategy": "kafka", "assignment": assignment, **record}
     if wave.hold(time.monotonic() + timeout_s) is None:
         return {"strategy": "kafka", "assignment": None, "pauses": wave.pauses, "stopped": True}
+    wave.mark()
     assignment = order_group()
     executions.group, executions.group_ordered_at = group, time.time()
     found, tally, stopped = wave.wait(time.monotonic() + timeout_s)

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 REFUSED_STATUSES = ("rejected", "refused")  # a reported status that says the device refused the order
 _REFUSAL_KIND = b'"bad_control"'  # how a device core writes the kind of a refused order's report (json.dumps)
-REPORT_SKEW_S = 300.0  # error reports are read back this far before the first order (device clocks)
 
 
 def wave_share(spec: PipelineSpec, wave: int, group: str) -> float | None:
@@ -223,11 +222,17 @@ class PacedWave:
     abort: dict[str, Any] = field(default_factory=dict)
     paused: Callable[[], bool] | None = None  # the pipeline's pause flag (`rollout.pause`)
     pauses: list[dict[str, Any]] = field(default_factory=list)
-    # the refusals found so far, and how many of the error reports read since `_reports_since` were looked at: a
-    # poll looks only at the reports that came since the last (a crashing model's reports can be 100,000s)
+    # the refusals found so far; each poll reads only the error reports published since the last one
     _refused: dict[str, str] = field(default_factory=dict)
-    _reports_read: int = 0
-    _reports_since: int | None = None
+    _marked: bool = False
+
+    def mark(self) -> None:
+        """Mark the error reports' end before the wave's first order: a refusal of one of its orders can only
+        be published after it, whatever the device's clock says, so nothing before the mark is read (after a
+        crashing model that is 100,000s of reports). Idempotent."""
+        if not self._marked:
+            self.view.mark_error_reports(timeout=30)
+            self._marked = True
 
     def hold(self, deadline: float) -> float | None:
         """Wait while the rollouts are paused; the seconds held, or None when the deadline (monotonic) came first."""
@@ -257,17 +262,10 @@ class PacedWave:
         return executions, tally, decision.abort or too_many
 
     def refusals(self, registry: DeviceRegistry) -> dict[str, str]:
-        """The ordered devices that refused their order (signed `bad_control` reports since the first order)."""
-        started = [self.executions.group_ordered_at] if self.executions.group is not None else []
-        started += list(self.executions.ordered_at.values())
-        if not started:
-            return {}
-        since_ms = int((min(started) - REPORT_SKEW_S) * 1000)
-        reports = self.view.error_reports(since_ms, timeout=30)  # every report since `since_ms`, oldest first
-        if since_ms != self._reports_since:
-            self._refused, self._reports_read, self._reports_since = {}, 0, since_ms
-        new = reports[self._reports_read :]
-        self._reports_read = len(reports)
+        """The ordered devices that refused their order (signed `bad_control` reports published since `mark`)."""
+        if not self._marked:
+            raise RuntimeError(f"group {self.group}: the error reports were not marked before the first order")
+        new = self.view.new_error_reports(timeout=30)
         for device, reason in refused_orders(new, registry, self.executions.order_ids).items():
             self._refused.setdefault(device, reason)
         return dict(self._refused)
@@ -335,6 +333,7 @@ def run_paced_wave(
     """Order the wave's devices (a share of the group's members, or all of them), wait for them; the record
     of what was decided, and whether the whole group should now be ordered too (a whole-group wave that held)."""
     deadline = time.monotonic() + timeout_s
+    wave.mark()
     _, states = wave.view.refresh(timeout=30)
     members = [s.device_id for s in states.in_group(wave.group)]
     selection = select_share(rollout_id, wave.group, members, share)

@@ -382,3 +382,35 @@ def test_a_followed_fleet_view_reads_what_a_fresh_read_does(
     assert north[2] in registry.devices and north[2] not in states.devices
     publish_messages(kafka_config, spec.topic("devices"), [(north[2].encode(), None)])
     assert same_as_fresh() == (8, 7)
+
+
+def test_new_error_reports_are_the_ones_published_after_the_mark_whatever_their_time(
+    spec: PipelineSpec, kafka_config: dict[str, Any], operator: Signer
+) -> None:
+    """What a rollout job reads back: the error reports published after its mark, in broker order. A report
+    stamped an hour back by its device's clock is still read; one published before the mark never is."""
+    from confluent_kafka import Producer
+
+    from edgeloop.fleet.control import FleetView
+    from edgeloop.kafka import client_config
+
+    topic = spec.topic("errors")
+    producer = Producer(client_config(kafka_config))
+
+    def publish(*values: bytes, timestamp_ms: int = 0) -> None:
+        for value in values:
+            producer.produce(topic, value, b"d-1", timestamp=timestamp_ms)
+        assert producer.flush(30) == 0
+
+    view = FleetView(spec, kafka_config, keyring(operator))
+    view.mark_error_reports(timeout=30)  # no topic yet: read from its first record once it exists
+    ensure_topics(spec, kafka_config)
+    publish(b"a", b"b")
+    assert sorted(r.value for r in view.new_error_reports(timeout=30)) == [b"a", b"b"]
+    assert view.new_error_reports(timeout=30) == []
+
+    later = FleetView(spec, kafka_config, keyring(operator))
+    later.mark_error_reports(timeout=30)
+    publish(b"late", timestamp_ms=int((time.time() - 3600) * 1000))
+    assert [r.value for r in later.new_error_reports(timeout=30)] == [b"late"]
+    assert [r.value for r in view.new_error_reports(timeout=30)] == [b"late"]

@@ -31,7 +31,8 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     monkeypatch.setattr(
         control.FleetView, "refresh", lambda *a, **k: (registry.DeviceRegistry(), control.DeviceStates())
     )
-    monkeypatch.setattr(control.FleetView, "error_reports", lambda *a, **k: [])
+    monkeypatch.setattr(control.FleetView, "mark_error_reports", lambda *a, **k: None)
+    monkeypatch.setattr(control.FleetView, "new_error_reports", lambda *a, **k: [])
     return sent
 
 

@@ -49,7 +49,10 @@ class FakeFleet:
                 states[device] = state(device, model_version="6")
         return DeviceRegistry(), DeviceStates(states)
 
-    def error_reports(self, since_ms: int, timeout: float = 0) -> list[Any]:
+    def mark_error_reports(self, timeout: float = 0) -> None:
+        pass
+
+    def new_error_reports(self, timeout: float = 0) -> list[Any]:
         return []
 
     def sleep(self, seconds: float) -> None:
@@ -219,7 +222,8 @@ def test_a_rollback_orders_the_group_at_once_whatever_the_rate(monkeypatch: pyte
     sent: list[str] = []
     monkeypatch.setattr(control, "publish_assignment", lambda spec, kafka, signer, order: sent.append(order.target.key))
     monkeypatch.setattr(control.FleetView, "refresh", lambda *a, **k: (DeviceRegistry(), DeviceStates()))
-    monkeypatch.setattr(control.FleetView, "error_reports", lambda *a, **k: [])
+    monkeypatch.setattr(control.FleetView, "mark_error_reports", lambda *a, **k: None)
+    monkeypatch.setattr(control.FleetView, "new_error_reports", lambda *a, **k: [])
     monkeypatch.setattr(orders, "publish_device_orders", lambda *a: sent.append("device orders"))
     spec = with_rollout(rate=RateSpec(per_minute=1), timeout=timedelta(0))
 
@@ -235,7 +239,8 @@ def test_a_group_order_waits_for_a_resume_and_the_pause_is_recorded(monkeypatch:
     sent: list[str] = []
     monkeypatch.setattr(control, "publish_assignment", lambda spec, kafka, signer, order: sent.append(order.target.key))
     monkeypatch.setattr(control.FleetView, "refresh", lambda *a, **k: (DeviceRegistry(), DeviceStates()))
-    monkeypatch.setattr(control.FleetView, "error_reports", lambda *a, **k: [])
+    monkeypatch.setattr(control.FleetView, "mark_error_reports", lambda *a, **k: None)
+    monkeypatch.setattr(control.FleetView, "new_error_reports", lambda *a, **k: [])
     answers = iter([True, True, False])
 
     result = run_kafka_wave(

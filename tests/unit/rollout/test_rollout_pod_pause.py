@@ -150,7 +150,8 @@ def test_the_job_process_sends_no_order_while_paused(
 
     monkeypatch.setattr(control, "push_assignment", push_assignment)
     monkeypatch.setattr(control.FleetView, "refresh", refresh)
-    monkeypatch.setattr(control.FleetView, "error_reports", lambda *a, **k: [])
+    monkeypatch.setattr(control.FleetView, "mark_error_reports", lambda *a, **k: None)
+    monkeypatch.setattr(control.FleetView, "new_error_reports", lambda *a, **k: [])
     args = ["--pipeline", SPEC.name, "--group", GROUP, "--model-version", "0", "--wave", "1", "--rollout-id", "ro-p"]
     started = time.monotonic()
 

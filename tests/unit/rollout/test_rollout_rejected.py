@@ -105,24 +105,37 @@ def test_only_a_signed_refusal_naming_the_order_counts() -> None:
 class RefusingFleet:
     """Devices 0 and 1 refuse their order (signed reports), device 2 applies it, device 3 never answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, earlier: list[TopicRecord] | None = None) -> None:
         self.now = 1000.0
         self.ordered: list[str] = []
+        self.earlier = earlier or []  # error reports published before the wave
+        self.read_to: int | None = None  # the end of the error reports read so far
+
+    def error_log(self) -> list[TopicRecord]:
+        return self.earlier + [refusal_report(d, f"a.{d}") for d in self.ordered if d in DEVICES[:2]]
 
     def refresh(self, timeout: float = 0) -> tuple[DeviceRegistry, DeviceStates]:
         applied = {"model_version": "7"} if DEVICES[2] in self.ordered else {"model_version": "6"}
         states = {d: DeviceState(d, GROUP, {}, applied if d == DEVICES[2] else {"model_version": "6"}) for d in DEVICES}
         return REGISTRY, DeviceStates(states)
 
-    def error_reports(self, since_ms: int, timeout: float = 0) -> list[TopicRecord]:
-        return [refusal_report(d, f"a.{d}") for d in DEVICES[:2] if d in self.ordered]
+    def mark_error_reports(self, timeout: float = 0) -> None:
+        self.read_to = len(self.error_log())
+
+    def new_error_reports(self, timeout: float = 0) -> list[TopicRecord]:
+        assert self.read_to is not None, "marked before read"
+        log = self.error_log()
+        new, self.read_to = log[self.read_to :], len(log)
+        return new
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
 
 
-def paced_wave(monkeypatch: pytest.MonkeyPatch, spec: PipelineSpec) -> tuple[RefusingFleet, PacedWave]:
-    fleet = RefusingFleet()
+def paced_wave(
+    monkeypatch: pytest.MonkeyPatch, spec: PipelineSpec, earlier: list[TopicRecord] | None = None
+) -> tuple[RefusingFleet, PacedWave]:
+    fleet = RefusingFleet(earlier)
     monkeypatch.setattr(orders, "publish_device_orders", lambda *args: fleet.ordered.extend(args[3]))
     in_order = ShareSelection("ro-1", GROUP, 1.0, len(DEVICES), tuple(DEVICES))  # refusers first
     monkeypatch.setattr(orders, "select_share", lambda *args: in_order)
@@ -195,11 +208,13 @@ def test_the_gate_reads_rejected_apart_from_timed_out_and_records_both() -> None
     assert ratio.reasons == ["plant-north: 1/10 devices failed to apply, 2 refused the order (max ratio 0.25)"]
 
 
-def test_each_error_report_is_looked_at_once_however_many_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A poll looks only at the reports that came since the last one (a crashing model's reports can number
-    100,000s); a refusal found once stays found."""
+def test_each_error_report_is_looked_at_once_and_none_from_before_the_wave(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll looks only at the reports that came since the last one, and the first only at those published
+    after the wave's mark (a crashing model's reports before it can number 100,000s, and a device's clock says
+    nothing about when a report came); a refusal found once stays found."""
     spec = with_rollout(device_timeout=timedelta(seconds=30), max_failure_ratio=1.0)
-    _, wave = paced_wave(monkeypatch, spec)
+    crashed = [TopicRecord(0, n, 0, b"d", b'{"kind": "inference"}') for n in range(1000)]
+    _, wave = paced_wave(monkeypatch, spec, earlier=crashed)
     looked_at: list[int] = []
 
     def counted(records: Any, registry: DeviceRegistry, order_ids: Any) -> dict[str, str]:
