@@ -248,15 +248,17 @@ class _TaskInstance:
         self.pushed[key] = value
 
 
-async def _first_event(trigger: Any) -> dict[str, Any]:
+async def _first_event(trigger: Any) -> Any:
     async for event in trigger.run():
-        return dict(event.payload)
+        return event
     raise RuntimeError("the gate trigger ended without an event")
 
 
 def run_gate(spec: Any, applied: dict[str, Any]) -> dict[str, Any]:
-    """The wave's RolloutGateOperator: execute (defers), its trigger until it fires, execute_complete."""
+    """The wave's RolloutGateOperator: execute (defers), its trigger until it fires; a pass ends there, with the
+    gate's record as the task's XCom (as the triggerer ends it), a fail in execute_complete."""
     from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+    from airflow.triggers.base import TaskSuccessEvent
 
     from edgeloop.rollout.operators import RolloutGateOperator
 
@@ -276,8 +278,10 @@ def run_gate(spec: Any, applied: dict[str, Any]) -> dict[str, Any]:
         event = asyncio.run(_first_event(deferred.trigger))
     else:
         raise RuntimeError("the gate operator did not defer")
+    if isinstance(event, TaskSuccessEvent):
+        return dict((event.xcoms or {})["return_value"])
     try:
-        return dict(operator.execute_complete(context, event))
+        return dict(operator.execute_complete(context, dict(event.payload)))
     except AirflowFailException:
         return dict(ti.pushed["return_value"])
 

@@ -26,6 +26,7 @@ from edgeloop.airflow_api import AirflowApi
 from edgeloop.devstack.config import StackConfig
 from edgeloop.devstack.stack import process_pid, read_env_file, start_process
 from edgeloop.spec import STAGES, PipelineSpec, load_all
+from edgeloop.xcom import as_pushed
 
 WATCHED_STAGES = tuple(stage for stage in STAGES if stage != "config_push")  # config_push runs only by hand
 LOOP_STAGES = ("drift", "annotate", "train", "rollout")
@@ -445,7 +446,7 @@ def xcom(api: AirflowApi, dag_id: str, run_id: str, task_id: str) -> Any:
         entry = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
     except Exception:
         return None
-    return entry.get("value")
+    return as_pushed(entry.get("value"))
 
 
 def wait_until(check: Any, timeout: float, what: str, watcher: StageWatcher, every: float = 3.0) -> Any:

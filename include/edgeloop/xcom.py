@@ -3,11 +3,16 @@
 Each stage's `tasks.py` returns a frozen dataclass with `to_xcom()` (a JSON-able dict, the XCom the
 Airflow UI and the next task see) and `from_xcom(data)`; `from_xcom` goes through `xcom_fields`, so a
 missing or renamed key fails where it is read, naming the result and the key.
+
+A task the triggerer ends itself (the rollout's gates: `TaskSuccessEvent(xcoms=...)`) has its XCom stored
+JSON-encoded once more by Airflow 3.3 (`XComModel.serialize_value`); a worker then pulls that JSON text, not
+the dict. `as_pushed` decodes it, and both readers here go through it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any, Self, TypeAlias
 
@@ -18,6 +23,17 @@ class XComContractError(ValueError):
     """A task's XCom does not have the keys its typed result promises."""
 
 
+def as_pushed(value: object) -> object:
+    """An XCom value as its task pushed it: JSON text of an object (an XCom the triggerer pushed, see above) is
+    decoded; anything else comes back as it is."""
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
 def xcom_fields(cls: type[Any], data: object) -> dict[str, Any]:
     """The constructor arguments of dataclass `cls` from an XCom dict: every required key present, no unknown key.
 
@@ -25,6 +41,7 @@ def xcom_fields(cls: type[Any], data: object) -> dict[str, Any]:
     and the keys that are missing or unknown.
     """
     name = cls.__name__
+    data = as_pushed(data)
     if not isinstance(data, Mapping):
         raise XComContractError(f"{name}.from_xcom: expected a dict, got {type(data).__name__}")
     fields = dataclasses.fields(cls)
@@ -68,6 +85,7 @@ def xcom_fields_and_rest(cls: type[Any], data: object, rest: str) -> dict[str, A
     the keys the next task reads are checked, the others travel on unchanged.
     """
     name = cls.__name__
+    data = as_pushed(data)
     if not isinstance(data, Mapping):
         raise XComContractError(f"{name}.from_xcom: expected a dict, got {type(data).__name__}")
     named = [f for f in dataclasses.fields(cls) if f.name != rest]

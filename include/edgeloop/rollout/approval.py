@@ -50,7 +50,11 @@ class RolloutApprovalOperator(ApprovalOperator):
         return cls(
             task_id=APPROVAL_TASK_ID,
             subject=f"{spec.name}: roll out to production?",
-            body="Canary gate: {{ ti.xcom_pull(task_ids='gate_canary') | tojson }}",
+            # a passed gate's XCom, pushed by the triggerer, is JSON text already (`edgeloop.xcom.as_pushed`)
+            body=(
+                "Canary gate: {% set gate = ti.xcom_pull(task_ids='gate_canary') %}"
+                "{{ gate if gate is string else gate | tojson }}"
+            ),
             defaults=cls.REJECT,
             response_timeout=spec.rollout.approval_timeout,
             assigned_users=approvers(spec),

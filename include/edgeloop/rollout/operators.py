@@ -1,8 +1,7 @@
-"""The deferrable health gate as an operator: defers to RolloutGateTrigger for the soak."""
+"""The deferrable health gate as an operator: defers to RolloutGateTrigger for the soak (a pass ends there)."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -55,13 +54,17 @@ class RolloutGateOperator(BaseOperator):
             poll_seconds=min(5.0, max(1.0, self.soak_seconds / 10)),
             trusted_keys=control_trusted_keys().hex_keys(),
             devices={g: list(d) for g, d in (applied.get("devices") or {}).items()},
+            wave_index=self.wave_index,
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """A gate the trigger did not end: a failed one (or the event of a trigger from before `wave_index`)."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        result = {"wave": self.wave_index, "decided_at": time.time(), **event}
+        from edgeloop.rollout.trigger import gate_result
+
+        result = gate_result(self.wave_index, event)
         if event.get("state") != "pass":
             context["ti"].xcom_push(key="return_value", value=result)
             raise AirflowFailException(f"health gate of wave {self.wave_index} failed: {'; '.join(event['reasons'])}")

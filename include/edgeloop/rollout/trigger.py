@@ -7,15 +7,21 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 if TYPE_CHECKING:
     from edgeloop.fleet.control import FleetView
 
 
+def gate_result(wave_index: int, decision: dict[str, Any]) -> dict[str, Any]:
+    """What a wave's gate leaves in XCom (`rollout.tasks.GateRecord`): the decision, its wave and when."""
+    return {"wave": wave_index, "decided_at": time.time(), **decision}
+
+
 class RolloutGateTrigger(BaseTrigger):
     """Fire once the gate of a wave is decided: `fail` as soon as feedback crosses a threshold,
-    `pass` or `fail` when the soak is over."""
+    `pass` or `fail` when the soak is over. With a `wave_index`, a pass ends the task here, with the
+    gate's record as its XCom; a fail resumes the task on a worker, which fails it with the reasons."""
 
     def __init__(
         self,
@@ -29,6 +35,7 @@ class RolloutGateTrigger(BaseTrigger):
         poll_seconds: float = 5.0,
         trusted_keys: list[str] | None = None,
         devices: dict[str, list[str]] | None = None,
+        wave_index: int | None = None,
     ) -> None:
         super().__init__()
         self.pipeline = pipeline
@@ -40,6 +47,8 @@ class RolloutGateTrigger(BaseTrigger):
         self.poll_seconds = poll_seconds
         self.trusted_keys = trusted_keys or []
         self.devices = devices or {}  # per group a share wave reached: the only devices the gate reads
+        # with the wave's index, a passed gate ends its task from here (no second start on a worker)
+        self.wave_index = wave_index
         # the fleet as read so far (not serialized: a restarted trigger reads it anew)
         self._view: FleetView | None = None
 
@@ -56,6 +65,7 @@ class RolloutGateTrigger(BaseTrigger):
                 "poll_seconds": self.poll_seconds,
                 "trusted_keys": self.trusted_keys,
                 "devices": self.devices,
+                "wave_index": self.wave_index,
             },
         )
 
@@ -121,8 +131,11 @@ class RolloutGateTrigger(BaseTrigger):
                 self.log.warning("gate check failed, retrying: %s", exc)
                 await asyncio.sleep(self.poll_seconds)
                 continue
+            if decision["state"] == "pass" and self.wave_index is not None:
+                yield TaskSuccessEvent(xcoms={"return_value": gate_result(self.wave_index, decision)})
+                return
             if decision["state"] != "wait":
-                yield TriggerEvent(decision)
+                yield TriggerEvent(decision)  # a failed gate resumes its task, which fails with the reasons
                 return
             await asyncio.sleep(self.next_check_in(time.time()))
 

@@ -159,6 +159,16 @@ def test_a_gate_keeps_the_triggers_other_keys_as_they_came() -> None:
     assert record.to_xcom() == operator_xcom
 
 
+def test_a_gate_record_the_triggerer_pushed_reads_back_as_the_dict_it_was() -> None:
+    """The triggerer stores the XCom of a task it ends JSON-encoded once more; a worker pulls that text."""
+    record = gate(1, "pass")
+    assert GateRecord.from_xcom(json.dumps(record.to_xcom())) == record
+    with pytest.raises(XComContractError, match=r"GateRecord\.from_xcom: expected a dict, got str"):
+        GateRecord.from_xcom("{not json")
+    with pytest.raises(XComContractError, match="expected a dict, got str"):
+        RolloutPlanned.from_xcom(json.dumps(["a list"]))  # only an object's text is decoded
+
+
 def test_the_gate_operator_reads_what_an_apply_leaves_in_xcom(monkeypatch: pytest.MonkeyPatch) -> None:
     from edgeloop import connections
     from edgeloop.rollout.operators import RolloutGateOperator
@@ -181,6 +191,60 @@ def test_the_gate_operator_reads_what_an_apply_leaves_in_xcom(monkeypatch: pytes
     [trigger] = deferred
     assert (trigger.groups, trigger.model_version, trigger.started_at) == (["plant-north"], "4", 200.0)
     assert trigger.assignment_ids == {"plant-north": "a-1"} and trigger.devices == {"plant-north": ["d1", "d2"]}
+    assert trigger.wave_index == 1 and trigger.serialize()[1]["wave_index"] == 1
+
+
+@pytest.mark.parametrize("state", ["pass", "fail"])
+def test_a_passed_gate_ends_its_task_in_the_triggerer_and_a_failed_one_resumes_it(
+    state: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass is the gate's last word: the triggerer marks the task a success with the gate's record as its XCom,
+    and no worker starts it again. A fail goes back to the task, which fails the rollout with the reasons."""
+    import asyncio
+
+    from airflow.sdk import BaseHook
+    from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
+
+    from edgeloop.rollout.operators import RolloutGateOperator
+    from edgeloop.rollout.trigger import RolloutGateTrigger
+
+    class Connection:
+        extra_dejson = {"bootstrap.servers": "127.0.0.1:1"}
+
+    async def connection(conn_id: str) -> Connection:
+        return Connection()
+
+    decision = {"state": state, "reasons": [] if state == "pass" else ["plant-north: error rate 0.5 > 0.02"]}
+    monkeypatch.setattr(BaseHook, "aget_connection", staticmethod(connection))
+    monkeypatch.setattr(RolloutGateTrigger, "_check", lambda self, spec, kafka: dict(decision, readings=[]))
+    trigger = RolloutGateTrigger(
+        pipeline="factory_maintenance",
+        groups=["plant-north"],
+        model_version="4",
+        assignment_ids={},
+        started_at=0.0,
+        soak_seconds=1.0,
+        wave_index=2,
+    )
+
+    async def first_event() -> Any:
+        return await anext(aiter(trigger.run()))
+
+    event = asyncio.run(first_event())
+
+    if state == "pass":
+        assert isinstance(event, TaskSuccessEvent)
+        record = GateRecord.from_xcom(event.xcoms["return_value"])
+        assert record.passed and record.wave == 2 and record.details == {"readings": []}
+        return
+    assert type(event) is TriggerEvent and event.payload["state"] == "fail"
+    operator = RolloutGateOperator(
+        task_id="gate_wave_2", pipeline="factory_maintenance", wave_index=2, apply_task_id="a", soak_seconds=1
+    )
+    ti = FakeTI()
+    with pytest.raises(AirflowFailException, match="health gate of wave 2 failed: plant-north: error rate"):
+        operator.execute_complete({"ti": ti}, event.payload)
+    assert GateRecord.from_xcom(ti.pushed["return_value"]).reasons == decision["reasons"]
 
 
 def test_the_plan_rolls_out_the_newest_event_version_for_the_run(
