@@ -533,6 +533,7 @@ def cleanup(spec: Any, kafka: dict[str, Any], s3: Any, tracking_uri: str) -> Non
     from confluent_kafka.admin import AdminClient
     from mlflow import MlflowClient
 
+    from edgeloop.devstack.pipelines import forget_pushed_metrics
     from edgeloop.kafka import client_config
     from edgeloop.training.tracking import experiment_name
 
@@ -557,6 +558,7 @@ def cleanup(spec: Any, kafka: dict[str, Any], s3: Any, tracking_uri: str) -> Non
     experiment = client.get_experiment_by_name(experiment_name(spec))
     if experiment is not None and experiment.lifecycle_stage == "active":
         client.delete_experiment(experiment.experiment_id)
+    forget_pushed_metrics(spec, dict(os.environ))  # the DAG run's task metrics
 
 
 # --- report ------------------------------------------------------------------------------------------
