@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Self, TypeAlias
 
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
@@ -34,6 +34,19 @@ def as_pushed(value: object) -> object:
     return value
 
 
+def _xcom_dict(name: str, data: object) -> Mapping[Any, Any]:
+    """`data` (decoded by `as_pushed`) as the dict result `name` reads; XComContractError if it is none."""
+    data = as_pushed(data)
+    if not isinstance(data, Mapping):
+        raise XComContractError(f"{name}.from_xcom: expected a dict, got {type(data).__name__}")
+    return data
+
+
+def _required(fields: Iterable[dataclasses.Field[Any]]) -> list[str]:
+    """The names of the fields without a default."""
+    return [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+
+
 def xcom_fields(cls: type[Any], data: object) -> dict[str, Any]:
     """The constructor arguments of dataclass `cls` from an XCom dict: every required key present, no unknown key.
 
@@ -41,12 +54,10 @@ def xcom_fields(cls: type[Any], data: object) -> dict[str, Any]:
     and the keys that are missing or unknown.
     """
     name = cls.__name__
-    data = as_pushed(data)
-    if not isinstance(data, Mapping):
-        raise XComContractError(f"{name}.from_xcom: expected a dict, got {type(data).__name__}")
+    data = _xcom_dict(name, data)
     fields = dataclasses.fields(cls)
     known = {f.name for f in fields}
-    required = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    required = _required(fields)
     missing = [key for key in required if key not in data]
     unknown = sorted(str(key) for key in data if key not in known)
     if missing or unknown:
@@ -85,11 +96,9 @@ def xcom_fields_and_rest(cls: type[Any], data: object, rest: str) -> dict[str, A
     the keys the next task reads are checked, the others travel on unchanged.
     """
     name = cls.__name__
-    data = as_pushed(data)
-    if not isinstance(data, Mapping):
-        raise XComContractError(f"{name}.from_xcom: expected a dict, got {type(data).__name__}")
+    data = _xcom_dict(name, data)
     named = [f for f in dataclasses.fields(cls) if f.name != rest]
-    required = [f.name for f in named if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    required = _required(named)
     missing = [key for key in required if key not in data]
     if missing:
         raise XComContractError(f"{name}.from_xcom: missing key(s) {missing}")
